@@ -1,0 +1,262 @@
+//! The control API: the JSON messages exchanged over the daemon's Unix socket.
+//!
+//! One connection carries one request and one reply, each a single JSON
+//! document terminated by a newline. `docs/api.md` documents every message;
+//! keep the two in step.
+
+use serde::{Deserialize, Serialize};
+
+/// API version reported by `status`; bumped on incompatible changes.
+pub const API_VERSION: u32 = 1;
+
+/// A request from a client to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Daemon liveness and version.
+    Status,
+    NetworkCreate {
+        name: String,
+        subnet: String,
+        #[serde(default)]
+        gateway: Option<String>,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        internal: bool,
+    },
+    NetworkList,
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRemove {
+        name: String,
+    },
+    Attach {
+        network: String,
+        /// A name under `/var/run/netns` (exclusive with `pid`).
+        #[serde(default)]
+        netns: Option<String>,
+        /// A process whose network namespace to join (exclusive with `netns`).
+        #[serde(default)]
+        pid: Option<u32>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        ip: Option<String>,
+        #[serde(default)]
+        mac: Option<String>,
+        #[serde(default)]
+        ifname: Option<String>,
+    },
+    Detach {
+        network: String,
+        endpoint: String,
+    },
+    RouteAllow {
+        a: String,
+        b: String,
+    },
+    RouteDeny {
+        a: String,
+        b: String,
+    },
+    RouteList,
+    Endpoints {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    Fdb {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    Stats,
+}
+
+/// The daemon's reply: exactly one of `result` or `error` is present.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+impl Reply {
+    pub fn success<T: Serialize>(value: &T) -> Self {
+        match serde_json::to_value(value) {
+            Ok(v) => Reply {
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Reply::failure(ApiError::new(ErrorKind::Internal, e.to_string())),
+        }
+    }
+
+    pub fn failure(error: ApiError) -> Self {
+        Reply {
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// Why a request was refused. A refused request changed no state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    /// What was wrong and what to do about it, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Machine-readable class of an [`ApiError`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was malformed or a value did not parse.
+    InvalidArgument,
+    /// A named network, endpoint or namespace does not exist.
+    NotFound,
+    /// The name or address is already in use.
+    AlreadyExists,
+    /// The request conflicts with current state (overlap, endpoints left).
+    Conflict,
+    /// An address pool has no free address.
+    Exhausted,
+    /// The operating system refused an operation (permissions, netlink).
+    System,
+    /// A bug in weft.
+    Internal,
+}
+
+/// A network as reported by `network ls` and `network inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub gateway_mac: String,
+    pub mtu: u32,
+    pub internal: bool,
+    /// Number of attached endpoints.
+    pub endpoints: usize,
+    /// Free addresses left in the pool.
+    pub free_addresses: u64,
+}
+
+/// A network with its endpoints and routes, for `network inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkDetail {
+    #[serde(flatten)]
+    pub network: NetworkInfo,
+    pub attached: Vec<EndpointInfo>,
+    /// Networks this one may route to (`route allow`).
+    pub routes_to: Vec<String>,
+}
+
+/// An attached endpoint: one TAP device in one namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub name: String,
+    pub network: String,
+    /// `/var/run/netns/NAME` or `/proc/PID/ns/net` as given on attach.
+    pub netns: String,
+    pub ifname: String,
+    /// Address with prefix length, e.g. `10.1.0.2/24`.
+    pub ip: String,
+    pub mac: String,
+    /// The switch port number, as shown by `fdb` and `stats`.
+    pub port: u32,
+}
+
+/// A pair of networks allowed to route to each other.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub a: String,
+    pub b: String,
+}
+
+/// A learned MAC address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FdbEntry {
+    pub network: String,
+    pub mac: String,
+    pub port: u32,
+    /// The endpoint behind the port, if any.
+    pub endpoint: Option<String>,
+    /// Seconds since the address was last seen as a source.
+    pub age_secs: f64,
+}
+
+/// Counters for one switch port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortStats {
+    pub port: u32,
+    pub network: String,
+    pub endpoint: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason; reasons with a zero count are left out.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Whole-daemon counters for `weft stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    /// Drops not tied to a port (e.g. ICMP errors suppressed by rate limit).
+    pub switch_drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Reply to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusInfo {
+    pub version: String,
+    pub api_version: u32,
+    pub pid: u32,
+    pub networks: usize,
+    pub endpoints: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format_is_tagged_by_op() {
+        let req: Request =
+            serde_json::from_str(r#"{"op":"network_create","name":"a","subnet":"10.0.0.0/24"}"#)
+                .unwrap();
+        assert_eq!(
+            req,
+            Request::NetworkCreate {
+                name: "a".into(),
+                subnet: "10.0.0.0/24".into(),
+                gateway: None,
+                mtu: None,
+                internal: false
+            }
+        );
+        let text = serde_json::to_string(&Request::Stats).unwrap();
+        assert_eq!(text, r#"{"op":"stats"}"#);
+    }
+
+    #[test]
+    fn unknown_op_is_rejected() {
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! `weft`: a userspace virtual switch and router for network namespaces.
+//!
+//! `weft daemon` runs the switch and serves the control API on a Unix socket;
+//! every other command is a client of that API (see `docs/api.md`).
+
+mod api;
+mod client;
+mod daemon;
+mod demo;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::api::Request;
+use crate::client::ClientError;
+
+/// Exit status when the daemon refused a request (and for other failures).
+const EXIT_FAILURE: u8 = 1;
+/// Exit status when no daemon listens on the socket.
+const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit status when `weft demo` was interrupted (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+const ABOUT: &str = "A userspace virtual switch and router for network namespaces";
+
+const LONG_ABOUT: &str = "\
+A userspace virtual switch and router for network namespaces.
+
+`weft daemon` runs one process that switches and routes Ethernet frames between
+TAP devices it places inside network namespaces. Every other command talks to
+that daemon over its control socket.";
+
+const MAIN_AFTER_HELP: &str = "\
+The control socket is /run/weft/weft.sock as root and
+$XDG_RUNTIME_DIR/weft/weft.sock otherwise; --socket or WEFT_SOCKET overrides it
+for every command, the daemon included.
+
+Exit status: 0 success, 1 the daemon refused the request (or another failure),
+2 usage error, 3 no daemon is listening on the socket.
+
+Quick look (as root): weft demo";
+
+const NETWORK_CREATE_AFTER_HELP: &str = "\
+Examples:
+  weft network create front --subnet 10.1.0.0/24
+  weft network create back --subnet 10.2.0.0/24 --gateway 10.2.0.254 --mtu 9000
+  weft network create db --subnet 10.3.0.0/24 --internal";
+
+const ATTACH_AFTER_HELP: &str = "\
+Examples:
+  ip netns add web1
+  weft attach front --netns web1
+  weft attach front --netns web1 --name web1 --ip 10.1.0.10 --ifname eth1
+  weft attach front --pid \"$(podman inspect -f '{{.State.Pid}}' web)\" --json";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = MAIN_AFTER_HELP,
+    propagate_version = true
+)]
+struct Cli {
+    /// The daemon's control socket [default: /run/weft/weft.sock as root,
+    /// $XDG_RUNTIME_DIR/weft/weft.sock otherwise]
+    #[arg(long, global = true, env = "WEFT_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, inspect and remove networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+
+    /// Put a TAP device into a network namespace and connect it to a network
+    ///
+    /// The namespace is named (`ip netns add NAME`) or given by the PID of a
+    /// process inside it. The daemon picks a free address from the network's
+    /// subnet unless --ip is given, configures the interface and a default
+    /// route via the network's gateway, and prints the endpoint's name,
+    /// interface, IP/prefix and MAC.
+    #[command(
+        after_help = ATTACH_AFTER_HELP,
+        group(ArgGroup::new("namespace").required(true).args(["netns", "pid"]))
+    )]
+    Attach(AttachArgs),
+
+    /// Disconnect an endpoint from a network and delete its TAP device
+    Detach {
+        /// The network the endpoint is attached to
+        network: String,
+        /// The endpoint's name (see `weft endpoints`)
+        #[arg(value_name = "EP")]
+        endpoint: String,
+    },
+
+    /// Allow or deny routing between networks (isolated by default)
+    #[command(subcommand)]
+    Route(RouteCommand),
+
+    /// List attached endpoints
+    Endpoints {
+        /// Only endpoints of this network
+        network: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// List learned MAC addresses (the forwarding database)
+    Fdb {
+        /// Only addresses learned on this network
+        network: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Show per-port packet and byte counters and drops by reason
+    Stats {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Check that the daemon is running and show its version
+    Status {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Run the switch and serve the control API in the foreground
+    ///
+    /// Stops on SIGINT or SIGTERM. Needs CAP_NET_ADMIN to create TAP devices
+    /// and enter network namespaces. The socket is created with mode 0660.
+    Daemon(DaemonArgs),
+
+    /// Show weft working: namespaces, two networks, pings, routing (needs root)
+    ///
+    /// Starts a private daemon, creates four network namespaces and two
+    /// networks, attaches them, and demonstrates switching, isolation and
+    /// routing with ping. Everything it creates is removed when it finishes,
+    /// fails or is interrupted with Ctrl-C.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCommand {
+    /// Create a network: a subnet with a gateway address inside weft
+    #[command(after_help = NETWORK_CREATE_AFTER_HELP)]
+    Create {
+        /// The network's name
+        name: String,
+        /// The network's IPv4 subnet, e.g. 10.1.0.0/24
+        #[arg(long, value_name = "CIDR")]
+        subnet: String,
+        /// The gateway address inside the subnet [default: chosen by the daemon]
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+        /// MTU of the endpoints' interfaces [default: chosen by the daemon]
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// No routing to other networks, ever (`route allow` is refused)
+        #[arg(long)]
+        internal: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Show a network's settings, routes and endpoints
+    Inspect {
+        /// The network's name
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Remove a network (it must have no endpoints left)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The network's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AttachArgs {
+    /// The network to connect to
+    network: String,
+    /// A named network namespace (as made by `ip netns add NAME`)
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// A process whose network namespace to use (e.g. a container's PID)
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// The endpoint's name [default: chosen by the daemon]
+    #[arg(long, value_name = "EP")]
+    name: Option<String>,
+    /// The address to use [default: the next free address of the subnet]
+    #[arg(long, value_name = "IP")]
+    ip: Option<String>,
+    /// The MAC address to use [default: generated by the daemon]
+    #[arg(long, value_name = "MAC")]
+    mac: Option<String>,
+    /// The interface name inside the namespace [default: chosen by the daemon]
+    #[arg(long, value_name = "IF")]
+    ifname: Option<String>,
+    #[command(flatten)]
+    json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Let two networks route to each other through their gateways
+    Allow {
+        #[arg(value_name = "NET_A")]
+        a: String,
+        #[arg(value_name = "NET_B")]
+        b: String,
+    },
+    /// Stop routing between two networks (the default)
+    Deny {
+        #[arg(value_name = "NET_A")]
+        a: String,
+        #[arg(value_name = "NET_B")]
+        b: String,
+    },
+    /// List pairs of networks allowed to route to each other
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Where networks and routes are kept across restarts [default:
+    /// /var/lib/weft as root, $XDG_STATE_HOME/weft or ~/.local/state/weft
+    /// otherwise]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Seconds a learned MAC address lives without being seen (fractions
+    /// allowed, must be > 0)
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_mac_aging)]
+    mac_aging: Duration,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+struct JsonFlag {
+    /// Print the reply's result as JSON, for programs
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_mac_aging(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("must be more than 0 seconds, got `{text}`"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// `/var/lib/weft` as root, `$XDG_STATE_HOME/weft` or `~/.local/state/weft`
+/// otherwise.
+fn default_state_dir() -> PathBuf {
+    if client::is_root() {
+        return PathBuf::from("/var/lib/weft");
+    }
+    if let Some(dir) = client::env_dir("XDG_STATE_HOME") {
+        return dir.join("weft");
+    }
+    match client::env_dir("HOME") {
+        Some(home) => home.join(".local/state/weft"),
+        None => PathBuf::from("/var/lib/weft"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = report(&err);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Prints `err` to stderr and picks the exit status for it.
+fn report(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(client_err) = cause.downcast_ref::<ClientError>() {
+            match client_err {
+                // Exactly the daemon's message: it says what to do.
+                ClientError::Refused(api_err) => {
+                    eprintln!("error: {}", api_err.message);
+                    return EXIT_FAILURE;
+                }
+                ClientError::NotRunning { .. } => {
+                    eprintln!("error: {client_err}");
+                    return EXIT_NOT_RUNNING;
+                }
+                _ => {}
+            }
+        }
+        if cause.downcast_ref::<demo::Interrupted>().is_some() {
+            eprintln!("weft demo: interrupted");
+            return EXIT_INTERRUPTED;
+        }
+    }
+    eprintln!("error: {err:#}");
+    EXIT_FAILURE
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli.socket.unwrap_or_else(client::default_socket_path);
+    match cli.command {
+        Command::Daemon(args) => daemon::run(daemon::DaemonOptions {
+            socket,
+            state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+            mac_aging: args.mac_aging,
+        }),
+        Command::Demo => {
+            let exe = std::env::current_exe().context("cannot find the weft executable")?;
+            demo::run(&exe)
+        }
+        Command::Network(cmd) => network(&socket, cmd),
+        Command::Attach(args) => {
+            let json = args.json.json;
+            let result = request(
+                &socket,
+                Request::Attach {
+                    network: args.network,
+                    netns: args.netns,
+                    pid: args.pid,
+                    name: args.name,
+                    ip: args.ip,
+                    mac: args.mac,
+                    ifname: args.ifname,
+                },
+                "attach",
+            )?;
+            print_result(json, result, "attach", |e| output::attached(&e))
+        }
+        Command::Detach { network, endpoint } => {
+            request(
+                &socket,
+                Request::Detach {
+                    network: network.clone(),
+                    endpoint: endpoint.clone(),
+                },
+                "detach",
+            )?;
+            println!("detached {endpoint} from {network}");
+            Ok(())
+        }
+        Command::Route(RouteCommand::Allow { a, b }) => {
+            request(
+                &socket,
+                Request::RouteAllow {
+                    a: a.clone(),
+                    b: b.clone(),
+                },
+                "route allow",
+            )?;
+            println!("{a} and {b} may now route to each other");
+            Ok(())
+        }
+        Command::Route(RouteCommand::Deny { a, b }) => {
+            request(
+                &socket,
+                Request::RouteDeny {
+                    a: a.clone(),
+                    b: b.clone(),
+                },
+                "route deny",
+            )?;
+            println!("{a} and {b} are isolated from each other");
+            Ok(())
+        }
+        Command::Route(RouteCommand::Ls { json }) => {
+            let result = request(&socket, Request::RouteList, "route ls")?;
+            print_result(json.json, result, "route ls", |r: Vec<_>| {
+                output::routes(&r)
+            })
+        }
+        Command::Endpoints { network, json } => {
+            let result = request(&socket, Request::Endpoints { network }, "endpoints")?;
+            print_result(json.json, result, "endpoints", |e: Vec<_>| {
+                output::endpoints(&e)
+            })
+        }
+        Command::Fdb { network, json } => {
+            let result = request(&socket, Request::Fdb { network }, "fdb")?;
+            print_result(json.json, result, "fdb", |f: Vec<_>| output::fdb(&f))
+        }
+        Command::Stats { json } => {
+            let result = request(&socket, Request::Stats, "stats")?;
+            print_result(json.json, result, "stats", |s| output::stats(&s))
+        }
+        Command::Status { json } => {
+            let result = request(&socket, Request::Status, "status")?;
+            print_result(json.json, result, "status", |s| output::status(&s, &socket))
+        }
+    }
+}
+
+fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCommand::Create {
+            name,
+            subnet,
+            gateway,
+            mtu,
+            internal,
+            json,
+        } => {
+            let result = request(
+                socket,
+                Request::NetworkCreate {
+                    name: name.clone(),
+                    subnet,
+                    gateway,
+                    mtu,
+                    internal,
+                },
+                "network create",
+            )?;
+            if json.json {
+                print!("{}", output::json(&result));
+                return Ok(());
+            }
+            // The network exists now; a reply we cannot render is no error.
+            match serde_json::from_value(result) {
+                Ok(info) => print!("{}", output::created(&info)),
+                Err(_) => println!("created network {name}"),
+            }
+            Ok(())
+        }
+        NetworkCommand::Ls { json } => {
+            let result = request(socket, Request::NetworkList, "network ls")?;
+            print_result(json.json, result, "network ls", |n: Vec<_>| {
+                output::networks(&n)
+            })
+        }
+        NetworkCommand::Inspect { name, json } => {
+            let result = request(socket, Request::NetworkInspect { name }, "network inspect")?;
+            print_result(json.json, result, "network inspect", |d| {
+                output::inspect(&d)
+            })
+        }
+        NetworkCommand::Rm { name } => {
+            request(
+                socket,
+                Request::NetworkRemove { name: name.clone() },
+                "network rm",
+            )?;
+            println!("removed network {name}");
+            Ok(())
+        }
+    }
+}
+
+/// Sends one request; `what` names the command in error messages.
+fn request(socket: &Path, req: Request, what: &str) -> anyhow::Result<serde_json::Value> {
+    client::call(socket, &req).with_context(|| format!("`weft {what}` failed"))
+}
+
+/// Prints `result` as JSON or, decoded as `T`, through `human`.
+fn print_result<T, F>(
+    json: bool,
+    result: serde_json::Value,
+    what: &str,
+    human: F,
+) -> anyhow::Result<()>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(T) -> String,
+{
+    if json {
+        print!("{}", output::json(&result));
+    } else {
+        let value: T = output::decode(result, what)?;
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attach_needs_exactly_one_namespace() {
+        let err = Cli::try_parse_from(["weft", "attach", "front"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["weft", "attach", "front", "--netns", "a", "--pid", "1"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(Cli::try_parse_from(["weft", "attach", "front", "--pid", "1"]).is_ok());
+    }
+
+    #[test]
+    fn socket_is_global() {
+        let cli =
+            Cli::try_parse_from(["weft", "network", "ls", "--socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/x.sock")));
+        let cli = Cli::try_parse_from(["weft", "daemon", "--socket", "/tmp/y.sock"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/y.sock")));
+    }
+
+    #[test]
+    fn mac_aging_accepts_fractions_and_rejects_nonpositive() {
+        assert_eq!(parse_mac_aging("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_mac_aging("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_mac_aging("0").is_err());
+        assert!(parse_mac_aging("-1").is_err());
+        assert!(parse_mac_aging("inf").is_err());
+        assert!(parse_mac_aging("NaN").is_err());
+        assert!(parse_mac_aging("soon").is_err());
+        let cli = Cli::try_parse_from(["weft", "daemon"]).unwrap();
+        match cli.command {
+            Command::Daemon(args) => assert_eq!(args.mac_aging, Duration::from_secs(300)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

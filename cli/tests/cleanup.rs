@@ -1,0 +1,172 @@
+//! The harness's guards leave nothing behind, on a panic as on a normal
+//! return, and the daemon cleans up after itself on SIGTERM.
+//!
+//! Subnet indices 50..=59 (see `common` for the parallelism note).
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::*;
+
+/// What a scenario created, recorded as it goes so it can be checked after
+/// the scenario's guards are gone.
+#[derive(Default, Debug)]
+struct Created {
+    namespaces: Vec<String>,
+    daemon_pid: Option<i32>,
+    daemon_dir: Option<PathBuf>,
+    background_pid: Option<i32>,
+    unguarded_pid: Option<i32>,
+}
+
+/// Daemon + 2 namespaces + attach + a server in one namespace; panics after
+/// the setup when `panic_midway`.
+fn scenario(i: u8, tag: &str, created: &mut Created, panic_midway: bool) {
+    let d = Daemon::start();
+    created.daemon_pid = Some(d.pid() as i32);
+    created.daemon_dir = Some(d.dir.clone());
+    let a = Netns::new(tag);
+    created.namespaces.push(a.name.clone());
+    let b = Netns::new(tag);
+    created.namespaces.push(b.name.clone());
+    create_network(&d, "n", &subnet(i, 1), &[]);
+    let ep_a = attach(&d, "n", &a, &[]);
+    let ep_b = attach(&d, "n", &b, &[]);
+    let server = b.spawn(&["nc", "-l", "5050"], Stdio::null(), Stdio::null());
+    created.background_pid = Some(server.pid() as i32);
+    // A process started inside the namespace without a guard of its own:
+    // the namespace guard must kill it.
+    // (setsid: out of the helper's process group, which the helper kills.)
+    let out = a.exec(&[
+        "sh",
+        "-c",
+        "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pid: i32 = text(&out.stdout).trim().parse().expect("pid of sleep");
+    created.unguarded_pid = Some(pid);
+    assert!(alive(pid), "sleep {pid} did not start");
+    let out = a.ping(&ep_b.ip);
+    assert!(out.status.success(), "{}", describe(&out));
+    if panic_midway {
+        panic!("deliberate panic midway through the scenario");
+    }
+    let _ = ep_a;
+}
+
+fn assert_nothing_left(tag: &str, created: &Created) {
+    assert_eq!(
+        created.namespaces.len(),
+        2,
+        "scenario did not get far: {created:?}"
+    );
+    let suffix = format!("-{tag}");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&name_prefix()) && n.ends_with(&suffix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    for ns in &created.namespaces {
+        assert!(
+            !PathBuf::from("/var/run/netns").join(ns).exists(),
+            "{ns} still mounted"
+        );
+    }
+
+    let pid = created.daemon_pid.expect("daemon pid recorded");
+    // SAFETY: signal 0 only probes for existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    let err = std::io::Error::last_os_error().raw_os_error();
+    assert!(
+        rc == -1 && err == Some(libc::ESRCH),
+        "daemon {pid} still exists (kill(pid, 0) = {rc}, errno {err:?})"
+    );
+    let bg = created.background_pid.expect("server pid recorded");
+    assert!(!process_exists(bg), "background server {bg} still exists");
+
+    let dir = created.daemon_dir.as_ref().expect("daemon dir recorded");
+    assert!(!dir.exists(), "daemon temp dir {} left", dir.display());
+
+    let sleeper = created.unguarded_pid.expect("sleep pid recorded");
+    let gone = wait_for(std::time::Duration::from_secs(2), || {
+        (!alive(sleeper)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "process {sleeper} started inside a namespace still runs"
+    );
+}
+
+/// Exists and is not a zombie waiting for a reaper.
+fn alive(pid: i32) -> bool {
+    if !process_exists(pid) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !(stat.is_empty() || state.starts_with('Z') || state.starts_with('X'))
+}
+
+#[test]
+fn a_panic_midway_leaves_nothing_behind() {
+    require_root!();
+    let tag = "cupanic";
+    let mut created = Created::default();
+    let result = catch_unwind(AssertUnwindSafe(|| scenario(50, tag, &mut created, true)));
+    let err = result.expect_err("the scenario should have panicked");
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("deliberate panic"),
+        "panicked for another reason: {msg}"
+    );
+    assert_nothing_left(tag, &created);
+}
+
+#[test]
+fn a_normal_return_leaves_nothing_behind() {
+    require_root!();
+    let tag = "cunormal";
+    let mut created = Created::default();
+    scenario(51, tag, &mut created, false);
+    assert_nothing_left(tag, &created);
+}
+
+#[test]
+fn sigterm_removes_taps_and_exits_zero() {
+    require_root!();
+    let mut d = Daemon::start();
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    create_network(&d, "n", &subnet(52, 1), &[]);
+    let ep_a = attach(&d, "n", &a, &[]);
+    let ep_b = attach(&d, "n", &b, &[]);
+    for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
+        let out = ns.ip(&["link", "show", &ep.ifname]);
+        assert!(out.status.success(), "TAP missing:\n{}", describe(&out));
+    }
+    let status = d.stop().expect("daemon exit status");
+    assert!(status.success(), "daemon exited with {status} on SIGTERM");
+    for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
+        let out = ns.ip(&["link", "show", &ep.ifname]);
+        assert!(
+            !out.status.success(),
+            "{} still in {} after the daemon stopped:\n{}",
+            ep.ifname,
+            ns.name,
+            describe(&out)
+        );
+    }
+    assert!(
+        !d.socket.exists(),
+        "socket {} left behind",
+        d.socket.display()
+    );
+}

@@ -1,0 +1,174 @@
+//! Lock-free per-port and per-switch counters.
+//!
+//! The datapath is the only writer of a port's counters; the control plane
+//! reads them at any time. Relaxed atomics suffice: each counter is
+//! independent and readers only need an eventually consistent snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a frame was dropped. Every drop in the datapath has a reason here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Too short, or a header field out of range, or a bad checksum.
+    Malformed,
+    /// Source MAC is not the one assigned to the ingress port.
+    SpoofedSourceMac,
+    /// Source IPv4 address (or ARP sender address) is not the port's.
+    SpoofedSourceIp,
+    /// VLAN-tagged frames: weft networks are untagged.
+    UnsupportedEthertype,
+    /// Unicast to a MAC learned on the ingress port itself.
+    SamePort,
+    /// Addressed to the gateway MAC with a protocol the gateway does not handle.
+    NotRoutable,
+    /// Destination is in no network weft knows (ICMP net unreachable sent).
+    NoRoute,
+    /// Destination network is not routed to from this one (ICMP sent).
+    RouteDenied,
+    /// Destination address has no endpoint (ICMP host unreachable sent).
+    HostUnreachable,
+    /// TTL ran out (ICMP time exceeded sent).
+    TtlExpired,
+    /// Larger than the next hop's MTU with DF set (ICMP frag needed sent).
+    FragmentationNeeded,
+    /// The egress device could not take the frame (queue full).
+    TxQueueFull,
+    /// Writing to the egress device failed for another reason.
+    TxError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Malformed,
+        DropReason::SpoofedSourceMac,
+        DropReason::SpoofedSourceIp,
+        DropReason::UnsupportedEthertype,
+        DropReason::SamePort,
+        DropReason::NotRoutable,
+        DropReason::NoRoute,
+        DropReason::RouteDenied,
+        DropReason::HostUnreachable,
+        DropReason::TtlExpired,
+        DropReason::FragmentationNeeded,
+        DropReason::TxQueueFull,
+        DropReason::TxError,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The name used in `weft stats` and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::SpoofedSourceMac => "spoofed_source_mac",
+            DropReason::SpoofedSourceIp => "spoofed_source_ip",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::SamePort => "same_port",
+            DropReason::NotRoutable => "not_routable",
+            DropReason::NoRoute => "no_route",
+            DropReason::RouteDenied => "route_denied",
+            DropReason::HostUnreachable => "host_unreachable",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::TxQueueFull => "tx_queue_full",
+            DropReason::TxError => "tx_error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Traffic counters of one switch port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    #[inline]
+    pub fn count_rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn count_tx(&self, bytes: usize) {
+        self.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// A consistent-enough copy for reporting.
+    pub fn snapshot(&self) -> PortCountersSnapshot {
+        PortCountersSnapshot {
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|&r| (r, self.drops(r)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// A point-in-time copy of [`PortCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortCountersSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Non-zero drop counters.
+    pub drops: Vec<(DropReason, u64)>,
+}
+
+/// Counters that belong to the switch rather than to a port.
+#[derive(Debug, Default)]
+pub struct SwitchCounters {
+    /// ICMP errors not sent because of the rate limit (RFC 1812 §4.3.2.8).
+    pub icmp_rate_limited: AtomicU64,
+    /// ICMP errors sent by the gateways.
+    pub icmp_errors_sent: AtomicU64,
+    /// Source addresses not learned because a network's MAC table was full.
+    pub fdb_full: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_indexes_match_table() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?} out of order in DropReason::ALL");
+        }
+    }
+
+    #[test]
+    fn snapshot_lists_nonzero_drops_only() {
+        let c = PortCounters::default();
+        c.count_rx(100);
+        c.count_drop(DropReason::Malformed);
+        c.count_drop(DropReason::Malformed);
+        let s = c.snapshot();
+        assert_eq!(s.rx_packets, 1);
+        assert_eq!(s.rx_bytes, 100);
+        assert_eq!(s.drops, vec![(DropReason::Malformed, 2)]);
+    }
+}

@@ -1,0 +1,531 @@
+//! What a network's gateway does to packets: answer ARP for its address
+//! (RFC 826), answer ICMP echo (RFC 792), forward IPv4 as a router does
+//! (RFC 1812 §5.3: validate, decrement TTL, update the checksum
+//! incrementally per RFC 1624, fragment per RFC 791 §3.2), and send ICMP
+//! errors under the rules of RFC 1812 §4.3.2.7.
+//!
+//! Replies are rewritten in place in the received buffer wherever possible;
+//! only ICMP errors and fragments are built anew, into a caller-owned scratch
+//! buffer. Nothing here allocates.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use weft_nat::checksum::{checksum, update16};
+
+use crate::wire::{
+    arp, eth, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
+    ETH_HEADER_LEN, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IP_PROTO_ICMP,
+};
+
+/// TTL of packets the gateway originates (RFC 1700's recommended 64).
+pub const ORIGINATED_TTL: u8 = 64;
+/// An ICMP error carries as much of the offending packet as fits in a
+/// 576-byte datagram (RFC 1812 §4.3.2.3).
+const ICMP_ERROR_MAX_IP_LEN: usize = 576;
+
+/// The parsed, validated fields of an IPv4 header inside an Ethernet frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Meta {
+    pub header_len: usize,
+    pub total_len: usize,
+    pub ttl: u8,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// Flags and fragment offset word.
+    pub frag: u16,
+}
+
+impl Ipv4Meta {
+    pub fn dont_fragment(&self) -> bool {
+        self.frag & ipv4::FLAG_DF != 0
+    }
+
+    /// Any fragment other than the first.
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag & ipv4::FRAG_OFFSET_MASK != 0
+    }
+
+    pub fn is_fragment(&self) -> bool {
+        self.frag & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0
+    }
+}
+
+/// Why an IPv4 header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Invalid {
+    Truncated,
+    Version,
+    HeaderLength,
+    TotalLength,
+}
+
+/// Validates the lengths and version of the IPv4 header in `frame` (RFC 1812
+/// §5.2.2). The header checksum is checked separately by
+/// [`ipv4_checksum_ok`], only where the switch acts as a router.
+#[inline]
+pub fn parse_ipv4(frame: &[u8]) -> Result<Ipv4Meta, Ipv4Invalid> {
+    if frame.len() < ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN {
+        return Err(Ipv4Invalid::Truncated);
+    }
+    let ip = &frame[ETH_HEADER_LEN..];
+    if ip[ipv4::VER_IHL] >> 4 != 4 {
+        return Err(Ipv4Invalid::Version);
+    }
+    let header_len = usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4;
+    if header_len < IPV4_MIN_HEADER_LEN || header_len > ip.len() {
+        return Err(Ipv4Invalid::HeaderLength);
+    }
+    let total_len = usize::from(read_u16(ip, ipv4::TOTAL_LEN));
+    if total_len < header_len || total_len > ip.len() {
+        return Err(Ipv4Invalid::TotalLength);
+    }
+    Ok(Ipv4Meta {
+        header_len,
+        total_len,
+        ttl: ip[ipv4::TTL],
+        proto: ip[ipv4::PROTO],
+        src: read_ipv4(ip, ipv4::SRC),
+        dst: read_ipv4(ip, ipv4::DST),
+        frag: read_u16(ip, ipv4::FLAGS_FRAG),
+    })
+}
+
+/// Whether the IPv4 header checksum verifies.
+#[inline]
+pub fn ipv4_checksum_ok(frame: &[u8], meta: &Ipv4Meta) -> bool {
+    checksum(&frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.header_len]) == 0
+}
+
+/// Recomputes the IPv4 header checksum from scratch.
+fn fill_ipv4_checksum(ip_header: &mut [u8]) {
+    write_u16(ip_header, ipv4::CHECKSUM, 0);
+    let sum = checksum(ip_header);
+    write_u16(ip_header, ipv4::CHECKSUM, sum);
+}
+
+/// Decrements the TTL and updates the header checksum incrementally
+/// (RFC 1624 eqn. 3; RFC 1812 §5.3.1 names this method).
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8]) {
+    let ip = &mut frame[ETH_HEADER_LEN..];
+    let old_word = read_u16(ip, ipv4::TTL);
+    ip[ipv4::TTL] -= 1;
+    let new_word = read_u16(ip, ipv4::TTL);
+    let sum = update16(read_u16(ip, ipv4::CHECKSUM), old_word, new_word);
+    write_u16(ip, ipv4::CHECKSUM, sum);
+}
+
+/// Whether `frame` is an ARP request for `target` (RFC 826, Ethernet/IPv4).
+/// Callers have checked the ARP packet's length and format.
+#[inline]
+pub fn is_arp_request_for(frame: &[u8], target: Ipv4Addr) -> bool {
+    let a = &frame[ETH_HEADER_LEN..];
+    read_u16(a, arp::OPER) == arp::OP_REQUEST && read_ipv4(a, arp::TPA) == target
+}
+
+/// Turns an ARP request into the reply from `mac`/`ip`, in place.
+pub fn arp_reply_in_place(frame: &mut [u8], mac: MacAddr, ip: Ipv4Addr) {
+    let requester_mac = MacAddr::read(frame, eth::SRC);
+    requester_mac.write(frame, eth::DST);
+    mac.write(frame, eth::SRC);
+    let a = &mut frame[ETH_HEADER_LEN..];
+    let sender_mac = MacAddr::read(a, arp::SHA);
+    let sender_ip = read_ipv4(a, arp::SPA);
+    write_u16(a, arp::OPER, arp::OP_REPLY);
+    sender_mac.write(a, arp::THA);
+    write_ipv4(a, arp::TPA, sender_ip);
+    mac.write(a, arp::SHA);
+    write_ipv4(a, arp::SPA, ip);
+}
+
+/// Whether `frame` holds a complete ICMP echo request whose checksum verifies.
+pub fn is_valid_echo_request(frame: &[u8], meta: &Ipv4Meta) -> bool {
+    if meta.proto != IP_PROTO_ICMP || meta.is_fragment() {
+        return false;
+    }
+    let start = ETH_HEADER_LEN + meta.header_len;
+    let end = ETH_HEADER_LEN + meta.total_len;
+    if end - start < ICMP_HEADER_LEN {
+        return false;
+    }
+    let msg = &frame[start..end];
+    msg[icmp::TYPE] == icmp::ECHO_REQUEST && msg[icmp::CODE] == 0 && checksum(msg) == 0
+}
+
+/// Turns a validated echo request into the echo reply from `mac`/`ip`, in
+/// place. Returns the length of the reply frame (any Ethernet padding of the
+/// request is dropped).
+pub fn echo_reply_in_place(frame: &mut [u8], meta: &Ipv4Meta, mac: MacAddr, ip: Ipv4Addr) -> usize {
+    let requester_mac = MacAddr::read(frame, eth::SRC);
+    requester_mac.write(frame, eth::DST);
+    mac.write(frame, eth::SRC);
+    let end = ETH_HEADER_LEN + meta.total_len;
+    let packet = &mut frame[ETH_HEADER_LEN..end];
+    write_ipv4(packet, ipv4::DST, meta.src);
+    write_ipv4(packet, ipv4::SRC, ip);
+    packet[ipv4::TTL] = ORIGINATED_TTL;
+    fill_ipv4_checksum(&mut packet[..meta.header_len]);
+    let msg = &mut packet[meta.header_len..];
+    let old_word = read_u16(msg, icmp::TYPE);
+    msg[icmp::TYPE] = icmp::ECHO_REPLY;
+    let new_word = read_u16(msg, icmp::TYPE);
+    let sum = update16(read_u16(msg, icmp::CHECKSUM), old_word, new_word);
+    write_u16(msg, icmp::CHECKSUM, sum);
+    end
+}
+
+/// Whether RFC 1812 §4.3.2.7 allows an ICMP error about this packet: not
+/// about an ICMP error, not about a later fragment, not to an address that
+/// does not name a single host.
+pub fn may_send_icmp_error(frame: &[u8], meta: &Ipv4Meta) -> bool {
+    if meta.is_later_fragment() {
+        return false;
+    }
+    let src = meta.src;
+    if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() {
+        return false;
+    }
+    if meta.dst.is_broadcast() || meta.dst.is_multicast() {
+        return false;
+    }
+    if MacAddr::read(frame, eth::DST).is_multicast() {
+        return false;
+    }
+    if meta.proto == IP_PROTO_ICMP {
+        let start = ETH_HEADER_LEN + meta.header_len;
+        // An ICMP message too short to name its type: treat it as an error
+        // message and stay quiet.
+        if meta.total_len <= meta.header_len || icmp::is_error(frame[start]) {
+            return false;
+        }
+    }
+    true
+}
+
+/// What an ICMP error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    pub ty: u8,
+    pub code: u8,
+    /// Next-hop MTU for "fragmentation needed" (RFC 1191 §4), else 0.
+    pub next_hop_mtu: u16,
+}
+
+/// Builds into `out` the ICMP error from `mac`/`ip` about the packet in
+/// `frame`, addressed back to its sender. Returns the frame length. The
+/// caller has checked [`may_send_icmp_error`]. `out` must hold at least
+/// 14 + 576 bytes.
+pub fn build_icmp_error(
+    out: &mut [u8],
+    frame: &[u8],
+    meta: &Ipv4Meta,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    error: IcmpError,
+    ident: u16,
+) -> usize {
+    let quoted_len = meta
+        .total_len
+        .min(ICMP_ERROR_MAX_IP_LEN - IPV4_MIN_HEADER_LEN - ICMP_HEADER_LEN);
+    let ip_len = IPV4_MIN_HEADER_LEN + ICMP_HEADER_LEN + quoted_len;
+    let frame_len = ETH_HEADER_LEN + ip_len;
+
+    MacAddr::read(frame, eth::SRC).write(out, eth::DST);
+    mac.write(out, eth::SRC);
+    write_u16(out, eth::ETHERTYPE, ETHERTYPE_IPV4);
+
+    let packet = &mut out[ETH_HEADER_LEN..frame_len];
+    let (header, msg) = packet.split_at_mut(IPV4_MIN_HEADER_LEN);
+    header[ipv4::VER_IHL] = 0x45;
+    // Precedence "internetwork control", as routers mark their ICMP errors.
+    header[1] = 0xc0;
+    write_u16(header, ipv4::TOTAL_LEN, ip_len as u16);
+    write_u16(header, ipv4::IDENT, ident);
+    write_u16(header, ipv4::FLAGS_FRAG, 0);
+    header[ipv4::TTL] = ORIGINATED_TTL;
+    header[ipv4::PROTO] = IP_PROTO_ICMP;
+    write_ipv4(header, ipv4::SRC, ip);
+    write_ipv4(header, ipv4::DST, meta.src);
+    fill_ipv4_checksum(header);
+
+    msg[icmp::TYPE] = error.ty;
+    msg[icmp::CODE] = error.code;
+    write_u16(msg, icmp::CHECKSUM, 0);
+    write_u16(msg, 4, 0);
+    write_u16(msg, icmp::NEXT_HOP_MTU, error.next_hop_mtu);
+    msg[ICMP_HEADER_LEN..].copy_from_slice(&frame[ETH_HEADER_LEN..ETH_HEADER_LEN + quoted_len]);
+    let sum = checksum(msg);
+    write_u16(msg, icmp::CHECKSUM, sum);
+    frame_len
+}
+
+/// Splits the IPv4 packet in `frame` into fragments that fit `mtu` (RFC 791
+/// §3.2), building each in `out` and handing it to `emit`. The caller has
+/// checked that DF is clear. Options are copied into every fragment.
+/// Returns how many fragments were emitted.
+pub fn fragment(
+    frame: &[u8],
+    meta: &Ipv4Meta,
+    mtu: usize,
+    out: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> usize {
+    let hl = meta.header_len;
+    let chunk = (mtu.saturating_sub(hl)) & !7;
+    if chunk == 0 {
+        return 0;
+    }
+    let payload = &frame[ETH_HEADER_LEN + hl..ETH_HEADER_LEN + meta.total_len];
+    let base_offset = meta.frag & ipv4::FRAG_OFFSET_MASK;
+    let more_after = meta.frag & ipv4::FLAG_MF != 0;
+    let mut count = 0;
+    for (i, piece) in payload.chunks(chunk).enumerate() {
+        let last = (i + 1) * chunk >= payload.len();
+        let len = ETH_HEADER_LEN + hl + piece.len();
+        out[..ETH_HEADER_LEN + hl].copy_from_slice(&frame[..ETH_HEADER_LEN + hl]);
+        out[ETH_HEADER_LEN + hl..len].copy_from_slice(piece);
+        let header = &mut out[ETH_HEADER_LEN..ETH_HEADER_LEN + hl];
+        write_u16(header, ipv4::TOTAL_LEN, (hl + piece.len()) as u16);
+        let offset = base_offset + ((i * chunk) / 8) as u16;
+        let mf = if !last || more_after { ipv4::FLAG_MF } else { 0 };
+        write_u16(header, ipv4::FLAGS_FRAG, mf | offset);
+        fill_ipv4_checksum(header);
+        emit(&out[..len]);
+        count += 1;
+    }
+    count
+}
+
+/// A token bucket limiting the rate of ICMP errors (RFC 1812 §4.3.2.8).
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Option<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        RateLimiter {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            last: None,
+        }
+    }
+
+    /// Takes a token if one is available at `now`.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last);
+            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_sec).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until a token is available.
+    pub fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
+
+    const A_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const GW_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn echo_request(payload_len: usize) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2(A_MAC, GW_MAC.0)
+            .ipv4([10, 0, 0, 2], GW_IP.octets(), 64)
+            .icmpv4_echo_request(0x1234, 7);
+        let payload = vec![0xab; payload_len];
+        let mut out = Vec::new();
+        builder.write(&mut out, &payload).unwrap();
+        out
+    }
+
+    fn udp(ttl: u8, payload_len: usize, dont_fragment: bool) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2(A_MAC, GW_MAC.0)
+            .ipv4([10, 0, 0, 2], [10, 9, 0, 2], ttl)
+            .udp(4000, 5000);
+        let payload: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        builder.write(&mut out, &payload).unwrap();
+        if !dont_fragment {
+            let frag = read_u16(&out, ETH_HEADER_LEN + ipv4::FLAGS_FRAG) & !ipv4::FLAG_DF;
+            write_u16(&mut out, ETH_HEADER_LEN + ipv4::FLAGS_FRAG, frag);
+            fill_ipv4_checksum(&mut out[ETH_HEADER_LEN..ETH_HEADER_LEN + 20]);
+        }
+        out
+    }
+
+    #[test]
+    fn parse_rejects_bad_headers() {
+        let good = udp(64, 10, true);
+        assert!(parse_ipv4(&good).is_ok());
+        assert_eq!(parse_ipv4(&good[..30]), Err(Ipv4Invalid::Truncated));
+        let mut bad = good.clone();
+        bad[ETH_HEADER_LEN] = 0x65;
+        assert_eq!(parse_ipv4(&bad), Err(Ipv4Invalid::Version));
+        let mut bad = good.clone();
+        bad[ETH_HEADER_LEN] = 0x44;
+        assert_eq!(parse_ipv4(&bad), Err(Ipv4Invalid::HeaderLength));
+        let mut bad = good.clone();
+        write_u16(&mut bad, ETH_HEADER_LEN + 2, 2000);
+        assert_eq!(parse_ipv4(&bad), Err(Ipv4Invalid::TotalLength));
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_checksum_valid() {
+        for ttl in [2u8, 64, 255] {
+            let mut f = udp(ttl, 10, true);
+            decrement_ttl(&mut f);
+            let meta = parse_ipv4(&f).unwrap();
+            assert_eq!(meta.ttl, ttl - 1);
+            assert!(ipv4_checksum_ok(&f, &meta));
+        }
+    }
+
+    #[test]
+    fn echo_reply_verifies_with_etherparse() {
+        let mut f = echo_request(56);
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(is_valid_echo_request(&f, &meta));
+        let len = echo_reply_in_place(&mut f, &meta, GW_MAC, GW_IP);
+        let p = SlicedPacket::from_ethernet(&f[..len]).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+            panic!("not ipv4")
+        };
+        assert_eq!(ip.header().source_addr(), GW_IP);
+        assert_eq!(ip.header().destination_addr(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+        let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("not icmp")
+        };
+        assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(e) if e.id == 0x1234 && e.seq == 7));
+        assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum());
+        assert_eq!(&f[0..6], &A_MAC);
+    }
+
+    #[test]
+    fn echo_with_bad_checksum_is_refused() {
+        let mut f = echo_request(8);
+        let last = f.len() - 1;
+        f[last] ^= 0xff;
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(!is_valid_echo_request(&f, &meta));
+    }
+
+    #[test]
+    fn icmp_error_quotes_the_packet_and_verifies() {
+        let f = udp(1, 1000, true);
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(may_send_icmp_error(&f, &meta));
+        let mut out = vec![0u8; 2048];
+        let err = IcmpError {
+            ty: icmp::TIME_EXCEEDED,
+            code: icmp::CODE_TTL_EXCEEDED,
+            next_hop_mtu: 0,
+        };
+        let len = build_icmp_error(&mut out, &f, &meta, GW_MAC, GW_IP, err, 1);
+        assert_eq!(len, ETH_HEADER_LEN + 576);
+        let p = SlicedPacket::from_ethernet(&out[..len]).unwrap();
+        let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("not icmp")
+        };
+        assert!(matches!(icmp.icmp_type(), Icmpv4Type::TimeExceeded(_)));
+        assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum());
+        assert_eq!(&icmp.payload()[..20], &f[ETH_HEADER_LEN..ETH_HEADER_LEN + 20]);
+    }
+
+    #[test]
+    fn no_icmp_error_about_icmp_errors_or_later_fragments() {
+        let f = udp(1, 10, true);
+        let meta = parse_ipv4(&f).unwrap();
+        let mut out = vec![0u8; 2048];
+        let err = IcmpError {
+            ty: icmp::DEST_UNREACHABLE,
+            code: icmp::CODE_HOST_UNREACHABLE,
+            next_hop_mtu: 0,
+        };
+        let len = build_icmp_error(&mut out, &f, &meta, GW_MAC, GW_IP, err, 1);
+        let err_meta = parse_ipv4(&out[..len]).unwrap();
+        assert!(!may_send_icmp_error(&out[..len], &err_meta));
+        let later = Ipv4Meta { frag: 10, ..meta };
+        assert!(!may_send_icmp_error(&f, &later));
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_original() {
+        let f = udp(64, 3000, false);
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(!meta.dont_fragment());
+        let mut out = vec![0u8; 4096];
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let n = fragment(&f, &meta, 1500, &mut out, |p| pieces.push(p.to_vec()));
+        assert_eq!(n, 3);
+        let mut payload = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let m = parse_ipv4(p).unwrap();
+            assert!(m.total_len <= 1500);
+            assert!(ipv4_checksum_ok(p, &m));
+            assert_eq!(usize::from(m.frag & ipv4::FRAG_OFFSET_MASK) * 8, payload.len());
+            assert_eq!(m.frag & ipv4::FLAG_MF != 0, i + 1 < pieces.len());
+            payload.extend_from_slice(&p[ETH_HEADER_LEN + 20..]);
+        }
+        assert_eq!(payload, &f[ETH_HEADER_LEN + 20..]);
+    }
+
+    #[test]
+    fn arp_reply_swaps_roles() {
+        let mut f = vec![0u8; 42];
+        MacAddr::BROADCAST.write(&mut f, eth::DST);
+        MacAddr(A_MAC).write(&mut f, eth::SRC);
+        write_u16(&mut f, eth::ETHERTYPE, crate::wire::ETHERTYPE_ARP);
+        let a = &mut f[ETH_HEADER_LEN..];
+        write_u16(a, arp::HTYPE, 1);
+        write_u16(a, arp::PTYPE, 0x0800);
+        a[arp::HLEN] = 6;
+        a[arp::PLEN] = 4;
+        write_u16(a, arp::OPER, arp::OP_REQUEST);
+        MacAddr(A_MAC).write(a, arp::SHA);
+        write_ipv4(a, arp::SPA, Ipv4Addr::new(10, 0, 0, 2));
+        write_ipv4(a, arp::TPA, GW_IP);
+        assert!(is_arp_request_for(&f, GW_IP));
+        arp_reply_in_place(&mut f, GW_MAC, GW_IP);
+        let a = &f[ETH_HEADER_LEN..];
+        assert_eq!(read_u16(a, arp::OPER), arp::OP_REPLY);
+        assert_eq!(MacAddr::read(a, arp::SHA), GW_MAC);
+        assert_eq!(read_ipv4(a, arp::SPA), GW_IP);
+        assert_eq!(MacAddr::read(a, arp::THA), MacAddr(A_MAC));
+        assert_eq!(read_ipv4(a, arp::TPA), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(MacAddr::read(&f, eth::DST), MacAddr(A_MAC));
+    }
+
+    #[test]
+    fn rate_limiter_refills() {
+        let mut r = RateLimiter::new(10, 2);
+        let t = Instant::now();
+        assert!(r.allow(t));
+        assert!(r.allow(t));
+        assert!(!r.allow(t));
+        assert!(r.allow(t + Duration::from_millis(150)));
+    }
+}

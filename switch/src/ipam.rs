@@ -1,0 +1,289 @@
+//! IPv4 subnets and address pools (IP address management).
+//!
+//! A subnet's first address is the network address and its last the directed
+//! broadcast address (RFC 919, RFC 922); neither is handed out. The gateway
+//! takes one host address, by default the first (RFC 1812 leaves the choice
+//! open; Docker and most home routers use `.1`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// Errors about subnets and addresses; each says what was wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    #[error("`{0}` is not an IPv4 subnet: expected ADDRESS/PREFIX, e.g. 10.1.0.0/24")]
+    BadCidr(String),
+    #[error("`{0}` is not an IPv4 address: expected dotted quad, e.g. 10.1.0.5")]
+    BadAddress(String),
+    #[error("prefix length /{0} is too long: a network needs room for a gateway and at least one endpoint, use /30 or shorter")]
+    PrefixTooLong(u8),
+    #[error("prefix length /{0} is too short: use /8 or longer")]
+    PrefixTooShort(u8),
+    #[error("`{given}` has host bits set: did you mean {suggested}?")]
+    HostBitsSet { given: String, suggested: Ipv4Net },
+    #[error("{addr} is not inside subnet {subnet}: pick an address in {subnet}")]
+    OutsideSubnet { addr: Ipv4Addr, subnet: Ipv4Net },
+    #[error("{addr} is the network or broadcast address of {subnet}: pick a host address")]
+    ReservedAddress { addr: Ipv4Addr, subnet: Ipv4Net },
+    #[error("{addr} is already in use in {subnet}: pick another address or leave --ip out to get a free one")]
+    AddressTaken { addr: Ipv4Addr, subnet: Ipv4Net },
+    #[error("no free address left in {subnet}: detach an endpoint or create a larger network")]
+    Exhausted { subnet: Ipv4Net },
+}
+
+/// An IPv4 subnet: a network address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Net {
+    addr: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl Ipv4Net {
+    /// A subnet whose host bits must be zero.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, IpamError> {
+        if prefix_len > 30 {
+            return Err(IpamError::PrefixTooLong(prefix_len));
+        }
+        if prefix_len < 8 {
+            return Err(IpamError::PrefixTooShort(prefix_len));
+        }
+        let net = Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask(prefix_len)),
+            prefix_len,
+        };
+        if net.addr != addr {
+            return Err(IpamError::HostBitsSet {
+                given: format!("{addr}/{prefix_len}"),
+                suggested: net,
+            });
+        }
+        Ok(net)
+    }
+
+    pub fn network(self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub fn prefix_len(self) -> u8 {
+        self.prefix_len
+    }
+
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix_len))
+    }
+
+    /// First address after the network address.
+    pub fn first_host(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + 1)
+    }
+
+    pub fn last_host(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.broadcast()) - 1)
+    }
+
+    #[inline]
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix_len) == u32::from(self.addr)
+    }
+
+    pub fn overlaps(self, other: Ipv4Net) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// Whether `ip` is a usable host address (not network or broadcast).
+    pub fn is_host(self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && ip != self.addr && ip != self.broadcast()
+    }
+
+    /// Number of usable host addresses.
+    pub fn host_count(self) -> u64 {
+        (1u64 << (32 - self.prefix_len)) - 2
+    }
+}
+
+#[inline]
+fn mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix_len)
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = IpamError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IpamError::BadCidr(s.to_string());
+        let (addr, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        Ipv4Net::new(addr, prefix)
+    }
+}
+
+/// Parses a bare IPv4 address with an error that names the input.
+pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
+    s.trim()
+        .parse()
+        .map_err(|_| IpamError::BadAddress(s.to_string()))
+}
+
+/// The addresses of one subnet that are in use.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    subnet: Ipv4Net,
+    taken: BTreeSet<Ipv4Addr>,
+}
+
+impl Pool {
+    pub fn new(subnet: Ipv4Net) -> Self {
+        Pool {
+            subnet,
+            taken: BTreeSet::new(),
+        }
+    }
+
+    pub fn subnet(&self) -> Ipv4Net {
+        self.subnet
+    }
+
+    /// Checks that `addr` could be reserved, without reserving it.
+    pub fn check(&self, addr: Ipv4Addr) -> Result<(), IpamError> {
+        if !self.subnet.contains(addr) {
+            return Err(IpamError::OutsideSubnet {
+                addr,
+                subnet: self.subnet,
+            });
+        }
+        if !self.subnet.is_host(addr) {
+            return Err(IpamError::ReservedAddress {
+                addr,
+                subnet: self.subnet,
+            });
+        }
+        if self.taken.contains(&addr) {
+            return Err(IpamError::AddressTaken {
+                addr,
+                subnet: self.subnet,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves a specific address.
+    pub fn reserve(&mut self, addr: Ipv4Addr) -> Result<(), IpamError> {
+        self.check(addr)?;
+        self.taken.insert(addr);
+        Ok(())
+    }
+
+    /// The lowest free host address, without reserving it.
+    pub fn next_free(&self) -> Result<Ipv4Addr, IpamError> {
+        let first = u32::from(self.subnet.first_host());
+        let last = u32::from(self.subnet.last_host());
+        // Taken addresses are sorted: the first gap is the lowest free one.
+        let mut candidate = first;
+        for taken in self.taken.iter().map(|a| u32::from(*a)) {
+            if taken > candidate {
+                break;
+            }
+            if taken == candidate {
+                candidate += 1;
+            }
+        }
+        if candidate > last {
+            return Err(IpamError::Exhausted {
+                subnet: self.subnet,
+            });
+        }
+        Ok(Ipv4Addr::from(candidate))
+    }
+
+    /// Returns an address to the pool.
+    pub fn release(&mut self, addr: Ipv4Addr) -> bool {
+        self.taken.remove(&addr)
+    }
+
+    pub fn is_taken(&self, addr: Ipv4Addr) -> bool {
+        self.taken.contains(&addr)
+    }
+
+    pub fn free_count(&self) -> u64 {
+        self.subnet.host_count() - self.taken.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_cidrs_and_names_bad_ones() {
+        let n = net("10.1.0.0/24");
+        assert_eq!(n.network(), Ipv4Addr::new(10, 1, 0, 0));
+        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 1, 0, 255));
+        assert_eq!(n.to_string(), "10.1.0.0/24");
+        for bad in ["banana", "10.0.0.0/33", "10.0.0.0", "10.0.0.0/", "10.0.0/24", "10.0.0.0/+4"] {
+            let err = bad.parse::<Ipv4Net>().unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        assert_eq!(
+            "10.0.0.5/24".parse::<Ipv4Net>().unwrap_err().to_string(),
+            "`10.0.0.5/24` has host bits set: did you mean 10.0.0.0/24?"
+        );
+        assert!(matches!("10.0.0.0/31".parse::<Ipv4Net>(), Err(IpamError::PrefixTooLong(31))));
+    }
+
+    #[test]
+    fn overlap_detection() {
+        assert!(net("10.0.0.0/16").overlaps(net("10.0.5.0/24")));
+        assert!(net("10.0.5.0/24").overlaps(net("10.0.0.0/16")));
+        assert!(!net("10.0.0.0/24").overlaps(net("10.0.1.0/24")));
+    }
+
+    #[test]
+    fn pool_hands_out_lowest_free_and_reuses_released() {
+        let mut p = Pool::new(net("10.0.0.0/29"));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 1)).unwrap(); // gateway
+        assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 2)).unwrap();
+        p.reserve(Ipv4Addr::new(10, 0, 0, 4)).unwrap();
+        assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 3));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 3)).unwrap();
+        assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 5));
+        assert!(p.release(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(p.free_count(), 6 - 3);
+    }
+
+    #[test]
+    fn pool_refuses_bad_addresses_and_runs_out() {
+        let mut p = Pool::new(net("10.0.0.0/30"));
+        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 0)), Err(IpamError::ReservedAddress { .. })));
+        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 3)), Err(IpamError::ReservedAddress { .. })));
+        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 1, 1)), Err(IpamError::OutsideSubnet { .. })));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 1)), Err(IpamError::AddressTaken { .. })));
+        p.reserve(p.next_free().unwrap()).unwrap();
+        assert!(matches!(p.next_free(), Err(IpamError::Exhausted { .. })));
+    }
+}
