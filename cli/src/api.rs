@@ -84,17 +84,6 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn success<T: Serialize>(value: &T) -> Self {
-        match serde_json::to_value(value) {
-            Ok(v) => Reply {
-                ok: true,
-                result: Some(v),
-                error: None,
-            },
-            Err(e) => Reply::failure(ApiError::new(ErrorKind::Internal, e.to_string())),
-        }
-    }
-
     pub fn failure(error: ApiError) -> Self {
         Reply {
             ok: false,

@@ -1,0 +1,723 @@
+//! The control plane: the registry of networks, endpoints and routes, and the
+//! handler of every API request.
+//!
+//! Each handler validates the whole request before it changes anything, so a
+//! refused request leaves the registry, the datapath and the namespaces as
+//! they were. The only side effects that can fail midway (creating the TAP,
+//! handing a port to the datapath) are undone before the error is returned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weft_switch::counters::PortCounters;
+use weft_switch::datapath::{Command, Datapath, DatapathError};
+use weft_switch::ipam::{parse_addr, IpamError, Ipv4Net, Pool};
+use weft_switch::port::TapPort;
+use weft_switch::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
+use weft_switch::switch::{NetworkConfig, PortConfig};
+use weft_switch::sys::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
+use weft_switch::sys::tap::TapOptions;
+use weft_switch::wire::{stable_hash, MacAddr};
+use weft_switch::{NetworkId, PortId};
+
+use super::persist::{SavedNetwork, SavedState, StateFile};
+use crate::api::{
+    ApiError, EndpointInfo, ErrorKind, FdbEntry, NetworkDetail, NetworkInfo, PortStats, Request,
+    RouteInfo, Stats, StatusInfo, API_VERSION,
+};
+
+/// Default MTU of a network's interfaces (Ethernet).
+pub const DEFAULT_MTU: u32 = 1500;
+/// Smallest MTU an IPv4 link may have (RFC 791).
+const MIN_MTU: u32 = 68;
+/// Largest MTU a TAP device accepts.
+const MAX_MTU: u32 = 65521;
+/// Longest network or endpoint name.
+const MAX_NAME_LEN: usize = 64;
+
+type ApiResult = Result<serde_json::Value, ApiError>;
+
+struct Endpoint {
+    name: String,
+    /// As the user named it: `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    netns: PathBuf,
+    /// Device and inode of the namespace, to recognise it under any path.
+    netns_id: (u64, u64),
+    ifname: String,
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    port: PortId,
+    counters: Arc<PortCounters>,
+}
+
+struct Network {
+    id: NetworkId,
+    name: String,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    gateway_mac: MacAddr,
+    mtu: u32,
+    internal: bool,
+    pool: Pool,
+    endpoints: BTreeMap<String, Endpoint>,
+}
+
+impl Network {
+    fn info(&self) -> NetworkInfo {
+        NetworkInfo {
+            name: self.name.clone(),
+            subnet: self.subnet.to_string(),
+            gateway: self.gateway.to_string(),
+            gateway_mac: self.gateway_mac.to_string(),
+            mtu: self.mtu,
+            internal: self.internal,
+            endpoints: self.endpoints.len(),
+            free_addresses: self.pool.free_count(),
+        }
+    }
+
+    fn endpoint_info(&self, ep: &Endpoint) -> EndpointInfo {
+        EndpointInfo {
+            name: ep.name.clone(),
+            network: self.name.clone(),
+            netns: ep.netns.display().to_string(),
+            ifname: ep.ifname.clone(),
+            ip: format!("{}/{}", ep.ip, self.subnet.prefix_len()),
+            mac: ep.mac.to_string(),
+            port: ep.port.0,
+        }
+    }
+
+    fn mac_in_use(&self, mac: MacAddr) -> bool {
+        mac == self.gateway_mac || self.endpoints.values().any(|e| e.mac == mac)
+    }
+}
+
+/// The daemon's whole control state.
+pub struct Control {
+    datapath: Datapath,
+    networks: BTreeMap<String, Network>,
+    /// Pairs of network names allowed to route, each stored smaller first.
+    routes: BTreeSet<(String, String)>,
+    next_network: u32,
+    next_port: u32,
+    state: StateFile,
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+    ApiError::new(kind, message)
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
+    serde_json::to_value(value).map_err(|e| err(ErrorKind::Internal, e.to_string()))
+}
+
+fn datapath_error(e: DatapathError) -> ApiError {
+    err(ErrorKind::Internal, format!("the datapath refused the change: {e}"))
+}
+
+fn ipam_error(e: IpamError) -> ApiError {
+    let kind = match e {
+        IpamError::AddressTaken { .. } => ErrorKind::AlreadyExists,
+        IpamError::Exhausted { .. } => ErrorKind::Exhausted,
+        _ => ErrorKind::InvalidArgument,
+    };
+    err(kind, e.to_string())
+}
+
+/// Checks a network or endpoint name: what the CLI and file names tolerate.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{what} name `{name}` is not valid: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+impl Control {
+    /// Starts from the saved state, registering its networks and routes with
+    /// the datapath.
+    pub fn new(datapath: Datapath, state: StateFile) -> anyhow::Result<Self> {
+        let saved = state.load()?;
+        let mut control = Control {
+            datapath,
+            networks: BTreeMap::new(),
+            routes: BTreeSet::new(),
+            next_network: 1,
+            next_port: 1,
+            state,
+        };
+        for net in saved.networks {
+            let name = net.name.clone();
+            control
+                .create_network(
+                    net.name,
+                    &net.subnet,
+                    Some(net.gateway.as_str()),
+                    Some(net.mtu),
+                    net.internal,
+                )
+                .map_err(|e| anyhow::anyhow!("restoring network {name}: {}", e.message))?;
+        }
+        for (a, b) in saved.routes {
+            control
+                .set_route(&a, &b, true)
+                .map_err(|e| anyhow::anyhow!("restoring route {a} <-> {b}: {}", e.message))?;
+        }
+        Ok(control)
+    }
+
+    /// Handles one request; the reply's value or the reason for refusal.
+    pub fn handle(&mut self, request: Request) -> ApiResult {
+        match request {
+            Request::Status => ok(&StatusInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api_version: API_VERSION,
+                pid: std::process::id(),
+                networks: self.networks.len(),
+                endpoints: self.networks.values().map(|n| n.endpoints.len()).sum(),
+            }),
+            Request::NetworkCreate {
+                name,
+                subnet,
+                gateway,
+                mtu,
+                internal,
+            } => {
+                let info = self.create_network(name, &subnet, gateway.as_deref(), mtu, internal)?;
+                self.save()?;
+                ok(&info)
+            }
+            Request::NetworkList => ok(&self.networks.values().map(Network::info).collect::<Vec<_>>()),
+            Request::NetworkInspect { name } => {
+                let net = self.network(&name)?;
+                let detail = NetworkDetail {
+                    network: net.info(),
+                    attached: net.endpoints.values().map(|e| net.endpoint_info(e)).collect(),
+                    routes_to: self.routes_of(&name),
+                };
+                ok(&detail)
+            }
+            Request::NetworkRemove { name } => self.remove_network(&name),
+            Request::Attach {
+                network,
+                netns,
+                pid,
+                name,
+                ip,
+                mac,
+                ifname,
+            } => self.attach(AttachRequest {
+                network,
+                netns,
+                pid,
+                name,
+                ip,
+                mac,
+                ifname,
+            }),
+            Request::Detach { network, endpoint } => self.detach(&network, &endpoint),
+            Request::RouteAllow { a, b } => {
+                self.set_route(&a, &b, true)?;
+                self.save()?;
+                ok(&RouteInfo { a, b })
+            }
+            Request::RouteDeny { a, b } => {
+                self.set_route(&a, &b, false)?;
+                self.save()?;
+                ok(&RouteInfo { a, b })
+            }
+            Request::RouteList => ok(&self
+                .routes
+                .iter()
+                .map(|(a, b)| RouteInfo {
+                    a: a.clone(),
+                    b: b.clone(),
+                })
+                .collect::<Vec<_>>()),
+            Request::Endpoints { network } => {
+                let nets: Vec<&Network> = match &network {
+                    Some(name) => vec![self.network(name)?],
+                    None => self.networks.values().collect(),
+                };
+                ok(&nets
+                    .iter()
+                    .flat_map(|n| n.endpoints.values().map(|e| n.endpoint_info(e)))
+                    .collect::<Vec<_>>())
+            }
+            Request::Fdb { network } => self.fdb(network.as_deref()),
+            Request::Stats => ok(&self.stats()),
+        }
+    }
+
+    /// Stops the datapath, closing every TAP weft made.
+    pub fn shutdown(self) {
+        self.datapath.shutdown();
+    }
+
+    fn network(&self, name: &str) -> Result<&Network, ApiError> {
+        self.networks.get(name).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("no network named `{name}`: see `weft network ls`"),
+            )
+        })
+    }
+
+    fn routes_of(&self, name: &str) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter_map(|(a, b)| {
+                if a == name {
+                    Some(b.clone())
+                } else if b == name {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn save(&self) -> Result<(), ApiError> {
+        let saved = SavedState {
+            networks: self
+                .networks
+                .values()
+                .map(|n| SavedNetwork {
+                    name: n.name.clone(),
+                    subnet: n.subnet.to_string(),
+                    gateway: n.gateway.to_string(),
+                    mtu: n.mtu,
+                    internal: n.internal,
+                })
+                .collect(),
+            routes: self.routes.iter().cloned().collect(),
+        };
+        self.state.save(&saved).map_err(|e| {
+            err(
+                ErrorKind::System,
+                format!("the change was applied but could not be saved: {e:#}"),
+            )
+        })
+    }
+
+    fn create_network(
+        &mut self,
+        name: String,
+        subnet: &str,
+        gateway: Option<&str>,
+        mtu: Option<u32>,
+        internal: bool,
+    ) -> Result<NetworkInfo, ApiError> {
+        check_name("network", &name)?;
+        if self.networks.contains_key(&name) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("a network named `{name}` already exists: pick another name or remove it with `weft network rm {name}`"),
+            ));
+        }
+        let subnet: Ipv4Net = subnet.parse().map_err(ipam_error)?;
+        if let Some(other) = self.networks.values().find(|n| n.subnet.overlaps(subnet)) {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!(
+                    "subnet {subnet} overlaps network `{}` ({}): pick a subnet that does not",
+                    other.name, other.subnet
+                ),
+            ));
+        }
+        let gateway = match gateway {
+            Some(text) => {
+                let ip = parse_addr(text).map_err(ipam_error)?;
+                if !subnet.is_host(ip) {
+                    return Err(err(
+                        ErrorKind::InvalidArgument,
+                        format!("gateway {ip} is not a host address of {subnet}: pick one inside the subnet"),
+                    ));
+                }
+                ip
+            }
+            None => subnet.first_host(),
+        };
+        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("MTU {mtu} is out of range: use {MIN_MTU} to {MAX_MTU}"),
+            ));
+        }
+        let mut pool = Pool::new(subnet);
+        pool.reserve(gateway).map_err(ipam_error)?;
+        let id = NetworkId(self.next_network);
+        let gateway_mac = MacAddr::local_from_seed(stable_hash(&["gateway", &name]));
+        self.datapath
+            .execute(Command::AddNetwork(NetworkConfig {
+                id,
+                subnet,
+                gateway_ip: gateway,
+                gateway_mac,
+                mtu,
+            }))
+            .map_err(datapath_error)?;
+        self.next_network += 1;
+        let net = Network {
+            id,
+            name: name.clone(),
+            subnet,
+            gateway,
+            gateway_mac,
+            mtu,
+            internal,
+            pool,
+            endpoints: BTreeMap::new(),
+        };
+        let info = net.info();
+        self.networks.insert(name, net);
+        Ok(info)
+    }
+
+    fn remove_network(&mut self, name: &str) -> ApiResult {
+        let net = self.network(name)?;
+        if !net.endpoints.is_empty() {
+            let names: Vec<&str> = net.endpoints.keys().map(String::as_str).collect();
+            return Err(err(
+                ErrorKind::Conflict,
+                format!(
+                    "network `{name}` still has {} endpoint(s) ({}): detach them first with `weft detach {name} ENDPOINT`",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        let id = net.id;
+        self.datapath
+            .execute(Command::RemoveNetwork(id))
+            .map_err(datapath_error)?;
+        let net = self.networks.remove(name).expect("looked up above");
+        self.routes.retain(|(a, b)| a != name && b != name);
+        self.save()?;
+        ok(&net.info())
+    }
+
+    fn set_route(&mut self, a: &str, b: &str, allowed: bool) -> Result<(), ApiError> {
+        let ida = self.network(a)?.id;
+        let idb = self.network(b)?.id;
+        if a == b {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("`{a}` is the same network twice: a route joins two different networks"),
+            ));
+        }
+        let key = if a < b {
+            (a.to_string(), b.to_string())
+        } else {
+            (b.to_string(), a.to_string())
+        };
+        self.datapath
+            .execute(Command::SetRoute {
+                a: ida,
+                b: idb,
+                allowed,
+            })
+            .map_err(datapath_error)?;
+        if allowed {
+            self.routes.insert(key);
+        } else {
+            self.routes.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, req: AttachRequest) -> ApiResult {
+        let net = self.network(&req.network)?;
+        let (netns, default_name) = match (&req.netns, req.pid) {
+            (Some(name), None) => (
+                netns_path_for_name(name).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?,
+                name.clone(),
+            ),
+            (None, Some(pid)) => (netns_path_for_pid(pid), format!("pid-{pid}")),
+            _ => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    "give exactly one of --netns NAME or --pid PID",
+                ))
+            }
+        };
+        check_netns(&netns).map_err(|e| netns_error(e, &req))?;
+        let netns_id = std::fs::metadata(&netns)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| err(ErrorKind::NotFound, format!("{}: {e}", netns.display())))?;
+
+        let name = req.name.clone().unwrap_or(default_name);
+        check_name("endpoint", &name)?;
+        if net.endpoints.contains_key(&name) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "network `{}` already has an endpoint named `{name}`: pass another --name",
+                    net.name
+                ),
+            ));
+        }
+        let ip = match &req.ip {
+            Some(text) => {
+                let ip = parse_addr(text).map_err(ipam_error)?;
+                net.pool.check(ip).map_err(ipam_error)?;
+                ip
+            }
+            None => net.pool.next_free().map_err(ipam_error)?,
+        };
+        let mac = match &req.mac {
+            Some(text) => {
+                let mac: MacAddr = text
+                    .parse()
+                    .map_err(|e: weft_switch::wire::MacParseError| err(ErrorKind::InvalidArgument, e.to_string()))?;
+                if !mac.is_unicast() || mac == MacAddr::ZERO {
+                    return Err(err(
+                        ErrorKind::InvalidArgument,
+                        format!("{mac} is not a unicast MAC address: the first octet must be even and the address non-zero"),
+                    ));
+                }
+                if net.mac_in_use(mac) {
+                    return Err(err(
+                        ErrorKind::AlreadyExists,
+                        format!("MAC {mac} is already in use in network `{}`: pick another or leave --mac out", net.name),
+                    ));
+                }
+                mac
+            }
+            None => derive_mac(net, &name),
+        };
+        let ifname = match &req.ifname {
+            Some(ifname) => ifname.clone(),
+            None => free_ifname(&netns).map_err(|e| provision_error(e, &req))?,
+        };
+        let first_network = !self
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.values())
+            .any(|e| e.netns_id == netns_id);
+
+        let spec = TapSpec {
+            ifname: ifname.clone(),
+            mac: mac.0,
+            ip,
+            prefix_len: net.subnet.prefix_len(),
+            mtu: net.mtu,
+            default_gateway: first_network.then_some(net.gateway),
+            tap: TapOptions::default(),
+        };
+        let tap = provision_tap(&netns, spec).map_err(|e| provision_error(e, &req))?;
+        let io = TapPort::new(tap).map_err(|e| {
+            err(ErrorKind::System, format!("could not make the TAP non-blocking: {e}"))
+        })?;
+        let port = PortId(self.next_port);
+        let counters = Arc::new(PortCounters::default());
+        let network_id = net.id;
+        self.datapath
+            .execute(Command::AddPort {
+                cfg: PortConfig {
+                    id: port,
+                    network: network_id,
+                    mac,
+                    ip,
+                },
+                io: Box::new(io),
+                counters: Arc::clone(&counters),
+            })
+            .map_err(datapath_error)?;
+        self.next_port += 1;
+
+        let net = self.networks.get_mut(&req.network).expect("looked up above");
+        net.pool.reserve(ip).map_err(ipam_error)?;
+        let endpoint = Endpoint {
+            name: name.clone(),
+            netns,
+            netns_id,
+            ifname,
+            ip,
+            mac,
+            port,
+            counters,
+        };
+        let info = net.endpoint_info(&endpoint);
+        net.endpoints.insert(name, endpoint);
+        eprintln!(
+            "weft: attached {} ({}, {}) to network {} on port {}",
+            info.name, info.ip, info.mac, info.network, info.port
+        );
+        ok(&info)
+    }
+
+    fn detach(&mut self, network: &str, endpoint: &str) -> ApiResult {
+        let net = self.network(network)?;
+        let ep = net.endpoints.get(endpoint).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("network `{network}` has no endpoint named `{endpoint}`: see `weft endpoints {network}`"),
+            )
+        })?;
+        let info = net.endpoint_info(ep);
+        self.datapath
+            .execute(Command::RemovePort(ep.port))
+            .map_err(datapath_error)?;
+        let net = self.networks.get_mut(network).expect("looked up above");
+        if let Some(ep) = net.endpoints.remove(endpoint) {
+            net.pool.release(ep.ip);
+        }
+        eprintln!("weft: detached {endpoint} from network {network}");
+        ok(&info)
+    }
+
+    fn fdb(&self, network: Option<&str>) -> ApiResult {
+        let id = match network {
+            Some(name) => Some(self.network(name)?.id),
+            None => None,
+        };
+        let learned = self.datapath.fdb(id).map_err(datapath_error)?;
+        let mut rows = Vec::with_capacity(learned.len());
+        for (net_id, entry) in learned {
+            let Some(net) = self.networks.values().find(|n| n.id == net_id) else {
+                continue;
+            };
+            let endpoint = net
+                .endpoints
+                .values()
+                .find(|e| e.port == entry.port)
+                .map(|e| e.name.clone());
+            rows.push(FdbEntry {
+                network: net.name.clone(),
+                mac: entry.mac.to_string(),
+                port: entry.port.0,
+                endpoint,
+                age_secs: (entry.age.as_secs_f64() * 10.0).round() / 10.0,
+            });
+        }
+        ok(&rows)
+    }
+
+    fn stats(&self) -> Stats {
+        let mut ports = Vec::new();
+        for net in self.networks.values() {
+            for ep in net.endpoints.values() {
+                let snap = ep.counters.snapshot();
+                ports.push(PortStats {
+                    port: ep.port.0,
+                    network: net.name.clone(),
+                    endpoint: ep.name.clone(),
+                    rx_packets: snap.rx_packets,
+                    rx_bytes: snap.rx_bytes,
+                    tx_packets: snap.tx_packets,
+                    tx_bytes: snap.tx_bytes,
+                    drops: snap
+                        .drops
+                        .iter()
+                        .map(|(r, n)| (r.name().to_string(), *n))
+                        .collect(),
+                });
+            }
+        }
+        ports.sort_by_key(|p| p.port);
+        let c = self.datapath.counters();
+        let mut switch_drops = BTreeMap::new();
+        for (name, value) in [
+            ("icmp_rate_limited", &c.icmp_rate_limited),
+            ("fdb_full", &c.fdb_full),
+        ] {
+            let v = value.load(std::sync::atomic::Ordering::Relaxed);
+            if v > 0 {
+                switch_drops.insert(name.to_string(), v);
+            }
+        }
+        Stats {
+            ports,
+            switch_drops,
+        }
+    }
+}
+
+struct AttachRequest {
+    network: String,
+    netns: Option<String>,
+    pid: Option<u32>,
+    name: Option<String>,
+    ip: Option<String>,
+    mac: Option<String>,
+    ifname: Option<String>,
+}
+
+/// The default MAC of an endpoint: stable for a network and endpoint name,
+/// locally administered, and unique within the network.
+fn derive_mac(net: &Network, endpoint: &str) -> MacAddr {
+    let mut salt = 0u32;
+    loop {
+        let mac = MacAddr::local_from_seed(stable_hash(&[&net.name, endpoint, &salt.to_string()]));
+        if !net.mac_in_use(mac) {
+            return mac;
+        }
+        salt += 1;
+    }
+}
+
+/// The first of eth0, eth1, … that the namespace does not have yet.
+fn free_ifname(netns: &std::path::Path) -> Result<String, ProvisionError> {
+    for n in 0..100 {
+        let name = format!("eth{n}");
+        if !link_exists(netns, &name)? {
+            return Ok(name);
+        }
+    }
+    Ok("eth100".to_string())
+}
+
+fn netns_error(e: NetnsError, req: &AttachRequest) -> ApiError {
+    match (&e, req.pid) {
+        (NetnsError::NotFound { .. }, Some(pid)) => err(
+            ErrorKind::NotFound,
+            format!("no process with PID {pid} (or its network namespace is gone): check the PID"),
+        ),
+        (NetnsError::NotFound { .. }, None) => err(
+            ErrorKind::NotFound,
+            format!(
+                "network namespace `{}` not found: create it with `ip netns add {0}` or check `ip netns list`",
+                req.netns.as_deref().unwrap_or_default()
+            ),
+        ),
+        (NetnsError::Permission { .. }, _) => err(ErrorKind::System, e.to_string()),
+        _ => err(ErrorKind::InvalidArgument, e.to_string()),
+    }
+}
+
+fn provision_error(e: ProvisionError, req: &AttachRequest) -> ApiError {
+    match e {
+        ProvisionError::IfnameTaken { .. } => err(ErrorKind::AlreadyExists, e.to_string()),
+        ProvisionError::InvalidSpec { .. } => err(ErrorKind::InvalidArgument, e.to_string()),
+        ProvisionError::Netns(inner) => netns_error(inner, req),
+        other => err(ErrorKind::System, format!("{other}: {}", source_chain(&other))),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}

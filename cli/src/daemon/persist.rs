@@ -1,0 +1,100 @@
+//! The daemon's saved state: networks and routes, kept across restarts in
+//! `STATE_DIR/state.json`. Endpoints are not saved: their TAP devices live
+//! only as long as the daemon that made them.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// A network as saved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SavedNetwork {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub mtu: u32,
+    pub internal: bool,
+}
+
+/// Everything saved.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SavedState {
+    pub networks: Vec<SavedNetwork>,
+    pub routes: Vec<(String, String)>,
+}
+
+/// The state file in a state directory.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// Uses `dir/state.json`, creating `dir` if needed.
+    pub fn in_dir(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating state directory {}", dir.display()))?;
+        Ok(StateFile {
+            path: dir.join("state.json"),
+        })
+    }
+
+    /// The saved state, or an empty one when nothing was saved yet.
+    pub fn load(&self) -> anyhow::Result<SavedState> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is not a weft state file: move it away to start with no networks",
+                    self.path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedState::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    /// Replaces the saved state atomically (write a temporary file, fsync,
+    /// rename over the old one).
+    pub fn save(&self, state: &SavedState) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(state)?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &self.path)
+            .with_context(|| format!("replacing {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_starts_empty() {
+        let dir = std::env::temp_dir().join(format!("weft-t{}-persist", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = StateFile::in_dir(&dir).unwrap();
+        assert_eq!(file.load().unwrap(), SavedState::default());
+        let state = SavedState {
+            networks: vec![SavedNetwork {
+                name: "a".into(),
+                subnet: "10.0.0.0/24".into(),
+                gateway: "10.0.0.1".into(),
+                mtu: 1500,
+                internal: false,
+            }],
+            routes: vec![("a".into(), "b".into())],
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        fs::write(dir.join("state.json"), b"garbage").unwrap();
+        assert!(file.load().is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
