@@ -85,7 +85,8 @@ impl Datapath {
     /// Starts the worker thread.
     pub fn start(aging: Duration) -> Result<Self, DatapathError> {
         let poll = Poll::new().map_err(DatapathError::Start)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
         let (tx, rx) = unbounded();
         let counters = Arc::new(SwitchCounters::default());
         let mut switch = Switch::new(Arc::clone(&counters));
@@ -129,7 +130,10 @@ impl Datapath {
     }
 
     /// The learned addresses of one network, or of all.
-    pub fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
+    pub fn fdb(
+        &self,
+        network: Option<NetworkId>,
+    ) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
         let (tx, rx) = bounded(1);
         self.execute(Command::DumpFdb { network, reply: tx })?;
         rx.recv_timeout(COMMAND_TIMEOUT)
@@ -338,10 +342,10 @@ impl Worker {
         }
         self.switch.add_port(cfg)?;
         if let Some(fd) = io.poll_fd() {
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(index), Interest::READABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), Token(index), Interest::READABLE)
             {
                 let _ = self.switch.remove_port(cfg.id);
                 return Err(DatapathError::Register(e));

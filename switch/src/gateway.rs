@@ -289,7 +289,11 @@ pub fn fragment(
         let header = &mut out[ETH_HEADER_LEN..ETH_HEADER_LEN + hl];
         write_u16(header, ipv4::TOTAL_LEN, (hl + piece.len()) as u16);
         let offset = base_offset + ((i * chunk) / 8) as u16;
-        let mf = if !last || more_after { ipv4::FLAG_MF } else { 0 };
+        let mf = if !last || more_after {
+            ipv4::FLAG_MF
+        } else {
+            0
+        };
         write_u16(header, ipv4::FLAGS_FRAG, mf | offset);
         fill_ipv4_checksum(header);
         emit(&out[..len]);
@@ -415,12 +419,20 @@ mod tests {
         };
         assert_eq!(ip.header().source_addr(), GW_IP);
         assert_eq!(ip.header().destination_addr(), Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+        assert_eq!(
+            ip.header().to_header().calc_header_checksum(),
+            ip.header().header_checksum()
+        );
         let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
             panic!("not icmp")
         };
-        assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(e) if e.id == 0x1234 && e.seq == 7));
-        assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum());
+        assert!(
+            matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(e) if e.id == 0x1234 && e.seq == 7)
+        );
+        assert_eq!(
+            icmp.icmp_type().calc_checksum(icmp.payload()),
+            icmp.checksum()
+        );
         assert_eq!(&f[0..6], &A_MAC);
     }
 
@@ -451,8 +463,14 @@ mod tests {
             panic!("not icmp")
         };
         assert!(matches!(icmp.icmp_type(), Icmpv4Type::TimeExceeded(_)));
-        assert_eq!(icmp.icmp_type().calc_checksum(icmp.payload()), icmp.checksum());
-        assert_eq!(&icmp.payload()[..20], &f[ETH_HEADER_LEN..ETH_HEADER_LEN + 20]);
+        assert_eq!(
+            icmp.icmp_type().calc_checksum(icmp.payload()),
+            icmp.checksum()
+        );
+        assert_eq!(
+            &icmp.payload()[..20],
+            &f[ETH_HEADER_LEN..ETH_HEADER_LEN + 20]
+        );
     }
 
     #[test]
@@ -486,7 +504,10 @@ mod tests {
             let m = parse_ipv4(p).unwrap();
             assert!(m.total_len <= 1500);
             assert!(ipv4_checksum_ok(p, &m));
-            assert_eq!(usize::from(m.frag & ipv4::FRAG_OFFSET_MASK) * 8, payload.len());
+            assert_eq!(
+                usize::from(m.frag & ipv4::FRAG_OFFSET_MASK) * 8,
+                payload.len()
+            );
             assert_eq!(m.frag & ipv4::FLAG_MF != 0, i + 1 < pieces.len());
             payload.extend_from_slice(&p[ETH_HEADER_LEN + 20..]);
         }

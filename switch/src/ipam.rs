@@ -242,7 +242,14 @@ mod tests {
         assert_eq!(n.network(), Ipv4Addr::new(10, 1, 0, 0));
         assert_eq!(n.broadcast(), Ipv4Addr::new(10, 1, 0, 255));
         assert_eq!(n.to_string(), "10.1.0.0/24");
-        for bad in ["banana", "10.0.0.0/33", "10.0.0.0", "10.0.0.0/", "10.0.0/24", "10.0.0.0/+4"] {
+        for bad in [
+            "banana",
+            "10.0.0.0/33",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0/24",
+            "10.0.0.0/+4",
+        ] {
             let err = bad.parse::<Ipv4Net>().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
@@ -250,7 +257,10 @@ mod tests {
             "10.0.0.5/24".parse::<Ipv4Net>().unwrap_err().to_string(),
             "`10.0.0.5/24` has host bits set: did you mean 10.0.0.0/24?"
         );
-        assert!(matches!("10.0.0.0/31".parse::<Ipv4Net>(), Err(IpamError::PrefixTooLong(31))));
+        assert!(matches!(
+            "10.0.0.0/31".parse::<Ipv4Net>(),
+            Err(IpamError::PrefixTooLong(31))
+        ));
     }
 
     #[test]
@@ -278,11 +288,23 @@ mod tests {
     #[test]
     fn pool_refuses_bad_addresses_and_runs_out() {
         let mut p = Pool::new(net("10.0.0.0/30"));
-        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 0)), Err(IpamError::ReservedAddress { .. })));
-        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 3)), Err(IpamError::ReservedAddress { .. })));
-        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 1, 1)), Err(IpamError::OutsideSubnet { .. })));
+        assert!(matches!(
+            p.reserve(Ipv4Addr::new(10, 0, 0, 0)),
+            Err(IpamError::ReservedAddress { .. })
+        ));
+        assert!(matches!(
+            p.reserve(Ipv4Addr::new(10, 0, 0, 3)),
+            Err(IpamError::ReservedAddress { .. })
+        ));
+        assert!(matches!(
+            p.reserve(Ipv4Addr::new(10, 0, 1, 1)),
+            Err(IpamError::OutsideSubnet { .. })
+        ));
         p.reserve(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
-        assert!(matches!(p.reserve(Ipv4Addr::new(10, 0, 0, 1)), Err(IpamError::AddressTaken { .. })));
+        assert!(matches!(
+            p.reserve(Ipv4Addr::new(10, 0, 0, 1)),
+            Err(IpamError::AddressTaken { .. })
+        ));
         p.reserve(p.next_free().unwrap()).unwrap();
         assert!(matches!(p.next_free(), Err(IpamError::Exhausted { .. })));
     }

@@ -165,7 +165,12 @@ impl Switch {
     }
 
     /// Opens (`allowed`) or closes routing between two networks, both ways.
-    pub fn set_route(&mut self, a: NetworkId, b: NetworkId, allowed: bool) -> Result<(), ConfigError> {
+    pub fn set_route(
+        &mut self,
+        a: NetworkId,
+        b: NetworkId,
+        allowed: bool,
+    ) -> Result<(), ConfigError> {
         for id in [a, b] {
             self.network(id).ok_or(ConfigError::UnknownNetwork(id))?;
         }
@@ -232,7 +237,9 @@ impl Switch {
 
     #[inline]
     fn network_mut(&mut self, id: NetworkId) -> Option<&mut Network> {
-        self.networks.get_mut(id.0 as usize).and_then(Option::as_mut)
+        self.networks
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
     }
 
     #[inline]
@@ -367,15 +374,36 @@ impl Switch {
         if meta.dst == in_ip {
             return self.deliver_local(port, frame, meta, in_ip, now, tx);
         }
-        if meta.dst.is_broadcast() || meta.dst.is_multicast() || meta.dst == ingress.cfg.subnet.broadcast() {
+        if meta.dst.is_broadcast()
+            || meta.dst.is_multicast()
+            || meta.dst == ingress.cfg.subnet.broadcast()
+        {
             return Err(DropReason::NotRoutable);
         }
         let Some(target) = self.network_for(meta.dst) else {
-            self.send_icmp_error(port, frame, meta, icmp::DEST_UNREACHABLE, icmp::CODE_NET_UNREACHABLE, 0, now, tx);
+            self.send_icmp_error(
+                port,
+                frame,
+                meta,
+                icmp::DEST_UNREACHABLE,
+                icmp::CODE_NET_UNREACHABLE,
+                0,
+                now,
+                tx,
+            );
             return Err(DropReason::NoRoute);
         };
         if target != port.network && !ingress.routes_to.contains(&target) {
-            self.send_icmp_error(port, frame, meta, icmp::DEST_UNREACHABLE, icmp::CODE_ADMIN_PROHIBITED, 0, now, tx);
+            self.send_icmp_error(
+                port,
+                frame,
+                meta,
+                icmp::DEST_UNREACHABLE,
+                icmp::CODE_ADMIN_PROHIBITED,
+                0,
+                now,
+                tx,
+            );
             return Err(DropReason::RouteDenied);
         }
         let out_net = self.network(target).ok_or(DropReason::NotRoutable)?;
@@ -384,11 +412,29 @@ impl Switch {
             return self.deliver_local(port, frame, meta, meta.dst, now, tx);
         }
         if meta.ttl <= 1 {
-            self.send_icmp_error(port, frame, meta, icmp::TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED, 0, now, tx);
+            self.send_icmp_error(
+                port,
+                frame,
+                meta,
+                icmp::TIME_EXCEEDED,
+                icmp::CODE_TTL_EXCEEDED,
+                0,
+                now,
+                tx,
+            );
             return Err(DropReason::TtlExpired);
         }
         let Some(out_port) = out_net.hosts.get(&meta.dst).copied() else {
-            self.send_icmp_error(port, frame, meta, icmp::DEST_UNREACHABLE, icmp::CODE_HOST_UNREACHABLE, 0, now, tx);
+            self.send_icmp_error(
+                port,
+                frame,
+                meta,
+                icmp::DEST_UNREACHABLE,
+                icmp::CODE_HOST_UNREACHABLE,
+                0,
+                now,
+                tx,
+            );
             return Err(DropReason::HostUnreachable);
         };
         let out_mac = self.port(out_port).ok_or(DropReason::HostUnreachable)?.mac;
@@ -407,10 +453,21 @@ impl Switch {
             // Quote the packet as it arrived: restore the TTL we took.
             let mut original = *meta;
             original.ttl += 1;
-            self.send_icmp_error(port, frame, &original, icmp::DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, mtu as u16, now, tx);
+            self.send_icmp_error(
+                port,
+                frame,
+                &original,
+                icmp::DEST_UNREACHABLE,
+                icmp::CODE_FRAG_NEEDED,
+                mtu as u16,
+                now,
+                tx,
+            );
             return Err(DropReason::FragmentationNeeded);
         }
-        gateway::fragment(frame, meta, mtu, &mut self.scratch, |piece| tx.transmit(out_port, piece));
+        gateway::fragment(frame, meta, mtu, &mut self.scratch, |piece| {
+            tx.transmit(out_port, piece)
+        });
         Ok(())
     }
 
@@ -466,10 +523,16 @@ impl Switch {
             return;
         }
         if !self.icmp_limit.allow(now) {
-            self.counters.icmp_rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .icmp_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(net) = self.networks.get(port.network.0 as usize).and_then(Option::as_ref) else {
+        let Some(net) = self
+            .networks
+            .get(port.network.0 as usize)
+            .and_then(Option::as_ref)
+        else {
             return;
         };
         self.ip_ident = self.ip_ident.wrapping_add(1);
@@ -487,7 +550,9 @@ impl Switch {
             error,
             self.ip_ident,
         );
-        self.counters.icmp_errors_sent.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .icmp_errors_sent
+            .fetch_add(1, Ordering::Relaxed);
         tx.transmit(port.id, &self.scratch[..len]);
     }
 }

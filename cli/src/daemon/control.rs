@@ -116,7 +116,10 @@ fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
 }
 
 fn datapath_error(e: DatapathError) -> ApiError {
-    err(ErrorKind::Internal, format!("the datapath refused the change: {e}"))
+    err(
+        ErrorKind::Internal,
+        format!("the datapath refused the change: {e}"),
+    )
 }
 
 fn ipam_error(e: IpamError) -> ApiError {
@@ -132,7 +135,10 @@ fn ipam_error(e: IpamError) -> ApiError {
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -202,12 +208,20 @@ impl Control {
                 self.save()?;
                 ok(&info)
             }
-            Request::NetworkList => ok(&self.networks.values().map(Network::info).collect::<Vec<_>>()),
+            Request::NetworkList => ok(&self
+                .networks
+                .values()
+                .map(Network::info)
+                .collect::<Vec<_>>()),
             Request::NetworkInspect { name } => {
                 let net = self.network(&name)?;
                 let detail = NetworkDetail {
                     network: net.info(),
-                    attached: net.endpoints.values().map(|e| net.endpoint_info(e)).collect(),
+                    attached: net
+                        .endpoints
+                        .values()
+                        .map(|e| net.endpoint_info(e))
+                        .collect(),
                     routes_to: self.routes_of(&name),
                 };
                 ok(&detail)
@@ -447,7 +461,8 @@ impl Control {
         let net = self.network(&req.network)?;
         let (netns, default_name) = match (&req.netns, req.pid) {
             (Some(name), None) => (
-                netns_path_for_name(name).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?,
+                netns_path_for_name(name)
+                    .map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?,
                 name.clone(),
             ),
             (None, Some(pid)) => (netns_path_for_pid(pid), format!("pid-{pid}")),
@@ -484,9 +499,11 @@ impl Control {
         };
         let mac = match &req.mac {
             Some(text) => {
-                let mac: MacAddr = text
-                    .parse()
-                    .map_err(|e: weft_switch::wire::MacParseError| err(ErrorKind::InvalidArgument, e.to_string()))?;
+                let mac: MacAddr =
+                    text.parse()
+                        .map_err(|e: weft_switch::wire::MacParseError| {
+                            err(ErrorKind::InvalidArgument, e.to_string())
+                        })?;
                 if !mac.is_unicast() || mac == MacAddr::ZERO {
                     return Err(err(
                         ErrorKind::InvalidArgument,
@@ -505,7 +522,7 @@ impl Control {
         };
         let ifname = match &req.ifname {
             Some(ifname) => ifname.clone(),
-            None => free_ifname(&netns).map_err(|e| provision_error(e, &req))?,
+            None => free_ifname(&netns, &req)?,
         };
         let first_network = !self
             .networks
@@ -524,7 +541,10 @@ impl Control {
         };
         let tap = provision_tap(&netns, spec).map_err(|e| provision_error(e, &req))?;
         let io = TapPort::new(tap).map_err(|e| {
-            err(ErrorKind::System, format!("could not make the TAP non-blocking: {e}"))
+            err(
+                ErrorKind::System,
+                format!("could not make the TAP non-blocking: {e}"),
+            )
         })?;
         let port = PortId(self.next_port);
         let counters = Arc::new(PortCounters::default());
@@ -543,7 +563,10 @@ impl Control {
             .map_err(datapath_error)?;
         self.next_port += 1;
 
-        let net = self.networks.get_mut(&req.network).expect("looked up above");
+        let net = self
+            .networks
+            .get_mut(&req.network)
+            .expect("looked up above");
         net.pool.reserve(ip).map_err(ipam_error)?;
         let endpoint = Endpoint {
             name: name.clone(),
@@ -675,10 +698,10 @@ fn derive_mac(net: &Network, endpoint: &str) -> MacAddr {
 }
 
 /// The first of eth0, eth1, … that the namespace does not have yet.
-fn free_ifname(netns: &std::path::Path) -> Result<String, ProvisionError> {
+fn free_ifname(netns: &std::path::Path, req: &AttachRequest) -> Result<String, ApiError> {
     for n in 0..100 {
         let name = format!("eth{n}");
-        if !link_exists(netns, &name)? {
+        if !link_exists(netns, &name).map_err(|e| provision_error(e, req))? {
             return Ok(name);
         }
     }
@@ -708,7 +731,10 @@ fn provision_error(e: ProvisionError, req: &AttachRequest) -> ApiError {
         ProvisionError::IfnameTaken { .. } => err(ErrorKind::AlreadyExists, e.to_string()),
         ProvisionError::InvalidSpec { .. } => err(ErrorKind::InvalidArgument, e.to_string()),
         ProvisionError::Netns(inner) => netns_error(inner, req),
-        other => err(ErrorKind::System, format!("{other}: {}", source_chain(&other))),
+        other => err(
+            ErrorKind::System,
+            format!("{other}: {}", source_chain(&other)),
+        ),
     }
 }
 
