@@ -131,6 +131,12 @@ fn ipam_error(e: IpamError) -> ApiError {
     err(kind, e.to_string())
 }
 
+/// Prefixes an error with the network it concerns.
+fn in_network(mut e: ApiError, network: &str) -> ApiError {
+    e.message = format!("network `{network}`: {}", e.message);
+    e
+}
+
 /// Checks a network or endpoint name: what the CLI and file names tolerate.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
@@ -492,10 +498,15 @@ impl Control {
         let ip = match &req.ip {
             Some(text) => {
                 let ip = parse_addr(text).map_err(ipam_error)?;
-                net.pool.check(ip).map_err(ipam_error)?;
+                net.pool
+                    .check(ip)
+                    .map_err(|e| in_network(ipam_error(e), &net.name))?;
                 ip
             }
-            None => net.pool.next_free().map_err(ipam_error)?,
+            None => net
+                .pool
+                .next_free()
+                .map_err(|e| in_network(ipam_error(e), &net.name))?,
         };
         let mac = match &req.mac {
             Some(text) => {
