@@ -209,7 +209,14 @@ fn steps(exe: &Path, cleanup: &mut Cleanup) -> anyhow::Result<()> {
     if reply.ok {
         bail!("d reached a although demo-back and demo-front are not routed: isolation is broken");
     }
-    println!("    no reply: networks are isolated unless you allow a route");
+    if reply
+        .stdout
+        .lines()
+        .any(|l| l.trim_start().starts_with("From "))
+    {
+        println!("    weft's gateway answered with an ICMP error instead of forwarding:");
+    }
+    println!("    networks are isolated unless you allow a route between them");
 
     // 8. Routing.
     step(8, "Allowing routing between demo-front and demo-back");
@@ -429,7 +436,11 @@ fn shell(command: &str) {
 
 fn print_indented(text: &str) {
     for line in text.lines() {
-        println!("    {line}");
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("    {line}");
+        }
     }
 }
 

@@ -37,16 +37,18 @@ fn scenario(i: u8, tag: &str, created: &mut Created, panic_midway: bool) {
     let ep_b = attach(&d, "n", &b, &[]);
     let server = b.spawn(&["nc", "-l", "5050"], Stdio::null(), Stdio::null());
     created.background_pid = Some(server.pid() as i32);
-    // A process started inside the namespace without a guard of its own:
-    // the namespace guard must kill it.
-    // (setsid: out of the helper's process group, which the helper kills.)
-    let out = a.exec(&[
-        "sh",
-        "-c",
-        "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!",
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let pid: i32 = text(&out.stdout).trim().parse().expect("pid of sleep");
+    // A process started inside the namespace without a guard of its own
+    // (the Child handle is dropped, which neither kills nor waits): the
+    // namespace guard must kill it.
+    let unguarded = a
+        .command(&["sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sleep in the namespace");
+    let pid = unguarded.id() as i32;
+    drop(unguarded);
     created.unguarded_pid = Some(pid);
     assert!(alive(pid), "sleep {pid} did not start");
     let out = a.ping(&ep_b.ip);

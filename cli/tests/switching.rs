@@ -344,6 +344,7 @@ fn fdb_entries_age_out() {
     // (no ARP probes, no IPv6 ND), so its entry must age out.
     let out = a.ip(&["link", "set", &ep_a.ifname, "down"]);
     assert!(out.status.success(), "link down:\n{}", describe(&out));
+    let silent_since = std::time::Instant::now();
     let gone = wait_for(Duration::from_secs(8), || {
         fdb_entry(&fdb(&d, None), &ep_a.mac).is_none().then_some(())
     });
@@ -352,6 +353,11 @@ fn fdb_entries_age_out() {
         "{} still in the fdb 8 s after going silent with --mac-aging 2: {:?}",
         ep_a.mac,
         fdb(&d, None)
+    );
+    eprintln!(
+        "{} aged out {:.1} s after going silent",
+        ep_a.mac,
+        silent_since.elapsed().as_secs_f64()
     );
 
     // Coming back is learned again.

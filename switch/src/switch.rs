@@ -319,10 +319,13 @@ impl Switch {
 
     #[inline]
     fn learn(&mut self, port: &PortConfig, now: Instant) {
-        let counters = Arc::clone(&self.counters);
-        if let Some(net) = self.network_mut(port.network) {
+        let net = self
+            .networks
+            .get_mut(port.network.0 as usize)
+            .and_then(Option::as_mut);
+        if let Some(net) = net {
             if net.fdb.learn(port.mac, port.id, now) == LearnOutcome::Full {
-                counters.fdb_full.fetch_add(1, Ordering::Relaxed);
+                self.counters.fdb_full.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
