@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_switch::counters::SwitchCounters;
 use weft_switch::gateway::parse_ipv4;
 use weft_switch::mac_table::MacTable;
+use weft_switch::port::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
@@ -19,7 +20,7 @@ use weft_switch::{NetworkId, PortId};
 struct CountingTx(u64);
 
 impl Transmit for CountingTx {
-    fn transmit(&mut self, _port: PortId, frame: &[u8]) {
+    fn transmit(&mut self, _port: PortId, frame: &[u8], _offload: &Offload) {
         self.0 += frame.len() as u64;
     }
 }
@@ -82,7 +83,7 @@ fn udp_frame(src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr, len: usiz
 /// rather than being dropped early.
 fn sanity(sw: &mut Switch, frame: &mut [u8], tx: &mut CountingTx) {
     let before = tx.0;
-    sw.handle(PortId(100), frame, Instant::now(), tx)
+    sw.handle(PortId(100), frame, &NO_OFFLOAD, Instant::now(), tx)
         .expect("benchmark frame was dropped");
     assert!(tx.0 > before, "benchmark frame was not forwarded");
 }
@@ -143,18 +144,35 @@ fn bench_switch_path(c: &mut Criterion) {
         let mut sw = topology(8);
         let mut tx = CountingTx(0);
         let mut warm = udp_frame(mac(101), mac(100), ip(1, 3), ip(1, 2), len);
-        sw.handle(PortId(101), &mut warm, now, &mut tx).unwrap();
+        sw.handle(PortId(101), &mut warm, &NO_OFFLOAD, now, &mut tx)
+            .unwrap();
         let mut frame = src.clone();
         sanity(&mut sw, &mut frame.clone(), &mut tx);
         g.bench_function(format!("bridge_unicast/{len}"), |b| {
-            b.iter(|| sw.handle(PortId(100), black_box(&mut frame), now, &mut tx))
+            b.iter(|| {
+                sw.handle(
+                    PortId(100),
+                    black_box(&mut frame),
+                    &NO_OFFLOAD,
+                    now,
+                    &mut tx,
+                )
+            })
         });
 
         // Broadcast flooded to 7 other ports.
         let mut frame = udp_frame(mac(100), MacAddr::BROADCAST, ip(1, 2), ip(1, 255), len);
         sanity(&mut sw, &mut frame.clone(), &mut tx);
         g.bench_function(format!("flood_8_ports/{len}"), |b| {
-            b.iter(|| sw.handle(PortId(100), black_box(&mut frame), now, &mut tx))
+            b.iter(|| {
+                sw.handle(
+                    PortId(100),
+                    black_box(&mut frame),
+                    &NO_OFFLOAD,
+                    now,
+                    &mut tx,
+                )
+            })
         });
 
         // Routed between networks through the gateway (TTL, checksum, MACs).
@@ -166,7 +184,13 @@ fn bench_switch_path(c: &mut Criterion) {
         g.bench_function(format!("route_between_networks/{len}"), |b| {
             b.iter(|| {
                 frame.copy_from_slice(&routed);
-                sw.handle(PortId(100), black_box(&mut frame), now, &mut tx)
+                sw.handle(
+                    PortId(100),
+                    black_box(&mut frame),
+                    &NO_OFFLOAD,
+                    now,
+                    &mut tx,
+                )
             })
         });
         black_box(tx.0);

@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::counters::{DropReason, PortCounters, SwitchCounters};
 use crate::mac_table::Learned;
-use crate::port::{PacketBuf, Port};
+use crate::port::{Offload, PacketBuf, Port};
 use crate::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit};
 use crate::{NetworkId, PortId};
 
@@ -186,11 +186,11 @@ struct PortTx<'a> {
 
 impl Transmit for PortTx<'_> {
     #[inline]
-    fn transmit(&mut self, port: PortId, frame: &[u8]) {
+    fn transmit(&mut self, port: PortId, frame: &[u8], offload: &Offload) {
         let Some(Some(slot)) = self.ports.get_mut(port.0 as usize) else {
             return;
         };
-        match slot.io.send(frame) {
+        match slot.io.send(frame, offload) {
             Ok(()) => slot.counters.count_tx(frame.len()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 slot.counters.count_drop(DropReason::TxQueueFull)
@@ -281,7 +281,8 @@ impl Worker {
             let mut tx = PortTx { ports };
             for buf in &mut bufs[..received] {
                 counters.count_rx(buf.len());
-                if let Err(reason) = switch.handle(id, buf.frame_mut(), now, &mut tx) {
+                let offload = buf.offload();
+                if let Err(reason) = switch.handle(id, buf.frame_mut(), &offload, now, &mut tx) {
                     counters.count_drop(reason);
                 }
             }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use weft_nat::checksum::{checksum, update16};
 
+use crate::port::Offload;
+
 use crate::wire::{
     arp, eth, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IP_PROTO_ICMP,
@@ -300,6 +302,32 @@ pub fn fragment(
         count += 1;
     }
     count
+}
+
+/// The IP length of each segment a GSO super-frame will be cut into: IP and
+/// TCP headers plus `gso_size`. `None` when the TCP header is cut short.
+pub fn gso_segment_ip_len(frame: &[u8], meta: &Ipv4Meta, offload: &Offload) -> Option<usize> {
+    let tcp = ETH_HEADER_LEN + meta.header_len;
+    let data_offset = usize::from(*frame.get(tcp + 12)? >> 4) * 4;
+    if data_offset < 20 || tcp + data_offset > frame.len() {
+        return None;
+    }
+    Some(meta.header_len + data_offset + usize::from(offload.gso_size))
+}
+
+/// Completes a partial transport checksum (virtio-net `NEEDS_CSUM`): the
+/// checksum field holds the pseudo-header sum, and the ones' complement of
+/// the sum from `csum_start` to the end goes into it (virtio 1.x §5.1.6.2).
+/// `None` when the offsets point outside the frame.
+pub fn complete_checksum(frame: &mut [u8], offload: &Offload) -> Option<()> {
+    let start = usize::from(offload.csum_start);
+    let field = start + usize::from(offload.csum_offset);
+    if field + 2 > frame.len() {
+        return None;
+    }
+    let sum = checksum(&frame[start..]);
+    write_u16(frame, field, sum);
+    Some(())
 }
 
 /// A token bucket limiting the rate of ICMP errors (RFC 1812 §4.3.2.8).

@@ -26,6 +26,7 @@ use crate::counters::{DropReason, SwitchCounters};
 use crate::gateway::{self, IcmpError, Ipv4Meta, RateLimiter};
 use crate::ipam::Ipv4Net;
 use crate::mac_table::{LearnOutcome, Learned, MacTable, DEFAULT_AGING, DEFAULT_CAPACITY};
+use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::wire::{
     arp, eth, icmp, read_ipv4, read_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP,
@@ -34,8 +35,9 @@ use crate::{NetworkId, PortId};
 
 /// Where the core sends the frames it forwards or originates.
 pub trait Transmit {
-    /// Sends `frame` out of `port`. Failures are the sink's to count.
-    fn transmit(&mut self, port: PortId, frame: &[u8]);
+    /// Sends `frame`, with its offload metadata, out of `port`. Failures
+    /// are the sink's to count.
+    fn transmit(&mut self, port: PortId, frame: &[u8], offload: &Offload);
 }
 
 /// A network as the datapath needs to know it.
@@ -262,12 +264,14 @@ impl Switch {
     /// Processes one frame received on `ingress` at `now`.
     ///
     /// `frame` is the received frame, which the core may rewrite in place
-    /// (replies, routed packets). `Err` names why the frame was dropped; the
-    /// caller counts it against the ingress port.
+    /// (replies, routed packets), and `offload` its metadata, passed on with
+    /// the frame wherever it is forwarded. `Err` names why the frame was
+    /// dropped; the caller counts it against the ingress port.
     pub fn handle<T: Transmit>(
         &mut self,
         ingress: PortId,
         frame: &mut [u8],
+        offload: &Offload,
         now: Instant,
         tx: &mut T,
     ) -> Result<(), DropReason> {
@@ -290,7 +294,7 @@ impl Switch {
                 if gateway::is_arp_request_for(frame, gateway_ip) {
                     self.learn(&port, now);
                     gateway::arp_reply_in_place(frame, gateway_mac, gateway_ip);
-                    tx.transmit(ingress, frame);
+                    tx.transmit(ingress, &frame[..ETH_HEADER_LEN + ARP_LEN], &NO_OFFLOAD);
                     return Ok(());
                 }
                 if dst == gateway_mac {
@@ -304,7 +308,7 @@ impl Switch {
                 }
                 if dst == gateway_mac {
                     self.learn(&port, now);
-                    return self.route(&port, frame, &meta, now, tx);
+                    return self.route(&port, frame, offload, &meta, now, tx);
                 }
             }
             ETHERTYPE_VLAN | ETHERTYPE_QINQ => return Err(DropReason::UnsupportedEthertype),
@@ -314,7 +318,7 @@ impl Switch {
                 }
             }
         }
-        self.bridge(&port, frame, now, tx)
+        self.bridge(&port, frame, offload, now, tx)
     }
 
     #[inline]
@@ -336,6 +340,7 @@ impl Switch {
         &mut self,
         port: &PortConfig,
         frame: &[u8],
+        offload: &Offload,
         now: Instant,
         tx: &mut T,
     ) -> Result<(), DropReason> {
@@ -346,7 +351,7 @@ impl Switch {
             match net.fdb.lookup(dst) {
                 Some(out) if out == port.id => return Err(DropReason::SamePort),
                 Some(out) => {
-                    tx.transmit(out, frame);
+                    tx.transmit(out, frame, offload);
                     return Ok(());
                 }
                 None => {}
@@ -354,7 +359,7 @@ impl Switch {
         }
         for &out in &net.ports {
             if out != port.id {
-                tx.transmit(out, frame);
+                tx.transmit(out, frame, offload);
             }
         }
         Ok(())
@@ -365,6 +370,7 @@ impl Switch {
         &mut self,
         port: &PortConfig,
         frame: &mut [u8],
+        offload: &Offload,
         meta: &Ipv4Meta,
         now: Instant,
         tx: &mut T,
@@ -444,22 +450,20 @@ impl Switch {
         let out_gw_mac = out_net.cfg.gateway_mac;
         let mtu = out_net.cfg.mtu as usize;
 
-        gateway::decrement_ttl(frame);
-        out_mac.write(frame, eth::DST);
-        out_gw_mac.write(frame, eth::SRC);
-        let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
-        if meta.total_len <= mtu {
-            tx.transmit(out_port, frame);
-            return Ok(());
-        }
-        if meta.dont_fragment() {
-            // Quote the packet as it arrived: restore the TTL we took.
-            let mut original = *meta;
-            original.ttl += 1;
+        // A GSO super-frame leaves as segments of its gso_size: those must fit.
+        let wire_len = if is_gso(offload) {
+            gateway::gso_segment_ip_len(frame, meta, offload).ok_or(DropReason::Malformed)?
+        } else {
+            meta.total_len
+        };
+        let fits = wire_len <= mtu;
+        if !fits && (meta.dont_fragment() || is_gso(offload)) {
+            // RFC 1191: tell the sender the next hop's MTU; quote the packet
+            // as it arrived.
             self.send_icmp_error(
                 port,
                 frame,
-                &original,
+                meta,
                 icmp::DEST_UNREACHABLE,
                 icmp::CODE_FRAG_NEEDED,
                 mtu as u16,
@@ -468,8 +472,21 @@ impl Switch {
             );
             return Err(DropReason::FragmentationNeeded);
         }
+
+        gateway::decrement_ttl(frame);
+        out_mac.write(frame, eth::DST);
+        out_gw_mac.write(frame, eth::SRC);
+        let frame = &mut frame[..ETH_HEADER_LEN + meta.total_len];
+        if fits {
+            tx.transmit(out_port, frame, offload);
+            return Ok(());
+        }
+        if needs_csum(offload) {
+            // Fragments cannot carry a partial checksum: finish it first.
+            gateway::complete_checksum(frame, offload).ok_or(DropReason::Malformed)?;
+        }
         gateway::fragment(frame, meta, mtu, &mut self.scratch, |piece| {
-            tx.transmit(out_port, piece)
+            tx.transmit(out_port, piece, &NO_OFFLOAD)
         });
         Ok(())
     }
@@ -492,7 +509,7 @@ impl Switch {
             .gateway_mac;
         if gateway::is_valid_echo_request(frame, meta) {
             let len = gateway::echo_reply_in_place(frame, meta, gateway_mac, local_ip);
-            tx.transmit(port.id, &frame[..len]);
+            tx.transmit(port.id, &frame[..len], &NO_OFFLOAD);
             return Ok(());
         }
         let code = match meta.proto {
@@ -556,7 +573,7 @@ impl Switch {
         self.counters
             .icmp_errors_sent
             .fetch_add(1, Ordering::Relaxed);
-        tx.transmit(port.id, &self.scratch[..len]);
+        tx.transmit(port.id, &self.scratch[..len], &NO_OFFLOAD);
     }
 }
 

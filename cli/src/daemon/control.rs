@@ -548,7 +548,10 @@ impl Control {
             prefix_len: net.subnet.prefix_len(),
             mtu: net.mtu,
             default_gateway: first_network.then_some(net.gateway),
-            tap: TapOptions::default(),
+            tap: TapOptions {
+                vnet_hdr: true,
+                multi_queue: false,
+            },
         };
         let tap = provision_tap(&netns, spec).map_err(|e| provision_error(e, &req))?;
         let io = TapPort::new(tap).map_err(|e| {

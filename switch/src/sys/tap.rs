@@ -320,6 +320,20 @@ impl Tap {
         }
     }
 
+    /// Writes one frame gathered from several slices (typically the
+    /// virtio-net header and the frame) with a single `writev`.
+    pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
+        // slice is valid for reads for the duration of the call.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     /// Tells the kernel which offloads the reader of this TAP handles
     /// (`TUNSETOFFLOAD`; a combination of the `TUN_F_*` constants).
     ///
