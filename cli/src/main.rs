@@ -168,8 +168,8 @@ enum NetworkCommand {
         /// MTU of the endpoints' interfaces, 68 to 65521 [default: 1500]
         #[arg(long, value_name = "N")]
         mtu: Option<u32>,
-        /// Mark the network internal: never to get access outside weft (recorded
-        /// only until NAT and published ports exist)
+        /// Make the network internal: nothing leaves it through its gateway
+        /// (no routes to other networks, no uplink)
         #[arg(long)]
         internal: bool,
         #[command(flatten)]

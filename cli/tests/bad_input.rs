@@ -292,3 +292,17 @@ fn no_daemon_running() {
         );
     }
 }
+
+#[test]
+fn routing_an_internal_network() {
+    require_root!();
+    let f = fixture(36);
+    create_network(&f.d, "vault", &subnet(f.i, 9), &["--internal"]);
+    let out = assert_refused(
+        &f,
+        &["route", "allow", "alpha", "vault"],
+        &["vault", "internal"],
+    );
+    let _ = out;
+    assert_eq!(json(&f.d, &["route", "ls"]), serde_json::json!([]));
+}

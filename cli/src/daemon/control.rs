@@ -437,6 +437,22 @@ impl Control {
     fn set_route(&mut self, a: &str, b: &str, allowed: bool) -> Result<(), ApiError> {
         let ida = self.network(a)?.id;
         let idb = self.network(b)?.id;
+        if allowed {
+            if let Some(net) = [a, b]
+                .iter()
+                .map(|n| &self.networks[*n])
+                .find(|n| n.internal)
+            {
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!(
+                        "network `{}` is internal: nothing leaves it through its gateway, so it cannot be routed to `{}`; create it without --internal to route it",
+                        net.name,
+                        if net.name == a { b } else { a }
+                    ),
+                ));
+            }
+        }
         if a == b {
             return Err(err(
                 ErrorKind::InvalidArgument,
