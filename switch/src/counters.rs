@@ -35,10 +35,12 @@ pub enum DropReason {
     TxQueueFull,
     /// Writing to the egress device failed for another reason.
     TxError,
+    /// The next hop's MAC is not known yet; the gateway sent an ARP request.
+    NeighborUnknown,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -52,6 +54,7 @@ impl DropReason {
         DropReason::FragmentationNeeded,
         DropReason::TxQueueFull,
         DropReason::TxError,
+        DropReason::NeighborUnknown,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -71,6 +74,7 @@ impl DropReason {
             DropReason::FragmentationNeeded => "fragmentation_needed",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxError => "tx_error",
+            DropReason::NeighborUnknown => "neighbor_unknown",
         }
     }
 
@@ -147,6 +151,16 @@ pub struct SwitchCounters {
     pub icmp_errors_sent: AtomicU64,
     /// Source addresses not learned because a network's MAC table was full.
     pub fdb_full: AtomicU64,
+    /// ARP requests answered by the switch instead of flooded.
+    pub arp_suppressed: AtomicU64,
+    /// Frames too large for the underlay once encapsulated.
+    pub tunnel_too_big: AtomicU64,
+    /// VXLAN datagrams that were too short or lacked the I flag.
+    pub vxlan_malformed: AtomicU64,
+    /// VXLAN datagrams for a VNI this host does not serve.
+    pub vxlan_unknown_vni: AtomicU64,
+    /// VXLAN datagrams from an address that is not a peer.
+    pub vxlan_unknown_peer: AtomicU64,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod gateway;
 pub mod ipam;
 pub mod mac_table;
+pub mod neighbor;
 pub mod port;
 pub mod provision;
 pub mod switch;

@@ -23,6 +23,8 @@ pub const DEFAULT_CAPACITY: usize = 16 * 1024;
 struct Entry {
     port: PortId,
     last_seen: Instant,
+    /// Set by the control plane: never ages, never moved by learning.
+    is_static: bool,
 }
 
 /// One learned address, as reported to the control plane.
@@ -31,6 +33,8 @@ pub struct Learned {
     pub mac: MacAddr,
     pub port: PortId,
     pub age: Duration,
+    /// Fed by the control plane rather than learned.
+    pub is_static: bool,
 }
 
 /// What [`MacTable::learn`] did.
@@ -62,6 +66,9 @@ impl MacTable {
     #[inline]
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Instant) -> LearnOutcome {
         if let Some(entry) = self.entries.get_mut(&mac.to_u64()) {
+            if entry.is_static {
+                return LearnOutcome::Refreshed;
+            }
             let moved = entry.port != port;
             entry.port = port;
             entry.last_seen = now;
@@ -79,9 +86,34 @@ impl MacTable {
             Entry {
                 port,
                 last_seen: now,
+                is_static: false,
             },
         );
         LearnOutcome::Learned
+    }
+
+    /// Installs an entry from the control plane (e.g. a remote MAC behind a
+    /// VTEP), replacing a learned one. Static entries count against the
+    /// capacity too; `false` when the table is full.
+    pub fn set_static(&mut self, mac: MacAddr, port: PortId, now: Instant) -> bool {
+        let key = mac.to_u64();
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            return false;
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                port,
+                last_seen: now,
+                is_static: true,
+            },
+        );
+        true
+    }
+
+    /// Removes an entry, static or learned.
+    pub fn remove(&mut self, mac: MacAddr) -> bool {
+        self.entries.remove(&mac.to_u64()).is_some()
     }
 
     /// The port `mac` was last seen on, if it has not aged out.
@@ -94,7 +126,7 @@ impl MacTable {
     pub fn expire(&mut self, now: Instant, aging: Duration) -> usize {
         let before = self.entries.len();
         self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) < aging);
+            .retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) < aging);
         before - self.entries.len()
     }
 
@@ -122,6 +154,7 @@ impl MacTable {
                     mac: MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]),
                     port: e.port,
                     age: now.saturating_duration_since(e.last_seen),
+                    is_static: e.is_static,
                 }
             })
             .collect();
@@ -175,6 +208,20 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].mac, mac(2));
         assert_eq!(rows[0].age, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn static_entries_neither_age_nor_move() {
+        let mut t = MacTable::with_capacity(4);
+        let start = Instant::now();
+        assert!(t.set_static(mac(1), PortId(7), start));
+        assert_eq!(t.learn(mac(1), PortId(2), start), LearnOutcome::Refreshed);
+        assert_eq!(t.lookup(mac(1)), Some(PortId(7)));
+        t.expire(start + Duration::from_secs(1000), Duration::from_secs(1));
+        assert_eq!(t.lookup(mac(1)), Some(PortId(7)));
+        assert!(t.dump(start)[0].is_static);
+        assert!(t.remove(mac(1)));
+        assert_eq!(t.lookup(mac(1)), None);
     }
 
     #[test]
