@@ -24,6 +24,13 @@ pub enum Request {
         mtu: Option<u32>,
         #[serde(default)]
         internal: bool,
+        /// VXLAN network identifier: makes the network an overlay across
+        /// the daemon's peers (RFC 7348).
+        #[serde(default)]
+        vni: Option<u32>,
+        /// The part of the subnet this host hands out (overlay networks).
+        #[serde(default)]
+        ip_range: Option<String>,
     },
     NetworkList,
     NetworkInspect {
@@ -71,6 +78,31 @@ pub enum Request {
         network: Option<String>,
     },
     Stats,
+    /// Adds a remote VTEP: `IP` or `IP:PORT` (default port 4789).
+    PeerAdd {
+        addr: String,
+    },
+    PeerList,
+    PeerRemove {
+        ip: String,
+    },
+    /// Feeds the forwarding database: `mac` sits behind VTEP `vtep`.
+    FdbAdd {
+        network: String,
+        mac: String,
+        vtep: String,
+    },
+    /// Feeds an IP → MAC binding (for ARP suppression and routing).
+    NeighborAdd {
+        network: String,
+        ip: String,
+        mac: String,
+    },
+    /// Remote IP → MAC bindings known to the switch.
+    Neighbors {
+        #[serde(default)]
+        network: Option<String>,
+    },
 }
 
 /// The daemon's reply: exactly one of `result` or `error` is present.
@@ -139,6 +171,12 @@ pub struct NetworkInfo {
     pub gateway_mac: String,
     pub mtu: u32,
     pub internal: bool,
+    /// VXLAN network identifier of an overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The part of the subnet this host hands out, if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
     /// Number of attached endpoints.
     pub endpoints: usize,
     /// Free addresses left in the pool.
@@ -187,6 +225,36 @@ pub struct FdbEntry {
     pub endpoint: Option<String>,
     /// Seconds since the address was last seen as a source.
     pub age_secs: f64,
+    /// The remote VTEP the address sits behind, for overlay entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
+    /// Fed by `fdb add` (never ages) rather than learned.
+    #[serde(default)]
+    pub r#static: bool,
+}
+
+/// A remote VTEP and its traffic.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// `IP:PORT` datagrams are sent to.
+    pub addr: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason; reasons with a zero count are left out.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// A remote IP → MAC binding.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NeighborEntry {
+    pub network: String,
+    pub ip: String,
+    pub mac: String,
+    pub age_secs: f64,
+    #[serde(default)]
+    pub r#static: bool,
 }
 
 /// Counters for one switch port.
@@ -209,6 +277,12 @@ pub struct Stats {
     pub ports: Vec<PortStats>,
     /// Drops not tied to a port (e.g. ICMP errors suppressed by rate limit).
     pub switch_drops: std::collections::BTreeMap<String, u64>,
+    /// Other switch-wide counters (e.g. ARP requests answered locally).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Per-peer traffic of overlay networks.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
 }
 
 /// Reply to `status`.
@@ -219,6 +293,12 @@ pub struct StatusInfo {
     pub pid: u32,
     pub networks: usize,
     pub endpoints: usize,
+    /// The VXLAN socket's address, once an overlay network or peer exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_listen: Option<String>,
+    /// The address peers reach this host at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_ip: Option<String>,
 }
 
 #[cfg(test)]
@@ -237,7 +317,9 @@ mod tests {
                 subnet: "10.0.0.0/24".into(),
                 gateway: None,
                 mtu: None,
-                internal: false
+                internal: false,
+                vni: None,
+                ip_range: None,
             }
         );
         let text = serde_json::to_string(&Request::Stats).unwrap();

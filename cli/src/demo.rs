@@ -305,6 +305,8 @@ impl Api<'_> {
                 gateway: None,
                 mtu: None,
                 internal: false,
+                vni: None,
+                ip_range: None,
             },
             "network create",
         )?;

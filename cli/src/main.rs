@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod output;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,13 +118,24 @@ enum Command {
         json: JsonFlag,
     },
 
-    /// List learned MAC addresses (the forwarding database)
+    /// List learned MAC addresses (the forwarding database), or feed it
+    #[command(args_conflicts_with_subcommands = true)]
     Fdb {
+        #[command(subcommand)]
+        add: Option<FdbCommand>,
         /// Only addresses learned on this network
         network: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
+
+    /// Manage the remote VTEPs (other hosts) of overlay networks
+    #[command(subcommand)]
+    Peer(PeerCommand),
+
+    /// List or feed remote IP → MAC bindings (ARP suppression, routing)
+    #[command(subcommand)]
+    Neighbor(NeighborCommand),
 
     /// Show per-port packet and byte counters and drops by reason
     Stats {
@@ -172,6 +184,15 @@ enum NetworkCommand {
         /// (no routes to other networks, no uplink)
         #[arg(long)]
         internal: bool,
+        /// Make it an overlay network spanning the daemon's peers, with this
+        /// VXLAN network identifier (1 to 16777215); its MTU defaults to the
+        /// underlay MTU minus 50
+        #[arg(long, value_name = "N")]
+        vni: Option<u32>,
+        /// The part of the subnet this host hands out, so that hosts sharing
+        /// an overlay subnet never pick the same address
+        #[arg(long, value_name = "CIDR")]
+        ip_range: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -228,6 +249,59 @@ struct AttachArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum FdbCommand {
+    /// Tell the switch that MAC sits behind a peer VTEP (never ages)
+    Add {
+        /// The overlay network
+        network: String,
+        /// The remote MAC address
+        mac: String,
+        /// The peer it sits behind
+        #[arg(long, value_name = "IP")]
+        vtep: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Add a remote VTEP: IP or IP:PORT (default port 4789)
+    Add {
+        #[arg(value_name = "IP[:PORT]")]
+        addr: String,
+    },
+    /// List peers with their traffic and drops
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a peer and its tunnels
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(value_name = "IP")]
+        ip: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NeighborCommand {
+    /// Tell the switch that IP is at MAC in an overlay network
+    Add {
+        network: String,
+        ip: String,
+        mac: String,
+    },
+    /// List remote IP → MAC bindings, learned or fed
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only bindings of this network
+        network: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum RouteCommand {
     /// Let two networks route to each other through their gateways
     Allow {
@@ -262,6 +336,27 @@ struct DaemonArgs {
     /// allowed, must be > 0)
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_mac_aging)]
     mac_aging: Duration,
+    /// Where to receive VXLAN from peers: ADDR or ADDR:PORT (bound when the
+    /// first overlay network or peer is created)
+    #[arg(long, value_name = "ADDR[:PORT]", default_value = "0.0.0.0:4789", value_parser = parse_listen)]
+    vxlan_listen: SocketAddrV4,
+    /// The address peers reach this host at [default: the listen address
+    /// when it is not 0.0.0.0, else that of the interface holding the
+    /// default route]
+    #[arg(long, value_name = "IP")]
+    vtep_ip: Option<Ipv4Addr>,
+    /// MTU of the underlay network the tunnels cross
+    #[arg(long, value_name = "N", default_value = "1500")]
+    underlay_mtu: u32,
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddrV4, String> {
+    if let Ok(addr) = text.parse::<SocketAddrV4>() {
+        return Ok(addr);
+    }
+    text.parse::<Ipv4Addr>()
+        .map(|ip| SocketAddrV4::new(ip, 4789))
+        .map_err(|_| format!("`{text}` is not ADDR or ADDR:PORT (IPv4), e.g. 0.0.0.0:4789"))
 }
 
 #[derive(Debug, Args, Clone, Copy)]
@@ -341,6 +436,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             socket,
             state_dir: args.state_dir.unwrap_or_else(default_state_dir),
             mac_aging: args.mac_aging,
+            vxlan_listen: args.vxlan_listen,
+            vtep_ip: args.vtep_ip,
+            underlay_mtu: args.underlay_mtu,
         }),
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;
@@ -412,9 +510,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output::endpoints(&e)
             })
         }
-        Command::Fdb { network, json } => {
+        Command::Fdb {
+            add: Some(FdbCommand::Add { network, mac, vtep }),
+            ..
+        } => {
+            request(
+                &socket,
+                Request::FdbAdd {
+                    network: network.clone(),
+                    mac: mac.clone(),
+                    vtep: vtep.clone(),
+                },
+                "fdb add",
+            )?;
+            println!("{mac} in {network} is behind VTEP {vtep}");
+            Ok(())
+        }
+        Command::Fdb {
+            add: None,
+            network,
+            json,
+        } => {
             let result = request(&socket, Request::Fdb { network }, "fdb")?;
             print_result(json.json, result, "fdb", |f: Vec<_>| output::fdb(&f))
+        }
+        Command::Peer(PeerCommand::Add { addr }) => {
+            let result = request(&socket, Request::PeerAdd { addr }, "peer add")?;
+            let info: api::PeerInfo =
+                serde_json::from_value(result).context("reading the daemon's reply")?;
+            println!("added peer {}", info.addr);
+            Ok(())
+        }
+        Command::Peer(PeerCommand::Ls { json }) => {
+            let result = request(&socket, Request::PeerList, "peer ls")?;
+            print_result(json.json, result, "peer ls", |p: Vec<_>| output::peers(&p))
+        }
+        Command::Peer(PeerCommand::Rm { ip }) => {
+            request(&socket, Request::PeerRemove { ip: ip.clone() }, "peer rm")?;
+            println!("removed peer {ip}");
+            Ok(())
+        }
+        Command::Neighbor(NeighborCommand::Add { network, ip, mac }) => {
+            request(
+                &socket,
+                Request::NeighborAdd {
+                    network: network.clone(),
+                    ip: ip.clone(),
+                    mac: mac.clone(),
+                },
+                "neighbor add",
+            )?;
+            println!("{ip} in {network} is at {mac}");
+            Ok(())
+        }
+        Command::Neighbor(NeighborCommand::Ls { network, json }) => {
+            let result = request(&socket, Request::Neighbors { network }, "neighbor ls")?;
+            print_result(json.json, result, "neighbor ls", |n: Vec<_>| {
+                output::neighbors(&n)
+            })
         }
         Command::Stats { json } => {
             let result = request(&socket, Request::Stats, "stats")?;
@@ -435,6 +588,8 @@ fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {
             gateway,
             mtu,
             internal,
+            vni,
+            ip_range,
             json,
         } => {
             let result = request(
@@ -445,6 +600,8 @@ fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {
                     gateway,
                     mtu,
                     internal,
+                    vni,
+                    ip_range,
                 },
                 "network create",
             )?;

@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    EndpointInfo, FdbEntry, NetworkDetail, NetworkInfo, RouteInfo, Stats, StatusInfo, API_VERSION,
+    EndpointInfo, FdbEntry, NeighborEntry, NetworkDetail, NetworkInfo, PeerInfo, RouteInfo, Stats,
+    StatusInfo, API_VERSION,
 };
 
 /// Decodes a reply's `result` into the type the request promises.
@@ -192,7 +193,7 @@ pub fn endpoints(list: &[EndpointInfo]) -> String {
 
 /// `weft fdb`.
 pub fn fdb(list: &[FdbEntry]) -> String {
-    let mut t = Table::new(&["NETWORK", "MAC", "PORT", "ENDPOINT", "AGE"]).right(&[2, 4]);
+    let mut t = Table::new(&["NETWORK", "MAC", "PORT", "ENDPOINT", "VTEP", "AGE"]).right(&[2, 5]);
     for f in list {
         t.row(vec![
             f.network.clone(),
@@ -201,7 +202,54 @@ pub fn fdb(list: &[FdbEntry]) -> String {
             f.endpoint
                 .as_deref()
                 .map_or_else(|| "-".to_string(), or_dash),
-            age(f.age_secs),
+            f.vtep.as_deref().map_or_else(|| "-".to_string(), or_dash),
+            if f.r#static {
+                "static".to_string()
+            } else {
+                age(f.age_secs)
+            },
+        ]);
+    }
+    t.render()
+}
+
+/// `weft peer ls`.
+pub fn peers(list: &[PeerInfo]) -> String {
+    let mut t = Table::new(&[
+        "PEER",
+        "RX_PACKETS",
+        "RX_BYTES",
+        "TX_PACKETS",
+        "TX_BYTES",
+        "DROPS",
+    ])
+    .right(&[1, 2, 3, 4]);
+    for p in list {
+        t.row(vec![
+            p.addr.clone(),
+            p.rx_packets.to_string(),
+            p.rx_bytes.to_string(),
+            p.tx_packets.to_string(),
+            p.tx_bytes.to_string(),
+            drops(&p.drops),
+        ]);
+    }
+    t.render()
+}
+
+/// `weft neighbor ls`.
+pub fn neighbors(list: &[NeighborEntry]) -> String {
+    let mut t = Table::new(&["NETWORK", "IP", "MAC", "AGE"]).right(&[3]);
+    for n in list {
+        t.row(vec![
+            n.network.clone(),
+            n.ip.clone(),
+            n.mac.clone(),
+            if n.r#static {
+                "static".to_string()
+            } else {
+                age(n.age_secs)
+            },
         ]);
     }
     t.render()
@@ -243,6 +291,12 @@ pub fn stats(stats: &Stats) -> String {
     }
     let mut out = t.render();
     let _ = writeln!(out, "\nswitch drops: {}", drops(&stats.switch_drops));
+    if !stats.counters.is_empty() {
+        let _ = writeln!(out, "switch counters: {}", drops(&stats.counters));
+    }
+    if !stats.peers.is_empty() {
+        let _ = writeln!(out, "\n{}", peers(&stats.peers));
+    }
     out
 }
 
@@ -360,6 +414,8 @@ mod tests {
             gateway_mac: "02:00:00:00:00:01".into(),
             mtu: 1500,
             internal: false,
+            vni: None,
+            ip_range: None,
             endpoints,
             free_addresses: 250,
         }
@@ -418,6 +474,8 @@ mod tests {
                 port: 1,
                 endpoint: Some("a".into()),
                 age_secs: 1.25,
+                vtep: None,
+                r#static: false,
             },
             FdbEntry {
                 network: "front".into(),
@@ -425,13 +483,15 @@ mod tests {
                 port: 2,
                 endpoint: None,
                 age_secs: 600.0,
+                vtep: Some("192.0.2.7".into()),
+                r#static: false,
             },
         ]);
         assert_eq!(
             text,
-            "NETWORK  MAC                PORT  ENDPOINT   AGE\n\
-             front    02:42:0a:01:00:02     1  a         1.2s\n\
-             front    02:42:0a:01:00:03     2  -          10m\n"
+            "NETWORK  MAC                PORT  ENDPOINT  VTEP        AGE\n\
+             front    02:42:0a:01:00:02     1  a         -          1.2s\n\
+             front    02:42:0a:01:00:03     2  -         192.0.2.7   10m\n"
         );
     }
 
@@ -453,6 +513,8 @@ mod tests {
                 drops: drops_a,
             }],
             switch_drops: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            peers: Vec::new(),
         };
         assert_eq!(
             stats(&s),

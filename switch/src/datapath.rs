@@ -7,8 +7,16 @@
 //! each, so a control request returns only once the datapath has it. Nothing
 //! on the per-packet path takes a lock or allocates: buffers come from the
 //! worker's preallocated batch, counters are relaxed atomics.
+//!
+//! Overlay networks add one more source: the VTEP's UDP socket. Its
+//! datagrams are read in batches (`recvmmsg`), decapsulated in place (the
+//! VXLAN header lands in the buffer's headroom, the inner frame where the
+//! switch expects it), matched to the tunnel port of their (peer, VNI) and
+//! switched like any other frame.
 
 use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,11 +24,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
+use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
+use weft_vtep::socket::{RecvMeta, VxlanSocket};
+use weft_vtep::Vni;
 
 use crate::counters::{DropReason, PortCounters, SwitchCounters};
 use crate::mac_table::Learned;
-use crate::port::{Offload, PacketBuf, Port};
-use crate::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit};
+use crate::neighbor::Neighbor;
+use crate::port::{Offload, PacketBuf, Port, HEADROOM, NO_OFFLOAD};
+use crate::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit, TunnelConfig};
+use crate::vxlan_io::VxlanIo;
+use crate::wire::MacAddr;
 use crate::{NetworkId, PortId};
 
 /// Frames read from one port before the worker turns to the next.
@@ -30,6 +45,7 @@ const EXPIRE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the control plane waits for the worker to take a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const WAKER_TOKEN: Token = Token(usize::MAX);
+const VTEP_TOKEN: Token = Token(usize::MAX - 1);
 
 /// A change to the forwarding state.
 pub enum Command {
@@ -46,8 +62,41 @@ pub enum Command {
         io: Box<dyn Port>,
         counters: Arc<PortCounters>,
     },
-    /// Removes a port and closes its device (a TAP disappears with it).
+    /// Removes a port and closes its device (a TAP disappears with it), or
+    /// removes a tunnel port.
     RemovePort(PortId),
+    /// Starts serving VXLAN on a bound socket.
+    BindVtep(VxlanSocket),
+    /// Accepts VXLAN from `ip`; its tunnel ports share `counters`.
+    AddPeer {
+        ip: Ipv4Addr,
+        counters: Arc<PortCounters>,
+    },
+    /// Stops accepting VXLAN from `ip` (remove its tunnels first).
+    RemovePeer(Ipv4Addr),
+    /// Adds the tunnel port of one overlay network toward one peer.
+    AddTunnel {
+        cfg: TunnelConfig,
+        vni: Vni,
+        peer: SocketAddrV4,
+    },
+    /// Feeds a MAC → port binding (e.g. a MAC behind a VTEP).
+    SetStaticMac {
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+    },
+    /// Feeds an IPv4 → MAC binding for ARP suppression and routing.
+    SetStaticNeighbor {
+        network: NetworkId,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
+    /// Answers with the remote IPv4 → MAC bindings of one network or all.
+    DumpNeighbors {
+        network: Option<NetworkId>,
+        reply: Sender<Vec<(NetworkId, Neighbor)>>,
+    },
     SetAging(Duration),
     /// Answers with the learned addresses of one network or all.
     DumpFdb {
@@ -69,6 +118,12 @@ pub enum DatapathError {
     Timeout(Duration),
     #[error("could not start the datapath")]
     Start(#[source] io::Error),
+    #[error("peer {0} is not known to the datapath")]
+    UnknownPeer(Ipv4Addr),
+    #[error("a VTEP is already bound")]
+    VtepBound,
+    #[error("no VTEP is bound")]
+    NoVtep,
 }
 
 type Ack = Sender<Result<(), DatapathError>>;
@@ -98,6 +153,11 @@ impl Datapath {
             ready: Vec::new(),
             bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
             commands: rx,
+            vtep: None,
+            vtep_ready: false,
+            peers: FxHashMap::default(),
+            tunnels: FxHashMap::default(),
+            counters: Arc::clone(&counters),
         };
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
@@ -127,6 +187,17 @@ impl Datapath {
             Err(RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(COMMAND_TIMEOUT)),
             Err(RecvTimeoutError::Disconnected) => Err(DatapathError::Stopped),
         }
+    }
+
+    /// The remote IPv4 → MAC bindings of one network, or of all.
+    pub fn neighbors(
+        &self,
+        network: Option<NetworkId>,
+    ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError> {
+        let (tx, rx) = bounded(1);
+        self.execute(Command::DumpNeighbors { network, reply: tx })?;
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| DatapathError::Stopped)
     }
 
     /// The learned addresses of one network, or of all.
@@ -162,8 +233,16 @@ impl Drop for Datapath {
     }
 }
 
+/// How a port's frames leave.
+enum PortIo {
+    /// A device of its own (a TAP), polled for frames.
+    Device(Box<dyn Port>),
+    /// A tunnel: encapsulated for `vni` and sent to `peer` by the VTEP.
+    Tunnel { vni: Vni, peer: SocketAddrV4 },
+}
+
 struct PortSlot {
-    io: Box<dyn Port>,
+    io: PortIo,
     counters: Arc<PortCounters>,
     /// Whether the port is in the worker's ready list.
     ready: bool,
@@ -177,11 +256,20 @@ struct Worker {
     ready: Vec<PortId>,
     bufs: Vec<PacketBuf>,
     commands: Receiver<(Command, Ack)>,
+    vtep: Option<VxlanIo>,
+    /// Whether the VTEP socket may have datagrams waiting.
+    vtep_ready: bool,
+    /// Peers VXLAN is accepted from, with the counters of their tunnels.
+    peers: FxHashMap<Ipv4Addr, Arc<PortCounters>>,
+    /// (peer address, VNI) → tunnel port.
+    tunnels: FxHashMap<(Ipv4Addr, u32), PortId>,
+    counters: Arc<SwitchCounters>,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
 struct PortTx<'a> {
     ports: &'a mut [Option<PortSlot>],
+    vtep: Option<&'a mut VxlanIo>,
 }
 
 impl Transmit for PortTx<'_> {
@@ -190,7 +278,14 @@ impl Transmit for PortTx<'_> {
         let Some(Some(slot)) = self.ports.get_mut(port.0 as usize) else {
             return;
         };
-        match slot.io.send(frame, offload) {
+        let result = match &mut slot.io {
+            PortIo::Device(io) => io.send(frame, offload),
+            PortIo::Tunnel { vni, peer } => match self.vtep.as_deref_mut() {
+                Some(vtep) => vtep.send(*vni, *peer, frame, offload),
+                None => Err(io::ErrorKind::NotConnected.into()),
+            },
+        };
+        match result {
             Ok(()) => slot.counters.count_tx(frame.len()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 slot.counters.count_drop(DropReason::TxQueueFull)
@@ -205,7 +300,7 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         loop {
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && !self.vtep_ready {
                 next_expire.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -220,6 +315,8 @@ impl Worker {
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     wake = true;
+                } else if event.token() == VTEP_TOKEN {
+                    self.vtep_ready = true;
                 } else {
                     self.mark_ready(PortId(event.token().0 as u32));
                 }
@@ -229,6 +326,9 @@ impl Worker {
             }
             let now = Instant::now();
             self.service_ready(now);
+            if self.vtep_ready {
+                self.service_vtep(now);
+            }
             if now >= next_expire {
                 self.switch.expire(now);
                 next_expire = now + EXPIRE_INTERVAL;
@@ -253,6 +353,7 @@ impl Worker {
             ports,
             ready,
             bufs,
+            vtep,
             ..
         } = self;
         let mut i = 0;
@@ -262,8 +363,13 @@ impl Worker {
                 ready.swap_remove(i);
                 continue;
             };
+            let PortIo::Device(io) = &mut slot.io else {
+                slot.ready = false;
+                ready.swap_remove(i);
+                continue;
+            };
             let counters = Arc::clone(&slot.counters);
-            let received = match slot.io.recv_batch(bufs) {
+            let received = match io.recv_batch(bufs) {
                 Ok(n) => n,
                 Err(_) => {
                     // The device is gone (its namespace was deleted) or
@@ -278,7 +384,10 @@ impl Worker {
             if drained {
                 slot.ready = false;
             }
-            let mut tx = PortTx { ports };
+            let mut tx = PortTx {
+                ports,
+                vtep: vtep.as_mut(),
+            };
             for buf in &mut bufs[..received] {
                 counters.count_rx(buf.len());
                 let offload = buf.offload();
@@ -290,6 +399,85 @@ impl Worker {
                 ready.swap_remove(i);
             } else {
                 i += 1;
+            }
+        }
+    }
+
+    /// Reads one batch of VXLAN datagrams, decapsulates them and switches
+    /// the inner frames (RFC 7348 §4.1: a datagram from an unknown peer,
+    /// for an unknown VNI, or without the I flag is dropped and counted).
+    fn service_vtep(&mut self, now: Instant) {
+        let Worker {
+            switch,
+            ports,
+            bufs,
+            vtep,
+            vtep_ready,
+            peers,
+            tunnels,
+            counters,
+            ..
+        } = self;
+        let Some(io) = vtep.as_mut() else {
+            *vtep_ready = false;
+            return;
+        };
+        let mut meta = [RecvMeta::default(); BATCH];
+        let received = {
+            // Each datagram lands so that its inner frame starts at the
+            // buffer's headroom mark, with the VXLAN header just before it.
+            let mut it = bufs.iter_mut();
+            let mut slices: [&mut [u8]; BATCH] = std::array::from_fn(|_| {
+                let buf = it.next().expect("BATCH buffers");
+                &mut buf.space()[HEADROOM - VXLAN_HEADER_LEN..]
+            });
+            match io.socket().recv_batch(&mut slices, &mut meta) {
+                Ok(n) => n,
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        *vtep_ready = false;
+                    }
+                    0
+                }
+            }
+        };
+        if received < BATCH {
+            *vtep_ready = false;
+        }
+        for (buf, meta) in bufs.iter_mut().zip(&meta).take(received) {
+            let datagram = &buf.space()[HEADROOM - VXLAN_HEADER_LEN..][..meta.len];
+            let Some(peer_counters) = peers.get(meta.src.ip()) else {
+                counters.vxlan_unknown_peer.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if meta.truncated {
+                peer_counters.count_drop(DropReason::Malformed);
+                counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let vni = match weft_vtep::decapsulate(datagram) {
+                Ok((vni, _)) => vni,
+                Err(_) => {
+                    peer_counters.count_drop(DropReason::Malformed);
+                    counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let Some(&port) = tunnels.get(&(*meta.src.ip(), vni.get())) else {
+                peer_counters.count_drop(DropReason::NotRoutable);
+                counters.vxlan_unknown_vni.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let peer_counters = Arc::clone(peer_counters);
+            let inner_len = meta.len - VXLAN_HEADER_LEN;
+            buf.set_frame(inner_len, NO_OFFLOAD);
+            peer_counters.count_rx(inner_len);
+            let mut tx = PortTx {
+                ports,
+                vtep: Some(&mut *io),
+            };
+            if let Err(reason) = switch.handle(port, buf.frame_mut(), &NO_OFFLOAD, now, &mut tx) {
+                peer_counters.count_drop(reason);
             }
         }
     }
@@ -309,23 +497,84 @@ impl Worker {
     }
 
     fn apply(&mut self, command: Command) -> Result<(), DatapathError> {
+        let now = Instant::now();
         match command {
             Command::AddNetwork(cfg) => self.switch.add_network(cfg)?,
             Command::RemoveNetwork(id) => self.switch.remove_network(id)?,
             Command::SetRoute { a, b, allowed } => self.switch.set_route(a, b, allowed)?,
             Command::SetAging(aging) => self.switch.set_aging(aging),
             Command::DumpFdb { network, reply } => {
-                let _ = reply.send(self.switch.fdb(network, Instant::now()));
+                let _ = reply.send(self.switch.fdb(network, now));
+            }
+            Command::DumpNeighbors { network, reply } => {
+                let _ = reply.send(self.switch.neighbors(network, now));
             }
             Command::AddPort { cfg, io, counters } => self.add_port(cfg, io, counters)?,
             Command::RemovePort(id) => {
                 self.switch.remove_port(id)?;
                 if let Some(slot) = self.ports.get_mut(id.0 as usize).and_then(Option::take) {
-                    if let Some(fd) = slot.io.poll_fd() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    match slot.io {
+                        PortIo::Device(io) => {
+                            if let Some(fd) = io.poll_fd() {
+                                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                            }
+                        }
+                        PortIo::Tunnel { vni, peer } => {
+                            self.tunnels.remove(&(*peer.ip(), vni.get()));
+                        }
                     }
                 }
                 self.ready.retain(|&p| p != id);
+            }
+            Command::BindVtep(socket) => {
+                if self.vtep.is_some() {
+                    return Err(DatapathError::VtepBound);
+                }
+                let fd = socket.recv_fd();
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), VTEP_TOKEN, Interest::READABLE)
+                    .map_err(DatapathError::Register)?;
+                self.vtep = Some(VxlanIo::new(socket));
+                self.vtep_ready = true;
+            }
+            Command::AddPeer { ip, counters } => {
+                self.peers.insert(ip, counters);
+            }
+            Command::RemovePeer(ip) => {
+                self.peers
+                    .remove(&ip)
+                    .ok_or(DatapathError::UnknownPeer(ip))?;
+            }
+            Command::AddTunnel { cfg, vni, peer } => {
+                if self.vtep.is_none() {
+                    return Err(DatapathError::NoVtep);
+                }
+                let counters = self
+                    .peers
+                    .get(peer.ip())
+                    .cloned()
+                    .ok_or(DatapathError::UnknownPeer(*peer.ip()))?;
+                let index = cfg.id.0 as usize;
+                if matches!(self.ports.get(index), Some(Some(_))) {
+                    return Err(ConfigError::DuplicatePort(cfg.id).into());
+                }
+                self.switch.add_tunnel(cfg)?;
+                if self.ports.len() <= index {
+                    self.ports.resize_with(index + 1, || None);
+                }
+                self.ports[index] = Some(PortSlot {
+                    io: PortIo::Tunnel { vni, peer },
+                    counters,
+                    ready: false,
+                });
+                self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
+            }
+            Command::SetStaticMac { network, mac, port } => {
+                self.switch.set_static_mac(network, mac, port, now)?
+            }
+            Command::SetStaticNeighbor { network, ip, mac } => {
+                self.switch.set_static_neighbor(network, ip, mac, now)?
             }
         }
         Ok(())
@@ -356,7 +605,7 @@ impl Worker {
             self.ports.resize_with(index + 1, || None);
         }
         self.ports[index] = Some(PortSlot {
-            io,
+            io: PortIo::Device(io),
             counters,
             ready: false,
         });

@@ -31,6 +31,8 @@ pub enum IpamError {
     AddressTaken { addr: Ipv4Addr, subnet: Ipv4Net },
     #[error("no free address left in {subnet}: detach an endpoint or create a larger network")]
     Exhausted { subnet: Ipv4Net },
+    #[error("IP range {range} is not inside subnet {subnet}: pick a range within the subnet")]
+    RangeOutsideSubnet { range: Ipv4Net, subnet: Ipv4Net },
 }
 
 /// An IPv4 subnet: a network address and a prefix length.
@@ -144,9 +146,15 @@ pub fn parse_addr(s: &str) -> Result<Ipv4Addr, IpamError> {
 }
 
 /// The addresses of one subnet that are in use.
+///
+/// A pool may hand out only part of its subnet (an IP range, as Docker's
+/// `--ip-range`), so that hosts sharing an overlay subnet never pick the
+/// same address; an address asked for explicitly may lie anywhere in the
+/// subnet.
 #[derive(Debug, Clone)]
 pub struct Pool {
     subnet: Ipv4Net,
+    range: Option<Ipv4Net>,
     taken: BTreeSet<Ipv4Addr>,
 }
 
@@ -154,12 +162,42 @@ impl Pool {
     pub fn new(subnet: Ipv4Net) -> Self {
         Pool {
             subnet,
+            range: None,
             taken: BTreeSet::new(),
         }
     }
 
+    /// A pool that hands out addresses from `range` only.
+    pub fn with_range(subnet: Ipv4Net, range: Ipv4Net) -> Result<Self, IpamError> {
+        if !subnet.contains(range.network()) || !subnet.contains(range.broadcast()) {
+            return Err(IpamError::RangeOutsideSubnet { range, subnet });
+        }
+        Ok(Pool {
+            subnet,
+            range: Some(range),
+            taken: BTreeSet::new(),
+        })
+    }
+
     pub fn subnet(&self) -> Ipv4Net {
         self.subnet
+    }
+
+    pub fn range(&self) -> Option<Ipv4Net> {
+        self.range
+    }
+
+    /// First and last address handed out automatically.
+    fn bounds(&self) -> (u32, u32) {
+        let first = u32::from(self.subnet.first_host());
+        let last = u32::from(self.subnet.last_host());
+        match self.range {
+            Some(r) => (
+                first.max(u32::from(r.network())),
+                last.min(u32::from(r.broadcast())),
+            ),
+            None => (first, last),
+        }
     }
 
     /// Checks that `addr` could be reserved, without reserving it.
@@ -194,11 +232,14 @@ impl Pool {
 
     /// The lowest free host address, without reserving it.
     pub fn next_free(&self) -> Result<Ipv4Addr, IpamError> {
-        let first = u32::from(self.subnet.first_host());
-        let last = u32::from(self.subnet.last_host());
+        let (first, last) = self.bounds();
         // Taken addresses are sorted: the first gap is the lowest free one.
         let mut candidate = first;
-        for taken in self.taken.iter().map(|a| u32::from(*a)) {
+        for taken in self
+            .taken
+            .range(Ipv4Addr::from(first)..)
+            .map(|a| u32::from(*a))
+        {
             if taken > candidate {
                 break;
             }
@@ -208,7 +249,7 @@ impl Pool {
         }
         if candidate > last {
             return Err(IpamError::Exhausted {
-                subnet: self.subnet,
+                subnet: self.range.unwrap_or(self.subnet),
             });
         }
         Ok(Ipv4Addr::from(candidate))
@@ -223,8 +264,14 @@ impl Pool {
         self.taken.contains(&addr)
     }
 
+    /// Addresses still to be handed out automatically.
     pub fn free_count(&self) -> u64 {
-        self.subnet.host_count() - self.taken.len() as u64
+        let (first, last) = self.bounds();
+        let taken = self
+            .taken
+            .range(Ipv4Addr::from(first)..=Ipv4Addr::from(last))
+            .count() as u64;
+        (u64::from(last) + 1).saturating_sub(u64::from(first)) - taken
     }
 }
 
@@ -283,6 +330,23 @@ mod tests {
         assert!(p.release(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(p.free_count(), 6 - 3);
+    }
+
+    #[test]
+    fn ranged_pool_hands_out_only_its_range() {
+        let mut p = Pool::with_range(net("10.0.0.0/24"), net("10.0.0.128/30")).unwrap();
+        p.reserve(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+        assert_eq!(p.free_count(), 4);
+        assert_eq!(p.next_free().unwrap(), Ipv4Addr::new(10, 0, 0, 128));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 50)).unwrap(); // explicit, outside the range
+        for _ in 0..4 {
+            p.reserve(p.next_free().unwrap()).unwrap();
+        }
+        assert!(matches!(p.next_free(), Err(IpamError::Exhausted { .. })));
+        assert!(matches!(
+            Pool::with_range(net("10.0.0.0/24"), net("10.0.1.0/25")),
+            Err(IpamError::RangeOutsideSubnet { .. })
+        ));
     }
 
     #[test]

@@ -13,10 +13,12 @@ pub mod gateway;
 pub mod ipam;
 pub mod mac_table;
 pub mod neighbor;
+pub mod offload;
 pub mod port;
 pub mod provision;
 pub mod switch;
 pub mod sys;
+pub mod vxlan_io;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -17,9 +17,15 @@
 //!
 //! [RFC 7348]: https://www.rfc-editor.org/rfc/rfc7348
 
+#[cfg(target_os = "linux")]
+mod cmsg;
 pub mod header;
+#[cfg(target_os = "linux")]
+pub mod socket;
 
 pub use header::{Truncated, VxlanHeader, FLAG_VNI, HEADER_LEN};
+#[cfg(target_os = "linux")]
+pub use socket::{RecvMeta, SocketError, VxlanSocket};
 
 use core::fmt;
 

@@ -22,7 +22,9 @@ use weft_switch::sys::netns::{check_netns, netns_path_for_name, netns_path_for_p
 use weft_switch::sys::tap::TapOptions;
 use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
+use weft_vtep::Vni;
 
+use super::overlay::{Overlay, VxlanSettings};
 use super::persist::{SavedNetwork, SavedState, StateFile};
 use crate::api::{
     ApiError, EndpointInfo, ErrorKind, FdbEntry, NetworkDetail, NetworkInfo, PortStats, Request,
@@ -38,7 +40,7 @@ const MAX_MTU: u32 = 65521;
 /// Longest network or endpoint name.
 const MAX_NAME_LEN: usize = 64;
 
-type ApiResult = Result<serde_json::Value, ApiError>;
+pub(super) type ApiResult = Result<serde_json::Value, ApiError>;
 
 struct Endpoint {
     name: String,
@@ -53,16 +55,31 @@ struct Endpoint {
     counters: Arc<PortCounters>,
 }
 
-struct Network {
-    id: NetworkId,
-    name: String,
+pub(super) struct Network {
+    pub(super) id: NetworkId,
+    pub(super) name: String,
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
     gateway_mac: MacAddr,
     mtu: u32,
     internal: bool,
+    /// Set for overlay networks.
+    pub(super) vni: Option<Vni>,
     pool: Pool,
     endpoints: BTreeMap<String, Endpoint>,
+    /// Tunnel ports of an overlay network, by peer address.
+    pub(super) tunnels: BTreeMap<Ipv4Addr, PortId>,
+}
+
+/// What `network create` asks for, as given.
+pub(super) struct NetworkSpec<'a> {
+    pub name: String,
+    pub subnet: &'a str,
+    pub gateway: Option<&'a str>,
+    pub mtu: Option<u32>,
+    pub internal: bool,
+    pub vni: Option<u32>,
+    pub ip_range: Option<&'a str>,
 }
 
 impl Network {
@@ -74,6 +91,8 @@ impl Network {
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
             internal: self.internal,
+            vni: self.vni.map(Vni::get),
+            ip_range: self.pool.range().map(|r| r.to_string()),
             endpoints: self.endpoints.len(),
             free_addresses: self.pool.free_count(),
         }
@@ -98,24 +117,25 @@ impl Network {
 
 /// The daemon's whole control state.
 pub struct Control {
-    datapath: Datapath,
-    networks: BTreeMap<String, Network>,
+    pub(super) datapath: Datapath,
+    pub(super) networks: BTreeMap<String, Network>,
     /// Pairs of network names allowed to route, each stored smaller first.
     routes: BTreeSet<(String, String)>,
     next_network: u32,
-    next_port: u32,
+    pub(super) next_port: u32,
     state: StateFile,
+    pub(super) overlay: Overlay,
 }
 
-fn err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+pub(super) fn err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
     ApiError::new(kind, message)
 }
 
-fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
+pub(super) fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     serde_json::to_value(value).map_err(|e| err(ErrorKind::Internal, e.to_string()))
 }
 
-fn datapath_error(e: DatapathError) -> ApiError {
+pub(super) fn datapath_error(e: DatapathError) -> ApiError {
     err(
         ErrorKind::Internal,
         format!("the datapath refused the change: {e}"),
@@ -163,7 +183,7 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 impl Control {
     /// Starts from the saved state, registering its networks and routes with
     /// the datapath.
-    pub fn new(datapath: Datapath, state: StateFile) -> anyhow::Result<Self> {
+    pub fn new(datapath: Datapath, state: StateFile, vxlan: VxlanSettings) -> anyhow::Result<Self> {
         let saved = state.load()?;
         let mut control = Control {
             datapath,
@@ -172,17 +192,25 @@ impl Control {
             next_network: 1,
             next_port: 1,
             state,
+            overlay: Overlay::new(vxlan),
         };
+        for peer in &saved.peers {
+            control
+                .add_peer(peer)
+                .map_err(|e| anyhow::anyhow!("restoring peer {peer}: {}", e.message))?;
+        }
         for net in saved.networks {
             let name = net.name.clone();
             control
-                .create_network(
-                    net.name,
-                    &net.subnet,
-                    Some(net.gateway.as_str()),
-                    Some(net.mtu),
-                    net.internal,
-                )
+                .create_network(NetworkSpec {
+                    name: net.name,
+                    subnet: &net.subnet,
+                    gateway: Some(net.gateway.as_str()),
+                    mtu: Some(net.mtu),
+                    internal: net.internal,
+                    vni: net.vni,
+                    ip_range: net.ip_range.as_deref(),
+                })
                 .map_err(|e| anyhow::anyhow!("restoring network {name}: {}", e.message))?;
         }
         for (a, b) in saved.routes {
@@ -202,6 +230,8 @@ impl Control {
                 pid: std::process::id(),
                 networks: self.networks.len(),
                 endpoints: self.networks.values().map(|n| n.endpoints.len()).sum(),
+                vxlan_listen: self.overlay.bound().map(|a| a.to_string()),
+                vtep_ip: self.overlay.vtep_ip().map(|a| a.to_string()),
             }),
             Request::NetworkCreate {
                 name,
@@ -209,8 +239,18 @@ impl Control {
                 gateway,
                 mtu,
                 internal,
+                vni,
+                ip_range,
             } => {
-                let info = self.create_network(name, &subnet, gateway.as_deref(), mtu, internal)?;
+                let info = self.create_network(NetworkSpec {
+                    name,
+                    subnet: &subnet,
+                    gateway: gateway.as_deref(),
+                    mtu,
+                    internal,
+                    vni,
+                    ip_range: ip_range.as_deref(),
+                })?;
                 self.save()?;
                 ok(&info)
             }
@@ -281,6 +321,20 @@ impl Control {
             }
             Request::Fdb { network } => self.fdb(network.as_deref()),
             Request::Stats => ok(&self.stats()),
+            Request::PeerAdd { addr } => {
+                let info = self.add_peer(&addr)?;
+                self.save()?;
+                ok(&info)
+            }
+            Request::PeerList => ok(&self.peer_list()),
+            Request::PeerRemove { ip } => {
+                let info = self.remove_peer(&ip)?;
+                self.save()?;
+                ok(&info)
+            }
+            Request::FdbAdd { network, mac, vtep } => self.fdb_add(&network, &mac, &vtep),
+            Request::NeighborAdd { network, ip, mac } => self.neighbor_add(&network, &ip, &mac),
+            Request::Neighbors { network } => self.neighbor_list(network.as_deref()),
         }
     }
 
@@ -289,7 +343,7 @@ impl Control {
         self.datapath.shutdown();
     }
 
-    fn network(&self, name: &str) -> Result<&Network, ApiError> {
+    pub(super) fn network(&self, name: &str) -> Result<&Network, ApiError> {
         self.networks.get(name).ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
@@ -324,9 +378,12 @@ impl Control {
                     gateway: n.gateway.to_string(),
                     mtu: n.mtu,
                     internal: n.internal,
+                    vni: n.vni.map(Vni::get),
+                    ip_range: n.pool.range().map(|r| r.to_string()),
                 })
                 .collect(),
             routes: self.routes.iter().cloned().collect(),
+            peers: self.overlay.saved_peers(),
         };
         self.state.save(&saved).map_err(|e| {
             err(
@@ -336,14 +393,8 @@ impl Control {
         })
     }
 
-    fn create_network(
-        &mut self,
-        name: String,
-        subnet: &str,
-        gateway: Option<&str>,
-        mtu: Option<u32>,
-        internal: bool,
-    ) -> Result<NetworkInfo, ApiError> {
+    fn create_network(&mut self, spec: NetworkSpec<'_>) -> Result<NetworkInfo, ApiError> {
+        let name = spec.name;
         check_name("network", &name)?;
         if self.networks.contains_key(&name) {
             return Err(err(
@@ -351,7 +402,7 @@ impl Control {
                 format!("a network named `{name}` already exists: pick another name or remove it with `weft network rm {name}`"),
             ));
         }
-        let subnet: Ipv4Net = subnet.parse().map_err(ipam_error)?;
+        let subnet: Ipv4Net = spec.subnet.parse().map_err(ipam_error)?;
         if let Some(other) = self.networks.values().find(|n| n.subnet.overlaps(subnet)) {
             return Err(err(
                 ErrorKind::Conflict,
@@ -361,7 +412,7 @@ impl Control {
                 ),
             ));
         }
-        let gateway = match gateway {
+        let gateway = match spec.gateway {
             Some(text) => {
                 let ip = parse_addr(text).map_err(ipam_error)?;
                 if !subnet.is_host(ip) {
@@ -374,17 +425,50 @@ impl Control {
             }
             None => subnet.first_host(),
         };
-        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        let vni = match spec.vni {
+            Some(v) => Some(self.check_new_vni(v)?),
+            None => None,
+        };
+        let default_mtu = if vni.is_some() {
+            self.overlay.default_inner_mtu()
+        } else {
+            DEFAULT_MTU
+        };
+        let mtu = spec.mtu.unwrap_or(default_mtu);
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(err(
                 ErrorKind::InvalidArgument,
                 format!("MTU {mtu} is out of range: use {MIN_MTU} to {MAX_MTU}"),
             ));
         }
-        let mut pool = Pool::new(subnet);
+        let mut pool = match spec.ip_range {
+            Some(text) => {
+                let range: Ipv4Net = text.parse().map_err(ipam_error)?;
+                Pool::with_range(subnet, range).map_err(ipam_error)?
+            }
+            None => Pool::new(subnet),
+        };
         pool.reserve(gateway).map_err(ipam_error)?;
+        if vni.is_some() {
+            // Overlay networks need the VTEP socket; bind it before any
+            // state changes so a refusal leaves nothing behind.
+            self.ensure_vtep()?;
+        }
         let id = NetworkId(self.next_network);
-        let gateway_mac = MacAddr::local_from_seed(stable_hash(&["gateway", &name]));
+        let gateway_mac = match vni {
+            // Per host, so that replies to this host's gateway cross the
+            // overlay to it rather than stopping at the asker's own.
+            Some(v) => MacAddr::local_from_seed(stable_hash(&[
+                "gateway",
+                &v.get().to_string(),
+                &self
+                    .overlay
+                    .vtep_ip()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ])),
+            None => MacAddr::local_from_seed(stable_hash(&["gateway", &name])),
+        };
         self.datapath
             .execute(Command::AddNetwork(NetworkConfig {
                 id,
@@ -402,13 +486,20 @@ impl Control {
             gateway,
             gateway_mac,
             mtu,
-            internal,
+            internal: spec.internal,
+            vni,
             pool,
             endpoints: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
         };
-        let info = net.info();
-        self.networks.insert(name, net);
-        Ok(info)
+        self.networks.insert(name.clone(), net);
+        if vni.is_some() {
+            if let Err(e) = self.connect_network_to_peers(&name) {
+                let _ = self.remove_network_now(&name);
+                return Err(e);
+            }
+        }
+        Ok(self.networks[&name].info())
     }
 
     fn remove_network(&mut self, name: &str) -> ApiResult {
@@ -424,14 +515,30 @@ impl Control {
                 ),
             ));
         }
+        let info = self.remove_network_now(name)?;
+        self.save()?;
+        ok(&info)
+    }
+
+    /// Removes a network without endpoints, its tunnels first.
+    fn remove_network_now(&mut self, name: &str) -> Result<NetworkInfo, ApiError> {
+        let net = self.network(name)?;
         let id = net.id;
+        let tunnels: Vec<PortId> = net.tunnels.values().copied().collect();
+        for port in tunnels {
+            self.datapath
+                .execute(Command::RemovePort(port))
+                .map_err(datapath_error)?;
+        }
+        if let Some(net) = self.networks.get_mut(name) {
+            net.tunnels.clear();
+        }
         self.datapath
             .execute(Command::RemoveNetwork(id))
             .map_err(datapath_error)?;
         let net = self.networks.remove(name).expect("looked up above");
         self.routes.retain(|(a, b)| a != name && b != name);
-        self.save()?;
-        ok(&net.info())
+        Ok(net.info())
     }
 
     fn set_route(&mut self, a: &str, b: &str, allowed: bool) -> Result<(), ApiError> {
@@ -653,12 +760,19 @@ impl Control {
                 .values()
                 .find(|e| e.port == entry.port)
                 .map(|e| e.name.clone());
+            let vtep = net
+                .tunnels
+                .iter()
+                .find(|(_, &p)| p == entry.port)
+                .map(|(ip, _)| ip.to_string());
             rows.push(FdbEntry {
                 network: net.name.clone(),
                 mac: entry.mac.to_string(),
                 port: entry.port.0,
                 endpoint,
                 age_secs: (entry.age.as_secs_f64() * 10.0).round() / 10.0,
+                vtep,
+                r#static: entry.is_static,
             });
         }
         ok(&rows)
@@ -687,19 +801,31 @@ impl Control {
         }
         ports.sort_by_key(|p| p.port);
         let c = self.datapath.counters();
-        let mut switch_drops = BTreeMap::new();
-        for (name, value) in [
+        let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+        let nonzero = |pairs: &[(&str, &std::sync::atomic::AtomicU64)]| -> BTreeMap<String, u64> {
+            pairs
+                .iter()
+                .map(|(name, v)| (name.to_string(), load(v)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        let switch_drops = nonzero(&[
             ("icmp_rate_limited", &c.icmp_rate_limited),
             ("fdb_full", &c.fdb_full),
-        ] {
-            let v = value.load(std::sync::atomic::Ordering::Relaxed);
-            if v > 0 {
-                switch_drops.insert(name.to_string(), v);
-            }
-        }
+            ("tunnel_too_big", &c.tunnel_too_big),
+            ("vxlan_malformed", &c.vxlan_malformed),
+            ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
+            ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
+        ]);
+        let counters = nonzero(&[
+            ("arp_suppressed", &c.arp_suppressed),
+            ("icmp_errors_sent", &c.icmp_errors_sent),
+        ]);
         Stats {
             ports,
             switch_drops,
+            counters,
+            peers: self.peer_list(),
         }
     }
 }

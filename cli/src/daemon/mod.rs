@@ -7,6 +7,7 @@
 //! the socket is removed, and the process exits 0.
 
 mod control;
+mod overlay;
 mod persist;
 mod signals;
 
@@ -33,6 +34,13 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// How long a learned MAC address lives without being seen.
     pub mac_aging: Duration,
+    /// Where to receive VXLAN (bound when the first overlay network or peer
+    /// is created).
+    pub vxlan_listen: std::net::SocketAddrV4,
+    /// The address peers reach this host at (`None`: work it out).
+    pub vtep_ip: Option<std::net::Ipv4Addr>,
+    /// MTU of the underlay network.
+    pub underlay_mtu: u32,
 }
 
 /// Longest request accepted, in bytes.
@@ -51,7 +59,18 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let state = StateFile::in_dir(&opts.state_dir)?;
     let listener = bind(&opts.socket)?;
     let datapath = Datapath::start(opts.mac_aging).context("starting the datapath")?;
-    let control = match Control::new(datapath, state) {
+    if !(576..=65535).contains(&opts.underlay_mtu) {
+        bail!(
+            "--underlay-mtu {} is out of range: use 576 to 65535",
+            opts.underlay_mtu
+        );
+    }
+    let vxlan = overlay::VxlanSettings {
+        listen: opts.vxlan_listen,
+        vtep_ip: overlay::VxlanSettings::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),
+        underlay_mtu: opts.underlay_mtu,
+    };
+    let control = match Control::new(datapath, state, vxlan) {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&opts.socket);

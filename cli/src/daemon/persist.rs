@@ -17,6 +17,10 @@ pub struct SavedNetwork {
     pub gateway: String,
     pub mtu: u32,
     pub internal: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
 }
 
 /// Everything saved.
@@ -24,6 +28,9 @@ pub struct SavedNetwork {
 pub struct SavedState {
     pub networks: Vec<SavedNetwork>,
     pub routes: Vec<(String, String)>,
+    /// Peer VTEPs as `IP:PORT`.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// The state file in a state directory.
@@ -88,8 +95,11 @@ mod tests {
                 gateway: "10.0.0.1".into(),
                 mtu: 1500,
                 internal: false,
+                vni: Some(42),
+                ip_range: Some("10.0.0.128/25".into()),
             }],
             routes: vec![("a".into(), "b".into())],
+            peers: vec!["192.0.2.7:4789".into()],
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), state);

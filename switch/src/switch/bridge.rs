@@ -60,7 +60,14 @@ impl Switch {
                         // Split horizon: the sending VTEP reaches it itself.
                         return Err(DropReason::SamePort);
                     }
-                    return self.to_tunnels(ingress, Tunnels::One(out), frame, offload, now, tx);
+                    return self.send_into_tunnels(
+                        ingress,
+                        Tunnels::One(out),
+                        frame,
+                        offload,
+                        now,
+                        tx,
+                    );
                 }
                 Some(out) => {
                     tx.transmit(out, frame, offload);
@@ -78,12 +85,12 @@ impl Switch {
             return Ok(());
         }
         // Flooding into the overlay: head-end replication to every VTEP.
-        self.to_tunnels(ingress, Tunnels::All, frame, offload, now, tx)
+        self.send_into_tunnels(ingress, Tunnels::All, frame, offload, now, tx)
     }
 
     /// Sends a frame into tunnels of the ingress network, minding the
     /// underlay's size.
-    pub(super) fn to_tunnels<T: Transmit>(
+    pub(super) fn send_into_tunnels<T: Transmit>(
         &mut self,
         ingress: &Ingress,
         targets: Tunnels,

@@ -450,12 +450,12 @@ impl Switch {
             return Err(DropReason::Malformed);
         }
         match self.port_entry(ingress).ok_or(DropReason::NotRoutable)? {
-            PortEntry::Endpoint(port) => self.from_endpoint(&port, frame, offload, now, tx),
-            PortEntry::Tunnel(tunnel) => self.from_tunnel(&tunnel, frame, offload, now, tx),
+            PortEntry::Endpoint(port) => self.handle_endpoint_frame(&port, frame, offload, now, tx),
+            PortEntry::Tunnel(tunnel) => self.handle_tunnel_frame(&tunnel, frame, offload, now, tx),
         }
     }
 
-    fn from_endpoint<T: Transmit>(
+    fn handle_endpoint_frame<T: Transmit>(
         &mut self,
         port: &PortConfig,
         frame: &mut [u8],
@@ -514,7 +514,7 @@ impl Switch {
         self.bridge(&ingress, frame, offload, now, tx)
     }
 
-    fn from_tunnel<T: Transmit>(
+    fn handle_tunnel_frame<T: Transmit>(
         &mut self,
         tunnel: &TunnelConfig,
         frame: &mut [u8],
