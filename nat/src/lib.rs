@@ -1,17 +1,56 @@
 //! IPv4 network address translation building blocks for weft.
 //!
-//! The crate starts with the two pieces every NAT data path needs:
-//!
 //! - [`checksum`]: the Internet checksum (RFC 1071), incremental checksum
 //!   update (RFC 1624) and the IPv4 pseudo-header sum, so that rewriting
 //!   an address or port patches the IPv4, TCP and UDP checksums in O(1).
 //! - [`flow`]: [`FlowKey`], the protocol + source + destination tuple that
 //!   identifies a session, parsed from raw IPv4 packets. ICMP echo
 //!   sessions are keyed on their query identifier as RFC 5508 describes.
+//! - [`conntrack`]: the sharded connection tracking table (both
+//!   directions of a flow, per-state timeouts, capacity limit,
+//!   incremental expiry, counters).
+//! - [`portalloc`]: lock-free SNAT port allocation with port preservation.
+//! - [`translate`]: in-place SNAT/DNAT of raw IPv4 packets, including ICMP
+//!   echo, ICMP errors quoting a translated packet, and
+//!   `CHECKSUM_PARTIAL` packets.
 //!
-//! Nothing here allocates on the packet path.
+//! The crate does no I/O and reads no clock: the data path passes packets
+//! and timestamps in.
+//!
+//! A data path uses them per packet like this:
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use weft_nat::conntrack::{Conntrack, NatSpec, Timestamp};
+//! use weft_nat::translate::{inspect, translate, TranslateOptions};
+//!
+//! let ct = Conntrack::default();
+//! let uplink = Ipv4Addr::new(203, 0, 113, 7);
+//! # let mut packet = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 172, 17, 0, 2,
+//! #     198, 51, 100, 20, 0x9c, 0x40, 0, 53, 0, 8, 0, 0];
+//! # let c = weft_nat::checksum::checksum(&packet[..20]);
+//! # packet[10..12].copy_from_slice(&c.to_be_bytes());
+//! let now = Timestamp::from_secs(1);
+//! let info = inspect(&packet).unwrap();
+//! let hit = if info.icmp_error {
+//!     ct.lookup(&info.key, now)
+//! } else {
+//!     // Outbound from the bridge: masquerade behind the uplink.
+//!     let nat = NatSpec { snat: Some(uplink), dnat: None };
+//!     ct.track_or_create(&info.key, nat, info.len, info.tcp_flags, now).ok()
+//! };
+//! let hit = hit.expect("tracked");
+//! translate(&mut packet, &hit.rewrite, TranslateOptions::default()).unwrap();
+//! assert_eq!(&packet[12..16], &uplink.octets());
+//! ```
 
 pub mod checksum;
+pub mod conntrack;
 pub mod flow;
+pub mod portalloc;
+pub mod translate;
 
+pub use conntrack::{Conntrack, ConntrackConfig, ConntrackError, NatSpec, Timestamp};
 pub use flow::{FlowError, FlowKey, Protocol};
+pub use portalloc::{PortAllocError, PortAllocator, PortRange};
+pub use translate::{NatError, Rewrite, TranslateOptions};

@@ -32,6 +32,7 @@ use weft_vtep::Vni;
 use crate::counters::{DropReason, PortCounters, SwitchCounters};
 use crate::mac_table::Learned;
 use crate::neighbor::Neighbor;
+use crate::offload::{Coalescer, Push};
 use crate::port::{Offload, PacketBuf, Port, HEADROOM, NO_OFFLOAD};
 use crate::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit, TunnelConfig};
 use crate::vxlan_io::VxlanIo;
@@ -46,6 +47,8 @@ const EXPIRE_INTERVAL: Duration = Duration::from_millis(500);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const WAKER_TOKEN: Token = Token(usize::MAX);
 const VTEP_TOKEN: Token = Token(usize::MAX - 1);
+/// TCP flows merged at once on the VXLAN receive path.
+const COALESCE_FLOWS: usize = 8;
 
 /// A change to the forwarding state.
 pub enum Command {
@@ -157,6 +160,7 @@ impl Datapath {
             vtep_ready: false,
             peers: FxHashMap::default(),
             tunnels: FxHashMap::default(),
+            coalescer: Coalescer::new(COALESCE_FLOWS),
             counters: Arc::clone(&counters),
         };
         let thread = std::thread::Builder::new()
@@ -263,6 +267,8 @@ struct Worker {
     peers: FxHashMap<Ipv4Addr, Arc<PortCounters>>,
     /// (peer address, VNI) → tunnel port.
     tunnels: FxHashMap<(Ipv4Addr, u32), PortId>,
+    /// Merges TCP segments arriving over tunnels into super-frames.
+    coalescer: Coalescer,
     counters: Arc<SwitchCounters>,
 }
 
@@ -292,6 +298,22 @@ impl Transmit for PortTx<'_> {
             }
             Err(_) => slot.counters.count_drop(DropReason::TxError),
         }
+    }
+}
+
+/// Hands one frame that arrived over a tunnel to the switch.
+#[inline]
+fn deliver(
+    switch: &mut Switch,
+    tx: &mut PortTx<'_>,
+    port: PortId,
+    counters: &PortCounters,
+    frame: &mut [u8],
+    offload: &Offload,
+    now: Instant,
+) {
+    if let Err(reason) = switch.handle(port, frame, offload, now, tx) {
+        counters.count_drop(reason);
     }
 }
 
@@ -416,6 +438,7 @@ impl Worker {
             peers,
             tunnels,
             counters,
+            coalescer,
             ..
         } = self;
         let Some(io) = vtep.as_mut() else {
@@ -444,9 +467,12 @@ impl Worker {
         if received < BATCH {
             *vtep_ready = false;
         }
+        // Consecutive TCP segments of one flow through one tunnel are merged
+        // back into super-frames (GRO), so the TAP takes one write per burst.
+        let mut current: Option<(PortId, Arc<PortCounters>)> = None;
         for (buf, meta) in bufs.iter_mut().zip(&meta).take(received) {
-            let datagram = &buf.space()[HEADROOM - VXLAN_HEADER_LEN..][..meta.len];
-            let Some(peer_counters) = peers.get(meta.src.ip()) else {
+            let src = *meta.src.ip();
+            let Some(peer_counters) = peers.get(&src) else {
                 counters.vxlan_unknown_peer.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -455,30 +481,62 @@ impl Worker {
                 counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let vni = match weft_vtep::decapsulate(datagram) {
-                Ok((vni, _)) => vni,
-                Err(_) => {
-                    peer_counters.count_drop(DropReason::Malformed);
-                    counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
+            let base = HEADROOM - VXLAN_HEADER_LEN;
+            let data = &mut buf.space()[base..base + meta.len];
+            let stride = meta.stride.max(1);
+            let mut offset = 0;
+            while offset < data.len() {
+                let end = (offset + stride).min(data.len());
+                let datagram = &mut data[offset..end];
+                offset = end;
+                let vni = match weft_vtep::decapsulate(datagram) {
+                    Ok((vni, _)) => vni,
+                    Err(_) => {
+                        peer_counters.count_drop(DropReason::Malformed);
+                        counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let Some(&port) = tunnels.get(&(src, vni.get())) else {
+                    peer_counters.count_drop(DropReason::NotRoutable);
+                    counters.vxlan_unknown_vni.fetch_add(1, Ordering::Relaxed);
                     continue;
+                };
+                let mut tx = PortTx {
+                    ports,
+                    vtep: Some(&mut *io),
+                };
+                if current.as_ref().map(|c| c.0) != Some(port) {
+                    if let Some((p, c)) = current.take() {
+                        coalescer.flush(|f, o| deliver(switch, &mut tx, p, &c, f, o, now));
+                    }
+                    current = Some((port, Arc::clone(peer_counters)));
                 }
-            };
-            let Some(&port) = tunnels.get(&(*meta.src.ip(), vni.get())) else {
-                peer_counters.count_drop(DropReason::NotRoutable);
-                counters.vxlan_unknown_vni.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let peer_counters = Arc::clone(peer_counters);
-            let inner_len = meta.len - VXLAN_HEADER_LEN;
-            buf.set_frame(inner_len, NO_OFFLOAD);
-            peer_counters.count_rx(inner_len);
+                let (port, port_counters) = current.as_ref().expect("set above");
+                let inner = &mut datagram[VXLAN_HEADER_LEN..];
+                port_counters.count_rx(inner.len());
+                let pushed = coalescer.push(inner, |f, o| {
+                    deliver(switch, &mut tx, *port, port_counters, f, o, now)
+                });
+                if pushed == Push::NotCoalescable {
+                    deliver(
+                        switch,
+                        &mut tx,
+                        *port,
+                        port_counters,
+                        inner,
+                        &NO_OFFLOAD,
+                        now,
+                    );
+                }
+            }
+        }
+        if let Some((p, c)) = current {
             let mut tx = PortTx {
                 ports,
                 vtep: Some(&mut *io),
             };
-            if let Err(reason) = switch.handle(port, buf.frame_mut(), &NO_OFFLOAD, now, &mut tx) {
-                peer_counters.count_drop(reason);
-            }
+            coalescer.flush(|f, o| deliver(switch, &mut tx, p, &c, f, o, now));
         }
     }
 
@@ -535,6 +593,8 @@ impl Worker {
                     .registry()
                     .register(&mut SourceFd(&fd), VTEP_TOKEN, Interest::READABLE)
                     .map_err(DatapathError::Register)?;
+                // Let the kernel hand over runs of datagrams of one flow.
+                socket.enable_gro();
                 self.vtep = Some(VxlanIo::new(socket));
                 self.vtep_ready = true;
             }

@@ -619,7 +619,7 @@ impl Coalescer {
     /// can be handled: the flow's pending one when the frame does not
     /// continue it (or is not coalescable), or the oldest pending one when
     /// a new flow needs a slot and none is free.
-    pub fn push<F: FnMut(&[u8], &Offload)>(&mut self, frame: &[u8], mut emit: F) -> Push {
+    pub fn push<F: FnMut(&mut [u8], &Offload)>(&mut self, frame: &[u8], mut emit: F) -> Push {
         let Ok(h) = parse_tcp(frame) else {
             return Push::NotCoalescable;
         };
@@ -667,7 +667,7 @@ impl Coalescer {
     }
 
     /// Emits every pending super-frame and empties the coalescer.
-    pub fn flush<F: FnMut(&[u8], &Offload)>(&mut self, mut emit: F) {
+    pub fn flush<F: FnMut(&mut [u8], &Offload)>(&mut self, mut emit: F) {
         for slot in self.slots.iter_mut() {
             slot.emit(&mut emit);
         }
@@ -757,7 +757,7 @@ impl Slot {
 
     /// Finishes the pending super-frame, if any, hands it to `emit` and
     /// frees the slot.
-    fn emit<F: FnMut(&[u8], &Offload)>(&mut self, emit: &mut F) {
+    fn emit<F: FnMut(&mut [u8], &Offload)>(&mut self, emit: &mut F) {
         let Some(f) = self.flow.take() else {
             return;
         };

@@ -361,9 +361,11 @@ fn coalesce(c: &mut Coalescer, segs: &[&[u8]]) -> (Vec<Push>, Vec<(Vec<u8>, Offl
     let mut emitted = Vec::new();
     let mut results = Vec::new();
     for seg in segs {
-        results.push(c.push(seg, |f: &[u8], o: &Offload| emitted.push((f.to_vec(), *o))));
+        results.push(c.push(seg, |f: &mut [u8], o: &Offload| {
+            emitted.push((f.to_vec(), *o))
+        }));
     }
-    c.flush(|f: &[u8], o: &Offload| emitted.push((f.to_vec(), *o)));
+    c.flush(|f: &mut [u8], o: &Offload| emitted.push((f.to_vec(), *o)));
     assert_eq!(c.pending(), 0);
     (results, emitted)
 }
@@ -747,12 +749,12 @@ fn flows_are_kept_apart_and_evicted_oldest_first() {
     let mut c = Coalescer::new(1);
     let mut emitted = Vec::new();
     assert_eq!(
-        c.push(a[0], |f: &[u8], _: &Offload| emitted.push(f.to_vec())),
+        c.push(a[0], |f: &mut [u8], _: &Offload| emitted.push(f.to_vec())),
         Pending
     );
     assert!(emitted.is_empty());
     assert_eq!(
-        c.push(b[0], |f: &[u8], _: &Offload| emitted.push(f.to_vec())),
+        c.push(b[0], |f: &mut [u8], _: &Offload| emitted.push(f.to_vec())),
         Pending
     );
     assert_eq!(emitted.len(), 1);
@@ -837,7 +839,9 @@ fn non_coalescable_segment_flushes_its_flow_first() {
     let mut emitted = Vec::new();
     let mut log = Vec::new();
     for seg in &segs {
-        let r = c.push(seg, |f: &[u8], o: &Offload| emitted.push((f.to_vec(), *o)));
+        let r = c.push(seg, |f: &mut [u8], o: &Offload| {
+            emitted.push((f.to_vec(), *o))
+        });
         log.push((r, emitted.len()));
     }
     // The FIN segment is last: the two before it are emitted as one
@@ -990,8 +994,8 @@ proptest! {
         let mut copy = bytes.clone();
         let _ = complete_csum(&mut copy, &offload);
         let mut c = Coalescer::new(1);
-        let _ = c.push(&bytes, |_: &[u8], _: &Offload| {});
-        c.flush(|_: &[u8], _: &Offload| {});
+        let _ = c.push(&bytes, |_: &mut [u8], _: &Offload| {});
+        c.flush(|_: &mut [u8], _: &Offload| {});
     }
 
     /// A valid GSO frame with a few bytes changed, cut short, or both.
@@ -1027,8 +1031,8 @@ proptest! {
             }
         }
         let mut c = Coalescer::new(1);
-        let _ = c.push(frame, |_: &[u8], _: &Offload| {});
-        c.flush(|f: &[u8], o: &Offload| {
+        let _ = c.push(frame, |_: &mut [u8], _: &Offload| {});
+        c.flush(|f: &mut [u8], o: &Offload| {
             let mut f = f.to_vec();
             complete_csum(&mut f, o).unwrap();
         });
@@ -1188,11 +1192,11 @@ fn vlan_tagged_frames() {
             tcp.checksum()
         );
         joined.extend_from_slice(tcp.payload());
-        c.push(f, |_: &[u8], _: &Offload| panic!("nothing to emit yet"));
+        c.push(f, |_: &mut [u8], _: &Offload| panic!("nothing to emit yet"));
     }
     assert_eq!(joined, payload);
     let mut emitted = Vec::new();
-    c.flush(|f: &[u8], o: &Offload| emitted.push((f.to_vec(), *o)));
+    c.flush(|f: &mut [u8], o: &Offload| emitted.push((f.to_vec(), *o)));
     assert_eq!(emitted.len(), 1);
     let (mut f, o) = emitted.pop().unwrap();
     assert_eq!((o.csum_start, o.hdr_len, o.gso_size), (38, 58, 1448));

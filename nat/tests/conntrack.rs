@@ -1,0 +1,638 @@
+//! Connection tracking behaviour with synthetic time.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
+use std::time::Duration;
+
+use weft_nat::conntrack::tcp_flags::{ACK, FIN, RST, SYN};
+use weft_nat::conntrack::{
+    Conntrack, ConntrackConfig, ConntrackError, Direction, FlowState, NatSpec, TcpState, Timeouts,
+    Timestamp,
+};
+use weft_nat::{FlowKey, PortAllocError, PortRange, Protocol, Rewrite};
+
+const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+
+fn host(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 17, 0, n)
+}
+
+fn key(proto: Protocol, src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> FlowKey {
+    FlowKey::new(
+        proto,
+        SocketAddrV4::new(src, sp),
+        SocketAddrV4::new(dst, dp),
+    )
+}
+
+fn masq() -> NatSpec {
+    NatSpec {
+        snat: Some(UPLINK),
+        dnat: None,
+    }
+}
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs(secs)
+}
+
+fn ms(millis: u64) -> Timestamp {
+    Timestamp::from_nanos(millis * 1_000_000)
+}
+
+fn state(ct: &Conntrack, k: &FlowKey, now: Timestamp) -> Option<FlowState> {
+    ct.get(k, now).map(|f| f.state)
+}
+
+#[test]
+fn snat_flow_is_found_from_both_directions() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
+    let hit = ct.track_or_create(&k, masq(), 60, 0, t(0)).unwrap();
+    assert_eq!(hit.direction, Direction::Original);
+    // Port preserved.
+    let ext = SocketAddrV4::new(UPLINK, 40000);
+    assert_eq!(hit.reply, FlowKey::new(Protocol::Udp, k.dst, ext));
+    assert_eq!(
+        hit.rewrite,
+        Rewrite {
+            src: Some(ext),
+            dst: None
+        }
+    );
+    let back = ct.track(&hit.reply, 90, 0, t(1)).unwrap();
+    assert_eq!(back.direction, Direction::Reply);
+    assert_eq!(
+        back.rewrite,
+        Rewrite {
+            src: None,
+            dst: Some(k.src)
+        }
+    );
+    assert_eq!(back.rewrite.apply_to(&hit.reply), k.reversed());
+    let info = ct.get(&k, t(1)).unwrap();
+    assert_eq!(info.translated(), FlowKey::new(Protocol::Udp, ext, k.dst));
+    assert_eq!(
+        (info.orig_counters.packets, info.orig_counters.bytes),
+        (1, 60)
+    );
+    assert_eq!(
+        (info.reply_counters.packets, info.reply_counters.bytes),
+        (1, 90)
+    );
+    assert_eq!(info.state, FlowState::Udp { assured: true });
+    assert_eq!(ct.get(&hit.reply, t(1)), Some(info));
+    // Unrelated tuple: nothing.
+    assert!(ct.track(&k.reversed(), 1, 0, t(1)).is_none());
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn dnat_flow_rewrites_destination_and_reply_source() {
+    let ct = Conntrack::default();
+    let published = SocketAddrV4::new(UPLINK, 8080);
+    let server = SocketAddrV4::new(host(5), 80);
+    let k = FlowKey::new(Protocol::Tcp, SocketAddrV4::new(REMOTE, 51000), published);
+    let nat = NatSpec {
+        snat: None,
+        dnat: Some(server),
+    };
+    let hit = ct.track_or_create(&k, nat, 60, SYN, t(0)).unwrap();
+    assert_eq!(
+        hit.rewrite,
+        Rewrite {
+            src: None,
+            dst: Some(server)
+        }
+    );
+    assert_eq!(hit.reply, FlowKey::new(Protocol::Tcp, server, k.src));
+    let back = ct.track(&hit.reply, 60, SYN | ACK, t(0)).unwrap();
+    assert_eq!(
+        back.rewrite,
+        Rewrite {
+            src: Some(published),
+            dst: None
+        }
+    );
+    assert_eq!(back.state, FlowState::Tcp(TcpState::SynRecv));
+    assert_eq!(ct.ports().in_use(Protocol::Tcp, UPLINK), 0);
+}
+
+#[test]
+fn untranslated_flow_has_identity_rewrite() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Udp, host(2), 1, host(3), 2);
+    let hit = ct
+        .track_or_create(&k, NatSpec::default(), 1, 0, t(0))
+        .unwrap();
+    assert!(hit.rewrite.is_identity());
+    assert_eq!(hit.reply, k.reversed());
+    assert!(ct
+        .track(&k.reversed(), 1, 0, t(0))
+        .unwrap()
+        .rewrite
+        .is_identity());
+}
+
+#[test]
+fn icmp_echo_identifier_is_allocated_and_mapped() {
+    let ct = Conntrack::new(ConntrackConfig {
+        port_range: PortRange::new(1000, 1999).unwrap(),
+        ..Default::default()
+    });
+    let k = key(Protocol::Icmp, host(2), 7, REMOTE, 7);
+    let hit = ct.track_or_create(&k, masq(), 84, 0, t(0)).unwrap();
+    let id = hit.reply.dst.port();
+    assert!((1000..=1999).contains(&id));
+    assert_eq!(hit.reply.src.port(), id, "both ports carry the identifier");
+    assert_eq!(hit.rewrite.src, Some(SocketAddrV4::new(UPLINK, id)));
+    let back = ct.track(&hit.reply, 84, 0, t(1)).unwrap();
+    assert_eq!(back.rewrite.dst, Some(k.src));
+    // ICMP: 30 s regardless of replies.
+    assert!(ct.get(&k, ms(30_999)).is_some());
+    assert!(ct.get(&k, t(31)).is_none());
+}
+
+#[test]
+fn udp_timeouts_unreplied_and_assured() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
+    ct.track_or_create(&k, masq(), 1, 0, t(100)).unwrap();
+    assert_eq!(
+        state(&ct, &k, t(100)),
+        Some(FlowState::Udp { assured: false })
+    );
+    // Outbound packets refresh but do not assure.
+    ct.track(&k, 1, 0, t(120)).unwrap();
+    assert!(ct.get(&k, ms(149_999)).is_some());
+    assert!(ct.get(&k, t(150)).is_none(), "30 s after the last packet");
+
+    let k2 = key(Protocol::Udp, host(2), 40001, REMOTE, 53);
+    let hit = ct.track_or_create(&k2, masq(), 1, 0, t(0)).unwrap();
+    ct.track(&hit.reply, 1, 0, t(10)).unwrap();
+    assert_eq!(
+        state(&ct, &k2, t(10)),
+        Some(FlowState::Udp { assured: true })
+    );
+    assert!(ct.get(&k2, t(129)).is_some());
+    assert!(ct.get(&k2, t(130)).is_none(), "120 s once assured");
+}
+
+/// Packets (direction, flags) after the SYN, the state they lead to and its
+/// timeout.
+type Case = (&'static [(Direction, u8)], TcpState, Duration);
+
+/// Each TCP state's timeout, reached through real flag sequences.
+#[test]
+fn tcp_state_timeouts() {
+    let to = Timeouts::default();
+    let cases: [Case; 8] = [
+        (&[], TcpState::SynSent, to.tcp_syn_sent),
+        (
+            &[(Direction::Reply, SYN | ACK)],
+            TcpState::SynRecv,
+            to.tcp_syn_recv,
+        ),
+        (
+            &[(Direction::Reply, SYN | ACK), (Direction::Original, ACK)],
+            TcpState::Established,
+            to.tcp_established,
+        ),
+        (
+            &[
+                (Direction::Reply, SYN | ACK),
+                (Direction::Original, ACK),
+                (Direction::Original, FIN | ACK),
+            ],
+            TcpState::FinWait,
+            to.tcp_fin_wait,
+        ),
+        (
+            &[
+                (Direction::Reply, SYN | ACK),
+                (Direction::Original, ACK),
+                (Direction::Original, FIN | ACK),
+                (Direction::Reply, ACK),
+            ],
+            TcpState::CloseWait,
+            to.tcp_close_wait,
+        ),
+        (
+            &[
+                (Direction::Reply, SYN | ACK),
+                (Direction::Original, ACK),
+                (Direction::Original, FIN | ACK),
+                (Direction::Reply, ACK),
+                (Direction::Reply, FIN | ACK),
+            ],
+            TcpState::LastAck,
+            to.tcp_last_ack,
+        ),
+        (
+            &[
+                (Direction::Reply, SYN | ACK),
+                (Direction::Original, ACK),
+                (Direction::Original, FIN | ACK),
+                (Direction::Reply, FIN | ACK),
+                (Direction::Original, ACK),
+            ],
+            TcpState::TimeWait,
+            to.tcp_time_wait,
+        ),
+        (
+            &[
+                (Direction::Reply, SYN | ACK),
+                (Direction::Original, ACK),
+                (Direction::Reply, RST),
+            ],
+            TcpState::Close,
+            to.tcp_close,
+        ),
+    ];
+    assert_eq!(to.tcp_established, Duration::from_secs(7440));
+    for (i, (steps, want, timeout)) in cases.into_iter().enumerate() {
+        let ct = Conntrack::default();
+        let k = key(Protocol::Tcp, host(2), 40000 + i as u16, REMOTE, 443);
+        let hit = ct.track_or_create(&k, masq(), 60, SYN, t(0)).unwrap();
+        let mut now = t(0);
+        for &(dir, flags) in steps {
+            now = now.saturating_add(Duration::from_secs(1));
+            let pk = if dir == Direction::Original {
+                k
+            } else {
+                hit.reply
+            };
+            ct.track(&pk, 40, flags, now).unwrap();
+        }
+        assert_eq!(state(&ct, &k, now), Some(FlowState::Tcp(want)), "{want}");
+        let deadline = now.saturating_add(timeout);
+        let just_before = Timestamp::from_nanos(deadline.as_nanos() - 1);
+        assert!(
+            ct.get(&k, just_before).is_some(),
+            "{want} alive before {timeout:?}"
+        );
+        assert!(
+            ct.get(&k, deadline).is_none(),
+            "{want} expired at {timeout:?}"
+        );
+        assert!(ct.track(&hit.reply, 1, ACK, deadline).is_none());
+    }
+}
+
+#[test]
+fn configurable_timeouts_and_midstream_pickup() {
+    let ct = Conntrack::new(ConntrackConfig {
+        timeouts: Timeouts {
+            tcp_established: Duration::from_secs(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let k = key(Protocol::Tcp, host(2), 40000, REMOTE, 443);
+    // A bare ACK picks the flow up as established.
+    let hit = ct.track_or_create(&k, masq(), 1, ACK, t(0)).unwrap();
+    assert_eq!(hit.state, FlowState::Tcp(TcpState::Established));
+    assert!(ct.get(&k, ms(4_999)).is_some());
+    assert!(ct.get(&k, t(5)).is_none());
+}
+
+#[test]
+fn tcp_port_reuse_from_time_wait() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Tcp, host(2), 40000, REMOTE, 443);
+    let hit = ct.track_or_create(&k, masq(), 1, SYN, t(0)).unwrap();
+    ct.track(&hit.reply, 1, RST, t(1)).unwrap();
+    assert_eq!(state(&ct, &k, t(1)), Some(FlowState::Tcp(TcpState::Close)));
+    let again = ct.track_or_create(&k, masq(), 1, SYN, t(2)).unwrap();
+    assert_eq!(again.state, FlowState::Tcp(TcpState::SynSent));
+    assert_eq!(again.reply, hit.reply, "same mapping");
+}
+
+#[test]
+fn table_full_refuses_new_flows_but_existing_ones_keep_working() {
+    let ct = Conntrack::new(ConntrackConfig {
+        capacity: 3,
+        shards: 2,
+        ..Default::default()
+    });
+    let keys: Vec<FlowKey> = (0..3)
+        .map(|i| key(Protocol::Udp, host(2), 40000 + i, REMOTE, 53))
+        .collect();
+    let hits: Vec<_> = keys
+        .iter()
+        .map(|k| ct.track_or_create(k, masq(), 1, 0, t(0)).unwrap())
+        .collect();
+    let extra = key(Protocol::Udp, host(3), 40000, REMOTE, 53);
+    for n in 1..=2u64 {
+        assert_eq!(
+            ct.track_or_create(&extra, masq(), 1, 0, t(1)),
+            Err(ConntrackError::TableFull { capacity: 3 })
+        );
+        assert_eq!(ct.stats().table_full, n);
+    }
+    assert_eq!(
+        ct.ports().in_use(Protocol::Udp, UPLINK),
+        3,
+        "refusal leaks no port"
+    );
+    for (k, h) in keys.iter().zip(&hits) {
+        assert_eq!(
+            ct.track_or_create(k, masq(), 1, 0, t(2)).unwrap().direction,
+            Direction::Original
+        );
+        assert_eq!(
+            ct.track(&h.reply, 1, 0, t(2)).unwrap().direction,
+            Direction::Reply
+        );
+    }
+    assert_eq!(ct.len(), 3);
+    // Room again once one is gone.
+    assert!(ct.remove(&hits[0].reply));
+    assert!(!ct.remove(&keys[0]));
+    assert_eq!(ct.len(), 2);
+    ct.track_or_create(&extra, masq(), 1, 0, t(3)).unwrap();
+    assert_eq!(ct.stats().created, 4);
+}
+
+#[test]
+fn expire_respects_budget_and_resumes() {
+    let ct = Conntrack::new(ConntrackConfig {
+        shards: 4,
+        ..Default::default()
+    });
+    for i in 0..50u16 {
+        let k = key(Protocol::Udp, host(2), 40000 + i, REMOTE, 53);
+        ct.track_or_create(&k, masq(), 1, 0, t(0)).unwrap();
+    }
+    // 10 of them stay fresh.
+    for i in 0..10u16 {
+        ct.track(
+            &key(Protocol::Udp, host(2), 40000 + i, REMOTE, 53),
+            1,
+            0,
+            t(20),
+        )
+        .unwrap();
+    }
+    assert_eq!(ct.len(), 50);
+    assert_eq!(ct.expire(t(29), 100).removed, 0, "nothing expired yet");
+    let now = t(40);
+    let mut removed = Vec::new();
+    loop {
+        let r = ct.expire(now, 7);
+        assert!(r.removed <= 7);
+        if r.removed == 0 {
+            break;
+        }
+        removed.push(r.removed);
+    }
+    assert_eq!(removed.iter().sum::<usize>(), 40);
+    assert_eq!(removed[0], 7);
+    assert_eq!(ct.len(), 10);
+    assert_eq!(ct.stats().expired, 40);
+    assert_eq!(ct.ports().in_use(Protocol::Udp, UPLINK), 10, "ports freed");
+    assert_eq!(ct.snapshot(now).len(), 10);
+    // Budget 0 does nothing.
+    assert_eq!(ct.expire(t(1000), 0).removed, 0);
+    assert_eq!(ct.len(), 10);
+}
+
+#[test]
+fn expired_flows_are_absent_before_expire_runs_and_lookup_reaps_them() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
+    let hit = ct.track_or_create(&k, masq(), 1, 0, t(0)).unwrap();
+    assert_eq!(ct.len(), 1);
+    assert!(ct.track(&hit.reply, 1, 0, t(31)).is_none());
+    assert!(ct.lookup(&k, t(31)).is_none());
+    assert_eq!(ct.len(), 0, "reaped by the lookup");
+    assert!(!ct.ports().is_in_use(Protocol::Udp, UPLINK, 40000));
+    // A new flow for the same tuple gets the same port again.
+    let again = ct.track_or_create(&k, masq(), 1, 0, t(32)).unwrap();
+    assert_eq!(again.reply, hit.reply);
+    assert_eq!(ct.expire(t(33), 10).removed, 0);
+    assert!(ct.track(&again.reply, 1, 0, t(33)).is_some());
+}
+
+#[test]
+fn lookup_does_not_refresh_or_count() {
+    let ct = Conntrack::default();
+    let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
+    let hit = ct.track_or_create(&k, masq(), 1, 0, t(0)).unwrap();
+    assert_eq!(
+        ct.lookup(&hit.reply, t(29)).unwrap().direction,
+        Direction::Reply
+    );
+    let f = ct.get(&k, t(29)).unwrap();
+    assert_eq!(f.reply_counters.packets, 0);
+    assert_eq!(f.state, FlowState::Udp { assured: false });
+    assert!(ct.get(&k, t(30)).is_none());
+}
+
+#[test]
+fn twenty_endpoints_connecting_at_once_get_distinct_ports() {
+    let ct = Conntrack::default();
+    let hits: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20u8)
+            .map(|i| {
+                let ct = &ct;
+                // Every endpoint uses the same source port: preservation can
+                // only win once.
+                s.spawn(move || {
+                    ct.track_or_create(
+                        &key(Protocol::Tcp, host(10 + i), 45000, REMOTE, 443),
+                        masq(),
+                        60,
+                        SYN,
+                        t(0),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    let ports: HashSet<u16> = hits.iter().map(|h| h.reply.dst.port()).collect();
+    assert_eq!(ports.len(), 20, "no two flows share a source port");
+    assert!(ports.contains(&45000));
+    assert!(ports.iter().all(|p| PortRange::default().contains(*p)));
+    assert!(hits.iter().all(|h| *h.reply.dst.ip() == UPLINK));
+    assert_eq!(ct.len(), 20);
+}
+
+#[test]
+fn port_exhaustion_is_an_error_and_counted() {
+    let ct = Conntrack::new(ConntrackConfig {
+        port_range: PortRange::new(5000, 5002).unwrap(),
+        ..Default::default()
+    });
+    for i in 0..3 {
+        ct.track_or_create(
+            &key(Protocol::Udp, host(2), 100 + i, REMOTE, 53),
+            masq(),
+            1,
+            0,
+            t(0),
+        )
+        .unwrap();
+    }
+    let err = ct
+        .track_or_create(
+            &key(Protocol::Udp, host(2), 200, REMOTE, 53),
+            masq(),
+            1,
+            0,
+            t(0),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConntrackError::Ports(PortAllocError::Exhausted { .. })
+    ));
+    assert_eq!(ct.stats().port_exhausted, 1);
+    assert_eq!(ct.ports().exhausted(), 1);
+    assert_eq!(ct.len(), 3, "capacity reservation released");
+    // TCP has its own pool.
+    ct.track_or_create(
+        &key(Protocol::Tcp, host(2), 200, REMOTE, 53),
+        masq(),
+        1,
+        SYN,
+        t(0),
+    )
+    .unwrap();
+}
+
+/// An SNAT port whose reply tuple is already held by another (DNAT) flow
+/// is skipped.
+#[test]
+fn snat_skips_ports_whose_reply_tuple_is_taken() {
+    let ct = Conntrack::new(ConntrackConfig {
+        port_range: PortRange::new(8080, 8081).unwrap(),
+        ..Default::default()
+    });
+    // Inbound REMOTE:53 -> UPLINK:8080 forwarded (no SNAT port claimed).
+    let fwd = FlowKey::new(
+        Protocol::Udp,
+        SocketAddrV4::new(REMOTE, 53),
+        SocketAddrV4::new(UPLINK, 8080),
+    );
+    ct.track_or_create(
+        &fwd,
+        NatSpec {
+            snat: None,
+            dnat: Some(SocketAddrV4::new(host(9), 53)),
+        },
+        1,
+        0,
+        t(0),
+    )
+    .unwrap();
+    // Outbound from port 8080 would map to reply REMOTE:53 -> UPLINK:8080.
+    let out = key(Protocol::Udp, host(2), 8080, REMOTE, 53);
+    let hit = ct.track_or_create(&out, masq(), 1, 0, t(0)).unwrap();
+    assert_eq!(hit.reply.dst.port(), 8081);
+    assert!(
+        !ct.ports().is_in_use(Protocol::Udp, UPLINK, 8080),
+        "held port released"
+    );
+    // No port left whose reply tuple is free.
+    let out2 = key(Protocol::Udp, host(3), 8080, REMOTE, 53);
+    assert!(ct.track_or_create(&out2, masq(), 1, 0, t(0)).is_err());
+    assert_eq!(ct.len(), 2);
+    assert_eq!(ct.ports().in_use(Protocol::Udp, UPLINK), 1);
+}
+
+#[test]
+fn snapshot_and_flush() {
+    let ct = Conntrack::default();
+    let a = key(Protocol::Tcp, host(2), 40000, REMOTE, 443);
+    let b = key(Protocol::Udp, host(3), 40001, REMOTE, 53);
+    ct.track_or_create(&a, masq(), 60, SYN, t(10)).unwrap();
+    ct.track_or_create(&b, masq(), 70, 0, t(12)).unwrap();
+    ct.track(&b, 30, 0, t(15)).unwrap();
+    let snap = ct.snapshot(t(20));
+    assert_eq!(snap.len(), 2);
+    let fb = snap.iter().find(|f| f.original == b).unwrap();
+    assert_eq!(fb.age(t(20)), Duration::from_secs(8));
+    assert_eq!(fb.last_seen, t(15));
+    assert_eq!(fb.remaining(t(20)), Duration::from_secs(25));
+    assert_eq!((fb.orig_counters.packets, fb.orig_counters.bytes), (2, 100));
+    assert_eq!(fb.proto(), Protocol::Udp);
+    assert_eq!(fb.state.to_string(), "UNREPLIED");
+    let fa = snap.iter().find(|f| f.original == a).unwrap();
+    assert_eq!(fa.state.to_string(), "SYN_SENT");
+    assert_eq!(*fa.translated().src.ip(), UPLINK);
+    assert_eq!(ct.flush(), 2);
+    assert!(ct.is_empty());
+    assert!(ct.snapshot(t(20)).is_empty());
+    assert!(ct.track(&a, 1, ACK, t(20)).is_none());
+    assert_eq!(ct.ports().in_use(Protocol::Tcp, UPLINK), 0);
+}
+
+/// Four threads create, look up and expire flows at once; the table stays
+/// consistent (every port accounted for, counts match).
+#[test]
+fn concurrent_hammering() {
+    let ct = Conntrack::new(ConntrackConfig {
+        capacity: 10_000,
+        shards: 16,
+        ..Default::default()
+    });
+    let misses = AtomicUsize::new(0);
+    let barrier = Barrier::new(4);
+    std::thread::scope(|s| {
+        for th in 0..4u8 {
+            let (ct, misses, barrier) = (&ct, &misses, &barrier);
+            s.spawn(move || {
+                for round in 0..3u64 {
+                    let now = t(round * 200);
+                    let mut replies = Vec::new();
+                    for i in 0..500u16 {
+                        let k = key(Protocol::Udp, host(th + 1), 1000 + i, REMOTE, 53);
+                        let hit = ct.track_or_create(&k, masq(), 10, 0, now).unwrap();
+                        replies.push(hit.reply);
+                        // A second thread shares some flows.
+                        let shared = key(Protocol::Tcp, host(100), i, REMOTE, 80);
+                        ct.track_or_create(&shared, masq(), 10, ACK, now).unwrap();
+                    }
+                    for r in &replies {
+                        if ct.track(r, 10, 0, now).is_none() {
+                            misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Everything from the previous round (assured: 120 s) has
+                    // expired; wait
+                    // until every thread is done with this round's flows.
+                    barrier.wait();
+                    ct.expire(now, 64);
+                }
+            });
+        }
+    });
+    assert_eq!(misses.load(Ordering::Relaxed), 0);
+    // Drain whatever is left expired, then check the books balance.
+    let now = t(410);
+    while ct.expire(now, 1000).removed > 0 {}
+    let snap = ct.snapshot(now);
+    assert_eq!(snap.len(), 4 * 500 + 500);
+    assert_eq!(ct.len(), snap.len());
+    let udp_ports: HashSet<u16> = snap
+        .iter()
+        .filter(|f| f.proto() == Protocol::Udp)
+        .map(|f| f.reply.dst.port())
+        .collect();
+    assert_eq!(udp_ports.len(), 2000, "no shared source ports");
+    assert_eq!(ct.ports().in_use(Protocol::Udp, UPLINK), 2000);
+    assert_eq!(ct.ports().in_use(Protocol::Tcp, UPLINK), 500);
+    let shared = snap.iter().find(|f| f.proto() == Protocol::Tcp).unwrap();
+    assert_eq!(
+        shared.orig_counters.packets, 12,
+        "every thread's packets counted"
+    );
+    // UDP flows expire between rounds and are created anew; the shared TCP
+    // flows (established, 7440 s) are created once, by one thread.
+    assert_eq!(ct.stats().created, 3 * 2000 + 500);
+}
