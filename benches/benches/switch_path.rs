@@ -198,5 +198,57 @@ fn bench_switch_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_mac_table, bench_parse, bench_switch_path);
+/// RFC 1071's textbook loop, one 16-bit word per addition: the baseline
+/// for weft's 64-bit-word checksum.
+fn checksum_by_16bit_words(data: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+fn bench_checksum(c: &mut Criterion) {
+    let mut g = c.benchmark_group("checksum");
+    for len in [64usize, 1500, 65536] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+        assert_eq!(
+            checksum_by_16bit_words(&data),
+            weft_nat::checksum::checksum(&data)
+        );
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("16bit_words/{len}"), |b| {
+            b.iter(|| checksum_by_16bit_words(black_box(&data)))
+        });
+        g.bench_function(format!("weft_64bit_words/{len}"), |b| {
+            b.iter(|| weft_nat::checksum::checksum(black_box(&data)))
+        });
+        let mut dst = vec![0u8; len];
+        g.bench_function(format!("copy_then_sum/{len}"), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&data));
+                weft_nat::checksum::sum(0, &dst)
+            })
+        });
+        g.bench_function(format!("copy_and_sum_fused/{len}"), |b| {
+            b.iter(|| weft_nat::checksum::copy_and_sum(0, &mut dst, black_box(&data)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_mac_table,
+    bench_parse,
+    bench_switch_path,
+    bench_checksum
+);
 criterion_main!(benches);

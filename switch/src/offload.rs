@@ -43,7 +43,7 @@
 use std::ops::Range;
 
 use thiserror::Error;
-use weft_nat::checksum::{checksum, fold, sum};
+use weft_nat::checksum::{checksum, copy_and_sum, fold, sum};
 
 use crate::port::{is_gso, needs_csum, Offload, MAX_FRAME_LEN};
 use crate::sys::tap::{
@@ -398,7 +398,9 @@ pub fn segment(
         let start = i * stride + prefix_len;
         let seg = &mut out[start..start + hdr_len + chunk.len()];
         seg[..hdr_len].copy_from_slice(&frame[..hdr_len]);
-        seg[hdr_len..].copy_from_slice(chunk);
+        // The payload's sum is taken as it is copied; the TCP header is
+        // even-sized, so the two partial sums combine.
+        let payload_sum = copy_and_sum(0, &mut seg[hdr_len..], chunk);
 
         let l3 = h.l3;
         if h.v6 {
@@ -425,7 +427,7 @@ pub fn segment(
         put16(seg, l4 + tcp::CHECKSUM, 0);
         let tcp_len = tcp_hdr_len + chunk.len();
         let pseudo = pseudo_header_sum(seg, &h, tcp_len);
-        let c = !fold(sum(pseudo, &seg[l4..]));
+        let c = !fold(sum(pseudo, &seg[l4..hdr_len]) + payload_sum);
         put16(seg, l4 + tcp::CHECKSUM, c);
     }
 
@@ -637,13 +639,19 @@ impl Coalescer {
         };
 
         let i = match existing {
-            Some(i) => {
-                if self.slots[i].try_append(frame, &h, psh) {
-                    return Push::Merged;
+            Some(i) => match self.slots[i].try_append(frame, &h, psh) {
+                Append::Appended => return Push::Merged,
+                Append::BadChecksum => {
+                    // Leave it to the receiving stack to drop, after the
+                    // data that came before it.
+                    self.slots[i].emit(&mut emit);
+                    return Push::NotCoalescable;
                 }
-                self.slots[i].emit(&mut emit);
-                i
-            }
+                Append::NoFit => {
+                    self.slots[i].emit(&mut emit);
+                    i
+                }
+            },
             None => match self.slots.iter().position(|s| s.flow.is_none()) {
                 Some(i) => i,
                 None => {
@@ -662,7 +670,9 @@ impl Coalescer {
             },
         };
         self.clock += 1;
-        self.slots[i].start(frame, &h, key, psh, self.clock);
+        if !self.slots[i].start(frame, &h, key, psh, self.clock) {
+            return Push::NotCoalescable;
+        }
         Push::Pending
     }
 
@@ -690,16 +700,30 @@ fn coalescable(frame: &[u8], h: &TcpFrame) -> Option<bool> {
     if flags & !(tcp_flag::ACK | tcp_flag::PSH) != 0 {
         return None;
     }
-    let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
-    if fold(sum(pseudo, &frame[h.l4..h.end])) != 0xffff {
-        return None;
-    }
+    // The TCP checksum is verified as the segment is copied in
+    // (`Slot::start`, `Slot::try_append`), not in a pass of its own.
     Some(flags & tcp_flag::PSH != 0)
 }
 
+/// What [`Slot::try_append`] did with a segment.
+enum Append {
+    Appended,
+    /// It does not continue the pending super-frame.
+    NoFit,
+    /// It continues it but its TCP checksum is wrong.
+    BadChecksum,
+}
+
 impl Slot {
-    fn start(&mut self, frame: &[u8], h: &TcpFrame, key: FlowKey, psh: bool, now: u64) {
-        self.buf[..h.end].copy_from_slice(&frame[..h.end]);
+    /// Starts a super-frame with `frame`; false (and the slot stays free)
+    /// when its TCP checksum does not verify.
+    fn start(&mut self, frame: &[u8], h: &TcpFrame, key: FlowKey, psh: bool, now: u64) -> bool {
+        self.buf[..h.l4].copy_from_slice(&frame[..h.l4]);
+        let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
+        let total = copy_and_sum(pseudo, &mut self.buf[h.l4..h.end], &frame[h.l4..h.end]);
+        if fold(total) != 0xffff {
+            return false;
+        }
         let gso_size = h.end - h.payload;
         self.flow = Some(Flow {
             key,
@@ -710,12 +734,14 @@ impl Slot {
             closed: psh,
             started: now,
         });
+        true
     }
 
-    /// Appends the segment if it continues the pending super-frame.
-    fn try_append(&mut self, frame: &[u8], h: &TcpFrame, psh: bool) -> bool {
+    /// Appends the segment if it continues the pending super-frame and its
+    /// TCP checksum verifies.
+    fn try_append(&mut self, frame: &[u8], h: &TcpFrame, psh: bool) -> Append {
         let Some(f) = self.flow.as_mut() else {
-            return false;
+            return Append::NoFit;
         };
         let plen = h.end - h.payload;
         let ip_len = f.h.end - f.h.l3 - if f.h.v6 { IPV6_HEADER_LEN } else { 0 };
@@ -726,7 +752,7 @@ impl Slot {
             || f.h.end + plen > self.buf.len()
             || read32(frame, h.l4 + tcp::SEQ) != f.next_seq
         {
-            return false;
+            return Append::NoFit;
         }
         let buf = &self.buf;
         let (l3, l4) = (h.l3, h.l4);
@@ -742,9 +768,19 @@ impl Slot {
             && same(l4 + tcp::WINDOW..l4 + tcp::CHECKSUM)
             && same(l4 + tcp::URGENT..h.payload);
         if !(same(0..l3) && ip_same && tcp_same) {
-            return false;
+            return Append::NoFit;
         }
-        self.buf[f.h.end..f.h.end + plen].copy_from_slice(&frame[h.payload..h.end]);
+        // Copy the payload past the pending end and verify as it goes; only
+        // a good segment moves the end, so a bad one leaves no trace.
+        let payload_sum = copy_and_sum(
+            0,
+            &mut self.buf[f.h.end..f.h.end + plen],
+            &frame[h.payload..h.end],
+        );
+        let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
+        if fold(sum(pseudo, &frame[h.l4..h.payload]) + payload_sum) != 0xffff {
+            return Append::BadChecksum;
+        }
         f.h.end += plen;
         f.next_seq = f.next_seq.wrapping_add(plen as u32);
         f.segs += 1;
@@ -752,7 +788,7 @@ impl Slot {
             self.buf[l4 + tcp::FLAGS] |= tcp_flag::PSH;
         }
         f.closed = psh || plen < f.gso_size;
-        true
+        Append::Appended
     }
 
     /// Finishes the pending super-frame, if any, hands it to `emit` and
