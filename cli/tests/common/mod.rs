@@ -15,7 +15,8 @@
 //!   names never collide between threads or processes;
 //! * every test takes its subnets from `10.<index>.<k>.0/24` ([`subnet`]),
 //!   where `<index>` is unique per test across all test files (switching:
-//!   10..=19, bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59).
+//!   10..=19, bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59,
+//!   overlay: 60..=69, whose underlays also use 192.168.60..=69.0/24).
 //!   Networks of different daemons never meet anyway, since each namespace
 //!   belongs to exactly one test, but distinct ranges keep logs readable.
 //!
@@ -243,6 +244,18 @@ impl Daemon {
     /// Starts a daemon with extra `weft daemon` arguments (e.g.
     /// `["--mac-aging", "2"]`) and waits up to 10 s for `status`.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::spawn(None, extra)
+    }
+
+    /// Starts a daemon whose process runs inside namespace `ns` (through
+    /// `ip netns exec`, which execs weft, so the pid is the daemon's), e.g.
+    /// a "host" namespace of an overlay test; it still creates its TAPs in
+    /// whatever namespaces `attach` names. Drop the daemon before `ns`.
+    pub fn start_in(ns: &Netns, extra: &[&str]) -> Daemon {
+        Daemon::spawn(Some(ns), extra)
+    }
+
+    fn spawn(ns: Option<&Netns>, extra: &[&str]) -> Daemon {
         let dir = PathBuf::from(format!("/tmp/weft-t{}-{}", std::process::id(), next_id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create daemon temp dir");
@@ -258,7 +271,15 @@ impl Daemon {
         };
         fs::create_dir_all(&daemon.state_dir).expect("create state dir");
         let log = File::create(&daemon.log).expect("create daemon log");
-        let child = Command::new(WEFT)
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns.name, WEFT]);
+                cmd
+            }
+            None => Command::new(WEFT),
+        };
+        let child = cmd
             .arg("daemon")
             .arg("--socket")
             .arg(&daemon.socket)
