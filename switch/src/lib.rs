@@ -18,6 +18,7 @@ pub mod port;
 pub mod provision;
 pub mod switch;
 pub mod sys;
+pub mod uplink;
 pub mod vxlan_io;
 pub mod wire;
 

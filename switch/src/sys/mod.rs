@@ -13,6 +13,7 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod packet;
 pub mod tap;
 
 pub use netlink::{Netlink, NetlinkError};

@@ -1,0 +1,288 @@
+//! The uplink: a [`Port`] on an existing host interface, through which
+//! weft's router reaches the world with a MAC and IP of its own on that
+//! link (like a VM on a macvlan).
+//!
+//! [`UplinkPort`] sends and receives plain Ethernet frames through a
+//! promiscuous [`PacketSocket`]. Nothing on the wire carries offload
+//! metadata, so:
+//!
+//! * received frames always come with [`NO_OFFLOAD`]; a frame whose
+//!   checksum the kernel left partial (generated on this host with
+//!   checksum offload, or a GRO super-frame, [`RecvMeta::csum_not_ready`])
+//!   gets it completed in software first ([`complete_partial_csum`]);
+//! * a GSO super-frame handed to [`Port::send`] is cut into wire-sized
+//!   segments ([`segment`]) in a scratch buffer owned by the port, each
+//!   sent on its own; a frame with a partial checksum is completed in the
+//!   same buffer; anything else is sent as it is.
+//!
+//! The port counts nothing (the datapath does); errors are returned.
+//!
+//! [`RecvMeta::csum_not_ready`]: crate::sys::packet::RecvMeta::csum_not_ready
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::offload::{complete_csum, segment, OffloadError, TCP_CSUM_OFFSET};
+use crate::port::{
+    is_gso, needs_csum, Offload, PacketBuf, Port, PortCapabilities, HEADROOM, MAX_FRAME_LEN,
+    NO_OFFLOAD,
+};
+use crate::sys::packet::{PacketError, PacketSocket};
+use crate::sys::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
+use crate::wire::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
+    IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
+};
+
+/// Frames one [`UplinkPort::recv_batch`](Port::recv_batch) call may return.
+pub const UPLINK_MAX_BATCH: usize = 64;
+
+/// Size of the scratch buffer [`UplinkPort`] segments GSO frames into:
+/// room for a 64 KiB super-frame cut into segments of an MSS as small as
+/// 536 bytes, each with up to 134 bytes of headers.
+pub const SEGMENT_SCRATCH_LEN: usize = 2 * MAX_FRAME_LEN;
+
+/// Offset of the checksum in the UDP (and UDP-Lite) header.
+const UDP_CSUM_OFFSET: u16 = 6;
+/// IP protocol number of UDP-Lite (RFC 3828), checksummed like UDP.
+const IP_PROTO_UDPLITE: u8 = 136;
+/// Length of the fixed IPv6 header.
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Completes the partial transport checksum of a frame the kernel handed
+/// over with `TP_STATUS_CSUMNOTREADY` (its `CHECKSUM_PARTIAL`: the checksum
+/// field holds the pseudo-header sum).
+///
+/// The packet socket does not say where the checksum is, so the frame is
+/// parsed: Ethernet with up to two VLAN tags, then IPv4 (not a fragment) or
+/// IPv6 (through hop-by-hop, routing and destination options headers), then
+/// TCP, UDP or UDP-Lite. The checksum covers the transport header and data
+/// up to the end of the IP packet (not any link-layer padding after it), as
+/// in [`complete_csum`].
+pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
+    let be16 = |frame: &[u8], at: usize| -> Result<u16, OffloadError> {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(OffloadError::Truncated)
+    };
+    let mut l3 = ETH_HEADER_LEN;
+    let mut ethertype = be16(frame, 12)?;
+    for _ in 0..2 {
+        if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+            ethertype = be16(frame, l3 + 2)?;
+            l3 += 4;
+        }
+    }
+    let (l4, protocol, end) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = frame
+                .get(l3..l3 + IPV4_MIN_HEADER_LEN)
+                .ok_or(OffloadError::Truncated)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HEADER_LEN {
+                return Err(OffloadError::Malformed("bad IPv4 version or header length"));
+            }
+            if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+                return Err(OffloadError::Malformed("IPv4 fragment"));
+            }
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            (l3 + ihl, ip[9], l3 + total)
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = frame
+                .get(l3..l3 + IPV6_HEADER_LEN)
+                .ok_or(OffloadError::Truncated)?;
+            if ip[0] >> 4 != 6 {
+                return Err(OffloadError::Malformed("IPv6 version field is not 6"));
+            }
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let mut next = ip[6];
+            let mut l4 = l3 + IPV6_HEADER_LEN;
+            // Hop-by-hop options, routing, destination options.
+            while matches!(next, 0 | 43 | 60) {
+                let ext = frame.get(l4..l4 + 2).ok_or(OffloadError::Truncated)?;
+                next = ext[0];
+                l4 += (usize::from(ext[1]) + 1) * 8;
+            }
+            (l4, next, l3 + IPV6_HEADER_LEN + plen)
+        }
+        _ => return Err(OffloadError::NotIp { ethertype }),
+    };
+    let csum_offset = match protocol {
+        IP_PROTO_TCP => TCP_CSUM_OFFSET,
+        IP_PROTO_UDP | IP_PROTO_UDPLITE => UDP_CSUM_OFFSET,
+        _ => {
+            return Err(OffloadError::Malformed(
+                "partial checksum on a protocol other than TCP or UDP",
+            ))
+        }
+    };
+    if end > frame.len() || l4 > end {
+        return Err(OffloadError::Truncated);
+    }
+    let csum_start = u16::try_from(l4).map_err(|_| OffloadError::Malformed("headers too long"))?;
+    let offload = Offload {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        csum_start,
+        csum_offset,
+        ..NO_OFFLOAD
+    };
+    complete_csum(&mut frame[..end], &offload)
+}
+
+/// A [`Port`] on a host interface; see the [module docs](self).
+pub struct UplinkPort {
+    sock: PacketSocket,
+    scratch: Box<[u8]>,
+}
+
+impl std::fmt::Debug for UplinkPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkPort")
+            .field("sock", &self.sock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UplinkPort {
+    /// Wraps an open packet socket (which should be promiscuous, unless
+    /// weft uses the interface's own MAC).
+    pub fn new(sock: PacketSocket) -> Self {
+        UplinkPort {
+            sock,
+            scratch: vec![0u8; SEGMENT_SCRATCH_LEN].into_boxed_slice(),
+        }
+    }
+
+    /// Opens a packet socket on the interface `ifname` of the calling
+    /// thread's network namespace and makes it promiscuous, so frames to
+    /// weft's own MAC arrive.
+    pub fn open(ifname: &str) -> Result<Self, PacketError> {
+        let sock = PacketSocket::open(ifname)?;
+        sock.set_promiscuous(true)?;
+        Ok(UplinkPort::new(sock))
+    }
+
+    /// The underlying socket (for its MAC, MTU, ...).
+    pub fn socket(&self) -> &PacketSocket {
+        &self.sock
+    }
+
+    /// Gives the socket back.
+    pub fn into_socket(self) -> PacketSocket {
+        self.sock
+    }
+}
+
+fn invalid_frame(e: OffloadError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
+impl Port for UplinkPort {
+    fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < bufs.len() {
+            let buf = &mut bufs[filled];
+            match self.sock.recv_frame(&mut buf.space()[HEADROOM..]) {
+                Ok(meta) if meta.truncated => {
+                    // Longer than any frame a port may deliver: hand on an
+                    // empty one for the switch to count as malformed.
+                    buf.set_frame(0, NO_OFFLOAD);
+                    filled += 1;
+                }
+                Ok(meta) => {
+                    buf.set_frame(meta.len, NO_OFFLOAD);
+                    if meta.csum_not_ready {
+                        // A frame this cannot fix (not TCP/UDP) goes on as
+                        // it is; its receiver will drop it.
+                        let _ = complete_partial_csum(buf.frame_mut());
+                    }
+                    filled += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if filled > 0 => {
+                    // Deliver what we have; the error will recur next call.
+                    let _ = e;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn send(&mut self, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        if !is_gso(offload) && !needs_csum(offload) {
+            return self.sock.send(frame);
+        }
+        let segs = segment(frame, offload, 0, &mut self.scratch).map_err(invalid_frame)?;
+        for range in segs.records() {
+            self.sock.send(&self.scratch[range])?;
+        }
+        Ok(())
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.sock.as_raw_fd())
+    }
+
+    fn capabilities(&self) -> PortCapabilities {
+        PortCapabilities {
+            max_batch: UPLINK_MAX_BATCH,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_nat::checksum::{fold, sum};
+
+    /// An Ethernet + IPv4 + UDP frame with a partial checksum (the
+    /// pseudo-header sum) and 4 bytes of link-layer padding.
+    fn partial_udp_v4() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8 + 5 + 4];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&33u16.to_be_bytes());
+        f[23] = IP_PROTO_UDP;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&2000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&13u16.to_be_bytes());
+        f[42..47].copy_from_slice(b"hello");
+        f[47..].copy_from_slice(&[0xee; 4]);
+        let pseudo = sum(0, &f[26..34]) + 13 + u32::from(IP_PROTO_UDP);
+        f[40..42].copy_from_slice(&fold(pseudo).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn completes_udp_over_ipv4_ignoring_padding() {
+        let mut f = partial_udp_v4();
+        complete_partial_csum(&mut f).unwrap();
+        // Verifies: pseudo-header + UDP header + data sums to 0xffff.
+        let s = sum(0, &f[26..34]) + 13 + u32::from(IP_PROTO_UDP);
+        assert_eq!(fold(sum(s, &f[34..47])), 0xffff);
+        assert_eq!(&f[47..], &[0xee; 4], "padding untouched");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_complete() {
+        let mut f = partial_udp_v4();
+        f[23] = 1; // ICMP
+        assert!(complete_partial_csum(&mut f).is_err());
+        let mut f = partial_udp_v4();
+        f[12] = 0x08;
+        f[13] = 0x06; // ARP
+        assert!(matches!(
+            complete_partial_csum(&mut f),
+            Err(OffloadError::NotIp { ethertype: 0x0806 })
+        ));
+        let mut f = partial_udp_v4();
+        f.truncate(40);
+        assert_eq!(complete_partial_csum(&mut f), Err(OffloadError::Truncated));
+    }
+}
