@@ -55,6 +55,15 @@ pub enum Request {
         mac: Option<String>,
         #[serde(default)]
         ifname: Option<String>,
+        /// Ports to publish: `HOSTPORT:PORT[/tcp|/udp]`.
+        #[serde(default)]
+        publish: Vec<String>,
+        /// Extra DNS names for the endpoint in its network.
+        #[serde(default)]
+        aliases: Vec<String>,
+        /// Leave `/etc/netns/NAME/resolv.conf` alone.
+        #[serde(default)]
+        no_resolv_conf: bool,
     },
     Detach {
         network: String,
@@ -103,6 +112,114 @@ pub enum Request {
         #[serde(default)]
         network: Option<String>,
     },
+    /// Attaches the uplink: an interface of the daemon's namespace where
+    /// weft owns `ip` (`IP/PREFIX`), with `gateway` as next hop.
+    UplinkSet {
+        interface: String,
+        ip: String,
+        #[serde(default)]
+        gateway: Option<String>,
+    },
+    UplinkShow,
+    UplinkRemove,
+    /// Publishes `spec` (`HOSTPORT:PORT[/proto]`) of an endpoint.
+    PublishAdd {
+        network: String,
+        endpoint: String,
+        spec: String,
+    },
+    PublishList,
+    /// Removes a published port: `spec` is `HOSTPORT[/proto]`.
+    PublishRemove {
+        network: String,
+        endpoint: String,
+        spec: String,
+    },
+    ServiceCreate {
+        name: String,
+        network: String,
+        vip: String,
+        /// `PORT[/tcp|/udp]`.
+        port: String,
+        #[serde(default)]
+        backends: Vec<String>,
+        /// `rr` (default) or `hash`.
+        #[serde(default)]
+        lb: Option<String>,
+    },
+    ServiceList,
+    ServiceRemove {
+        name: String,
+    },
+    ServiceBackendAdd {
+        name: String,
+        endpoint: String,
+    },
+    ServiceBackendRemove {
+        name: String,
+        endpoint: String,
+    },
+    /// Tracked connections.
+    Conntrack,
+    ConntrackFlush,
+}
+
+/// The uplink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkInfo {
+    pub interface: String,
+    /// `IP/PREFIX` weft owns on the link.
+    pub ip: String,
+    pub mac: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    pub mtu: u32,
+    pub port: u32,
+}
+
+/// A published port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublishInfo {
+    pub network: String,
+    pub endpoint: String,
+    pub proto: String,
+    pub host_port: u16,
+    /// The endpoint's port.
+    pub port: u16,
+    /// `IP:PORT` traffic goes to.
+    pub target: String,
+}
+
+/// A service VIP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub network: String,
+    pub vip: String,
+    pub proto: String,
+    pub port: u16,
+    /// Backend endpoint names.
+    pub backends: Vec<String>,
+    pub lb: String,
+}
+
+/// A tracked connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlowEntry {
+    pub proto: String,
+    /// `SRC -> DST` as the flow started.
+    pub original: String,
+    /// `SRC -> DST` of the replies, after translation.
+    pub reply: String,
+    /// Whether addresses or ports are rewritten.
+    pub translated: bool,
+    pub state: String,
+    pub age_secs: f64,
+    pub expires_secs: f64,
+    pub orig_packets: u64,
+    pub orig_bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
 }
 
 /// The daemon's reply: exactly one of `result` or `error` is present.

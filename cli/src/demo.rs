@@ -333,6 +333,9 @@ impl Api<'_> {
                 ip: None,
                 mac: None,
                 ifname: None,
+                publish: Vec::new(),
+                aliases: Vec::new(),
+                no_resolv_conf: true,
             },
             "attach",
         )

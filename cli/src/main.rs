@@ -137,6 +137,38 @@ enum Command {
     #[command(subcommand)]
     Neighbor(NeighborCommand),
 
+    /// Set, show or remove the uplink weft reaches the world through
+    #[command(subcommand)]
+    Uplink(UplinkCommand),
+
+    /// Publish an endpoint's port on the uplink address, or list/remove
+    #[command(args_conflicts_with_subcommands = true)]
+    Publish {
+        #[command(subcommand)]
+        cmd: Option<PublishCommand>,
+        /// The endpoint's network
+        network: Option<String>,
+        /// The endpoint
+        #[arg(value_name = "EP")]
+        endpoint: Option<String>,
+        /// HOSTPORT:PORT[/tcp|/udp]
+        #[arg(value_name = "HOSTPORT:PORT[/PROTO]")]
+        spec: Option<String>,
+    },
+
+    /// Service VIPs load-balanced over endpoints
+    #[command(subcommand)]
+    Service(ServiceCommand),
+
+    /// List tracked connections (NAT), or flush them
+    #[command(args_conflicts_with_subcommands = true)]
+    Conntrack {
+        #[command(subcommand)]
+        cmd: Option<ConntrackCommand>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
     /// Show per-port packet and byte counters and drops by reason
     Stats {
         #[command(flatten)]
@@ -244,8 +276,121 @@ struct AttachArgs {
     /// The interface name inside the namespace [default: the first free ethN]
     #[arg(long, value_name = "IF")]
     ifname: Option<String>,
+    /// Publish a port on the uplink address: HOSTPORT:PORT[/tcp|/udp]
+    /// (repeatable)
+    #[arg(long, value_name = "HOSTPORT:PORT[/PROTO]")]
+    publish: Vec<String>,
+    /// Another DNS name for the endpoint in its network (repeatable)
+    #[arg(long, value_name = "NAME")]
+    alias: Vec<String>,
+    /// Do not write /etc/netns/NAME/resolv.conf pointing at the gateway
+    #[arg(long)]
+    no_resolv_conf: bool,
     #[command(flatten)]
     json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+enum UplinkCommand {
+    /// Use an interface of the daemon's namespace as the uplink, with an
+    /// address (and MAC) of weft's own on that link
+    Set {
+        /// The interface (weft reads and writes it with AF_PACKET)
+        #[arg(long, value_name = "IF")]
+        interface: String,
+        /// weft's address on the link, IP/PREFIX
+        #[arg(long, value_name = "IP/PREFIX")]
+        ip: String,
+        /// The next hop for everything off the link
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+    },
+    /// Show the uplink
+    Show {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Stop using the uplink
+    #[command(visible_alias = "remove")]
+    Rm,
+}
+
+#[derive(Debug, Subcommand)]
+enum PublishCommand {
+    /// List published ports
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Stop publishing a port: NETWORK EP HOSTPORT[/proto]
+    #[command(visible_alias = "remove")]
+    Rm {
+        network: String,
+        #[arg(value_name = "EP")]
+        endpoint: String,
+        #[arg(value_name = "HOSTPORT[/PROTO]")]
+        spec: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Create a VIP in a network whose connections are spread over backends
+    Create {
+        name: String,
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// The service address, a free address of the network
+        #[arg(long, value_name = "IP")]
+        vip: String,
+        /// PORT[/tcp|/udp]
+        #[arg(long, value_name = "PORT[/PROTO]")]
+        port: String,
+        /// A backend endpoint of the network (repeatable)
+        #[arg(long, value_name = "EP")]
+        backend: Vec<String>,
+        /// rr (round robin) or hash (of the 5-tuple)
+        #[arg(long, value_name = "rr|hash", default_value = "rr")]
+        lb: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List services
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a service (open connections finish)
+    #[command(visible_alias = "remove")]
+    Rm { name: String },
+    /// Add or remove backends
+    #[command(subcommand)]
+    Backend(BackendCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCommand {
+    /// Add a backend to a service
+    Add {
+        name: String,
+        #[arg(value_name = "EP")]
+        endpoint: String,
+    },
+    /// Remove a backend: it gets no new connections, open ones finish
+    #[command(visible_alias = "remove")]
+    Rm {
+        name: String,
+        #[arg(value_name = "EP")]
+        endpoint: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConntrackCommand {
+    /// Forget every tracked connection
+    Flush,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +493,36 @@ struct DaemonArgs {
     /// MTU of the underlay network the tunnels cross
     #[arg(long, value_name = "N", default_value = "1500")]
     underlay_mtu: u32,
+    /// Most connections NAT tracks at once; new ones are refused beyond it
+    #[arg(long, value_name = "N", default_value = "65536")]
+    conntrack_max: usize,
+    /// Source ports masquerade hands out, FIRST-LAST
+    #[arg(long, value_name = "FIRST-LAST", default_value = "32768-60999", value_parser = parse_port_range)]
+    snat_ports: (u16, u16),
+    /// DNS server for names outside weft's networks, IP[:PORT] (repeatable)
+    /// [default: the nameservers of /etc/resolv.conf]
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{text}` is not FIRST-LAST, e.g. 32768-60999");
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let first: u16 = a.trim().parse().map_err(|_| bad())?;
+    let last: u16 = b.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok((first, last))
+}
+
+fn parse_upstream(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{text}` is not IP or IP:PORT"))
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddrV4, String> {
@@ -439,6 +614,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vxlan_listen: args.vxlan_listen,
             vtep_ip: args.vtep_ip,
             underlay_mtu: args.underlay_mtu,
+            conntrack_max: args.conntrack_max,
+            snat_ports: args.snat_ports,
+            dns_upstreams: args.dns_upstream,
         }),
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;
@@ -457,6 +635,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ip: args.ip,
                     mac: args.mac,
                     ifname: args.ifname,
+                    publish: args.publish,
+                    aliases: args.alias,
+                    no_resolv_conf: args.no_resolv_conf,
                 },
                 "attach",
             )?;
@@ -562,6 +743,179 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             println!("{ip} in {network} is at {mac}");
             Ok(())
+        }
+        Command::Uplink(UplinkCommand::Set {
+            interface,
+            ip,
+            gateway,
+        }) => {
+            let result = request(
+                &socket,
+                Request::UplinkSet {
+                    interface,
+                    ip,
+                    gateway,
+                },
+                "uplink set",
+            )?;
+            print!("{}", output::json(&result));
+            Ok(())
+        }
+        Command::Uplink(UplinkCommand::Show { json: _ }) => {
+            let result = request(&socket, Request::UplinkShow, "uplink show")?;
+            print!("{}", output::json(&result));
+            Ok(())
+        }
+        Command::Uplink(UplinkCommand::Rm) => {
+            request(&socket, Request::UplinkRemove, "uplink rm")?;
+            println!("removed the uplink");
+            Ok(())
+        }
+        Command::Publish {
+            cmd: Some(PublishCommand::Ls { json }),
+            ..
+        } => {
+            let result = request(&socket, Request::PublishList, "publish ls")?;
+            print_result(
+                json.json,
+                result,
+                "publish ls",
+                |p: Vec<api::PublishInfo>| output::published(&p),
+            )
+        }
+        Command::Publish {
+            cmd:
+                Some(PublishCommand::Rm {
+                    network,
+                    endpoint,
+                    spec,
+                }),
+            ..
+        } => {
+            request(
+                &socket,
+                Request::PublishRemove {
+                    network,
+                    endpoint,
+                    spec: spec.clone(),
+                },
+                "publish rm",
+            )?;
+            println!("unpublished {spec}");
+            Ok(())
+        }
+        Command::Publish {
+            cmd: None,
+            network: Some(network),
+            endpoint: Some(endpoint),
+            spec: Some(spec),
+        } => {
+            let result = request(
+                &socket,
+                Request::PublishAdd {
+                    network,
+                    endpoint,
+                    spec,
+                },
+                "publish",
+            )?;
+            let p: api::PublishInfo =
+                serde_json::from_value(result).context("reading the daemon's reply")?;
+            println!(
+                "published {}/{} -> {} ({} in {})",
+                p.host_port, p.proto, p.target, p.endpoint, p.network
+            );
+            Ok(())
+        }
+        Command::Publish { .. } => {
+            anyhow::bail!("usage: weft publish NETWORK EP HOSTPORT:PORT[/tcp|/udp] (or `weft publish ls`, `weft publish rm NETWORK EP HOSTPORT[/proto]`)")
+        }
+        Command::Service(ServiceCommand::Create {
+            name,
+            network,
+            vip,
+            port,
+            backend,
+            lb,
+            json,
+        }) => {
+            let result = request(
+                &socket,
+                Request::ServiceCreate {
+                    name,
+                    network,
+                    vip,
+                    port,
+                    backends: backend,
+                    lb: Some(lb),
+                },
+                "service create",
+            )?;
+            print_result(
+                json.json,
+                result,
+                "service create",
+                |s: api::ServiceInfo| output::services(std::slice::from_ref(&s)),
+            )
+        }
+        Command::Service(ServiceCommand::Ls { json }) => {
+            let result = request(&socket, Request::ServiceList, "service ls")?;
+            print_result(
+                json.json,
+                result,
+                "service ls",
+                |s: Vec<api::ServiceInfo>| output::services(&s),
+            )
+        }
+        Command::Service(ServiceCommand::Rm { name }) => {
+            request(
+                &socket,
+                Request::ServiceRemove { name: name.clone() },
+                "service rm",
+            )?;
+            println!("removed service {name}");
+            Ok(())
+        }
+        Command::Service(ServiceCommand::Backend(BackendCommand::Add { name, endpoint })) => {
+            request(
+                &socket,
+                Request::ServiceBackendAdd {
+                    name: name.clone(),
+                    endpoint: endpoint.clone(),
+                },
+                "service backend add",
+            )?;
+            println!("{endpoint} now backs {name}");
+            Ok(())
+        }
+        Command::Service(ServiceCommand::Backend(BackendCommand::Rm { name, endpoint })) => {
+            request(
+                &socket,
+                Request::ServiceBackendRemove {
+                    name: name.clone(),
+                    endpoint: endpoint.clone(),
+                },
+                "service backend rm",
+            )?;
+            println!("{endpoint} no longer backs {name} (open connections finish)");
+            Ok(())
+        }
+        Command::Conntrack {
+            cmd: Some(ConntrackCommand::Flush),
+            ..
+        } => {
+            let result = request(&socket, Request::ConntrackFlush, "conntrack flush")?;
+            println!(
+                "flushed {} connections",
+                result.get("flushed").and_then(|v| v.as_u64()).unwrap_or(0)
+            );
+            Ok(())
+        }
+        Command::Conntrack { cmd: None, json } => {
+            let result = request(&socket, Request::Conntrack, "conntrack")?;
+            print_result(json.json, result, "conntrack", |f: Vec<api::FlowEntry>| {
+                output::flows(&f)
+            })
         }
         Command::Neighbor(NeighborCommand::Ls { network, json }) => {
             let result = request(&socket, Request::Neighbors { network }, "neighbor ls")?;

@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    EndpointInfo, FdbEntry, NeighborEntry, NetworkDetail, NetworkInfo, PeerInfo, RouteInfo, Stats,
-    StatusInfo, API_VERSION,
+    EndpointInfo, FdbEntry, FlowEntry, NeighborEntry, NetworkDetail, NetworkInfo, PeerInfo,
+    PublishInfo, RouteInfo, ServiceInfo, Stats, StatusInfo, API_VERSION,
 };
 
 /// Decodes a reply's `result` into the type the request promises.
@@ -232,6 +232,62 @@ pub fn peers(list: &[PeerInfo]) -> String {
             p.tx_packets.to_string(),
             p.tx_bytes.to_string(),
             drops(&p.drops),
+        ]);
+    }
+    t.render()
+}
+
+/// `weft publish ls`.
+pub fn published(list: &[PublishInfo]) -> String {
+    let mut t = Table::new(&["NETWORK", "ENDPOINT", "HOST_PORT", "PROTO", "TARGET"]).right(&[2]);
+    for p in list {
+        t.row(vec![
+            p.network.clone(),
+            p.endpoint.clone(),
+            p.host_port.to_string(),
+            p.proto.clone(),
+            p.target.clone(),
+        ]);
+    }
+    t.render()
+}
+
+/// `weft service ls`.
+pub fn services(list: &[ServiceInfo]) -> String {
+    let mut t = Table::new(&["NAME", "NETWORK", "VIP", "PORT", "LB", "BACKENDS"]);
+    for s in list {
+        t.row(vec![
+            s.name.clone(),
+            s.network.clone(),
+            s.vip.clone(),
+            format!("{}/{}", s.port, s.proto),
+            s.lb.clone(),
+            if s.backends.is_empty() {
+                "-".to_string()
+            } else {
+                s.backends.join(",")
+            },
+        ]);
+    }
+    t.render()
+}
+
+/// `weft conntrack`.
+pub fn flows(list: &[FlowEntry]) -> String {
+    let mut t = Table::new(&[
+        "PROTO", "ORIGINAL", "REPLY", "STATE", "AGE", "EXPIRES", "PACKETS", "BYTES",
+    ])
+    .right(&[4, 5, 6, 7]);
+    for f in list {
+        t.row(vec![
+            f.proto.clone(),
+            f.original.clone(),
+            f.reply.clone(),
+            f.state.clone(),
+            age(f.age_secs),
+            age(f.expires_secs),
+            format!("{}/{}", f.orig_packets, f.reply_packets),
+            format!("{}/{}", f.orig_bytes, f.reply_bytes),
         ]);
     }
     t.render()

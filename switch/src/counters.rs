@@ -37,10 +37,12 @@ pub enum DropReason {
     TxError,
     /// The next hop's MAC is not known yet; the gateway sent an ARP request.
     NeighborUnknown,
+    /// A new flow needed a connection-tracking entry and the table is full.
+    ConntrackFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -55,6 +57,7 @@ impl DropReason {
         DropReason::TxQueueFull,
         DropReason::TxError,
         DropReason::NeighborUnknown,
+        DropReason::ConntrackFull,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -75,6 +78,7 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxError => "tx_error",
             DropReason::NeighborUnknown => "neighbor_unknown",
+            DropReason::ConntrackFull => "conntrack_full",
         }
     }
 
@@ -161,6 +165,8 @@ pub struct SwitchCounters {
     pub vxlan_unknown_vni: AtomicU64,
     /// VXLAN datagrams from an address that is not a peer.
     pub vxlan_unknown_peer: AtomicU64,
+    /// New flows refused because the connection-tracking table was full.
+    pub conntrack_full: AtomicU64,
 }
 
 #[cfg(test)]

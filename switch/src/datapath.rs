@@ -34,10 +34,14 @@ use crate::mac_table::Learned;
 use crate::neighbor::Neighbor;
 use crate::offload::{Coalescer, Push};
 use crate::port::{Offload, PacketBuf, Port, HEADROOM, NO_OFFLOAD};
-use crate::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit, TunnelConfig};
+use crate::switch::{
+    ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit,
+    TunnelConfig, UplinkConfig,
+};
 use crate::vxlan_io::VxlanIo;
 use crate::wire::MacAddr;
 use crate::{NetworkId, PortId};
+use weft_nat::{Conntrack, Protocol};
 
 /// Frames read from one port before the worker turns to the next.
 pub const BATCH: usize = 64;
@@ -95,6 +99,38 @@ pub enum Command {
         ip: Ipv4Addr,
         mac: MacAddr,
     },
+    /// Attaches the uplink device as port `cfg.port`.
+    SetUplink {
+        cfg: UplinkConfig,
+        io: Box<dyn Port>,
+        counters: Arc<PortCounters>,
+    },
+    /// Detaches the uplink and closes its device.
+    RemoveUplink,
+    /// Sends traffic for the uplink address on `host_port` to `target`.
+    Publish {
+        proto: Protocol,
+        host_port: u16,
+        target: SocketAddrV4,
+    },
+    Unpublish {
+        proto: Protocol,
+        host_port: u16,
+    },
+    /// Adds or replaces a service VIP.
+    SetService(ServiceConfig),
+    RemoveService {
+        vip: Ipv4Addr,
+        proto: Protocol,
+        port: u16,
+    },
+    /// Marks a network internal: nothing leaves it through the uplink.
+    SetInternal {
+        network: NetworkId,
+        internal: bool,
+    },
+    /// Where DNS queries to the gateways go.
+    SetDns(Option<Sender<DnsQuery>>),
     /// Answers with the remote IPv4 → MAC bindings of one network or all.
     DumpNeighbors {
         network: Option<NetworkId>,
@@ -127,6 +163,8 @@ pub enum DatapathError {
     VtepBound,
     #[error("no VTEP is bound")]
     NoVtep,
+    #[error("no uplink is attached")]
+    NoUplink,
 }
 
 type Ack = Sender<Result<(), DatapathError>>;
@@ -137,17 +175,43 @@ pub struct Datapath {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<SwitchCounters>,
+    conntrack: Arc<Conntrack>,
+    inject: Sender<(PortId, Vec<u8>)>,
 }
 
+/// Sends frames made outside the datapath (DNS answers) out of a port.
+#[derive(Clone)]
+pub struct Injector {
+    frames: Sender<(PortId, Vec<u8>)>,
+    waker: Arc<Waker>,
+}
+
+impl Injector {
+    /// Queues `frame` to leave through `port`; false if the datapath has
+    /// stopped or its queue is full.
+    pub fn send(&self, port: PortId, frame: Vec<u8>) -> bool {
+        self.frames.try_send((port, frame)).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// Frames waiting to be injected.
+const INJECT_QUEUE: usize = 1024;
+
 impl Datapath {
-    /// Starts the worker thread.
+    /// Starts the worker thread with a default connection-tracking table.
     pub fn start(aging: Duration) -> Result<Self, DatapathError> {
+        Self::start_with(aging, Arc::new(Conntrack::default()))
+    }
+
+    /// Starts the worker thread; NAT uses `conntrack`.
+    pub fn start_with(aging: Duration, conntrack: Arc<Conntrack>) -> Result<Self, DatapathError> {
         let poll = Poll::new().map_err(DatapathError::Start)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
         let (tx, rx) = unbounded();
         let counters = Arc::new(SwitchCounters::default());
-        let mut switch = Switch::new(Arc::clone(&counters));
+        let mut switch = Switch::with_conntrack(Arc::clone(&counters), Arc::clone(&conntrack));
+        let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
         switch.set_aging(aging);
         let worker = Worker {
             poll,
@@ -162,6 +226,7 @@ impl Datapath {
             tunnels: FxHashMap::default(),
             coalescer: Coalescer::new(COALESCE_FLOWS),
             counters: Arc::clone(&counters),
+            injected: inject_rx,
         };
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
@@ -172,11 +237,26 @@ impl Datapath {
             waker,
             thread: Some(thread),
             counters,
+            conntrack,
+            inject: inject_tx,
         })
     }
 
     pub fn counters(&self) -> &Arc<SwitchCounters> {
         &self.counters
+    }
+
+    /// The connection-tracking table, for listing and flushing.
+    pub fn conntrack(&self) -> &Arc<Conntrack> {
+        &self.conntrack
+    }
+
+    /// A handle that sends frames out of ports from another thread.
+    pub fn injector(&self) -> Injector {
+        Injector {
+            frames: self.inject.clone(),
+            waker: Arc::clone(&self.waker),
+        }
     }
 
     /// Hands `command` to the worker and waits until it has been applied.
@@ -270,6 +350,7 @@ struct Worker {
     /// Merges TCP segments arriving over tunnels into super-frames.
     coalescer: Coalescer,
     counters: Arc<SwitchCounters>,
+    injected: Receiver<(PortId, Vec<u8>)>,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
@@ -343,8 +424,11 @@ impl Worker {
                     self.mark_ready(PortId(event.token().0 as u32));
                 }
             }
-            if wake && !self.apply_commands() {
-                return;
+            if wake {
+                if !self.apply_commands() {
+                    return;
+                }
+                self.send_injected();
             }
             let now = Instant::now();
             self.service_ready(now);
@@ -540,6 +624,17 @@ impl Worker {
         }
     }
 
+    /// Sends the frames queued by [`Injector`]s.
+    fn send_injected(&mut self) {
+        let mut tx = PortTx {
+            ports: &mut self.ports,
+            vtep: self.vtep.as_mut(),
+        };
+        while let Ok((port, frame)) = self.injected.try_recv() {
+            tx.transmit(port, &frame, &NO_OFFLOAD);
+        }
+    }
+
     /// Applies queued commands; false when the control plane has gone away.
     fn apply_commands(&mut self) -> bool {
         loop {
@@ -630,6 +725,33 @@ impl Worker {
                 });
                 self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
             }
+            Command::SetUplink { cfg, io, counters } => {
+                if let Some(old) = self.switch.remove_uplink() {
+                    self.remove_device(old.port);
+                }
+                self.register_device(cfg.port, io, counters)?;
+                self.switch.set_uplink(cfg);
+            }
+            Command::RemoveUplink => {
+                let old = self.switch.remove_uplink().ok_or(DatapathError::NoUplink)?;
+                self.remove_device(old.port);
+            }
+            Command::Publish {
+                proto,
+                host_port,
+                target,
+            } => self.switch.publish(proto, host_port, target),
+            Command::Unpublish { proto, host_port } => {
+                self.switch.unpublish(proto, host_port);
+            }
+            Command::SetService(cfg) => self.switch.set_service(cfg),
+            Command::RemoveService { vip, proto, port } => {
+                self.switch.remove_service(vip, proto, port);
+            }
+            Command::SetInternal { network, internal } => {
+                self.switch.set_internal(network, internal)
+            }
+            Command::SetDns(queries) => self.switch.set_dns(queries),
             Command::SetStaticMac { network, mac, port } => {
                 self.switch.set_static_mac(network, mac, port, now)?
             }
@@ -646,20 +768,33 @@ impl Worker {
         io: Box<dyn Port>,
         counters: Arc<PortCounters>,
     ) -> Result<(), DatapathError> {
-        let index = cfg.id.0 as usize;
-        if matches!(self.ports.get(index), Some(Some(_))) {
+        if matches!(self.ports.get(cfg.id.0 as usize), Some(Some(_))) {
             return Err(ConfigError::DuplicatePort(cfg.id).into());
         }
         self.switch.add_port(cfg)?;
+        if let Err(e) = self.register_device(cfg.id, io, counters) {
+            let _ = self.switch.remove_port(cfg.id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes over a device as port `id` and starts polling it.
+    fn register_device(
+        &mut self,
+        id: PortId,
+        io: Box<dyn Port>,
+        counters: Arc<PortCounters>,
+    ) -> Result<(), DatapathError> {
+        let index = id.0 as usize;
+        if matches!(self.ports.get(index), Some(Some(_))) {
+            return Err(ConfigError::DuplicatePort(id).into());
+        }
         if let Some(fd) = io.poll_fd() {
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut SourceFd(&fd), Token(index), Interest::READABLE)
-            {
-                let _ = self.switch.remove_port(cfg.id);
-                return Err(DatapathError::Register(e));
-            }
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(index), Interest::READABLE)
+                .map_err(DatapathError::Register)?;
         }
         if self.ports.len() <= index {
             self.ports.resize_with(index + 1, || None);
@@ -670,7 +805,19 @@ impl Worker {
             ready: false,
         });
         // Frames may have queued before registration; look once.
-        self.mark_ready(cfg.id);
+        self.mark_ready(id);
         Ok(())
+    }
+
+    /// Stops polling port `id` and closes its device.
+    fn remove_device(&mut self, id: PortId) {
+        if let Some(slot) = self.ports.get_mut(id.0 as usize).and_then(Option::take) {
+            if let PortIo::Device(io) = slot.io {
+                if let Some(fd) = io.poll_fd() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
+            }
+        }
+        self.ready.retain(|&p| p != id);
     }
 }

@@ -24,6 +24,8 @@ use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 
+use super::dns::NameTables;
+use super::nat::{parse_publish, NatControl};
 use super::overlay::{Overlay, VxlanSettings};
 use super::persist::{SavedNetwork, SavedState, StateFile};
 use crate::api::{
@@ -53,6 +55,10 @@ struct Endpoint {
     mac: MacAddr,
     port: PortId,
     counters: Arc<PortCounters>,
+    /// Extra DNS names.
+    aliases: Vec<String>,
+    /// The resolv.conf weft wrote for the namespace, to remove on detach.
+    resolv_conf: Option<PathBuf>,
 }
 
 pub(super) struct Network {
@@ -110,6 +116,27 @@ impl Network {
         }
     }
 
+    /// Whether `ip` is inside the network's subnet.
+    pub(super) fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.subnet.contains(ip)
+    }
+
+    /// Checks that `vip` can become a service VIP here.
+    pub(super) fn check_vip(&self, vip: Ipv4Addr) -> Result<(), ApiError> {
+        if vip == self.gateway {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!(
+                    "{vip} is the gateway of `{}`: pick a free address for the VIP",
+                    self.name
+                ),
+            ));
+        }
+        self.pool
+            .check(vip)
+            .map_err(|e| in_network(ipam_error(e), &self.name))
+    }
+
     fn mac_in_use(&self, mac: MacAddr) -> bool {
         mac == self.gateway_mac || self.endpoints.values().any(|e| e.mac == mac)
     }
@@ -125,6 +152,9 @@ pub struct Control {
     pub(super) next_port: u32,
     state: StateFile,
     pub(super) overlay: Overlay,
+    pub(super) nat: NatControl,
+    /// DNS name tables, shared with the resolver thread.
+    names: NameTables,
 }
 
 pub(super) fn err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -158,6 +188,10 @@ fn in_network(mut e: ApiError, network: &str) -> ApiError {
 }
 
 /// Checks a network or endpoint name: what the CLI and file names tolerate.
+pub(super) fn check_name_pub(what: &str, name: &str) -> Result<(), ApiError> {
+    check_name(what, name)
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -183,7 +217,12 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 impl Control {
     /// Starts from the saved state, registering its networks and routes with
     /// the datapath.
-    pub fn new(datapath: Datapath, state: StateFile, vxlan: VxlanSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        datapath: Datapath,
+        state: StateFile,
+        vxlan: VxlanSettings,
+        names: NameTables,
+    ) -> anyhow::Result<Self> {
         let saved = state.load()?;
         let mut control = Control {
             datapath,
@@ -193,6 +232,8 @@ impl Control {
             next_port: 1,
             state,
             overlay: Overlay::new(vxlan),
+            nat: NatControl::default(),
+            names,
         };
         for peer in &saved.peers {
             control
@@ -281,6 +322,9 @@ impl Control {
                 ip,
                 mac,
                 ifname,
+                publish,
+                aliases,
+                no_resolv_conf,
             } => self.attach(AttachRequest {
                 network,
                 netns,
@@ -289,6 +333,9 @@ impl Control {
                 ip,
                 mac,
                 ifname,
+                publish,
+                aliases,
+                no_resolv_conf,
             }),
             Request::Detach { network, endpoint } => self.detach(&network, &endpoint),
             Request::RouteAllow { a, b } => {
@@ -335,6 +382,42 @@ impl Control {
             Request::FdbAdd { network, mac, vtep } => self.fdb_add(&network, &mac, &vtep),
             Request::NeighborAdd { network, ip, mac } => self.neighbor_add(&network, &ip, &mac),
             Request::Neighbors { network } => self.neighbor_list(network.as_deref()),
+            Request::UplinkSet {
+                interface,
+                ip,
+                gateway,
+            } => self.uplink_set(&interface, &ip, gateway.as_deref()),
+            Request::UplinkShow => self.uplink_show(),
+            Request::UplinkRemove => self.uplink_remove(),
+            Request::PublishAdd {
+                network,
+                endpoint,
+                spec,
+            } => self.publish_add(&network, &endpoint, &spec),
+            Request::PublishList => self.publish_list(),
+            Request::PublishRemove {
+                network,
+                endpoint,
+                spec,
+            } => self.publish_remove(&network, &endpoint, &spec),
+            Request::ServiceCreate {
+                name,
+                network,
+                vip,
+                port,
+                backends,
+                lb,
+            } => self.service_create(&name, &network, &vip, &port, &backends, lb.as_deref()),
+            Request::ServiceList => self.service_list(),
+            Request::ServiceRemove { name } => self.service_remove(&name),
+            Request::ServiceBackendAdd { name, endpoint } => {
+                self.service_backend(&name, &endpoint, true)
+            }
+            Request::ServiceBackendRemove { name, endpoint } => {
+                self.service_backend(&name, &endpoint, false)
+            }
+            Request::Conntrack => self.conntrack_list(),
+            Request::ConntrackFlush => self.conntrack_flush(),
         }
     }
 
@@ -478,6 +561,14 @@ impl Control {
                 mtu,
             }))
             .map_err(datapath_error)?;
+        if spec.internal {
+            self.datapath
+                .execute(Command::SetInternal {
+                    network: id,
+                    internal: true,
+                })
+                .map_err(datapath_error)?;
+        }
         self.next_network += 1;
         let net = Network {
             id,
@@ -618,6 +709,16 @@ impl Control {
                 ),
             ));
         }
+        let publishes = req
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_publishes(&publishes)?;
+        for alias in &req.aliases {
+            check_name("alias", alias)?;
+        }
+        let net = self.network(&req.network)?;
         let ip = match &req.ip {
             Some(text) => {
                 let ip = parse_addr(text).map_err(ipam_error)?;
@@ -705,6 +806,10 @@ impl Control {
             .get_mut(&req.network)
             .expect("looked up above");
         net.pool.reserve(ip).map_err(ipam_error)?;
+        let resolv_conf = match (&req.netns, req.no_resolv_conf) {
+            (Some(ns), false) if first_network => write_resolv_conf(ns, net.gateway),
+            _ => None,
+        };
         let endpoint = Endpoint {
             name: name.clone(),
             netns,
@@ -714,9 +819,14 @@ impl Control {
             mac,
             port,
             counters,
+            aliases: req.aliases.clone(),
+            resolv_conf,
         };
         let info = net.endpoint_info(&endpoint);
-        net.endpoints.insert(name, endpoint);
+        net.endpoints.insert(name.clone(), endpoint);
+        let network = req.network.clone();
+        self.apply_publishes(&network, &name, ip, publishes)?;
+        self.refresh_names(&network);
         eprintln!(
             "weft: attached {} ({}, {}) to network {} on port {}",
             info.name, info.ip, info.mac, info.network, info.port
@@ -736,10 +846,16 @@ impl Control {
         self.datapath
             .execute(Command::RemovePort(ep.port))
             .map_err(datapath_error)?;
+        self.drop_publishes(network, endpoint);
+        self.drop_backend(network, endpoint);
         let net = self.networks.get_mut(network).expect("looked up above");
         if let Some(ep) = net.endpoints.remove(endpoint) {
             net.pool.release(ep.ip);
+            if let Some(path) = ep.resolv_conf {
+                remove_resolv_conf(&path);
+            }
         }
+        self.refresh_names(network);
         eprintln!("weft: detached {endpoint} from network {network}");
         ok(&info)
     }
@@ -816,6 +932,7 @@ impl Control {
             ("vxlan_malformed", &c.vxlan_malformed),
             ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
             ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
+            ("conntrack_full", &c.conntrack_full),
         ]);
         let counters = nonzero(&[
             ("arp_suppressed", &c.arp_suppressed),
@@ -830,6 +947,94 @@ impl Control {
     }
 }
 
+impl Control {
+    /// The address of an endpoint.
+    pub(super) fn endpoint_ip(&self, network: &str, endpoint: &str) -> Result<Ipv4Addr, ApiError> {
+        let net = self.network(network)?;
+        net.endpoints.get(endpoint).map(|e| e.ip).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("network `{network}` has no endpoint named `{endpoint}`: see `weft endpoints {network}`"),
+            )
+        })
+    }
+
+    /// Takes a service VIP out of the network's pool.
+    pub(super) fn reserve_vip(&mut self, network: &str, vip: Ipv4Addr) -> Result<(), ApiError> {
+        let net = self
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("no network named `{network}`")))?;
+        net.pool.reserve(vip).map_err(ipam_error)
+    }
+
+    pub(super) fn release_vip(&mut self, network: &str, vip: Ipv4Addr) {
+        if let Some(net) = self.networks.get_mut(network) {
+            net.pool.release(vip);
+        }
+    }
+
+    /// Rebuilds the DNS names of one network.
+    pub(super) fn refresh_names(&self, network: &str) {
+        let Some(net) = self.networks.get(network) else {
+            return;
+        };
+        let endpoints: Vec<(u64, Vec<String>, Ipv4Addr)> = net
+            .endpoints
+            .values()
+            .map(|e| {
+                let mut names = vec![e.name.clone()];
+                names.extend(e.aliases.iter().cloned());
+                (u64::from(e.port.0), names, e.ip)
+            })
+            .collect();
+        let services = self.nat.services_of(network);
+        let table = super::dns::table_for(
+            &net.name,
+            (net.subnet.network(), net.subnet.prefix_len()),
+            &endpoints,
+            &services,
+        );
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(net.id, table);
+    }
+}
+
+/// First line of every resolv.conf weft writes: how weft recognises its own.
+const RESOLV_CONF_MARK: &str = "# written by weft";
+
+/// Points a named namespace's resolv.conf (`/etc/netns/NAME/resolv.conf`,
+/// which `ip netns exec` bind-mounts) at the gateway, unless the file
+/// exists and is not weft's. Returns the path when weft wrote it.
+fn write_resolv_conf(netns: &str, gateway: Ipv4Addr) -> Option<PathBuf> {
+    let dir = PathBuf::from("/etc/netns").join(netns);
+    let path = dir.join("resolv.conf");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.starts_with(RESOLV_CONF_MARK) {
+            return None;
+        }
+    }
+    let text = format!(
+        "{RESOLV_CONF_MARK}: the gateway answers for this network's names (remove this file or attach with --no-resolv-conf to manage it yourself)\nnameserver {gateway}\noptions ndots:0\n"
+    );
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::write(&path, text).ok()?;
+    Some(path)
+}
+
+/// Removes a resolv.conf weft wrote, and its directory if left empty.
+fn remove_resolv_conf(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(RESOLV_CONF_MARK));
+    if ours {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 struct AttachRequest {
     network: String,
     netns: Option<String>,
@@ -838,6 +1043,9 @@ struct AttachRequest {
     ip: Option<String>,
     mac: Option<String>,
     ifname: Option<String>,
+    publish: Vec<String>,
+    aliases: Vec<String>,
+    no_resolv_conf: bool,
 }
 
 /// The default MAC of an endpoint: stable for a network and endpoint name,

@@ -7,6 +7,8 @@
 //! the socket is removed, and the process exits 0.
 
 mod control;
+mod dns;
+mod nat;
 mod overlay;
 mod persist;
 mod signals;
@@ -41,6 +43,13 @@ pub struct DaemonOptions {
     pub vtep_ip: Option<std::net::Ipv4Addr>,
     /// MTU of the underlay network.
     pub underlay_mtu: u32,
+    /// Most connections tracked at once.
+    pub conntrack_max: usize,
+    /// Source ports SNAT hands out.
+    pub snat_ports: (u16, u16),
+    /// DNS servers names outside weft's networks are forwarded to (empty:
+    /// the nameservers of the daemon's /etc/resolv.conf).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// Longest request accepted, in bytes.
@@ -58,7 +67,31 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let signals = signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
     let state = StateFile::in_dir(&opts.state_dir)?;
     let listener = bind(&opts.socket)?;
-    let datapath = Datapath::start(opts.mac_aging).context("starting the datapath")?;
+    let ports = weft_nat::PortRange::new(opts.snat_ports.0, opts.snat_ports.1)
+        .map_err(|e| anyhow::anyhow!("--snat-ports: {e}"))?;
+    if opts.conntrack_max == 0 {
+        bail!("--conntrack-max must be at least 1");
+    }
+    let conntrack = std::sync::Arc::new(weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
+        capacity: opts.conntrack_max,
+        port_range: ports,
+        ..weft_nat::ConntrackConfig::default()
+    }));
+    let datapath =
+        Datapath::start_with(opts.mac_aging, conntrack).context("starting the datapath")?;
+    let upstreams = if opts.dns_upstreams.is_empty() {
+        weft_dns::parse_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )
+    } else {
+        opts.dns_upstreams.clone()
+    };
+    let names: dns::NameTables = Default::default();
+    let queries = dns::start(names.clone(), upstreams, datapath.injector())
+        .context("starting the DNS thread")?;
+    datapath
+        .execute(weft_switch::datapath::Command::SetDns(Some(queries)))
+        .context("connecting DNS to the datapath")?;
     if !(576..=65535).contains(&opts.underlay_mtu) {
         bail!(
             "--underlay-mtu {} is out of range: use 576 to 65535",
@@ -70,7 +103,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         vtep_ip: overlay::VxlanSettings::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),
         underlay_mtu: opts.underlay_mtu,
     };
-    let control = match Control::new(datapath, state, vxlan) {
+    let control = match Control::new(datapath, state, vxlan, names) {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&opts.socket);

@@ -23,7 +23,10 @@
 //! RFC 7348 §4.2 head-end replication).
 
 mod bridge;
+mod nat;
 mod route;
+
+pub use nat::{conntrack_time, DnsQuery, LoadBalance, ServiceConfig, UplinkConfig, DNS_PORT};
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
@@ -162,11 +165,22 @@ pub struct Switch {
     ip_ident: u16,
     scratch: Box<[u8]>,
     counters: Arc<SwitchCounters>,
+    nat: nat::NatState,
 }
 
 impl Switch {
     pub fn new(counters: Arc<SwitchCounters>) -> Self {
+        Self::with_conntrack(counters, Arc::new(weft_nat::Conntrack::default()))
+    }
+
+    /// A switch whose NAT uses `conntrack` (shared with the control plane,
+    /// which lists and flushes it).
+    pub fn with_conntrack(
+        counters: Arc<SwitchCounters>,
+        conntrack: Arc<weft_nat::Conntrack>,
+    ) -> Self {
         Switch {
+            nat: nat::NatState::new(conntrack),
             networks: Vec::new(),
             ports: Vec::new(),
             subnets: Vec::new(),
@@ -356,6 +370,7 @@ impl Switch {
             net.fdb.expire(now, aging);
             net.neighbors.expire(now, aging);
         }
+        self.expire_nat(now);
     }
 
     /// The learned addresses of one network, or of all.
@@ -449,6 +464,9 @@ impl Switch {
         if frame.len() < ETH_HEADER_LEN {
             return Err(DropReason::Malformed);
         }
+        if self.uplink_port() == Some(ingress) {
+            return self.handle_uplink_frame(frame, offload, now, tx);
+        }
         match self.port_entry(ingress).ok_or(DropReason::NotRoutable)? {
             PortEntry::Endpoint(port) => self.handle_endpoint_frame(&port, frame, offload, now, tx),
             PortEntry::Tunnel(tunnel) => self.handle_tunnel_frame(&tunnel, frame, offload, now, tx),
@@ -481,8 +499,12 @@ impl Switch {
             ETHERTYPE_ARP => {
                 check_arp(frame, port)?;
                 self.learn(&ingress, port.mac, now);
-                if gateway::is_arp_request_for(frame, gateway_ip) {
-                    gateway::arp_reply_in_place(frame, gateway_mac, gateway_ip);
+                let target = read_ipv4(&frame[ETH_HEADER_LEN..], arp::TPA);
+                let is_request = read_u16(&frame[ETH_HEADER_LEN..], arp::OPER) == arp::OP_REQUEST;
+                if is_request && (target == gateway_ip || self.is_vip(port.network, target)) {
+                    // The gateway answers for its address and for the
+                    // network's service VIPs, which it serves.
+                    gateway::arp_reply_in_place(frame, gateway_mac, target);
                     tx.transmit(port.id, &frame[..ETH_HEADER_LEN + ARP_LEN], &NO_OFFLOAD);
                     return Ok(());
                 }
@@ -617,7 +639,7 @@ impl Switch {
 
 /// Checks an ARP packet's length and format (RFC 826, Ethernet/IPv4 only).
 #[inline]
-fn arp_format_ok(frame: &[u8]) -> bool {
+pub(super) fn arp_format_ok(frame: &[u8]) -> bool {
     if frame.len() < ETH_HEADER_LEN + ARP_LEN {
         return false;
     }

@@ -44,6 +44,11 @@ impl Switch {
         if !gateway::ipv4_checksum_ok(frame, meta) {
             return Err(DropReason::Malformed);
         }
+        if self.is_own_address(meta.dst) {
+            if let Some(result) = self.nat_to_own_address(ingress, frame, offload, meta, now, tx) {
+                return result;
+            }
+        }
         let in_net = self
             .network(ingress.network)
             .ok_or(DropReason::NotRoutable)?;
@@ -57,10 +62,19 @@ impl Switch {
         {
             return Err(DropReason::NotRoutable);
         }
+        if let Some(result) = self.nat_service(ingress, frame, offload, meta, now, tx) {
+            return result;
+        }
         let Some(target) = self.network_for(meta.dst) else {
+            if let Some(result) = self.nat_egress(ingress, frame, offload, meta, now, tx) {
+                return result;
+            }
             self.icmp_unreachable(ingress, frame, meta, icmp::CODE_NET_UNREACHABLE, now, tx);
             return Err(DropReason::NoRoute);
         };
+        let in_net = self
+            .network(ingress.network)
+            .ok_or(DropReason::NotRoutable)?;
         if target != ingress.network && !in_net.routes_to.contains(&target) {
             self.icmp_unreachable(ingress, frame, meta, icmp::CODE_ADMIN_PROHIBITED, now, tx);
             return Err(DropReason::RouteDenied);
@@ -70,6 +84,41 @@ impl Switch {
             // Another gateway of this router, reachable from here.
             return self.deliver_local(ingress, frame, meta, meta.dst, now, tx);
         }
+        self.forward_to(ingress, target, frame, offload, meta, now, tx)
+    }
+
+    /// Routes a packet whose addresses NAT just rewrote to wherever its new
+    /// destination is.
+    pub(super) fn forward_translated<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+        tx: &mut T,
+    ) -> Result<(), DropReason> {
+        let meta = gateway::parse_ipv4(frame).map_err(|_| DropReason::Malformed)?;
+        match self.network_for(meta.dst) {
+            Some(target) => self.forward_to(ingress, target, frame, offload, &meta, now, tx),
+            None => self
+                .nat_egress(ingress, frame, offload, &meta, now, tx)
+                .unwrap_or(Err(DropReason::NoRoute)),
+        }
+    }
+
+    /// Delivers a routed packet into network `target`: TTL, next hop, MTU.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_to<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        target: NetworkId,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) -> Result<(), DropReason> {
+        let out_net = self.network(target).ok_or(DropReason::NotRoutable)?;
         if meta.ttl <= 1 {
             let error = (icmp::TIME_EXCEEDED, icmp::CODE_TTL_EXCEEDED, 0);
             self.send_icmp_error(ingress, frame, meta, error.0, error.1, error.2, now, tx);
@@ -229,6 +278,18 @@ impl Switch {
         }
         self.icmp_unreachable(ingress, frame, meta, code, now, tx);
         Err(DropReason::NotRoutable)
+    }
+
+    /// ICMP host unreachable back to the sender.
+    pub(super) fn icmp_unreachable_pub<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &[u8],
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) {
+        self.icmp_unreachable(ingress, frame, meta, icmp::CODE_HOST_UNREACHABLE, now, tx);
     }
 
     fn icmp_unreachable<T: Transmit>(

@@ -1,0 +1,151 @@
+//! The gateways' DNS service (what Docker's 127.0.0.11 is on user-defined
+//! networks): names of endpoints, their aliases and services, answered
+//! within the asker's network only; other names forwarded upstream, with
+//! SERVFAIL within 2 s when no upstream answers (RFC 8906).
+//!
+//! The datapath hands each query for a gateway's UDP port 53 to this thread
+//! over a bounded queue; the answer goes back as a frame through the
+//! datapath's injector. Forwarding blocks, so each forwarded query gets a
+//! short-lived thread of its own (bounded in number).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use weft_dns::{Forwarder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
+use weft_nat::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
+use weft_switch::datapath::Injector;
+use weft_switch::switch::{DnsQuery, DNS_PORT};
+use weft_switch::wire::{eth, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
+use weft_switch::NetworkId;
+
+/// Queries waiting for the resolver thread.
+const QUEUE: usize = 1024;
+/// Forwarded queries in flight at once.
+const MAX_FORWARDS: usize = 64;
+
+/// Per-network name tables, kept by the control plane.
+pub type NameTables = Arc<Mutex<HashMap<NetworkId, NameTable>>>;
+
+/// Starts the resolver thread; returns the queue the datapath feeds.
+pub fn start(
+    tables: NameTables,
+    upstreams: Vec<SocketAddr>,
+    injector: Injector,
+) -> std::io::Result<Sender<DnsQuery>> {
+    let (tx, rx) = bounded(QUEUE);
+    let forwarder = Arc::new(Forwarder::new(upstreams));
+    std::thread::Builder::new()
+        .name("weft-dns".into())
+        .spawn(move || serve(rx, tables, forwarder, injector))?;
+    Ok(tx)
+}
+
+fn serve(
+    queries: Receiver<DnsQuery>,
+    tables: NameTables,
+    forwarder: Arc<Forwarder>,
+    injector: Injector,
+) {
+    let resolver = Resolver::new(ResolverConfig::default());
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    for query in queries {
+        let outcome = {
+            let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
+            let empty = NameTable::new();
+            let table = tables.get(&query.network).unwrap_or(&empty);
+            resolver.resolve(table, &query.message, Transport::Udp)
+        };
+        match outcome {
+            Outcome::Reply(answer) => answer_with(&injector, &query, &answer),
+            Outcome::Drop => {}
+            Outcome::Forward(parsed) => {
+                if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_FORWARDS {
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    let answer = forwarder_busy(&parsed);
+                    answer_with(&injector, &query, &answer);
+                    continue;
+                }
+                let (fwd, inj, count) = (
+                    Arc::clone(&forwarder),
+                    injector.clone(),
+                    Arc::clone(&in_flight),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("weft-dns-fwd".into())
+                    .spawn(move || {
+                        let answer = fwd.forward(&parsed, &query.message);
+                        answer_with(&inj, &query, &answer);
+                        count.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// SERVFAIL when too many forwards are in flight.
+fn forwarder_busy(query: &weft_dns::Query) -> Vec<u8> {
+    weft_dns::wire::rcode_response(query, weft_dns::Rcode::ServFail, false)
+}
+
+/// Sends `answer` back to the asker as a UDP datagram from the gateway.
+fn answer_with(injector: &Injector, query: &DnsQuery, answer: &[u8]) {
+    let frame = udp_frame(query, answer);
+    injector.send(query.port, frame);
+}
+
+/// Builds Ethernet + IPv4 + UDP around a DNS answer (RFC 768 checksum
+/// included).
+fn udp_frame(query: &DnsQuery, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let ip_len = 20 + udp_len;
+    let mut f = vec![0u8; ETH_HEADER_LEN + ip_len];
+    query.client_mac.write(&mut f, eth::DST);
+    query.gateway_mac.write(&mut f, eth::SRC);
+    write_u16(&mut f, eth::ETHERTYPE, ETHERTYPE_IPV4);
+    let ip = &mut f[ETH_HEADER_LEN..];
+    ip[ipv4::VER_IHL] = 0x45;
+    write_u16(ip, ipv4::TOTAL_LEN, ip_len as u16);
+    ip[ipv4::TTL] = 64;
+    ip[ipv4::PROTO] = 17;
+    write_ipv4(ip, ipv4::SRC, query.gateway);
+    write_ipv4(ip, ipv4::DST, *query.client.ip());
+    let sum = checksum(&ip[..20]);
+    write_u16(ip, ipv4::CHECKSUM, sum);
+    let udp = &mut ip[20..];
+    write_u16(udp, 0, DNS_PORT);
+    write_u16(udp, 2, query.client.port());
+    write_u16(udp, 4, udp_len as u16);
+    udp[8..].copy_from_slice(payload);
+    let pseudo = pseudo_header_sum_v4(query.gateway, *query.client.ip(), 17, udp_len as u16);
+    let mut sum = checksum_with(pseudo, udp);
+    if sum == 0 {
+        sum = 0xffff;
+    }
+    write_u16(udp, 6, sum);
+    f
+}
+
+/// Rebuilds one network's table: its endpoints (with aliases) and services.
+pub fn table_for(
+    domain: &str,
+    subnet: (Ipv4Addr, u8),
+    endpoints: &[(u64, Vec<String>, Ipv4Addr)],
+    services: &[(String, Ipv4Addr)],
+) -> NameTable {
+    let mut table = NameTable::with_domain(domain).unwrap_or_default();
+    table.set_subnet(Some(subnet));
+    for (owner, names, ip) in endpoints {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let _ = table.insert(*owner, weft_dns::Entry::new(&names, &[*ip]));
+    }
+    for (i, (name, vip)) in services.iter().enumerate() {
+        let _ = table.insert(1 << 40 | i as u64, weft_dns::Entry::new(&[name], &[*vip]));
+    }
+    table
+}

@@ -1,0 +1,618 @@
+//! Control plane of NAT: the uplink, published ports, service VIPs and the
+//! connection-tracking listing. The datapath does the translating
+//! (`weft_switch::switch::nat`); this module validates requests, keeps the
+//! registry, and tells the datapath.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Instant;
+
+use weft_nat::Protocol;
+use weft_switch::counters::PortCounters;
+use weft_switch::datapath::Command;
+use weft_switch::ipam::parse_addr;
+use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
+use weft_switch::uplink::UplinkPort;
+use weft_switch::wire::{stable_hash, MacAddr};
+use weft_switch::PortId;
+
+use super::control::{datapath_error, err, ok, ApiResult, Control};
+use crate::api::{ApiError, ErrorKind, FlowEntry, PublishInfo, ServiceInfo, UplinkInfo};
+
+/// A published port: `host_port` on the uplink address → endpoint `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub proto: Protocol,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+/// A parsed `HOSTPORT:PORT[/proto]`.
+pub fn parse_publish(spec: &str) -> Result<Publish, ApiError> {
+    let bad = || {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("`{spec}` is not a port to publish: expected HOSTPORT:PORT[/tcp|/udp], e.g. 8080:80 or 5353:53/udp"),
+        )
+    };
+    let (ports, proto) = split_proto(spec).ok_or_else(bad)?;
+    let (host, port) = ports.split_once(':').ok_or_else(bad)?;
+    let host_port: u16 = host.parse().map_err(|_| bad())?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host_port == 0 || port == 0 {
+        return Err(bad());
+    }
+    Ok(Publish {
+        proto,
+        host_port,
+        port,
+    })
+}
+
+/// Splits `X[/tcp|/udp]`.
+fn split_proto(spec: &str) -> Option<(&str, Protocol)> {
+    match spec.rsplit_once('/') {
+        Some((rest, p)) if p.eq_ignore_ascii_case("tcp") => Some((rest, Protocol::Tcp)),
+        Some((rest, p)) if p.eq_ignore_ascii_case("udp") => Some((rest, Protocol::Udp)),
+        Some(_) => None,
+        None => Some((spec, Protocol::Tcp)),
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Icmp => "icmp",
+    }
+}
+
+pub(super) struct Uplink {
+    interface: String,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    mac: MacAddr,
+    gateway: Option<Ipv4Addr>,
+    mtu: u32,
+    port: PortId,
+}
+
+pub(super) struct Service {
+    network: String,
+    vip: Ipv4Addr,
+    proto: Protocol,
+    port: u16,
+    backends: Vec<String>,
+    lb: LoadBalance,
+}
+
+/// NAT state of the control plane.
+#[derive(Default)]
+pub struct NatControl {
+    uplink: Option<Uplink>,
+    /// (network, endpoint) → its published ports.
+    publishes: BTreeMap<(String, String), Vec<Publish>>,
+    services: BTreeMap<String, Service>,
+}
+
+impl NatControl {
+    /// The endpoint a host port is published for, if any.
+    fn owner_of(&self, proto: Protocol, host_port: u16) -> Option<&(String, String)> {
+        self.publishes.iter().find_map(|(owner, list)| {
+            list.iter()
+                .any(|p| p.proto == proto && p.host_port == host_port)
+                .then_some(owner)
+        })
+    }
+
+    /// Services whose VIP is `ip` in `network`.
+    pub(super) fn vip_in_use(&self, network: &str, ip: Ipv4Addr) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|(_, s)| s.network == network && s.vip == ip)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Services of `network`, name and VIP, for DNS.
+    pub(super) fn services_of(&self, network: &str) -> Vec<(String, Ipv4Addr)> {
+        self.services
+            .iter()
+            .filter(|(_, s)| s.network == network)
+            .map(|(n, s)| (n.clone(), s.vip))
+            .collect()
+    }
+}
+
+fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
+    let bad = || {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("`{text}` is not IP/PREFIX, e.g. 192.168.1.50/24"),
+        )
+    };
+    let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+impl Control {
+    pub(super) fn uplink_set(
+        &mut self,
+        interface: &str,
+        ip: &str,
+        gateway: Option<&str>,
+    ) -> ApiResult {
+        let (ip, prefix_len) = parse_prefixed(ip)?;
+        let gateway = match gateway {
+            Some(g) => {
+                Some(parse_addr(g).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?)
+            }
+            None => None,
+        };
+        if let Some(net) = self.networks.values().find(|n| n.contains(ip)) {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("{ip} is inside network `{}`: the uplink address must be outside weft's networks", net.name),
+            ));
+        }
+        let port = UplinkPort::open(interface).map_err(|e| {
+            err(
+                ErrorKind::NotFound,
+                format!("cannot use {interface} as the uplink: {e}"),
+            )
+        })?;
+        let mtu = port.socket().mtu().unwrap_or(1500);
+        let mac = MacAddr::local_from_seed(stable_hash(&["uplink", interface, &ip.to_string()]));
+        let id = PortId(self.next_port);
+        let cfg = UplinkConfig {
+            port: id,
+            ip,
+            prefix_len,
+            mac,
+            gateway,
+            mtu,
+        };
+        self.datapath
+            .execute(Command::SetUplink {
+                cfg,
+                io: Box::new(port),
+                counters: Arc::new(PortCounters::default()),
+            })
+            .map_err(datapath_error)?;
+        self.next_port += 1;
+        self.nat.uplink = Some(Uplink {
+            interface: interface.to_string(),
+            ip,
+            prefix_len,
+            mac,
+            gateway,
+            mtu,
+            port: id,
+        });
+        eprintln!("weft: uplink on {interface} as {ip}/{prefix_len} ({mac})");
+        self.uplink_show()
+    }
+
+    pub(super) fn uplink_show(&self) -> ApiResult {
+        let u = self.nat.uplink.as_ref().ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                "no uplink is set: set one with `weft uplink set --interface IF --ip IP/PREFIX`",
+            )
+        })?;
+        ok(&UplinkInfo {
+            interface: u.interface.clone(),
+            ip: format!("{}/{}", u.ip, u.prefix_len),
+            mac: u.mac.to_string(),
+            gateway: u.gateway.map(|g| g.to_string()),
+            mtu: u.mtu,
+            port: u.port.0,
+        })
+    }
+
+    pub(super) fn uplink_remove(&mut self) -> ApiResult {
+        let info = self.uplink_show()?;
+        self.datapath
+            .execute(Command::RemoveUplink)
+            .map_err(datapath_error)?;
+        self.nat.uplink = None;
+        Ok(info)
+    }
+
+    /// Checks that `list` can be published for an endpoint (no host port
+    /// taken, none twice).
+    pub(super) fn check_publishes(&self, list: &[Publish]) -> Result<(), ApiError> {
+        for (i, p) in list.iter().enumerate() {
+            if let Some((net, ep)) = self.nat.owner_of(p.proto, p.host_port) {
+                return Err(err(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "host port {}/{} is already published for {ep} in {net}: pick another host port",
+                        p.host_port,
+                        proto_name(p.proto)
+                    ),
+                ));
+            }
+            if list[..i]
+                .iter()
+                .any(|q| q.proto == p.proto && q.host_port == p.host_port)
+            {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "host port {}/{} is given twice",
+                        p.host_port,
+                        proto_name(p.proto)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes already-checked ports of an endpoint at `ip`.
+    pub(super) fn apply_publishes(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        ip: Ipv4Addr,
+        list: Vec<Publish>,
+    ) -> Result<(), ApiError> {
+        for p in &list {
+            self.datapath
+                .execute(Command::Publish {
+                    proto: p.proto,
+                    host_port: p.host_port,
+                    target: SocketAddrV4::new(ip, p.port),
+                })
+                .map_err(datapath_error)?;
+        }
+        if !list.is_empty() {
+            self.nat
+                .publishes
+                .entry((network.to_string(), endpoint.to_string()))
+                .or_default()
+                .extend(list);
+        }
+        Ok(())
+    }
+
+    pub(super) fn publish_add(&mut self, network: &str, endpoint: &str, spec: &str) -> ApiResult {
+        let ip = self.endpoint_ip(network, endpoint)?;
+        let p = parse_publish(spec)?;
+        self.check_publishes(std::slice::from_ref(&p))?;
+        self.apply_publishes(network, endpoint, ip, vec![p.clone()])?;
+        ok(&publish_info(network, endpoint, ip, &p))
+    }
+
+    pub(super) fn publish_remove(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        spec: &str,
+    ) -> ApiResult {
+        let ip = self.endpoint_ip(network, endpoint)?;
+        let bad = || {
+            err(
+                ErrorKind::InvalidArgument,
+                format!("`{spec}` is not HOSTPORT[/tcp|/udp]"),
+            )
+        };
+        let (port, proto) = split_proto(spec).ok_or_else(bad)?;
+        let host_port: u16 = port.parse().map_err(|_| bad())?;
+        let key = (network.to_string(), endpoint.to_string());
+        let Some(list) = self.nat.publishes.get(&key) else {
+            return Err(not_published(network, endpoint, spec));
+        };
+        let Some(index) = list
+            .iter()
+            .position(|p| p.proto == proto && p.host_port == host_port)
+        else {
+            return Err(not_published(network, endpoint, spec));
+        };
+        self.datapath
+            .execute(Command::Unpublish { proto, host_port })
+            .map_err(datapath_error)?;
+        let list = self.nat.publishes.get_mut(&key).expect("looked up above");
+        let p = list.remove(index);
+        if list.is_empty() {
+            self.nat.publishes.remove(&key);
+        }
+        ok(&publish_info(network, endpoint, ip, &p))
+    }
+
+    /// Unpublishes everything of a detaching endpoint.
+    pub(super) fn drop_publishes(&mut self, network: &str, endpoint: &str) {
+        let key = (network.to_string(), endpoint.to_string());
+        for p in self.nat.publishes.remove(&key).unwrap_or_default() {
+            let _ = self.datapath.execute(Command::Unpublish {
+                proto: p.proto,
+                host_port: p.host_port,
+            });
+        }
+    }
+
+    pub(super) fn publish_list(&self) -> ApiResult {
+        let mut rows = Vec::new();
+        for ((network, endpoint), list) in &self.nat.publishes {
+            let ip = self
+                .endpoint_ip(network, endpoint)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            rows.extend(list.iter().map(|p| publish_info(network, endpoint, ip, p)));
+        }
+        ok(&rows)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn service_create(
+        &mut self,
+        name: &str,
+        network: &str,
+        vip: &str,
+        port: &str,
+        backends: &[String],
+        lb: Option<&str>,
+    ) -> ApiResult {
+        super::control::check_name_pub("service", name)?;
+        if self.nat.services.contains_key(name) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("a service named `{name}` already exists: remove it first with `weft service rm {name}`"),
+            ));
+        }
+        let net = self.network(network)?;
+        let vip = parse_addr(vip).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
+        net.check_vip(vip)?;
+        if let Some(other) = self.nat.vip_in_use(network, vip) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("{vip} is already the VIP of service `{other}`"),
+            ));
+        }
+        let bad_port = || {
+            err(
+                ErrorKind::InvalidArgument,
+                format!("`{port}` is not PORT[/tcp|/udp], e.g. 80 or 53/udp"),
+            )
+        };
+        let (p, proto) = split_proto(port).ok_or_else(bad_port)?;
+        let port: u16 = p.parse().map_err(|_| bad_port())?;
+        if port == 0 {
+            return Err(bad_port());
+        }
+        let lb = match lb.unwrap_or("rr") {
+            "rr" | "round-robin" => LoadBalance::RoundRobin,
+            "hash" => LoadBalance::Hash,
+            other => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("`{other}` is not a load-balancing method: use rr or hash"),
+                ))
+            }
+        };
+        for b in backends {
+            self.endpoint_ip(network, b)?;
+        }
+        let mut unique = backends.to_vec();
+        unique.dedup();
+        self.reserve_vip(network, vip)?;
+        let service = Service {
+            network: network.to_string(),
+            vip,
+            proto,
+            port,
+            backends: unique,
+            lb,
+        };
+        if let Err(e) = self.push_service(&service) {
+            self.release_vip(network, vip);
+            return Err(e);
+        }
+        self.nat.services.insert(name.to_string(), service);
+        self.refresh_names(network);
+        ok(&self.service_info(name))
+    }
+
+    fn push_service(&self, s: &Service) -> Result<(), ApiError> {
+        let net = self.network(&s.network)?;
+        let backends = s
+            .backends
+            .iter()
+            .filter_map(|b| self.endpoint_ip(&s.network, b).ok())
+            .collect();
+        self.datapath
+            .execute(Command::SetService(ServiceConfig {
+                network: net.id,
+                vip: s.vip,
+                proto: s.proto,
+                port: s.port,
+                backends,
+                lb: s.lb,
+            }))
+            .map_err(datapath_error)
+    }
+
+    fn service_info(&self, name: &str) -> ServiceInfo {
+        let s = &self.nat.services[name];
+        ServiceInfo {
+            name: name.to_string(),
+            network: s.network.clone(),
+            vip: s.vip.to_string(),
+            proto: proto_name(s.proto).to_string(),
+            port: s.port,
+            backends: s.backends.clone(),
+            lb: match s.lb {
+                LoadBalance::RoundRobin => "rr",
+                LoadBalance::Hash => "hash",
+            }
+            .to_string(),
+        }
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, ApiError> {
+        self.nat.services.get(name).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("no service named `{name}`: see `weft service ls`"),
+            )
+        })
+    }
+
+    pub(super) fn service_list(&self) -> ApiResult {
+        let rows: Vec<ServiceInfo> = self
+            .nat
+            .services
+            .keys()
+            .map(|n| self.service_info(n))
+            .collect();
+        ok(&rows)
+    }
+
+    pub(super) fn service_remove(&mut self, name: &str) -> ApiResult {
+        let s = self.service(name)?;
+        let info = self.service_info(name);
+        let (vip, proto, port, network) = (s.vip, s.proto, s.port, s.network.clone());
+        self.datapath
+            .execute(Command::RemoveService { vip, proto, port })
+            .map_err(datapath_error)?;
+        self.nat.services.remove(name);
+        self.release_vip(&network, vip);
+        self.refresh_names(&network);
+        ok(&info)
+    }
+
+    pub(super) fn service_backend(&mut self, name: &str, endpoint: &str, add: bool) -> ApiResult {
+        let s = self.service(name)?;
+        let network = s.network.clone();
+        if add {
+            self.endpoint_ip(&network, endpoint)?;
+            if s.backends.iter().any(|b| b == endpoint) {
+                return Err(err(
+                    ErrorKind::AlreadyExists,
+                    format!("`{endpoint}` is already a backend of `{name}`"),
+                ));
+            }
+        } else if !s.backends.iter().any(|b| b == endpoint) {
+            return Err(err(
+                ErrorKind::NotFound,
+                format!("`{endpoint}` is not a backend of `{name}`: see `weft service ls`"),
+            ));
+        }
+        let mut updated = Service {
+            network: s.network.clone(),
+            vip: s.vip,
+            proto: s.proto,
+            port: s.port,
+            backends: s.backends.clone(),
+            lb: s.lb,
+        };
+        if add {
+            updated.backends.push(endpoint.to_string());
+        } else {
+            updated.backends.retain(|b| b != endpoint);
+        }
+        self.push_service(&updated)?;
+        self.nat.services.insert(name.to_string(), updated);
+        ok(&self.service_info(name))
+    }
+
+    /// Drops a detaching endpoint from every service it backs.
+    pub(super) fn drop_backend(&mut self, network: &str, endpoint: &str) {
+        let names: Vec<String> = self
+            .nat
+            .services
+            .iter()
+            .filter(|(_, s)| s.network == network && s.backends.iter().any(|b| b == endpoint))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let _ = self.service_backend(&name, endpoint, false);
+        }
+    }
+
+    pub(super) fn conntrack_list(&self) -> ApiResult {
+        let now = conntrack_time(Instant::now());
+        let rows: Vec<FlowEntry> = self
+            .datapath
+            .conntrack()
+            .snapshot(now)
+            .into_iter()
+            .map(|f| {
+                let t = |k: &weft_nat::FlowKey| format!("{} -> {}", k.src, k.dst);
+                let translated = f.translated() != f.original;
+                FlowEntry {
+                    proto: proto_name(f.original.proto).to_string(),
+                    original: t(&f.original),
+                    reply: t(&f.reply),
+                    translated,
+                    state: f.state.to_string(),
+                    age_secs: (f.age(now).as_secs_f64() * 10.0).round() / 10.0,
+                    expires_secs: (f.remaining(now).as_secs_f64() * 10.0).round() / 10.0,
+                    orig_packets: f.orig_counters.packets,
+                    orig_bytes: f.orig_counters.bytes,
+                    reply_packets: f.reply_counters.packets,
+                    reply_bytes: f.reply_counters.bytes,
+                }
+            })
+            .collect();
+        ok(&rows)
+    }
+
+    pub(super) fn conntrack_flush(&self) -> ApiResult {
+        let removed = self.datapath.conntrack().flush();
+        ok(&serde_json::json!({ "flushed": removed }))
+    }
+}
+
+fn not_published(network: &str, endpoint: &str, spec: &str) -> ApiError {
+    err(
+        ErrorKind::NotFound,
+        format!("{spec} is not published for {endpoint} in {network}: see `weft publish ls`"),
+    )
+}
+
+fn publish_info(network: &str, endpoint: &str, ip: Ipv4Addr, p: &Publish) -> PublishInfo {
+    PublishInfo {
+        network: network.to_string(),
+        endpoint: endpoint.to_string(),
+        proto: proto_name(p.proto).to_string(),
+        host_port: p.host_port,
+        port: p.port,
+        target: SocketAddrV4::new(ip, p.port).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs_parse() {
+        assert_eq!(
+            parse_publish("8080:80").unwrap(),
+            Publish {
+                proto: Protocol::Tcp,
+                host_port: 8080,
+                port: 80
+            }
+        );
+        assert_eq!(parse_publish("5353:53/UDP").unwrap().proto, Protocol::Udp);
+        for bad in [
+            "80",
+            "0:80",
+            "8080:0",
+            "a:b",
+            "8080:80/sctp",
+            "70000:80",
+            "",
+        ] {
+            let e = parse_publish(bad).unwrap_err();
+            assert!(e.message.contains(bad), "{}", e.message);
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Reaching out and being reached: the uplink, masquerade, published ports
+//! and service VIPs, on top of [`weft_nat`]'s connection tracking.
+//!
+//! * The uplink is a host interface on which weft owns an address and MAC
+//!   of its own: it answers ARP for it and resolves next hops by ARP
+//!   (RFC 826), like any host on that link.
+//! * Traffic from a network's endpoints to anything outside weft's networks
+//!   leaves through the uplink with the uplink address as its source
+//!   (traditional NAPT, RFC 3022 §2.2; UDP and TCP behaviour per RFC 4787
+//!   and RFC 5382, ICMP per RFC 5508). Replies and ICMP errors about a
+//!   translated flow are translated back, the quoted header too.
+//! * A published port sends traffic that reaches the uplink address on the
+//!   host port to an endpoint; the endpoint sees the real client address.
+//!   From inside weft (hairpin) the source is also rewritten to the asker's
+//!   gateway so the reply comes back through weft.
+//! * A service VIP spreads new connections over its backends (round robin
+//!   or a hash of the 5-tuple); conntrack keeps each connection on its
+//!   backend for its life. The source becomes the gateway, as with hairpin,
+//!   because client and backend share the L2 network.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use rustc_hash::{FxHashMap, FxHashSet};
+use weft_nat::conntrack::{Hit, Timestamp};
+use weft_nat::translate::{inspect, translate, TranslateOptions};
+use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
+
+use crate::counters::DropReason;
+use crate::gateway::{self, Ipv4Meta};
+use crate::neighbor::NeighborTable;
+use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
+use crate::wire::{
+    arp, eth, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP,
+    ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_UDP,
+};
+use crate::{NetworkId, PortId};
+
+use super::{arp_format_ok, Ingress, Switch, Transmit};
+
+/// The DNS port the gateways answer on.
+pub const DNS_PORT: u16 = 53;
+/// Expired flows removed per expiry tick.
+const EXPIRE_BUDGET: usize = 4096;
+/// Bindings the uplink's neighbour table holds.
+const UPLINK_NEIGHBORS: usize = 4096;
+
+/// The uplink: a host interface where weft owns an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkConfig {
+    /// The port the uplink device is attached as.
+    pub port: PortId,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: MacAddr,
+    /// The next hop for everything off the uplink's subnet.
+    pub gateway: Option<Ipv4Addr>,
+    /// The largest IP packet the uplink carries.
+    pub mtu: u32,
+}
+
+impl UplinkConfig {
+    fn on_link(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len))
+        };
+        u32::from(ip) & mask == u32::from(self.ip) & mask
+    }
+}
+
+/// How a service picks a backend for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBalance {
+    RoundRobin,
+    /// A hash of the connection's 5-tuple.
+    Hash,
+}
+
+/// A service VIP in one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub network: NetworkId,
+    pub vip: Ipv4Addr,
+    pub proto: Protocol,
+    pub port: u16,
+    /// Backend addresses in the network; the service port is kept.
+    pub backends: Vec<Ipv4Addr>,
+    pub lb: LoadBalance,
+}
+
+/// A DNS query to a gateway, handed to the resolver thread.
+#[derive(Debug, Clone)]
+pub struct DnsQuery {
+    /// Where the answer goes back out.
+    pub port: PortId,
+    pub network: NetworkId,
+    pub client_mac: MacAddr,
+    pub client: SocketAddrV4,
+    pub gateway_mac: MacAddr,
+    pub gateway: Ipv4Addr,
+    /// The DNS message.
+    pub message: Vec<u8>,
+}
+
+struct Service {
+    cfg: ServiceConfig,
+    next: usize,
+}
+
+/// The switch's NAT state.
+pub(super) struct NatState {
+    conntrack: Arc<Conntrack>,
+    uplink: Option<(UplinkConfig, NeighborTable)>,
+    /// (protocol, host port) → endpoint.
+    published: FxHashMap<(Protocol, u16), SocketAddrV4>,
+    /// (VIP, protocol, port) → service.
+    services: FxHashMap<(Ipv4Addr, Protocol, u16), Service>,
+    internal: FxHashSet<NetworkId>,
+    dns: Option<Sender<DnsQuery>>,
+}
+
+/// The conntrack clock's origin, shared by the datapath and the control
+/// plane so that both read flow ages the same way.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// `now` on the conntrack clock.
+pub fn conntrack_time(now: Instant) -> Timestamp {
+    Timestamp::from_instant(*EPOCH.get_or_init(Instant::now), now)
+}
+
+impl NatState {
+    pub(super) fn new(conntrack: Arc<Conntrack>) -> Self {
+        NatState {
+            conntrack,
+            uplink: None,
+            published: FxHashMap::default(),
+            services: FxHashMap::default(),
+            internal: FxHashSet::default(),
+            dns: None,
+        }
+    }
+
+    fn now(&self, now: Instant) -> Timestamp {
+        conntrack_time(now)
+    }
+}
+
+fn protocol_of(proto: u8) -> Option<Protocol> {
+    match proto {
+        crate::wire::IP_PROTO_TCP => Some(Protocol::Tcp),
+        IP_PROTO_UDP => Some(Protocol::Udp),
+        crate::wire::IP_PROTO_ICMP => Some(Protocol::Icmp),
+        _ => None,
+    }
+}
+
+/// A 5-tuple hash for backend selection.
+fn flow_hash(key: &FlowKey) -> u64 {
+    let mut h = crate::wire::splitmix64(
+        u64::from(u32::from(*key.src.ip())) << 16 | u64::from(key.src.port()),
+    );
+    h = crate::wire::splitmix64(
+        h ^ (u64::from(u32::from(*key.dst.ip())) << 16 | u64::from(key.dst.port())),
+    );
+    h
+}
+
+impl Switch {
+    /// The connection tracking table, shared with the control plane.
+    pub fn conntrack(&self) -> &Arc<Conntrack> {
+        &self.nat.conntrack
+    }
+
+    /// Attaches (or replaces) the uplink.
+    pub fn set_uplink(&mut self, cfg: UplinkConfig) {
+        self.nat.uplink = Some((cfg, NeighborTable::with_capacity(UPLINK_NEIGHBORS)));
+    }
+
+    pub fn remove_uplink(&mut self) -> Option<UplinkConfig> {
+        self.nat.uplink.take().map(|(cfg, _)| cfg)
+    }
+
+    pub fn uplink_port(&self) -> Option<PortId> {
+        self.nat.uplink.as_ref().map(|(cfg, _)| cfg.port)
+    }
+
+    /// Marks a network internal (nothing leaves it through the uplink).
+    pub fn set_internal(&mut self, network: NetworkId, internal: bool) {
+        if internal {
+            self.nat.internal.insert(network);
+        } else {
+            self.nat.internal.remove(&network);
+        }
+    }
+
+    pub fn publish(&mut self, proto: Protocol, host_port: u16, target: SocketAddrV4) {
+        self.nat.published.insert((proto, host_port), target);
+    }
+
+    pub fn unpublish(&mut self, proto: Protocol, host_port: u16) -> bool {
+        self.nat.published.remove(&(proto, host_port)).is_some()
+    }
+
+    /// Adds or replaces a service.
+    pub fn set_service(&mut self, cfg: ServiceConfig) {
+        let key = (cfg.vip, cfg.proto, cfg.port);
+        let next = self.nat.services.get(&key).map_or(0, |s| s.next);
+        self.nat.services.insert(key, Service { cfg, next });
+    }
+
+    pub fn remove_service(&mut self, vip: Ipv4Addr, proto: Protocol, port: u16) -> bool {
+        self.nat.services.remove(&(vip, proto, port)).is_some()
+    }
+
+    /// Where DNS queries to the gateways go; none: they are refused with
+    /// ICMP port unreachable like any closed port.
+    pub fn set_dns(&mut self, queries: Option<Sender<DnsQuery>>) {
+        self.nat.dns = queries;
+    }
+
+    pub(super) fn is_vip(&self, network: NetworkId, ip: Ipv4Addr) -> bool {
+        self.nat
+            .services
+            .values()
+            .any(|s| s.cfg.network == network && s.cfg.vip == ip)
+    }
+
+    pub(super) fn expire_nat(&mut self, now: Instant) {
+        let ts = self.nat.now(now);
+        self.nat.conntrack.expire(ts, EXPIRE_BUDGET);
+        let aging = self.aging;
+        if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
+            neighbors.expire(now, aging);
+        }
+    }
+
+    /// Whether `ip` is one of weft's own addresses: a gateway or the uplink.
+    pub(super) fn is_own_address(&self, ip: Ipv4Addr) -> bool {
+        if self.nat.uplink.as_ref().is_some_and(|(u, _)| u.ip == ip) {
+            return true;
+        }
+        self.network_for(ip)
+            .and_then(|id| self.network(id))
+            .is_some_and(|n| n.cfg.gateway_ip == ip)
+    }
+
+    /// Looks up (or creates, with `nat`) the flow of an IPv4 packet and
+    /// translates it in place. `Ok(None)`: no flow and none to create.
+    fn nat_translate(
+        &mut self,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        create: Option<NatSpec>,
+        now: Instant,
+    ) -> Result<Option<Hit>, DropReason> {
+        let ts = self.nat.now(now);
+        let packet = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
+        let Ok(info) = inspect(packet) else {
+            return Ok(None);
+        };
+        let ct = &self.nat.conntrack;
+        let hit = if info.icmp_error {
+            ct.lookup(&info.key, ts)
+        } else {
+            match ct.track(&info.key, info.len, info.tcp_flags, ts) {
+                Some(hit) => Some(hit),
+                None => match create {
+                    Some(spec) => {
+                        match ct.track_or_create(&info.key, spec, info.len, info.tcp_flags, ts) {
+                            Ok(hit) => Some(hit),
+                            Err(ConntrackError::TableFull { .. }) => {
+                                self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
+                                return Err(DropReason::ConntrackFull);
+                            }
+                            Err(_) => {
+                                self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
+                                return Err(DropReason::ConntrackFull);
+                            }
+                        }
+                    }
+                    None => None,
+                },
+            }
+        };
+        let Some(hit) = hit else {
+            return Ok(None);
+        };
+        let opts = TranslateOptions {
+            partial_csum: needs_csum(offload),
+        };
+        translate(packet, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
+        Ok(Some(hit))
+    }
+
+    /// Packets to one of weft's own addresses that belong to a translated
+    /// flow (replies to hairpin and service connections), and DNS queries.
+    /// `None` when neither applies.
+    pub(super) fn nat_to_own_address<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) -> Option<Result<(), DropReason>> {
+        if self
+            .nat
+            .uplink
+            .as_ref()
+            .is_some_and(|(u, _)| u.ip == meta.dst)
+        {
+            // Hairpin: an endpoint reaching a published port.
+            return self.nat_published(ingress, frame, offload, meta, now, tx);
+        }
+        match self.nat_translate(frame, offload, meta, None, now) {
+            Err(reason) => return Some(Err(reason)),
+            Ok(Some(hit)) if !hit.rewrite.is_identity() => {
+                return Some(self.forward_translated(ingress, frame, offload, now, tx));
+            }
+            Ok(_) => {}
+        }
+        if meta.proto == IP_PROTO_UDP && !meta.is_fragment() && self.nat.dns.is_some() {
+            return Some(self.punt_dns(ingress, frame, meta));
+        }
+        None
+    }
+
+    /// New connections to a service VIP of the ingress network.
+    pub(super) fn nat_service<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) -> Option<Result<(), DropReason>> {
+        let proto = protocol_of(meta.proto)?;
+        let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
+        let info = inspect(packet).ok()?;
+        let key = (meta.dst, proto, info.key.dst.port());
+        let gateway = self.network(ingress.network)?.cfg.gateway_ip;
+        let service = self.nat.services.get_mut(&key)?;
+        if service.cfg.network != ingress.network {
+            return None;
+        }
+        let backend = if service.cfg.backends.is_empty() {
+            None
+        } else {
+            let n = service.cfg.backends.len();
+            let i = match service.cfg.lb {
+                LoadBalance::RoundRobin => {
+                    let i = service.next % n;
+                    service.next = service.next.wrapping_add(1);
+                    i
+                }
+                LoadBalance::Hash => (flow_hash(&info.key) % n as u64) as usize,
+            };
+            Some(SocketAddrV4::new(service.cfg.backends[i], service.cfg.port))
+        };
+        // An existing connection keeps its backend even if it was removed;
+        // a new one with no backend left is refused.
+        let spec = backend.map(|b| NatSpec {
+            snat: Some(gateway),
+            dnat: Some(b),
+        });
+        Some(match self.nat_translate(frame, offload, meta, spec, now) {
+            Ok(Some(_)) => self.forward_translated(ingress, frame, offload, now, tx),
+            Ok(None) => {
+                self.icmp_unreachable_pub(ingress, frame, meta, now, tx);
+                Err(DropReason::HostUnreachable)
+            }
+            Err(reason) => Err(reason),
+        })
+    }
+
+    /// Traffic to a published port on the uplink address, from inside
+    /// (hairpin) or outside.
+    fn nat_published<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) -> Option<Result<(), DropReason>> {
+        let from_inside = self.network(ingress.network).map(|n| n.cfg.gateway_ip);
+        let spec = protocol_of(meta.proto).and_then(|proto| {
+            let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
+            let info = inspect(packet).ok()?;
+            if info.icmp_error {
+                return None;
+            }
+            let target = *self.nat.published.get(&(proto, info.key.dst.port()))?;
+            Some(NatSpec {
+                snat: from_inside,
+                dnat: Some(target),
+            })
+        });
+        match self.nat_translate(frame, offload, meta, spec, now) {
+            Ok(Some(_)) => Some(self.forward_translated(ingress, frame, offload, now, tx)),
+            Ok(None) => None,
+            Err(reason) => Some(Err(reason)),
+        }
+    }
+
+    /// Traffic from an endpoint to outside weft: masquerade through the
+    /// uplink. `None` when there is no uplink or the network is internal.
+    pub(super) fn nat_egress<T: Transmit>(
+        &mut self,
+        ingress: &Ingress,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+        tx: &mut T,
+    ) -> Option<Result<(), DropReason>> {
+        let (uplink, _) = self.nat.uplink.as_ref()?;
+        let uplink = *uplink;
+        if self.nat.internal.contains(&ingress.network) {
+            return None;
+        }
+        if meta.ttl <= 1 {
+            self.send_icmp_error(
+                ingress,
+                frame,
+                meta,
+                icmp::TIME_EXCEEDED,
+                icmp::CODE_TTL_EXCEEDED,
+                0,
+                now,
+                tx,
+            );
+            return Some(Err(DropReason::TtlExpired));
+        }
+        let next_hop = if uplink.on_link(meta.dst) {
+            meta.dst
+        } else {
+            uplink.gateway?
+        };
+        let wire_len = if is_gso(offload) {
+            gateway::gso_segment_ip_len(frame, meta, offload)?
+        } else {
+            meta.total_len
+        };
+        if wire_len > uplink.mtu as usize && (meta.dont_fragment() || is_gso(offload)) {
+            let mtu = uplink.mtu.min(u32::from(u16::MAX)) as u16;
+            self.send_icmp_error(
+                ingress,
+                frame,
+                meta,
+                icmp::DEST_UNREACHABLE,
+                icmp::CODE_FRAG_NEEDED,
+                mtu,
+                now,
+                tx,
+            );
+            return Some(Err(DropReason::FragmentationNeeded));
+        }
+        let mac = self
+            .nat
+            .uplink
+            .as_ref()
+            .and_then(|(_, n)| n.lookup(next_hop));
+        let Some(next_mac) = mac else {
+            self.arp_on_uplink(next_hop, now, tx);
+            return Some(Err(DropReason::NeighborUnknown));
+        };
+        let spec = NatSpec {
+            snat: Some(uplink.ip),
+            dnat: None,
+        };
+        match self.nat_translate(frame, offload, meta, Some(spec), now) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Some(Err(DropReason::NotRoutable)),
+            Err(reason) => return Some(Err(reason)),
+        }
+        gateway::decrement_ttl(frame);
+        next_mac.write(frame, eth::DST);
+        uplink.mac.write(frame, eth::SRC);
+        let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
+        tx.transmit(uplink.port, frame, offload);
+        Some(Ok(()))
+    }
+
+    /// Frames received on the uplink.
+    pub(super) fn handle_uplink_frame<T: Transmit>(
+        &mut self,
+        frame: &mut [u8],
+        offload: &Offload,
+        now: Instant,
+        tx: &mut T,
+    ) -> Result<(), DropReason> {
+        let Some((uplink, _)) = self.nat.uplink.as_ref() else {
+            return Err(DropReason::NotRoutable);
+        };
+        let uplink = *uplink;
+        let dst = MacAddr::read(frame, eth::DST);
+        if dst != uplink.mac && !dst.is_multicast() {
+            // Promiscuous receive: another host's frame, not ours to count.
+            return Ok(());
+        }
+        match read_u16(frame, eth::ETHERTYPE) {
+            ETHERTYPE_ARP => {
+                if !arp_format_ok(frame) {
+                    return Err(DropReason::Malformed);
+                }
+                let a = &frame[ETH_HEADER_LEN..];
+                let (sha, spa) = (MacAddr::read(a, arp::SHA), read_ipv4(a, arp::SPA));
+                if sha.is_unicast() && uplink.on_link(spa) && spa != uplink.ip {
+                    if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
+                        neighbors.learn(spa, sha, now);
+                    }
+                }
+                if gateway::is_arp_request_for(frame, uplink.ip) {
+                    gateway::arp_reply_in_place(frame, uplink.mac, uplink.ip);
+                    tx.transmit(uplink.port, &frame[..ETH_HEADER_LEN + ARP_LEN], &NO_OFFLOAD);
+                }
+                Ok(())
+            }
+            ETHERTYPE_IPV4 if dst == uplink.mac => {
+                let meta = gateway::parse_ipv4(frame).map_err(|_| DropReason::Malformed)?;
+                if !gateway::ipv4_checksum_ok(frame, &meta) {
+                    return Err(DropReason::Malformed);
+                }
+                if meta.dst != uplink.ip {
+                    return Err(DropReason::NotRoutable);
+                }
+                let ingress = Ingress {
+                    id: uplink.port,
+                    network: NetworkId(u32::MAX),
+                    is_tunnel: false,
+                };
+                if self
+                    .nat_translate(frame, offload, &meta, None, now)?
+                    .is_some()
+                {
+                    return self.forward_translated(&ingress, frame, offload, now, tx);
+                }
+                if let Some(result) = self.nat_published(&ingress, frame, offload, &meta, now, tx) {
+                    return result;
+                }
+                if gateway::is_valid_echo_request(frame, &meta) {
+                    let len = gateway::echo_reply_in_place(frame, &meta, uplink.mac, uplink.ip);
+                    tx.transmit(uplink.port, &frame[..len], &NO_OFFLOAD);
+                    return Ok(());
+                }
+                Err(DropReason::NoRoute)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends an ARP request for `ip` out of the uplink, rate limited.
+    fn arp_on_uplink<T: Transmit>(&mut self, ip: Ipv4Addr, now: Instant, tx: &mut T) {
+        if !self.arp_limit.allow(now) {
+            return;
+        }
+        let Some((uplink, _)) = self.nat.uplink.as_ref() else {
+            return;
+        };
+        let f = &mut self.scratch[..ETH_HEADER_LEN + ARP_LEN];
+        MacAddr::BROADCAST.write(f, eth::DST);
+        uplink.mac.write(f, eth::SRC);
+        write_u16(f, eth::ETHERTYPE, ETHERTYPE_ARP);
+        let a = &mut f[ETH_HEADER_LEN..];
+        write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
+        write_u16(a, arp::PTYPE, ETHERTYPE_IPV4);
+        a[arp::HLEN] = 6;
+        a[arp::PLEN] = 4;
+        write_u16(a, arp::OPER, arp::OP_REQUEST);
+        uplink.mac.write(a, arp::SHA);
+        write_ipv4(a, arp::SPA, uplink.ip);
+        MacAddr::ZERO.write(a, arp::THA);
+        write_ipv4(a, arp::TPA, ip);
+        tx.transmit(uplink.port, f, &NO_OFFLOAD);
+    }
+
+    /// Hands a DNS query for the gateway to the resolver thread.
+    fn punt_dns(
+        &mut self,
+        ingress: &Ingress,
+        frame: &[u8],
+        meta: &Ipv4Meta,
+    ) -> Result<(), DropReason> {
+        let udp = ETH_HEADER_LEN + meta.header_len;
+        let end = ETH_HEADER_LEN + meta.total_len;
+        if end < udp + 8 || read_u16(frame, udp + 2) != DNS_PORT {
+            return Err(DropReason::NotRoutable);
+        }
+        let (Some(queries), Some(net)) = (self.nat.dns.as_ref(), self.network(ingress.network))
+        else {
+            return Err(DropReason::NotRoutable);
+        };
+        let query = DnsQuery {
+            port: ingress.id,
+            network: ingress.network,
+            client_mac: MacAddr::read(frame, eth::SRC),
+            client: SocketAddrV4::new(meta.src, read_u16(frame, udp)),
+            gateway_mac: net.cfg.gateway_mac,
+            gateway: meta.dst,
+            message: frame[udp + 8..end].to_vec(),
+        };
+        queries.try_send(query).map_err(|_| DropReason::TxQueueFull)
+    }
+}
