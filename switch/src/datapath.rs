@@ -731,6 +731,11 @@ impl Worker {
                 }
                 self.register_device(cfg.port, io, counters)?;
                 self.switch.set_uplink(cfg);
+                let mut tx = PortTx {
+                    ports: &mut self.ports,
+                    vtep: self.vtep.as_mut(),
+                };
+                self.switch.resolve_uplink_gateway(now, &mut tx);
             }
             Command::RemoveUplink => {
                 let old = self.switch.remove_uplink().ok_or(DatapathError::NoUplink)?;

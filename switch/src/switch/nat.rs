@@ -35,7 +35,7 @@ use crate::neighbor::NeighborTable;
 use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::wire::{
     arp, eth, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_UDP,
+    ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
 use crate::{NetworkId, PortId};
 
@@ -103,8 +103,10 @@ pub struct DnsQuery {
     pub client: SocketAddrV4,
     pub gateway_mac: MacAddr,
     pub gateway: Ipv4Addr,
-    /// The DNS message.
+    /// UDP: the DNS message. TCP: the whole IPv4 packet (a TCP segment
+    /// for the gateway's port 53, for the DNS-over-TCP responder).
     pub message: Vec<u8>,
+    pub tcp: bool,
 }
 
 struct Service {
@@ -326,7 +328,8 @@ impl Switch {
             }
             Ok(_) => {}
         }
-        if meta.proto == IP_PROTO_UDP && !meta.is_fragment() && self.nat.dns.is_some() {
+        let is_dns_transport = meta.proto == IP_PROTO_UDP || meta.proto == IP_PROTO_TCP;
+        if is_dns_transport && !meta.is_fragment() && self.nat.dns.is_some() {
             return Some(self.punt_dns(ingress, frame, meta));
         }
         None
@@ -559,6 +562,14 @@ impl Switch {
         }
     }
 
+    /// Asks the uplink's gateway for its MAC, so the first packet out does
+    /// not wait for it.
+    pub fn resolve_uplink_gateway<T: Transmit>(&mut self, now: Instant, tx: &mut T) {
+        if let Some(gateway) = self.nat.uplink.as_ref().and_then(|(u, _)| u.gateway) {
+            self.arp_on_uplink(gateway, now, tx);
+        }
+    }
+
     /// Sends an ARP request for `ip` out of the uplink, rate limited.
     fn arp_on_uplink<T: Transmit>(&mut self, ip: Ipv4Addr, now: Instant, tx: &mut T) {
         if !self.arp_limit.allow(now) {
@@ -593,7 +604,9 @@ impl Switch {
     ) -> Result<(), DropReason> {
         let udp = ETH_HEADER_LEN + meta.header_len;
         let end = ETH_HEADER_LEN + meta.total_len;
-        if end < udp + 8 || read_u16(frame, udp + 2) != DNS_PORT {
+        let tcp = meta.proto == IP_PROTO_TCP;
+        let min = if tcp { 20 } else { 8 };
+        if end < udp + min || read_u16(frame, udp + 2) != DNS_PORT {
             return Err(DropReason::NotRoutable);
         }
         let (Some(queries), Some(net)) = (self.nat.dns.as_ref(), self.network(ingress.network))
@@ -607,7 +620,12 @@ impl Switch {
             client: SocketAddrV4::new(meta.src, read_u16(frame, udp)),
             gateway_mac: net.cfg.gateway_mac,
             gateway: meta.dst,
-            message: frame[udp + 8..end].to_vec(),
+            message: if tcp {
+                frame[ETH_HEADER_LEN..end].to_vec()
+            } else {
+                frame[udp + 8..end].to_vec()
+            },
+            tcp,
         };
         queries.try_send(query).map_err(|_| DropReason::TxQueueFull)
     }
