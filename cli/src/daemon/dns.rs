@@ -52,6 +52,11 @@ fn serve(
     let resolver = Resolver::new(ResolverConfig::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
     for query in queries {
+        if query.tcp {
+            // DNS over TCP (RFC 7766) is served by dns_tcp once it lands;
+            // until then the segment is dropped.
+            continue;
+        }
         let outcome = {
             let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
             let empty = NameTable::new();
