@@ -154,7 +154,7 @@ fn nc_transfers_100_mib_intact() {
     create_network(&d, "bulk", &subnet(I, 1), &[]);
     let a = Netns::new("a");
     let b = Netns::new("b");
-    let _ep_a = attach(&d, "bulk", &a, &[]);
+    let ep_a = attach(&d, "bulk", &a, &[]);
     let ep_b = attach(&d, "bulk", &b, &[]);
     assert_ping_ok(&a, &ep_b.ip);
 
@@ -206,6 +206,30 @@ fn nc_transfers_100_mib_intact() {
         sha256(&input),
         sha256(&output),
         "sha256 of sent vs received"
+    );
+
+    // The TAPs carry TSO super-frames (IFF_VNET_HDR + TUNSETOFFLOAD), and
+    // weft forwards them whole: the sender's port took frames far larger
+    // than the 1514-byte MTU frame, and the receiver's port got the same.
+    let stats = json(&d, &["stats"]);
+    let port_of = |n: u64| {
+        stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"].as_u64() == Some(n))
+            .cloned()
+            .unwrap_or_else(|| panic!("port {n} in stats: {stats}"))
+    };
+    let (pa, pb) = (port_of(ep_a.port), port_of(ep_b.port));
+    let average = |bytes: &serde_json::Value, packets: &serde_json::Value| {
+        bytes.as_u64().unwrap() as f64 / packets.as_u64().unwrap().max(1) as f64
+    };
+    let sent = average(&pa["rx_bytes"], &pa["rx_packets"]);
+    let delivered = average(&pb["tx_bytes"], &pb["tx_packets"]);
+    assert!(
+        sent > 3000.0 && delivered > 3000.0,
+        "GSO super-frames should cross the switch whole: average frame {sent:.0} bytes in, {delivered:.0} out"
     );
 }
 

@@ -776,6 +776,7 @@ impl Control {
                 vnet_hdr: true,
                 multi_queue: false,
             },
+            disable_ipv6: true,
         };
         let tap = provision_tap(&netns, spec).map_err(|e| provision_error(e, &req))?;
         let io = TapPort::new(tap).map_err(|e| {
