@@ -758,13 +758,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 "uplink set",
             )?;
-            print!("{}", output::json(&result));
-            Ok(())
+            print_result(false, result, "uplink set", |u: api::UplinkInfo| {
+                output::uplink(&u)
+            })
         }
-        Command::Uplink(UplinkCommand::Show { json: _ }) => {
+        Command::Uplink(UplinkCommand::Show { json }) => {
             let result = request(&socket, Request::UplinkShow, "uplink show")?;
-            print!("{}", output::json(&result));
-            Ok(())
+            print_result(json.json, result, "uplink show", |u: api::UplinkInfo| {
+                output::uplink(&u)
+            })
         }
         Command::Uplink(UplinkCommand::Rm) => {
             request(&socket, Request::UplinkRemove, "uplink rm")?;

@@ -237,6 +237,18 @@ pub fn peers(list: &[PeerInfo]) -> String {
     t.render()
 }
 
+/// `weft uplink show`.
+pub fn uplink(u: &crate::api::UplinkInfo) -> String {
+    key_values(&[
+        ("interface", u.interface.clone()),
+        ("ip", u.ip.clone()),
+        ("mac", u.mac.clone()),
+        ("gateway", u.gateway.clone().unwrap_or_else(|| "-".into())),
+        ("mtu", u.mtu.to_string()),
+        ("port", u.port.to_string()),
+    ])
+}
+
 /// `weft publish ls`.
 pub fn published(list: &[PublishInfo]) -> String {
     let mut t = Table::new(&["NETWORK", "ENDPOINT", "HOST_PORT", "PROTO", "TARGET"]).right(&[2]);

@@ -6,7 +6,8 @@
 //! The datapath hands each query for a gateway's UDP port 53 to this thread
 //! over a bounded queue; the answer goes back as a frame through the
 //! datapath's injector. Forwarding blocks, so each forwarded query gets a
-//! short-lived thread of its own (bounded in number).
+//! short-lived thread of its own (bounded in number). TCP segments for port
+//! 53 are passed on to the DNS-over-TCP responder ([`super::dns_tcp`]).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,14 +38,20 @@ pub fn start(
 ) -> std::io::Result<Sender<DnsQuery>> {
     let (tx, rx) = bounded(QUEUE);
     let forwarder = Arc::new(Forwarder::new(upstreams));
+    let tcp = super::dns_tcp::start(
+        Arc::clone(&tables),
+        Arc::clone(&forwarder),
+        injector.clone(),
+    )?;
     std::thread::Builder::new()
         .name("weft-dns".into())
-        .spawn(move || serve(rx, tables, forwarder, injector))?;
+        .spawn(move || serve(rx, tcp, tables, forwarder, injector))?;
     Ok(tx)
 }
 
 fn serve(
     queries: Receiver<DnsQuery>,
+    tcp: Sender<DnsQuery>,
     tables: NameTables,
     forwarder: Arc<Forwarder>,
     injector: Injector,
@@ -53,8 +60,9 @@ fn serve(
     let in_flight = Arc::new(AtomicUsize::new(0));
     for query in queries {
         if query.tcp {
-            // DNS over TCP (RFC 7766) is served by dns_tcp once it lands;
-            // until then the segment is dropped.
+            // DNS over TCP (RFC 7766): a segment for the TCP responder,
+            // dropped when its queue is full (TCP retransmits it).
+            let _ = tcp.try_send(query);
             continue;
         }
         let outcome = {

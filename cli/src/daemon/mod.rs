@@ -8,6 +8,7 @@
 
 mod control;
 mod dns;
+mod dns_tcp;
 mod nat;
 mod overlay;
 mod persist;
