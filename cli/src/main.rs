@@ -4,6 +4,7 @@
 //! every other command is a client of that API (see `docs/api.md`).
 
 mod api;
+mod bench;
 mod client;
 mod daemon;
 mod demo;
@@ -194,6 +195,17 @@ enum Command {
     /// routing with ping. Everything it creates is removed when it finishes,
     /// fails or is interrupted with Ctrl-C.
     Demo,
+
+    /// Benchmark weft against other switches: throughput, packet rate,
+    /// latency and CPU (needs root)
+    ///
+    /// Builds each topology (same host, VXLAN overlay) in network namespaces
+    /// of its own, with weft and with the switches of --against (Linux
+    /// bridge and vxlan, Open vSwitch userspace, VDE), measures them with
+    /// iperf3 and sockperf, prints a table with ratios to the kernel
+    /// baseline and writes results.json and chart.svg. Everything it
+    /// creates is removed when it finishes, fails or is interrupted.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -621,6 +633,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;
             demo::run(&exe)
+        }
+        Command::Bench(args) => {
+            let exe = std::env::current_exe().context("cannot find the weft executable")?;
+            bench::run(&exe, args)
         }
         Command::Network(cmd) => network(&socket, cmd),
         Command::Attach(args) => {

@@ -1,0 +1,630 @@
+//! The measurements: iperf3 TCP and 64-byte UDP, sockperf ping-pong, and
+//! the CPU time they cost (the switch's processes and the whole machine).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use super::sys::{self, in_ns, Proc};
+use super::topology::Topology;
+
+const IPERF_PORT: &str = "5201";
+const SOCKPERF_PORT: &str = "11111";
+/// UDP payload for a 64-byte Ethernet frame: 64 - 4 (FCS) - 14 (Ethernet)
+/// - 20 (IPv4) - 8 (UDP).
+const UDP64_PAYLOAD: &str = "18";
+
+/// A test selectable with `--tests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Test {
+    /// iperf3 TCP, one stream
+    Tcp1,
+    /// iperf3 TCP, four streams
+    Tcp4,
+    /// iperf3 UDP with 64-byte frames, packets per second
+    Udp64,
+    /// sockperf UDP ping-pong round trips, pinned and unpinned
+    Rr,
+}
+
+impl Test {
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::Tcp1 => "tcp1",
+            Test::Tcp4 => "tcp4",
+            Test::Udp64 => "udp64",
+            Test::Rr => "rr",
+        }
+    }
+
+    /// The tool it needs and its Debian package.
+    pub fn tool(self) -> (&'static str, &'static str) {
+        match self {
+            Test::Tcp1 | Test::Tcp4 | Test::Udp64 => ("iperf3", "iperf3"),
+            Test::Rr => ("sockperf", "sockperf"),
+        }
+    }
+
+    /// How many timed runs of `--duration` it makes.
+    pub fn runs(self) -> u32 {
+        match self {
+            Test::Rr => 2,
+            _ => 1,
+        }
+    }
+
+    /// The figures it produces, in table order.
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            Test::Tcp1 => &[
+                Metric::Tcp1Gbps,
+                Metric::Tcp1CpuPerGbit,
+                Metric::Tcp1SwitchCpuPerGbit,
+            ],
+            Test::Tcp4 => &[
+                Metric::Tcp4Gbps,
+                Metric::Tcp4CpuPerGbit,
+                Metric::Tcp4SwitchCpuPerGbit,
+            ],
+            Test::Udp64 => &[Metric::Udp64IfacePps, Metric::Udp64AppPps],
+            Test::Rr => &[
+                Metric::RrPinnedAvg,
+                Metric::RrPinnedP50,
+                Metric::RrPinnedP99,
+                Metric::RrAvg,
+                Metric::RrP50,
+                Metric::RrP99,
+            ],
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Tcp1Gbps,
+    Tcp1CpuPerGbit,
+    Tcp1SwitchCpuPerGbit,
+    Tcp4Gbps,
+    Tcp4CpuPerGbit,
+    Tcp4SwitchCpuPerGbit,
+    Udp64IfacePps,
+    Udp64AppPps,
+    RrPinnedAvg,
+    RrPinnedP50,
+    RrPinnedP99,
+    RrAvg,
+    RrP50,
+    RrP99,
+}
+
+impl Metric {
+    /// Stable identifier used in results.json.
+    pub fn id(self) -> &'static str {
+        match self {
+            Metric::Tcp1Gbps => "tcp1",
+            Metric::Tcp1CpuPerGbit => "tcp1_cpu_per_gbit",
+            Metric::Tcp1SwitchCpuPerGbit => "tcp1_switch_cpu_per_gbit",
+            Metric::Tcp4Gbps => "tcp4",
+            Metric::Tcp4CpuPerGbit => "tcp4_cpu_per_gbit",
+            Metric::Tcp4SwitchCpuPerGbit => "tcp4_switch_cpu_per_gbit",
+            Metric::Udp64IfacePps => "udp64",
+            Metric::Udp64AppPps => "udp64_app",
+            Metric::RrPinnedAvg => "rr_pinned_avg",
+            Metric::RrPinnedP50 => "rr_pinned_p50",
+            Metric::RrPinnedP99 => "rr_pinned_p99",
+            Metric::RrAvg => "rr_avg",
+            Metric::RrP50 => "rr_p50",
+            Metric::RrP99 => "rr_p99",
+        }
+    }
+
+    /// Row label for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Tcp1Gbps => "TCP 1 stream",
+            Metric::Tcp1CpuPerGbit => "TCP 1 stream, machine CPU",
+            Metric::Tcp1SwitchCpuPerGbit => "TCP 1 stream, switch CPU",
+            Metric::Tcp4Gbps => "TCP 4 streams",
+            Metric::Tcp4CpuPerGbit => "TCP 4 streams, machine CPU",
+            Metric::Tcp4SwitchCpuPerGbit => "TCP 4 streams, switch CPU",
+            Metric::Udp64IfacePps => "UDP 64 B, into server iface",
+            Metric::Udp64AppPps => "UDP 64 B, read by server app",
+            Metric::RrPinnedAvg => "UDP RTT pinned, avg",
+            Metric::RrPinnedP50 => "UDP RTT pinned, p50",
+            Metric::RrPinnedP99 => "UDP RTT pinned, p99",
+            Metric::RrAvg => "UDP RTT unpinned, avg",
+            Metric::RrP50 => "UDP RTT unpinned, p50",
+            Metric::RrP99 => "UDP RTT unpinned, p99",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::Tcp1Gbps | Metric::Tcp4Gbps => "Gbit/s",
+            Metric::Tcp1CpuPerGbit
+            | Metric::Tcp1SwitchCpuPerGbit
+            | Metric::Tcp4CpuPerGbit
+            | Metric::Tcp4SwitchCpuPerGbit => "CPU s/Gbit",
+            Metric::Udp64IfacePps | Metric::Udp64AppPps => "kpps",
+            _ => "µs",
+        }
+    }
+
+    /// Whether a larger figure is better (throughput) or worse (latency,
+    /// CPU cost).
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::Tcp1Gbps | Metric::Tcp4Gbps | Metric::Udp64IfacePps | Metric::Udp64AppPps
+        )
+    }
+
+    /// Only meaningful for userspace switches (kernel switches have no
+    /// process to account).
+    pub fn needs_switch_process(self) -> bool {
+        matches!(
+            self,
+            Metric::Tcp1SwitchCpuPerGbit | Metric::Tcp4SwitchCpuPerGbit
+        )
+    }
+}
+
+/// CPU seconds spent during one measurement.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Cpu {
+    /// utime + stime of the switch's processes; None for kernel switches.
+    pub switch_s: Option<f64>,
+    /// Busy (non-idle, non-iowait) CPU seconds of the whole machine.
+    pub machine_s: f64,
+    /// Wall-clock seconds of the measurement window.
+    pub wall_s: f64,
+}
+
+/// The outcome of one test on one topology.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub values: Vec<(Metric, f64)>,
+    pub cpu: Cpu,
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of `pid` (all threads), in ticks.
+fn proc_ticks(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&text)
+}
+
+pub fn parse_proc_stat(text: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'. Fields 14 (utime) and 15 (stime) are at 11 and 12 there.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Busy ticks of the whole machine from the `cpu` line of /proc/stat.
+fn machine_busy_ticks() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(&text)
+}
+
+pub fn parse_machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already counted in user.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some(total.saturating_sub(idle))
+}
+
+struct CpuSample {
+    switch: Option<u64>,
+    machine: u64,
+    at: Instant,
+}
+
+fn sample(pids: &[u32]) -> CpuSample {
+    let switch = if pids.is_empty() {
+        None
+    } else {
+        Some(pids.iter().filter_map(|p| proc_ticks(*p)).sum())
+    };
+    CpuSample {
+        switch,
+        machine: machine_busy_ticks().unwrap_or(0),
+        at: Instant::now(),
+    }
+}
+
+fn cpu_between(a: &CpuSample, b: &CpuSample) -> Cpu {
+    let hz = clock_ticks();
+    Cpu {
+        switch_s: match (a.switch, b.switch) {
+            (Some(x), Some(y)) => Some(y.saturating_sub(x) as f64 / hz),
+            _ => None,
+        },
+        machine_s: b.machine.saturating_sub(a.machine) as f64 / hz,
+        wall_s: (b.at - a.at).as_secs_f64(),
+    }
+}
+
+fn sum_cpu(a: Cpu, b: Cpu) -> Cpu {
+    Cpu {
+        switch_s: match (a.switch_s, b.switch_s) {
+            (Some(x), Some(y)) => Some(x + y),
+            _ => None,
+        },
+        machine_s: a.machine_s + b.machine_s,
+        wall_s: a.wall_s + b.wall_s,
+    }
+}
+
+/// Servers kept up for the topology's measurements.
+pub struct Servers {
+    iperf: Option<Proc>,
+}
+
+/// Starts the iperf3 server in the server namespace if a test needs it.
+pub fn start_servers(topo: &Topology, tests: &[Test]) -> anyhow::Result<Servers> {
+    let mut servers = Servers { iperf: None };
+    if tests.iter().any(|t| t.tool().0 == "iperf3") && sys::find_in_path("iperf3").is_some() {
+        let args = in_ns(
+            &topo.server_ns,
+            &["iperf3", "-s", "-B", &topo.server_ip, "-p", IPERF_PORT],
+        );
+        let mut proc = Proc::spawn(&args, &topo.dir.join("iperf3-server.log"), &[], false)?;
+        wait_listening(topo, &mut proc, "-ltn", IPERF_PORT)?;
+        servers.iperf = Some(proc);
+    }
+    Ok(servers)
+}
+
+/// Waits until something in the server namespace listens on `port`.
+fn wait_listening(
+    topo: &Topology,
+    proc: &mut Proc,
+    ss_flags: &str,
+    port: &str,
+) -> anyhow::Result<()> {
+    let needle = format!(":{port}");
+    sys::wait_until(
+        &format!("{} to listen", proc.name),
+        Duration::from_secs(10),
+        || {
+            proc.check_alive()?;
+            let out = sys::run(&["ip", "netns", "exec", &topo.server_ns, "ss", "-H", ss_flags])?;
+            Ok(out
+                .lines()
+                .any(|l| l.split_whitespace().any(|f| f.ends_with(&needle))))
+        },
+    )
+}
+
+/// Runs `test` on `topo` for `secs` seconds per run.
+pub fn run_test(
+    topo: &Topology,
+    servers: &mut Servers,
+    test: Test,
+    secs: u64,
+    on_run: &mut dyn FnMut(&str),
+) -> anyhow::Result<TestResult> {
+    if let Some(p) = servers.iperf.as_mut() {
+        p.check_alive()?;
+    }
+    match test {
+        Test::Tcp1 | Test::Tcp4 => {
+            on_run(test.name());
+            let streams = if test == Test::Tcp1 { "1" } else { "4" };
+            let before = sample(&topo.switch_pids);
+            let json = iperf(topo, secs, &["-P", streams])?;
+            let cpu = cpu_between(&before, &sample(&topo.switch_pids));
+            let bps = json
+                .pointer("/end/sum_received/bits_per_second")
+                .and_then(Value::as_f64)
+                .context("iperf3's JSON has no end.sum_received.bits_per_second")?;
+            let seconds = json
+                .pointer("/end/sum_received/seconds")
+                .and_then(Value::as_f64)
+                .unwrap_or(secs as f64);
+            let gbps = bps / 1e9;
+            let gbit = gbps * seconds;
+            let per_gbit = |s: f64| if gbit > 0.0 { s / gbit } else { f64::NAN };
+            let [m_gbps, m_cpu, m_sw] = match test.metrics() {
+                [a, b, c] => [*a, *b, *c],
+                _ => unreachable!("TCP tests have three metrics"),
+            };
+            let mut values = vec![(m_gbps, gbps), (m_cpu, per_gbit(cpu.machine_s))];
+            if let Some(s) = cpu.switch_s {
+                values.push((m_sw, per_gbit(s)));
+            }
+            Ok(TestResult { values, cpu })
+        }
+        Test::Udp64 => {
+            on_run(test.name());
+            let rx_before = rx_packets(topo)?;
+            let before = sample(&topo.switch_pids);
+            let json = iperf(topo, secs, &["-u", "-b", "0", "-l", UDP64_PAYLOAD])?;
+            let cpu = cpu_between(&before, &sample(&topo.switch_pids));
+            let rx_after = rx_packets(topo)?;
+            let sum = json
+                .pointer("/end/sum")
+                .context("iperf3's JSON has no end.sum")?;
+            let seconds = sum
+                .get("seconds")
+                .and_then(Value::as_f64)
+                .filter(|s| *s > 0.0)
+                .unwrap_or(secs as f64);
+            let packets = sum.get("packets").and_then(Value::as_f64).unwrap_or(0.0);
+            let lost = sum
+                .get("lost_packets")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            let iface_pps = rx_after.saturating_sub(rx_before) as f64 / seconds;
+            let app_pps = (packets - lost).max(0.0) / seconds;
+            Ok(TestResult {
+                values: vec![
+                    (Metric::Udp64IfacePps, iface_pps / 1e3),
+                    (Metric::Udp64AppPps, app_pps / 1e3),
+                ],
+                cpu,
+            })
+        }
+        Test::Rr => {
+            let mut values = Vec::new();
+            let mut cpu = Cpu {
+                switch_s: topo.switch_pids.first().map(|_| 0.0),
+                ..Cpu::default()
+            };
+            for (pinned, metrics) in [
+                (
+                    true,
+                    [
+                        Metric::RrPinnedAvg,
+                        Metric::RrPinnedP50,
+                        Metric::RrPinnedP99,
+                    ],
+                ),
+                (false, [Metric::RrAvg, Metric::RrP50, Metric::RrP99]),
+            ] {
+                on_run(if pinned {
+                    "rr (pinned)"
+                } else {
+                    "rr (unpinned)"
+                });
+                let (rtt, c) = sockperf(topo, secs, pinned)?;
+                cpu = sum_cpu(cpu, c);
+                values.extend([
+                    (metrics[0], rtt.avg),
+                    (metrics[1], rtt.p50),
+                    (metrics[2], rtt.p99),
+                ]);
+            }
+            Ok(TestResult { values, cpu })
+        }
+    }
+}
+
+/// `iperf3 -c SERVER -t SECS -J EXTRA...` from the client namespace.
+fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> anyhow::Result<Value> {
+    let secs_s = secs.to_string();
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        &topo.server_ip,
+        "-p",
+        IPERF_PORT,
+        "-t",
+        &secs_s,
+        "-J",
+    ];
+    args.extend_from_slice(extra);
+    let out = sys::run_bounded(
+        &in_ns(&topo.client_ns, &args),
+        &[],
+        Duration::from_secs(secs + 30),
+    )?;
+    let json: Value = serde_json::from_str(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 printed no JSON ({}): {}",
+            out.status,
+            out.stderr.trim()
+        )
+    })?;
+    if let Some(err) = json.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {err}");
+    }
+    if !out.status.success() {
+        bail!("iperf3 failed ({}): {}", out.status, out.stderr.trim());
+    }
+    Ok(json)
+}
+
+/// rx_packets of the server's interface, as counted by the kernel.
+fn rx_packets(topo: &Topology) -> anyhow::Result<u64> {
+    let out = sys::run(&[
+        "ip",
+        "-n",
+        &topo.server_ns,
+        "-s",
+        "-j",
+        "link",
+        "show",
+        "dev",
+        &topo.server_if,
+    ])?;
+    let json: Value = serde_json::from_str(&out).context("reading `ip -s -j link`")?;
+    json.pointer("/0/stats64/rx/packets")
+        .and_then(Value::as_u64)
+        .context("`ip -s -j link` shows no stats64.rx.packets")
+}
+
+/// Round-trip times in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rtt {
+    pub avg: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> anyhow::Result<(Rtt, Cpu)> {
+    let pin: &[&str] = if pinned { &["taskset", "-c", "0"] } else { &[] };
+    let mut server = pin.to_vec();
+    server.extend(["sockperf", "sr", "-i", &topo.server_ip, "-p", SOCKPERF_PORT]);
+    let log = topo.dir.join(format!(
+        "sockperf-server-{}.log",
+        if pinned { "pinned" } else { "free" }
+    ));
+    let mut proc = Proc::spawn(&in_ns(&topo.server_ns, &server), &log, &[], false)?;
+    wait_listening(topo, &mut proc, "-lun", SOCKPERF_PORT)?;
+    let secs_s = secs.to_string();
+    let mut client = pin.to_vec();
+    client.extend([
+        "sockperf",
+        "pp",
+        "-i",
+        &topo.server_ip,
+        "-p",
+        SOCKPERF_PORT,
+        "--time",
+        &secs_s,
+        "-m",
+        "64",
+        "--full-rtt",
+    ]);
+    let before = sample(&topo.switch_pids);
+    let out = sys::run_bounded(
+        &in_ns(&topo.client_ns, &client),
+        &[],
+        Duration::from_secs(secs + 30),
+    )?;
+    let cpu = cpu_between(&before, &sample(&topo.switch_pids));
+    drop(proc);
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    if !out.status.success() {
+        bail!(
+            "sockperf pp failed ({}): {}",
+            out.status,
+            last_line(&strip_ansi(&text))
+        );
+    }
+    let rtt = parse_sockperf(&text).with_context(|| {
+        format!(
+            "cannot read sockperf's output: {}",
+            last_line(&strip_ansi(&text))
+        )
+    })?;
+    Ok((rtt, cpu))
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no output")
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// avg, median and p99 from `sockperf pp --full-rtt` (or its half-RTT
+/// `avg-latency` form, doubled).
+pub fn parse_sockperf(text: &str) -> anyhow::Result<Rtt> {
+    let text = strip_ansi(text);
+    let number_after = |key: &str| -> Option<f64> {
+        let start = text.find(key)? + key.len();
+        let rest = text[start..].trim_start_matches([' ', '=']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let (avg, factor) = if let Some(v) = number_after("avg-rtt=") {
+        (v, 1.0)
+    } else if let Some(v) = number_after("avg-latency=") {
+        (v, 2.0)
+    } else {
+        bail!("no avg-rtt in the output");
+    };
+    let p50 = number_after("percentile 50.000 =").context("no 50th percentile")?;
+    let p99 = number_after("percentile 99.000 =").context("no 99th percentile")?;
+    Ok(Rtt {
+        avg: avg * factor,
+        p50: p50 * factor,
+        p99: p99 * factor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOCKPERF: &str = "sockperf: [Valid Duration] RunTime=1.550 sec\n\
+        sockperf: \u{1b}[2;35m====> avg-rtt=58.863 (std-dev=112.913)\u{1b}[0m\n\
+        sockperf: ---> percentile 99.000 =  225.648\n\
+        sockperf: ---> percentile 90.000 =  129.049\n\
+        sockperf: ---> percentile 50.000 =    7.220\n";
+
+    #[test]
+    fn sockperf_output_is_parsed() {
+        let rtt = parse_sockperf(SOCKPERF).unwrap();
+        assert_eq!(
+            rtt,
+            Rtt {
+                avg: 58.863,
+                p50: 7.22,
+                p99: 225.648
+            }
+        );
+        let half = SOCKPERF.replace("avg-rtt", "avg-latency");
+        assert_eq!(parse_sockperf(&half).unwrap().p50, 14.44);
+        assert!(parse_sockperf("nothing").is_err());
+    }
+
+    #[test]
+    fn proc_stat_fields_are_found_after_the_name() {
+        let line = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0";
+        assert_eq!(parse_proc_stat(line), Some(12));
+    }
+
+    #[test]
+    fn machine_busy_excludes_idle_and_iowait() {
+        let stat = "cpu  10 1 5 100 7 2 3 4 9 9\ncpu0 1 1 1 1 1 1 1 1\n";
+        assert_eq!(parse_machine_busy(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
+    }
+}

@@ -1,0 +1,424 @@
+//! `weft bench`: measures weft against other switches on this machine.
+//!
+//! For every scenario (same-host, overlay) and switch it builds a topology
+//! of network namespaces of its own (`weft-b<pid>-...`), measures TCP
+//! throughput, 64-byte UDP packet rate, UDP round trips and the CPU they
+//! cost, tears the topology down, and finally prints a table with each
+//! figure's ratio to the kernel baseline and writes results.json and
+//! chart.svg. Everything it creates is removed on success, failure and
+//! Ctrl-C (the handler sets a flag checked between steps and while waiting;
+//! guards do the work when dropped).
+
+mod chart;
+mod measure;
+mod report;
+mod sys;
+mod topology;
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use serde_json::json;
+
+use measure::Test;
+use report::{ScenarioRun, Status, SwitchRun};
+use topology::{Ctx, Scenario, Switch};
+
+/// Exit status when interrupted (128 + SIGINT).
+const EXIT_INTERRUPTED: i32 = 130;
+
+const AFTER_HELP: &str = "\
+Every topology lives in network namespaces of its own (weft-b<pid>-...), with
+a private weft daemon, Open vSwitch or VDE instance; all of it is removed when
+the run ends, fails or is interrupted. Peers that are not installed are shown
+as such and skipped.
+
+Examples:
+  sudo weft bench
+  sudo weft bench --scenario same-host --against kernel-bridge --duration 5
+  sudo weft bench --tests tcp1,rr --out /tmp/results";
+
+/// `weft bench` options.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Which topologies to measure
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: ScenarioArg,
+    /// The switches to compare weft with (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "SWITCH,...",
+        default_value = "kernel-bridge,kernel-vxlan,ovs,ovs-tso,vde"
+    )]
+    against: Vec<Switch>,
+    /// Seconds each measurement runs
+    #[arg(
+        long,
+        value_name = "S",
+        default_value = "10",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    duration: u64,
+    /// Where to write results.json and chart.svg [default:
+    /// ./weft-bench-<timestamp>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The measurements to make (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "TEST,...",
+        default_value = "tcp1,tcp4,udp64,rr"
+    )]
+    tests: Vec<Test>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioArg {
+    /// Two namespaces on one host
+    SameHost,
+    /// Two hosts joined by a VXLAN overlay
+    Overlay,
+    /// Both
+    All,
+}
+
+/// Runs the benchmark. `exe` is the weft binary to start daemons from.
+pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    if !crate::client::is_root() {
+        bail!(
+            "`weft bench` needs root (CAP_NET_ADMIN) to create network namespaces; run it as \
+             `sudo {} bench`",
+            exe.display()
+        );
+    }
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("ss", "iproute2"),
+    ] {
+        if sys::find_in_path(tool).is_none() {
+            bail!("`weft bench` needs `{tool}`: install it (apt install {package})");
+        }
+    }
+    sys::install_signal_handlers()?;
+    let result = bench(exe, &args);
+    if result.is_err() {
+        // Created by this run and still empty: no reason to keep it.
+        let _ = fs::remove_dir(out_dir(&args));
+    }
+    match result {
+        Err(e) if sys::is_interrupted(&e) => {
+            // Every guard has been dropped by now: nothing is left behind.
+            eprintln!("weft bench: interrupted; everything it created has been removed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        other => other,
+    }
+}
+
+/// `--out`, or `./weft-bench-<timestamp>` (fixed once per run).
+fn out_dir(args: &BenchArgs) -> PathBuf {
+    static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    args.out.clone().unwrap_or_else(|| {
+        DEFAULT
+            .get_or_init(|| PathBuf::from(format!("weft-bench-{}", timestamp())))
+            .clone()
+    })
+}
+
+/// Estimated seconds for building and tearing down a topology.
+fn setup_estimate(switch: Switch) -> f64 {
+    match switch {
+        Switch::Ovs | Switch::OvsTso => 5.0,
+        Switch::KernelBridge | Switch::KernelVxlan => 1.5,
+        Switch::Weft | Switch::Vde => 3.0,
+    }
+}
+
+/// Progress and estimated time left, on stderr.
+struct Progress {
+    start: Instant,
+    total: f64,
+    done: f64,
+}
+
+impl Progress {
+    fn show(&self, what: &str) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        // Scale the plan by how fast it has gone so far.
+        let pace = if self.done > 5.0 {
+            (elapsed / self.done).clamp(0.5, 3.0)
+        } else {
+            1.0
+        };
+        let left = ((self.total - self.done).max(0.0) * pace).round() as u64;
+        let pct = if self.total > 0.0 {
+            (100.0 * self.done / self.total).min(99.0) as u32
+        } else {
+            0
+        };
+        eprintln!(
+            "weft bench [{pct:>2}%, about {}:{:02} left] {what}",
+            left / 60,
+            left % 60
+        );
+    }
+
+    fn advance(&mut self, secs: f64) {
+        self.done += secs;
+    }
+}
+
+fn not_installed(package: &str) -> String {
+    format!("not installed (apt install {package})")
+}
+
+fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let scenarios: Vec<Scenario> = match args.scenario {
+        ScenarioArg::SameHost => vec![Scenario::SameHost],
+        ScenarioArg::Overlay => vec![Scenario::Overlay],
+        ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
+    };
+    let mut tests: Vec<Test> = Vec::new();
+    for t in &args.tests {
+        if !tests.contains(t) {
+            tests.push(*t);
+        }
+    }
+    let secs = args.duration;
+    let out_dir = out_dir(args);
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+
+    let pid = std::process::id();
+    let mut top = sys::Guard::default();
+    let tmp = std::env::temp_dir().join(format!("weft-b{pid}"));
+    top.add_dir(&tmp)?;
+    let ctx = Ctx {
+        exe,
+        prefix: format!("weft-b{pid}"),
+        tmp,
+    };
+
+    // The plan, for the time estimate.
+    let plan: Vec<(Scenario, Vec<Switch>)> = scenarios
+        .iter()
+        .map(|s| {
+            let switches = s
+                .switches()
+                .iter()
+                .copied()
+                .filter(|sw| *sw == Switch::Weft || args.against.contains(sw))
+                .collect();
+            (*s, switches)
+        })
+        .collect();
+    let test_cost = |t: Test| f64::from(t.runs()) * (secs as f64 + 1.5);
+    let runnable = |t: &Test| sys::find_in_path(t.tool().0).is_some();
+    let per_topology: f64 = tests
+        .iter()
+        .filter(|t| runnable(t))
+        .map(|t| test_cost(*t))
+        .sum();
+    let total = plan
+        .iter()
+        .flat_map(|(_, sws)| sws.iter())
+        .filter(|sw| sw.missing().is_none())
+        .map(|sw| setup_estimate(*sw) + per_topology)
+        .sum();
+    let mut progress = Progress {
+        start: Instant::now(),
+        total,
+        done: 0.0,
+    };
+    eprintln!(
+        "weft bench: {} per measurement, tests {}, results in {}",
+        format_args!("{secs} s"),
+        tests.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+        out_dir.display()
+    );
+
+    let mut runs: Vec<ScenarioRun> = Vec::new();
+    for (scenario, switches) in &plan {
+        let mut run = ScenarioRun {
+            scenario: *scenario,
+            switches: Vec::new(),
+        };
+        for switch in switches {
+            sys::check_interrupted()?;
+            let who = format!("{}/{}", scenario.name(), switch.name());
+            if let Some((tool, package)) = switch.missing() {
+                eprintln!("weft bench: {who}: `{tool}` {}", not_installed(package));
+                run.switches.push(SwitchRun {
+                    switch: *switch,
+                    status: Status::NotInstalled(not_installed(package)),
+                    tests: Vec::new(),
+                });
+                continue;
+            }
+            progress.show(&format!("{who}: building the topology"));
+            let result =
+                measure_switch(&ctx, *scenario, *switch, &tests, secs, &mut progress, &who);
+            progress.advance(setup_estimate(*switch));
+            match result {
+                Ok(sw_run) => run.switches.push(sw_run),
+                Err(e) if sys::is_interrupted(&e) => return Err(e),
+                Err(e) => {
+                    eprintln!("weft bench: {who} failed: {e:#}");
+                    run.switches.push(SwitchRun {
+                        switch: *switch,
+                        status: Status::Failed(format!("{e:#}")),
+                        tests: Vec::new(),
+                    });
+                }
+            }
+        }
+        runs.push(run);
+    }
+    sys::check_interrupted()?;
+    drop(top);
+
+    print!("{}", report::table(&runs, &tests));
+    let _ = std::io::stdout().flush();
+    let header = json!({
+        "weft_version": env!("CARGO_PKG_VERSION"),
+        "started_unix": SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(progress.start.elapsed().as_secs()),
+        "duration_s": secs,
+        "tests": tests.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        "machine": report::machine(),
+    });
+    let doc = report::json(&runs, &tests, header);
+    let results = out_dir.join("results.json");
+    fs::write(
+        &results,
+        serde_json::to_string_pretty(&doc).context("encoding results")? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", results.display()))?;
+    let chart = out_dir.join("chart.svg");
+    fs::write(&chart, chart::svg(&runs, &tests))
+        .with_context(|| format!("cannot write {}", chart.display()))?;
+    eprintln!(
+        "weft bench: done in {} s; wrote {} and {}",
+        progress.start.elapsed().as_secs(),
+        results.display(),
+        chart.display()
+    );
+    let weft_failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| {
+            r.switches
+                .iter()
+                .any(|s| s.switch == Switch::Weft && matches!(s.status, Status::Failed(_)))
+        })
+        .map(|r| r.scenario.name())
+        .collect();
+    if !weft_failed.is_empty() {
+        bail!(
+            "weft's own topology failed in: {} (see the notes above)",
+            weft_failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds one topology, runs the tests on it and tears it down.
+fn measure_switch(
+    ctx: &Ctx,
+    scenario: Scenario,
+    switch: Switch,
+    tests: &[Test],
+    secs: u64,
+    progress: &mut Progress,
+    who: &str,
+) -> anyhow::Result<SwitchRun> {
+    let topo = topology::build(ctx, scenario, switch)?;
+    let mut servers = measure::start_servers(&topo, tests)?;
+    let mut results = Vec::new();
+    for test in tests {
+        sys::check_interrupted()?;
+        let (tool, package) = test.tool();
+        if sys::find_in_path(tool).is_none() {
+            results.push((*test, Err(not_installed(package))));
+            continue;
+        }
+        let cost_per_run = secs as f64 + 1.5;
+        let mut first = true;
+        let mut on_run = |what: &str| {
+            if !first {
+                progress.advance(cost_per_run);
+            }
+            first = false;
+            progress.show(&format!("{who}: {what}, {secs} s"));
+        };
+        let result = measure::run_test(&topo, &mut servers, *test, secs, &mut on_run);
+        progress.advance(cost_per_run);
+        match result {
+            Ok(r) => results.push((*test, Ok(r))),
+            Err(e) if sys::is_interrupted(&e) => return Err(e),
+            Err(e) => {
+                eprintln!("weft bench: {who} {} failed: {e:#}", test.name());
+                results.push((*test, Err(format!("{e:#}"))));
+            }
+        }
+    }
+    progress.show(&format!("{who}: tearing down"));
+    drop(servers);
+    drop(topo);
+    Ok(SwitchRun {
+        switch,
+        status: Status::Ok,
+        tests: results,
+    })
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    format_utc(secs)
+}
+
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(format_utc(0), "19700101-000000");
+        assert_eq!(format_utc(951_782_400), "20000229-000000");
+        assert_eq!(format_utc(1_700_000_000), "20231114-221320");
+    }
+}

@@ -1,0 +1,163 @@
+//! `weft bench` end to end, briefly: weft against the kernel bridge, one
+//! second per measurement. Checks the table, results.json, chart.svg and
+//! that nothing is left behind. No figure is asserted: speed is for the
+//! benchmark, not for tests.
+//!
+//! Needs root (and iperf3); without them it prints why and returns.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("run ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Removes the output directory on every exit path.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn bench_against_the_kernel_bridge() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !have("iperf3") {
+        eprintln!("skipped: needs iperf3 (apt install iperf3)");
+        return;
+    }
+    let out =
+        TempDir(std::env::temp_dir().join(format!("weft-bench-smoke-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&out.0);
+
+    let mut child = Command::new(WEFT)
+        .args([
+            "bench",
+            "--scenario",
+            "same-host",
+            "--against",
+            "kernel-bridge",
+            "--duration",
+            "1",
+            "--tests",
+            "tcp1,udp64",
+            "--out",
+        ])
+        .arg(&out.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft bench");
+    let pid = child.id();
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weft bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // SIGINT: the bench cleans up after itself.
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our
+            // unreaped child.
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            let _ = child.wait();
+            panic!("weft bench did not finish within {} s", TIMEOUT.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let dump = format!("status: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(status.success(), "{dump}");
+
+    // The table: a header line naming both switches.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("kernel-bridge") && l.contains("weft")),
+        "no table header naming weft and kernel-bridge:\n{dump}"
+    );
+
+    let text = std::fs::read_to_string(out.0.join("results.json")).expect("read results.json");
+    let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
+    assert!(doc["machine"]["nproc"].as_u64().unwrap_or(0) > 0, "{text}");
+    let switches: Vec<String> = doc["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .flat_map(|s| s["switches"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["measurements"].as_array().is_some_and(|m| !m.is_empty()))
+        .filter_map(|s| s["switch"].as_str().map(str::to_string))
+        .collect();
+    for name in ["weft", "kernel-bridge"] {
+        assert!(
+            switches.iter().any(|s| s == name),
+            "results.json has no measurements for {name}: {text}"
+        );
+    }
+
+    let svg = std::fs::read_to_string(out.0.join("chart.svg")).expect("read chart.svg");
+    assert!(
+        svg.starts_with("<svg"),
+        "chart.svg starts with {:?}",
+        &svg[..svg.len().min(40)]
+    );
+
+    let prefix = format!("weft-b{pid}-");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
+        "temporary directory left behind"
+    );
+}
