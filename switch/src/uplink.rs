@@ -131,10 +131,81 @@ pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
     complete_csum(&mut frame[..end], &offload)
 }
 
+/// Describes a TCP frame whose IP packet exceeds `mtu` as a GSO
+/// super-frame (virtio 1.x §5.1.6.2): segments of the MSS this link
+/// carries, checksum left partial (the field becomes the pseudo-header sum
+/// over the whole TCP length, as the kernel keeps it for GSO). `None` for
+/// anything else.
+fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
+    use crate::sys::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
+    use crate::wire::{read_u16, ETH_HEADER_LEN};
+    use weft_nat::checksum::{fold, pseudo_header_sum_v4, sum};
+
+    let l3 = ETH_HEADER_LEN;
+    let ethertype = read_u16(frame, 12);
+    let (l4, end, gso_type) = match ethertype {
+        0x0800 => {
+            let ip = frame.get(l3..l3 + 20)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != IP_PROTO_TCP || total <= mtu {
+                return None;
+            }
+            (l3 + ihl, l3 + total, VIRTIO_NET_HDR_GSO_TCPV4)
+        }
+        0x86dd => {
+            let ip = frame.get(l3..l3 + IPV6_HEADER_LEN)?;
+            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if ip[6] != IP_PROTO_TCP || IPV6_HEADER_LEN + payload <= mtu {
+                return None;
+            }
+            (
+                l3 + IPV6_HEADER_LEN,
+                l3 + IPV6_HEADER_LEN + payload,
+                VIRTIO_NET_HDR_GSO_TCPV6,
+            )
+        }
+        _ => return None,
+    };
+    if end > frame.len() {
+        return None;
+    }
+    let doff = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
+    if doff < 20 || l4 + doff > end {
+        return None;
+    }
+    let mss = mtu.checked_sub(l4 - l3 + doff)?;
+    if mss == 0 {
+        return None;
+    }
+    let tcp_len = end - l4;
+    let pseudo = if gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
+        let src = crate::wire::read_ipv4(frame, l3 + 12);
+        let dst = crate::wire::read_ipv4(frame, l3 + 16);
+        pseudo_header_sum_v4(src, dst, IP_PROTO_TCP, u16::try_from(tcp_len).ok()?)
+    } else {
+        let addrs = sum(0, &frame[l3 + 8..l3 + 40]);
+        addrs + (tcp_len as u32 >> 16) + (tcp_len as u32 & 0xffff) + u32::from(IP_PROTO_TCP)
+    };
+    let field = l4 + usize::from(TCP_CSUM_OFFSET);
+    frame[field..field + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+    Some(Offload {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: u16::try_from(l4 + doff).ok()?,
+        gso_size: u16::try_from(mss).ok()?,
+        csum_start: u16::try_from(l4).ok()?,
+        csum_offset: TCP_CSUM_OFFSET,
+        num_buffers: 0,
+    })
+}
+
 /// A [`Port`] on a host interface; see the [module docs](self).
 pub struct UplinkPort {
     sock: PacketSocket,
     scratch: Box<[u8]>,
+    /// The interface's MTU when the port was made.
+    mtu: usize,
 }
 
 impl std::fmt::Debug for UplinkPort {
@@ -149,9 +220,11 @@ impl UplinkPort {
     /// Wraps an open packet socket (which should be promiscuous, unless
     /// weft uses the interface's own MAC).
     pub fn new(sock: PacketSocket) -> Self {
+        let mtu = sock.mtu().map_or(1500, |m| m as usize);
         UplinkPort {
             sock,
             scratch: vec![0u8; SEGMENT_SCRATCH_LEN].into_boxed_slice(),
+            mtu,
         }
     }
 
@@ -193,6 +266,14 @@ impl Port for UplinkPort {
                 }
                 Ok(meta) => {
                     buf.set_frame(meta.len, NO_OFFLOAD);
+                    // TCP longer than the link's MTU was merged by the
+                    // kernel (GRO, or TSO from a local peer): pass it on as
+                    // the super-frame it is, to be cut where it must.
+                    if let Some(offload) = tcp_super_frame(buf.frame_mut(), self.mtu) {
+                        buf.set_frame(meta.len, offload);
+                        filled += 1;
+                        continue;
+                    }
                     if meta.csum_not_ready {
                         // A frame this cannot fix (not TCP/UDP) goes on as
                         // it is; its receiver will drop it.

@@ -916,6 +916,23 @@ impl Control {
                 });
             }
         }
+        if let Some((port, interface, counters)) = self.nat.uplink_counters() {
+            let snap = counters.snapshot();
+            ports.push(PortStats {
+                port: port.0,
+                network: "-".to_string(),
+                endpoint: format!("uplink:{interface}"),
+                rx_packets: snap.rx_packets,
+                rx_bytes: snap.rx_bytes,
+                tx_packets: snap.tx_packets,
+                tx_bytes: snap.tx_bytes,
+                drops: snap
+                    .drops
+                    .iter()
+                    .map(|(r, n)| (r.name().to_string(), *n))
+                    .collect(),
+            });
+        }
         ports.sort_by_key(|p| p.port);
         let c = self.datapath.counters();
         let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);

@@ -69,6 +69,7 @@ fn proto_name(p: Protocol) -> &'static str {
 }
 
 pub(super) struct Uplink {
+    counters: Arc<PortCounters>,
     interface: String,
     ip: Ipv4Addr,
     prefix_len: u8,
@@ -112,6 +113,13 @@ impl NatControl {
             .iter()
             .find(|(_, s)| s.network == network && s.vip == ip)
             .map(|(n, _)| n.as_str())
+    }
+
+    /// The uplink's port, interface and counters, for `weft stats`.
+    pub(super) fn uplink_counters(&self) -> Option<(PortId, &str, &PortCounters)> {
+        self.uplink
+            .as_ref()
+            .map(|u| (u.port, u.interface.as_str(), &*u.counters))
     }
 
     /// Services of `network`, name and VIP, for DNS.
@@ -169,6 +177,7 @@ impl Control {
         let mtu = port.socket().mtu().unwrap_or(1500);
         let mac = MacAddr::local_from_seed(stable_hash(&["uplink", interface, &ip.to_string()]));
         let id = PortId(self.next_port);
+        let counters = Arc::new(PortCounters::default());
         let cfg = UplinkConfig {
             port: id,
             ip,
@@ -181,11 +190,12 @@ impl Control {
             .execute(Command::SetUplink {
                 cfg,
                 io: Box::new(port),
-                counters: Arc::new(PortCounters::default()),
+                counters: Arc::clone(&counters),
             })
             .map_err(datapath_error)?;
         self.next_port += 1;
         self.nat.uplink = Some(Uplink {
+            counters,
             interface: interface.to_string(),
             ip,
             prefix_len,

@@ -16,7 +16,8 @@
 //! * every test takes its subnets from `10.<index>.<k>.0/24` ([`subnet`]),
 //!   where `<index>` is unique per test across all test files (switching:
 //!   10..=19, bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59,
-//!   overlay: 60..=69, whose underlays also use 192.168.60..=69.0/24).
+//!   overlay: 60..=69, whose underlays also use 192.168.60..=69.0/24;
+//!   nat: 80..=89, whose uplinks also use 192.168.80..=89.0/24).
 //!   Networks of different daemons never meet anyway, since each namespace
 //!   belongs to exactly one test, but distinct ranges keep logs readable.
 //!
@@ -621,6 +622,9 @@ impl Drop for Netns {
             }
             thread::sleep(Duration::from_millis(50));
         }
+        // `/etc/netns/NAME` (e.g. the resolv.conf weft writes on attach):
+        // `ip netns del` leaves it, and the name is ours alone.
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
         for _attempt in 0..20 {
             let out = host_exec(&["ip", "netns", "del", &self.name]);
             if out.status.success() || !self.path().exists() {
