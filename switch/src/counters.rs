@@ -146,6 +146,16 @@ pub struct PortCountersSnapshot {
     pub drops: Vec<(DropReason, u64)>,
 }
 
+impl PortCountersSnapshot {
+    /// The non-zero drop counters under their reported names.
+    pub fn drops_by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        self.drops
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), *n))
+            .collect()
+    }
+}
+
 /// Counters that belong to the switch rather than to a port.
 #[derive(Debug, Default)]
 pub struct SwitchCounters {

@@ -899,39 +899,16 @@ impl Control {
         let mut ports = Vec::new();
         for net in self.networks.values() {
             for ep in net.endpoints.values() {
-                let snap = ep.counters.snapshot();
-                ports.push(PortStats {
-                    port: ep.port.0,
-                    network: net.name.clone(),
-                    endpoint: ep.name.clone(),
-                    rx_packets: snap.rx_packets,
-                    rx_bytes: snap.rx_bytes,
-                    tx_packets: snap.tx_packets,
-                    tx_bytes: snap.tx_bytes,
-                    drops: snap
-                        .drops
-                        .iter()
-                        .map(|(r, n)| (r.name().to_string(), *n))
-                        .collect(),
-                });
+                ports.push(port_stats(ep.port, &net.name, &ep.name, &ep.counters));
             }
         }
         if let Some((port, interface, counters)) = self.nat.uplink_counters() {
-            let snap = counters.snapshot();
-            ports.push(PortStats {
-                port: port.0,
-                network: "-".to_string(),
-                endpoint: format!("uplink:{interface}"),
-                rx_packets: snap.rx_packets,
-                rx_bytes: snap.rx_bytes,
-                tx_packets: snap.tx_packets,
-                tx_bytes: snap.tx_bytes,
-                drops: snap
-                    .drops
-                    .iter()
-                    .map(|(r, n)| (r.name().to_string(), *n))
-                    .collect(),
-            });
+            ports.push(port_stats(
+                port,
+                "-",
+                &format!("uplink:{interface}"),
+                counters,
+            ));
         }
         ports.sort_by_key(|p| p.port);
         let c = self.datapath.counters();
@@ -1050,6 +1027,21 @@ fn remove_resolv_conf(path: &std::path::Path) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+/// One port's counters as `weft stats` reports them.
+fn port_stats(port: PortId, network: &str, endpoint: &str, counters: &PortCounters) -> PortStats {
+    let snap = counters.snapshot();
+    PortStats {
+        port: port.0,
+        network: network.to_string(),
+        endpoint: endpoint.to_string(),
+        rx_packets: snap.rx_packets,
+        rx_bytes: snap.rx_bytes,
+        tx_packets: snap.tx_packets,
+        tx_bytes: snap.tx_bytes,
+        drops: snap.drops_by_name(),
     }
 }
 

@@ -305,11 +305,7 @@ impl Control {
             rx_bytes: snap.rx_bytes,
             tx_packets: snap.tx_packets,
             tx_bytes: snap.tx_bytes,
-            drops: snap
-                .drops
-                .iter()
-                .map(|(r, n)| (r.name().to_string(), *n))
-                .collect(),
+            drops: snap.drops_by_name(),
         }
     }
 
