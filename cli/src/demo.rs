@@ -50,7 +50,7 @@ pub fn run(exe: &Path) -> anyhow::Result<()> {
             exe.display()
         );
     }
-    for (tool, package) in [("ip", "iproute2"), ("ping", "iputils-ping")] {
+    for (tool, package) in [("ip", "iproute2")] {
         if find_in_path(tool).is_none() {
             bail!("`weft demo` needs `{tool}`: install it (Debian: apt-get install {package})");
         }
@@ -541,19 +541,36 @@ impl PingReply {
     }
 }
 
-/// `ip netns exec NS ping -c 2 -W 1 IP`.
+/// Two ICMP echo requests from inside namespace `netns` to `ip`, reported
+/// the way `ping -c 2 -W 1` would (weft sends them itself, so the demo
+/// needs no ping binary).
 fn ping(netns: &str, ip: &str) -> anyhow::Result<PingReply> {
     check_interrupted()?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "ping", "-c", "2", "-W", "1", ip])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run `ip netns exec {netns} ping {ip}`"))?;
+    let dst: std::net::Ipv4Addr = ip
+        .parse()
+        .with_context(|| format!("`{ip}` is not an address"))?;
+    let path = std::path::PathBuf::from("/var/run/netns").join(netns);
+    let answers = crate::probe::ping(&path, dst, 2, Duration::from_secs(1))
+        .with_context(|| format!("cannot send ICMP echo from namespace {netns}"))?;
     check_interrupted()?;
+    let mut stdout = String::new();
+    for (i, answer) in answers.iter().enumerate() {
+        stdout.push_str(&answer.describe(i as u16 + 1, dst));
+        stdout.push('\n');
+    }
+    let received = answers
+        .iter()
+        .filter(|a| matches!(a, crate::probe::Echo::Reply { .. }))
+        .count();
+    let loss = 100 * (answers.len() - received) / answers.len().max(1);
+    stdout.push_str(&format!(
+        "{} packets transmitted, {received} received, {loss}% packet loss\n",
+        answers.len()
+    ));
     Ok(PingReply {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ok: received > 0,
+        stdout,
+        stderr: String::new(),
     })
 }
 

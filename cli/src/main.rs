@@ -9,6 +9,7 @@ mod client;
 mod daemon;
 mod demo;
 mod output;
+mod probe;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
