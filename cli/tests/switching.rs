@@ -395,3 +395,47 @@ fn fdb_entries_age_out() {
     });
     assert!(relearned.is_some(), "{} not relearned", ep_a.mac);
 }
+
+#[test]
+fn attach_by_pid_joins_the_process_namespace() {
+    require_root!();
+    const I: u8 = 16;
+    let d = Daemon::start();
+    create_network(&d, "bypid", &subnet(I, 1), &[]);
+    let a = Netns::new("a");
+    let p = Netns::new("p");
+    let _ep_a = attach(&d, "bypid", &a, &[]);
+    // A process living in namespace `p`, the way a container's init does.
+    let sleeper = p.spawn(&["sleep", "60"], Stdio::null(), Stdio::null());
+    let pid = sleeper.pid().to_string();
+    let out = weft(
+        &d,
+        &[
+            "attach", "bypid", "--pid", &pid, "--name", "viapid", "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "attach --pid:\n{}",
+        describe(&out)
+    );
+    let ep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ep["netns"], format!("/proc/{pid}/ns/net"));
+    let ip = ep["ip"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // The TAP is in the process's namespace, which is `p`.
+    let links = p.ip(&["-br", "link", "show", "eth0"]);
+    assert!(
+        links.status.success(),
+        "no eth0 in {}: {}",
+        p.name,
+        describe(&links)
+    );
+    assert_ping_ok(&a, &ip);
+}
