@@ -306,3 +306,40 @@ fn routing_an_internal_network() {
     let _ = out;
     assert_eq!(json(&f.d, &["route", "ls"]), serde_json::json!([]));
 }
+
+#[test]
+fn publishing_from_an_internal_network() {
+    require_root!();
+    let f = fixture(37);
+    create_network(&f.d, "vault", &subnet(f.i, 9), &["--internal"]);
+    let _ep = attach(&f.d, "vault", &f.b, &["--name", "safe"]);
+    assert_refused(
+        &f,
+        &["publish", "vault", "safe", "8080:80"],
+        &["vault", "internal"],
+    );
+    assert_eq!(json(&f.d, &["publish", "ls"]), serde_json::json!([]));
+}
+
+#[test]
+fn removing_a_network_that_still_has_services() {
+    require_root!();
+    let f = fixture(38);
+    create_network(&f.d, "svcnet", &subnet(f.i, 9), &[]);
+    let vip = addr(f.i, 9, 200);
+    weft_ok(
+        &f.d,
+        &[
+            "service",
+            "create",
+            "api",
+            "--network",
+            "svcnet",
+            "--vip",
+            &vip,
+            "--port",
+            "80",
+        ],
+    );
+    assert_refused(&f, &["network", "rm", "svcnet"], &["svcnet", "api"]);
+}

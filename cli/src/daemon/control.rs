@@ -116,6 +116,11 @@ impl Network {
         }
     }
 
+    /// Whether the network was created `--internal`.
+    pub(super) fn is_internal(&self) -> bool {
+        self.internal
+    }
+
     /// Whether `ip` is inside the network's subnet.
     pub(super) fn contains(&self, ip: Ipv4Addr) -> bool {
         self.subnet.contains(ip)
@@ -606,6 +611,21 @@ impl Control {
                 ),
             ));
         }
+        let services: Vec<String> = self
+            .nat
+            .services_of(name)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if !services.is_empty() {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!(
+                    "network `{name}` still has service(s) {}: remove them first with `weft service rm NAME`",
+                    services.join(", ")
+                ),
+            ));
+        }
         let info = self.remove_network_now(name)?;
         self.save()?;
         ok(&info)
@@ -714,7 +734,7 @@ impl Control {
             .iter()
             .map(|p| parse_publish(p))
             .collect::<Result<Vec<_>, _>>()?;
-        self.check_publishes(&publishes)?;
+        self.check_publishes(&req.network, &publishes)?;
         for alias in &req.aliases {
             check_name("alias", alias)?;
         }

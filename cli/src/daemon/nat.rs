@@ -234,9 +234,15 @@ impl Control {
         Ok(info)
     }
 
-    /// Checks that `list` can be published for an endpoint (no host port
-    /// taken, none twice).
-    pub(super) fn check_publishes(&self, list: &[Publish]) -> Result<(), ApiError> {
+    /// Checks that `list` can be published for an endpoint of `network`
+    /// (not internal, no host port taken, none twice).
+    pub(super) fn check_publishes(&self, network: &str, list: &[Publish]) -> Result<(), ApiError> {
+        if !list.is_empty() && self.network(network)?.is_internal() {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("network `{network}` is internal: nothing reaches it from outside, so its ports cannot be published"),
+            ));
+        }
         for (i, p) in list.iter().enumerate() {
             if let Some((net, ep)) = self.nat.owner_of(p.proto, p.host_port) {
                 return Err(err(
@@ -295,7 +301,7 @@ impl Control {
     pub(super) fn publish_add(&mut self, network: &str, endpoint: &str, spec: &str) -> ApiResult {
         let ip = self.endpoint_ip(network, endpoint)?;
         let p = parse_publish(spec)?;
-        self.check_publishes(std::slice::from_ref(&p))?;
+        self.check_publishes(network, std::slice::from_ref(&p))?;
         self.apply_publishes(network, endpoint, ip, vec![p.clone()])?;
         ok(&publish_info(network, endpoint, ip, &p))
     }
