@@ -345,6 +345,9 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Option<Result<(), DropReason>> {
+        if self.nat.services.is_empty() {
+            return None;
+        }
         let proto = protocol_of(meta.proto)?;
         let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
         let info = inspect(packet).ok()?;
