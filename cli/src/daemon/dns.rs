@@ -24,6 +24,8 @@ use weft_switch::NetworkId;
 
 /// Queries waiting for the resolver thread.
 const QUEUE: usize = 1024;
+/// How long forwarding may take before the answer is SERVFAIL.
+const UPSTREAM_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1800);
 /// Forwarded queries in flight at once.
 const MAX_FORWARDS: usize = 64;
 
@@ -37,7 +39,9 @@ pub fn start(
     injector: Injector,
 ) -> std::io::Result<Sender<DnsQuery>> {
     let (tx, rx) = bounded(QUEUE);
-    let forwarder = Arc::new(Forwarder::new(upstreams));
+    // Upstreams get 1.8 s in all, so that with the queueing and the trip
+    // through the datapath the asker has its SERVFAIL within 2 s.
+    let forwarder = Arc::new(Forwarder::new(upstreams).with_timeout(UPSTREAM_DEADLINE));
     let tcp = super::dns_tcp::start(
         Arc::clone(&tables),
         Arc::clone(&forwarder),
