@@ -2,14 +2,17 @@
 //! gateway (routing, TTL, ICMP errors, fragmentation) and bridging.
 //!
 //! Input: a control byte, then the frame.
-//! - bits 0-2: the ingress port (endpoints and tunnels of two networks, and
-//!   one unknown port);
+//! - bits 0-2: the ingress port (endpoints and tunnels of two networks, the
+//!   uplink, and one unknown port);
 //! - bit 7: write the ingress endpoint's MAC into the source MAC (bytes
 //!   6..12), so the frame gets past port security;
 //! - bit 6: write the endpoint's IPv4 address into the IPv4 source (bytes
 //!   26..30), past the sender-address check;
-//! - bit 5: write the gateway's MAC into the destination (bytes 0..6), so
-//!   IPv4 takes the routed path;
+//! - bit 5: write the gateway's MAC (the uplink's, on the uplink) into the
+//!   destination (bytes 0..6), so IPv4 takes the routed path;
+//! - bit 6 on the uplink: write the uplink address into the IPv4
+//!   destination (bytes 30..34), so the frame meets NAT (replies, the
+//!   published port, ICMP errors);
 //! - bit 4: hand the (possibly rewritten) frame in a second time, after the
 //!   core has learned from the first.
 //!
@@ -24,14 +27,20 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::port::{Offload, NO_OFFLOAD};
-use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit, TunnelConfig};
+use weft_nat::Protocol;
+use weft_switch::switch::{
+    LoadBalance, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit, TunnelConfig,
+    UplinkConfig,
+};
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 const UNKNOWN_PORT: u32 = 999;
 /// Ingress choices for the low three bits of the control byte.
-const INGRESS: [u32; 8] = [100, 101, 150, 200, 201, 250, UNKNOWN_PORT, 100];
-const CONFIGURED: [u32; 6] = [100, 101, 150, 200, 201, 250];
+const UPLINK_PORT: u32 = 900;
+const INGRESS: [u32; 8] = [100, 101, 150, 200, 201, 250, UNKNOWN_PORT, UPLINK_PORT];
+const CONFIGURED: [u32; 7] = [100, 101, 150, 200, 201, 250, UPLINK_PORT];
+const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 fn mac(n: u32) -> MacAddr {
     let b = n.to_be_bytes();
@@ -77,6 +86,28 @@ fn topology() -> Switch {
         .unwrap();
     }
     sw.set_route(NetworkId(1), NetworkId(2), true).unwrap();
+    // The outside: an uplink with NAT, a published port and a service VIP.
+    sw.set_uplink(UplinkConfig {
+        port: PortId(UPLINK_PORT),
+        ip: UPLINK_IP,
+        prefix_len: 24,
+        mac: mac(UPLINK_PORT),
+        gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        mtu: 1500,
+    });
+    sw.publish(
+        Protocol::Tcp,
+        8080,
+        std::net::SocketAddrV4::new(endpoint_ip(100), 80),
+    );
+    sw.set_service(ServiceConfig {
+        network: NetworkId(1),
+        vip: Ipv4Addr::new(10, 1, 0, 200),
+        proto: Protocol::Tcp,
+        port: 80,
+        backends: vec![endpoint_ip(100), endpoint_ip(101)],
+        lb: LoadBalance::RoundRobin,
+    });
     sw
 }
 
@@ -115,7 +146,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if control & 0x20 != 0 && frame.len() >= 6 {
-        gateway_mac(ingress / 100).write(&mut frame, 0);
+        if ingress == UPLINK_PORT {
+            mac(UPLINK_PORT).write(&mut frame, 0);
+        } else {
+            gateway_mac(ingress / 100).write(&mut frame, 0);
+        }
+    }
+    if ingress == UPLINK_PORT && control & 0x40 != 0 && frame.len() >= 34 {
+        frame[30..34].copy_from_slice(&UPLINK_IP.octets());
     }
 
     let mut sw = topology();
