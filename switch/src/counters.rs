@@ -39,10 +39,13 @@ pub enum DropReason {
     NeighborUnknown,
     /// A new flow needed a connection-tracking entry and the table is full.
     ConntrackFull,
+    /// Reading from the port's device failed (e.g. its namespace is gone);
+    /// the port is no longer polled until it is detached.
+    RxError,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::TxError,
         DropReason::NeighborUnknown,
         DropReason::ConntrackFull,
+        DropReason::RxError,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::NeighborUnknown => "neighbor_unknown",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::RxError => "rx_error",
         }
     }
 

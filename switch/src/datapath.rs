@@ -480,7 +480,7 @@ impl Worker {
                 Err(_) => {
                     // The device is gone (its namespace was deleted) or
                     // broken; stop polling it until it is detached.
-                    counters.count_drop(DropReason::TxError);
+                    counters.count_drop(DropReason::RxError);
                     slot.ready = false;
                     ready.swap_remove(i);
                     continue;
