@@ -154,8 +154,27 @@ fn sigterm_removes_taps_and_exits_zero() {
         let out = ns.ip(&["link", "show", &ep.ifname]);
         assert!(out.status.success(), "TAP missing:\n{}", describe(&out));
     }
+    let resolv_conf = |ns: &Netns| {
+        std::path::PathBuf::from("/etc/netns")
+            .join(&ns.name)
+            .join("resolv.conf")
+    };
+    for ns in [&a, &b] {
+        assert!(
+            resolv_conf(ns).exists(),
+            "attach wrote no resolv.conf for {}",
+            ns.name
+        );
+    }
     let status = d.stop().expect("daemon exit status");
     assert!(status.success(), "daemon exited with {status} on SIGTERM");
+    for ns in [&a, &b] {
+        assert!(
+            !resolv_conf(ns).exists(),
+            "{} left behind after the daemon stopped",
+            resolv_conf(ns).display()
+        );
+    }
     for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
         let out = ns.ip(&["link", "show", &ep.ifname]);
         assert!(

@@ -337,6 +337,7 @@ fn weft_attach(socket: &Path, netns: &str, name: &str) -> anyhow::Result<Endpoin
         "netns": netns,
         "name": name,
         "ifname": "eth0",
+        "no_resolv_conf": true,
     });
     let value = weft_call(socket, req, "attach")?;
     serde_json::from_value(value).context("reading the reply to `weft attach`")

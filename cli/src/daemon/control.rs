@@ -427,8 +427,15 @@ impl Control {
     }
 
     /// Stops the datapath, closing every TAP weft made.
+    /// Stops the datapath, closing every TAP weft made, and removes the
+    /// resolv.conf files it wrote for namespaces.
     pub fn shutdown(self) {
         self.datapath.shutdown();
+        for ep in self.networks.values().flat_map(|n| n.endpoints.values()) {
+            if let Some(path) = &ep.resolv_conf {
+                remove_resolv_conf(path);
+            }
+        }
     }
 
     pub(super) fn network(&self, name: &str) -> Result<&Network, ApiError> {
