@@ -408,6 +408,22 @@ fn attach_by_pid_joins_the_process_namespace() {
     // A process living in namespace `p`, the way a container's init does.
     let sleeper = p.spawn(&["sleep", "60"], Stdio::null(), Stdio::null());
     let pid = sleeper.pid().to_string();
+    // `ip netns exec` joins the namespace and then execs, under the same
+    // PID: wait until the process is really in `p` before attaching.
+    let ns_id = |path: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok()
+    };
+    let target = ns_id(&format!("/var/run/netns/{}", p.name));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ns_id(&format!("/proc/{pid}/ns/net")) != target {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never entered namespace {}",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = weft(
         &d,
         &[
