@@ -39,13 +39,15 @@ pub enum DropReason {
     NeighborUnknown,
     /// A new flow needed a connection-tracking entry and the table is full.
     ConntrackFull,
+    /// SNAT found no free source port for a new flow (`--snat-ports`).
+    NatNoPort,
     /// Reading from the port's device failed (e.g. its namespace is gone);
     /// the port is no longer polled until it is detached.
     RxError,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -61,6 +63,7 @@ impl DropReason {
         DropReason::TxError,
         DropReason::NeighborUnknown,
         DropReason::ConntrackFull,
+        DropReason::NatNoPort,
         DropReason::RxError,
     ];
     pub const COUNT: usize = Self::ALL.len();
@@ -83,6 +86,7 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::NeighborUnknown => "neighbor_unknown",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::NatNoPort => "nat_no_port",
             DropReason::RxError => "rx_error",
         }
     }

@@ -280,10 +280,9 @@ impl Switch {
                                 self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
                                 return Err(DropReason::ConntrackFull);
                             }
-                            Err(_) => {
-                                self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
-                                return Err(DropReason::ConntrackFull);
-                            }
+                            // No free source port (or reply tuple) for SNAT:
+                            // the table has room, the port range does not.
+                            Err(_) => return Err(DropReason::NatNoPort),
                         }
                     }
                     None => None,
