@@ -3,9 +3,7 @@
 //! `weft daemon` runs the switch and serves the control API on a Unix socket;
 //! every other command is a client of that API (see `docs/api.md`).
 
-mod api;
 mod bench;
-mod client;
 mod daemon;
 mod demo;
 mod output;
@@ -18,6 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Parser, Subcommand};
+
+pub(crate) use weft_api as api;
+pub(crate) use weft_api::client;
 
 use crate::api::Request;
 use crate::client::ClientError;

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::{ApiError, Reply, Request};
+use crate::{ApiError, Reply, Request};
 
 /// How long to wait for the daemon's reply before giving up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,13 +34,11 @@ fn socket_path_for(root: bool, runtime_dir: Option<PathBuf>, uid: u32) -> PathBu
 
 /// Whether this process runs with root's effective user id.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    nix::unistd::getuid().as_raw()
 }
 
 /// An XDG base directory from the environment; per the XDG spec, unset,

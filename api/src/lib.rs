@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod client;
+
 /// API version reported by `status`; bumped on incompatible changes.
 pub const API_VERSION: u32 = 1;
 
