@@ -160,7 +160,7 @@ fn parse_reply(line: &str) -> Result<serde_json::Value, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ErrorKind;
+    use crate::ErrorKind;
 
     #[test]
     fn socket_path_rules() {
