@@ -136,6 +136,18 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
     parse_reply(&reply_line)
 }
 
+/// Sends `req` and decodes the result as `T`: the typed form of [`call`]
+/// for programs (a CNI plugin, an agent) that know what their request
+/// returns, e.g. `call_as::<Vec<NetworkInfo>>(socket, &Request::NetworkList)`.
+pub fn call_as<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    req: &Request,
+) -> Result<T, ClientError> {
+    let value = call(socket, req)?;
+    serde_json::from_value(value)
+        .map_err(|e| ClientError::Protocol(format!("unexpected reply to {req:?}: {e}")))
+}
+
 /// Turns one reply line into the request's result or error.
 fn parse_reply(line: &str) -> Result<serde_json::Value, ClientError> {
     if line.trim().is_empty() {

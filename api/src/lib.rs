@@ -235,6 +235,21 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply to a request that succeeded.
+    pub fn success(response: &Response) -> Self {
+        match serde_json::to_value(response) {
+            Ok(value) => Reply {
+                ok: true,
+                result: Some(value),
+                error: None,
+            },
+            Err(e) => Reply::failure(ApiError::new(
+                ErrorKind::Internal,
+                format!("the reply did not serialize: {e}"),
+            )),
+        }
+    }
+
     pub fn failure(error: ApiError) -> Self {
         Reply {
             ok: false,
@@ -242,6 +257,60 @@ impl Reply {
             error: Some(error),
         }
     }
+}
+
+/// What a request that succeeded returns: one variant per shape of result.
+///
+/// On the wire it is the bare value (`untagged`), so the JSON of every reply
+/// is exactly what `docs/api.md` shows for its request; a client knows from
+/// its own request which variant to decode (see [`client::Client`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Response {
+    Status(StatusInfo),
+    Network(NetworkInfo),
+    Networks(Vec<NetworkInfo>),
+    NetworkDetail(NetworkDetail),
+    Endpoint(EndpointInfo),
+    Endpoints(Vec<EndpointInfo>),
+    Route(RouteInfo),
+    Routes(Vec<RouteInfo>),
+    Fdb(Vec<FdbEntry>),
+    StaticMac(StaticMac),
+    StaticNeighbor(StaticNeighbor),
+    Neighbors(Vec<NeighborEntry>),
+    Stats(Stats),
+    Peer(PeerInfo),
+    Peers(Vec<PeerInfo>),
+    Uplink(UplinkInfo),
+    Publish(PublishInfo),
+    Publishes(Vec<PublishInfo>),
+    Service(ServiceInfo),
+    Services(Vec<ServiceInfo>),
+    Flows(Vec<FlowEntry>),
+    Flushed(FlushInfo),
+}
+
+/// Reply to `fdb_add`: the MAC now sits behind the VTEP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StaticMac {
+    pub network: String,
+    pub mac: String,
+    pub vtep: String,
+}
+
+/// Reply to `neighbor_add`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StaticNeighbor {
+    pub network: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+/// Reply to `conntrack_flush`: how many tracked connections were removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlushInfo {
+    pub flushed: usize,
 }
 
 /// Why a request was refused. A refused request changed no state.

@@ -4,7 +4,6 @@
 //! every other command is a client of that API (see `docs/api.md`).
 
 mod bench;
-mod daemon;
 mod demo;
 mod output;
 mod probe;
@@ -517,6 +516,13 @@ struct DaemonArgs {
     /// [default: the nameservers of /etc/resolv.conf]
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// What to log: error, warn, info, debug, trace, or a filter such as
+    /// `info,weft_control=debug` [default: RUST_LOG, else info]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How to write log lines: `text` for people, `json` for collectors
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: weft_daemon::LogFormat,
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -621,7 +627,7 @@ fn report(err: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = cli.socket.unwrap_or_else(client::default_socket_path);
     match cli.command {
-        Command::Daemon(args) => daemon::run(daemon::DaemonOptions {
+        Command::Daemon(args) => Ok(weft_daemon::run(weft_daemon::DaemonOptions {
             socket,
             state_dir: args.state_dir.unwrap_or_else(default_state_dir),
             mac_aging: args.mac_aging,
@@ -631,7 +637,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             conntrack_max: args.conntrack_max,
             snat_ports: args.snat_ports,
             dns_upstreams: args.dns_upstream,
-        }),
+            log_level: args.log_level,
+            log_format: args.log_format,
+        })?),
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;
             demo::run(&exe)

@@ -1,4 +1,6 @@
-//! `weft daemon`: the control API server and the datapath it drives.
+//! `weft daemon`: the process that serves the control API and ties the
+//! control plane ([`weft_control::Control`]) to the real datapath worker
+//! and the real operating system ([`provisioner::OsProvisioner`]).
 //!
 //! The daemon serves the API (see `docs/api.md`) on a Unix socket, one
 //! request per connection, each handled on its own thread but applied one at
@@ -6,12 +8,8 @@
 //! SIGINT and SIGTERM stop it cleanly: the datapath closes every TAP it made,
 //! the socket is removed, and the process exits 0.
 
-mod control;
-mod dns;
-mod dns_tcp;
-mod nat;
-mod overlay;
-mod persist;
+pub mod logging;
+pub mod provisioner;
 mod signals;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,12 +19,45 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use weft_switch::datapath::Datapath;
+use weft_api::{ApiError, ErrorKind, Reply, Request};
+use weft_control::dns::NameTables;
+use weft_control::{Control, PersistError, StateFile, VxlanSettings};
+use weft_switch::datapath::{Datapath, DatapathError};
 
-use crate::api::{ApiError, ErrorKind, Reply, Request};
-use control::Control;
-use persist::StateFile;
+pub use logging::LogFormat;
+use provisioner::OsProvisioner;
+
+/// The control plane as the daemon runs it.
+type DaemonControl = Control<Datapath, OsProvisioner>;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// An option is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// A system call the daemon needs failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another weft daemon is already listening on {}: stop it first, or pass another --socket", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    State(#[from] PersistError),
+    #[error("starting the datapath: {0}")]
+    Datapath(#[from] DatapathError),
+    /// The saved state could not be applied.
+    #[error("{0}")]
+    Restore(String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
 
 /// Options of `weft daemon`, already resolved by the command line.
 #[derive(Debug, Clone)]
@@ -51,6 +82,10 @@ pub struct DaemonOptions {
     /// DNS servers names outside weft's networks are forwarded to (empty:
     /// the nameservers of the daemon's /etc/resolv.conf).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Log filter (`--log-level`); `None`: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 /// Longest request accepted, in bytes.
@@ -59,27 +94,39 @@ const MAX_REQUEST_LEN: u64 = 1 << 20;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
-pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    logging::init(opts.log_level.as_deref(), opts.log_format)
+        .map_err(DaemonError::InvalidOption)?;
     if opts.mac_aging.is_zero() {
-        bail!("--mac-aging must be greater than zero");
+        return Err(DaemonError::InvalidOption(
+            "--mac-aging must be greater than zero".into(),
+        ));
+    }
+    if !(576..=65535).contains(&opts.underlay_mtu) {
+        return Err(DaemonError::InvalidOption(format!(
+            "--underlay-mtu {} is out of range: use 576 to 65535",
+            opts.underlay_mtu
+        )));
+    }
+    let ports = weft_nat::PortRange::new(opts.snat_ports.0, opts.snat_ports.1)
+        .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?;
+    if opts.conntrack_max == 0 {
+        return Err(DaemonError::InvalidOption(
+            "--conntrack-max must be at least 1".into(),
+        ));
     }
     // Block the stop signals before any thread starts, so that every thread
     // inherits the mask and only the signal thread receives them.
-    let signals = signals::block_stop_signals().context("blocking SIGINT/SIGTERM")?;
+    let signals =
+        signals::block_stop_signals().map_err(|e| io_error("blocking SIGINT/SIGTERM")(e.into()))?;
     let state = StateFile::in_dir(&opts.state_dir)?;
     let listener = bind(&opts.socket)?;
-    let ports = weft_nat::PortRange::new(opts.snat_ports.0, opts.snat_ports.1)
-        .map_err(|e| anyhow::anyhow!("--snat-ports: {e}"))?;
-    if opts.conntrack_max == 0 {
-        bail!("--conntrack-max must be at least 1");
-    }
     let conntrack = std::sync::Arc::new(weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
         port_range: ports,
         ..weft_nat::ConntrackConfig::default()
     }));
-    let datapath =
-        Datapath::start_with(opts.mac_aging, conntrack).context("starting the datapath")?;
+    let datapath = Datapath::start_with(opts.mac_aging, conntrack)?;
     let upstreams = if opts.dns_upstreams.is_empty() {
         weft_dns::parse_resolv_conf(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -87,28 +134,20 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     } else {
         opts.dns_upstreams.clone()
     };
-    let names: dns::NameTables = Default::default();
-    let queries = dns::start(names.clone(), upstreams, datapath.injector())
-        .context("starting the DNS thread")?;
-    datapath
-        .execute(weft_switch::datapath::Command::SetDns(Some(queries)))
-        .context("connecting DNS to the datapath")?;
-    if !(576..=65535).contains(&opts.underlay_mtu) {
-        bail!(
-            "--underlay-mtu {} is out of range: use 576 to 65535",
-            opts.underlay_mtu
-        );
-    }
-    let vxlan = overlay::VxlanSettings {
+    let names: NameTables = Default::default();
+    let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
+        .map_err(io_error("starting the DNS thread"))?;
+    datapath.execute(weft_switch::datapath::Command::SetDns(Some(queries)))?;
+    let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
-        vtep_ip: overlay::VxlanSettings::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),
+        vtep_ip: weft_control::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),
         underlay_mtu: opts.underlay_mtu,
     };
-    let control = match Control::new(datapath, state, vxlan, names) {
+    let control = match Control::restore(datapath, OsProvisioner, state, vxlan, names) {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&opts.socket);
-            return Err(e);
+            return Err(DaemonError::Restore(e.message));
         }
     };
     let control = Arc::new(Mutex::new(Some(control)));
@@ -120,7 +159,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .name("weft-signals".into())
             .spawn(move || {
                 let signal = signals.wait();
-                eprintln!("weft: received {signal}, shutting down");
+                tracing::info!(%signal, "shutting down");
                 let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(control) = guard.take() {
                     control.shutdown();
@@ -128,20 +167,20 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
                 let _ = std::fs::remove_file(&socket);
                 std::process::exit(0);
             })
-            .context("starting the signal thread")?;
+            .map_err(io_error("starting the signal thread"))?;
     }
 
-    eprintln!(
-        "weft: daemon {} listening on {} (state in {})",
-        env!("CARGO_PKG_VERSION"),
-        opts.socket.display(),
-        opts.state_dir.display()
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        socket = %opts.socket.display(),
+        state_dir = %opts.state_dir.display(),
+        "daemon listening"
     );
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("weft: accept failed: {e}");
+                tracing::warn!(error = %e, "accept failed");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -151,7 +190,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .name("weft-api".into())
             .spawn(move || serve(stream, &control));
         if let Err(e) = spawned {
-            eprintln!("weft: could not start a thread for a client: {e}");
+            tracing::warn!(error = %e, "could not start a thread for a client");
         }
     }
     Ok(())
@@ -159,32 +198,36 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
 
 /// Binds the API socket with mode 0660, replacing a stale socket file but
 /// never a live daemon's.
-fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = socket.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating socket directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io_error(format!(
+                "creating socket directory {}",
+                dir.display()
+            )))?;
         }
     }
     if socket.exists() {
         if UnixStream::connect(socket).is_ok() {
-            bail!(
-                "another weft daemon is already listening on {}: stop it first, or pass another --socket",
-                socket.display()
-            );
+            return Err(DaemonError::AlreadyRunning(socket.to_path_buf()));
         }
-        std::fs::remove_file(socket)
-            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+        std::fs::remove_file(socket).map_err(io_error(format!(
+            "removing stale socket {}",
+            socket.display()
+        )))?;
     }
-    let listener = UnixListener::bind(socket)
-        .with_context(|| format!("binding the API socket {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("setting permissions of {}", socket.display()))?;
+    let listener = UnixListener::bind(socket).map_err(io_error(format!(
+        "binding the API socket {}",
+        socket.display()
+    )))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(io_error(
+        format!("setting permissions of {}", socket.display()),
+    ))?;
     Ok(listener)
 }
 
 /// Reads one request from `stream`, applies it, writes the reply.
-fn serve(stream: UnixStream, control: &Mutex<Option<Control>>) {
+fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
@@ -195,11 +238,7 @@ fn serve(stream: UnixStream, control: &Mutex<Option<Control>>) {
                 let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_mut() {
                     Some(control) => match control.handle(request) {
-                        Ok(value) => Reply {
-                            ok: true,
-                            result: Some(value),
-                            error: None,
-                        },
+                        Ok(response) => Reply::success(&response),
                         Err(error) => Reply::failure(error),
                     },
                     None => Reply::failure(ApiError::new(

@@ -1,35 +1,27 @@
-//! Control plane of NAT: the uplink, published ports, service VIPs and the
-//! connection-tracking listing. The datapath does the translating
-//! (`weft_switch::switch::nat`); this module validates requests, keeps the
+//! NAT control: the uplink, published ports, service VIPs and the
+//! connection-tracking listing. The datapath does the translating (SNAT
+//! with endpoint ports kept where free, DNAT keeping the client address,
+//! RFC 4787 / RFC 5382 terms); this module validates requests, keeps the
 //! registry, and tells the datapath.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
+use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
 use weft_nat::Protocol;
 use weft_switch::counters::PortCounters;
 use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
-use weft_switch::uplink::UplinkPort;
 use weft_switch::wire::{stable_hash, MacAddr};
-use weft_switch::PortId;
 
-use super::control::{datapath_error, err, ok, ApiResult, Control};
-use crate::api::{ApiError, ErrorKind, FlowEntry, PublishInfo, ServiceInfo, UplinkInfo};
-
-/// A published port: `host_port` on the uplink address → endpoint `port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    pub proto: Protocol,
-    pub host_port: u16,
-    pub port: u16,
-}
+use crate::error::{check_name, datapath_error, err, ApiResult};
+use crate::ports::{Datapath, Provisioner};
+use crate::state::{Control, Publish, Service, Uplink};
 
 /// A parsed `HOSTPORT:PORT[/proto]`.
-pub fn parse_publish(spec: &str) -> Result<Publish, ApiError> {
+pub fn parse_publish(spec: &str) -> ApiResult<Publish> {
     let bad = || {
         err(
             ErrorKind::InvalidArgument,
@@ -68,70 +60,6 @@ fn proto_name(p: Protocol) -> &'static str {
     }
 }
 
-pub(super) struct Uplink {
-    counters: Arc<PortCounters>,
-    interface: String,
-    ip: Ipv4Addr,
-    prefix_len: u8,
-    mac: MacAddr,
-    gateway: Option<Ipv4Addr>,
-    mtu: u32,
-    port: PortId,
-}
-
-pub(super) struct Service {
-    network: String,
-    vip: Ipv4Addr,
-    proto: Protocol,
-    port: u16,
-    backends: Vec<String>,
-    lb: LoadBalance,
-}
-
-/// NAT state of the control plane.
-#[derive(Default)]
-pub struct NatControl {
-    uplink: Option<Uplink>,
-    /// (network, endpoint) → its published ports.
-    publishes: BTreeMap<(String, String), Vec<Publish>>,
-    services: BTreeMap<String, Service>,
-}
-
-impl NatControl {
-    /// The endpoint a host port is published for, if any.
-    fn owner_of(&self, proto: Protocol, host_port: u16) -> Option<&(String, String)> {
-        self.publishes.iter().find_map(|(owner, list)| {
-            list.iter()
-                .any(|p| p.proto == proto && p.host_port == host_port)
-                .then_some(owner)
-        })
-    }
-
-    /// Services whose VIP is `ip` in `network`.
-    pub(super) fn vip_in_use(&self, network: &str, ip: Ipv4Addr) -> Option<&str> {
-        self.services
-            .iter()
-            .find(|(_, s)| s.network == network && s.vip == ip)
-            .map(|(n, _)| n.as_str())
-    }
-
-    /// The uplink's port, interface and counters, for `weft stats`.
-    pub(super) fn uplink_counters(&self) -> Option<(PortId, &str, &PortCounters)> {
-        self.uplink
-            .as_ref()
-            .map(|u| (u.port, u.interface.as_str(), &*u.counters))
-    }
-
-    /// Services of `network`, name and VIP, for DNS.
-    pub(super) fn services_of(&self, network: &str) -> Vec<(String, Ipv4Addr)> {
-        self.services
-            .iter()
-            .filter(|(_, s)| s.network == network)
-            .map(|(n, s)| (n.clone(), s.vip))
-            .collect()
-    }
-}
-
 fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
     let bad = || {
         err(
@@ -148,13 +76,15 @@ fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
     Ok((ip, prefix))
 }
 
-impl Control {
-    pub(super) fn uplink_set(
+impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// `uplink set`: opens `interface` as the uplink, weft owning `ip`
+    /// (`IP/PREFIX`) there, with `gateway` as next hop; replaces any uplink.
+    pub fn uplink_set(
         &mut self,
         interface: &str,
         ip: &str,
         gateway: Option<&str>,
-    ) -> ApiResult {
+    ) -> ApiResult<UplinkInfo> {
         let (ip, prefix_len) = parse_prefixed(ip)?;
         let gateway = match gateway {
             Some(g) => {
@@ -162,21 +92,16 @@ impl Control {
             }
             None => None,
         };
-        if let Some(net) = self.networks.values().find(|n| n.contains(ip)) {
+        if let Some(net) = self.networks.values().find(|n| n.subnet.contains(ip)) {
             return Err(err(
                 ErrorKind::Conflict,
                 format!("{ip} is inside network `{}`: the uplink address must be outside weft's networks", net.name),
             ));
         }
-        let port = UplinkPort::open(interface).map_err(|e| {
-            err(
-                ErrorKind::NotFound,
-                format!("cannot use {interface} as the uplink: {e}"),
-            )
-        })?;
-        let mtu = port.socket().mtu().unwrap_or(1500);
+        let device = self.provisioner.open_uplink(interface)?;
+        let mtu = device.mtu;
         let mac = MacAddr::local_from_seed(stable_hash(&["uplink", interface, &ip.to_string()]));
-        let id = PortId(self.next_port);
+        let id = self.take_port_id();
         let counters = Arc::new(PortCounters::default());
         let cfg = UplinkConfig {
             port: id,
@@ -189,11 +114,10 @@ impl Control {
         self.datapath
             .execute(Command::SetUplink {
                 cfg,
-                io: Box::new(port),
+                io: device.port,
                 counters: Arc::clone(&counters),
             })
             .map_err(datapath_error)?;
-        self.next_port += 1;
         self.nat.uplink = Some(Uplink {
             counters,
             interface: interface.to_string(),
@@ -204,18 +128,19 @@ impl Control {
             mtu,
             port: id,
         });
-        eprintln!("weft: uplink on {interface} as {ip}/{prefix_len} ({mac})");
+        tracing::info!(%interface, %ip, prefix_len, %mac, "uplink set");
         self.uplink_show()
     }
 
-    pub(super) fn uplink_show(&self) -> ApiResult {
+    /// `uplink show`.
+    pub fn uplink_show(&self) -> ApiResult<UplinkInfo> {
         let u = self.nat.uplink.as_ref().ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
                 "no uplink is set: set one with `weft uplink set --interface IF --ip IP/PREFIX`",
             )
         })?;
-        ok(&UplinkInfo {
+        Ok(UplinkInfo {
             interface: u.interface.clone(),
             ip: format!("{}/{}", u.ip, u.prefix_len),
             mac: u.mac.to_string(),
@@ -225,7 +150,8 @@ impl Control {
         })
     }
 
-    pub(super) fn uplink_remove(&mut self) -> ApiResult {
+    /// `uplink rm`: egress, published ports and services stop reaching out.
+    pub fn uplink_remove(&mut self) -> ApiResult<UplinkInfo> {
         let info = self.uplink_show()?;
         self.datapath
             .execute(Command::RemoveUplink)
@@ -236,8 +162,8 @@ impl Control {
 
     /// Checks that `list` can be published for an endpoint of `network`
     /// (not internal, no host port taken, none twice).
-    pub(super) fn check_publishes(&self, network: &str, list: &[Publish]) -> Result<(), ApiError> {
-        if !list.is_empty() && self.network(network)?.is_internal() {
+    pub(crate) fn check_publishes(&self, network: &str, list: &[Publish]) -> ApiResult<()> {
+        if !list.is_empty() && self.network(network)?.internal {
             return Err(err(
                 ErrorKind::Conflict,
                 format!("network `{network}` is internal: nothing reaches it from outside, so its ports cannot be published"),
@@ -272,21 +198,28 @@ impl Control {
     }
 
     /// Publishes already-checked ports of an endpoint at `ip`.
-    pub(super) fn apply_publishes(
+    pub(crate) fn apply_publishes(
         &mut self,
         network: &str,
         endpoint: &str,
         ip: Ipv4Addr,
         list: Vec<Publish>,
-    ) -> Result<(), ApiError> {
-        for p in &list {
-            self.datapath
-                .execute(Command::Publish {
-                    proto: p.proto,
-                    host_port: p.host_port,
-                    target: SocketAddrV4::new(ip, p.port),
-                })
-                .map_err(datapath_error)?;
+    ) -> ApiResult<()> {
+        for (i, p) in list.iter().enumerate() {
+            let published = self.datapath.execute(Command::Publish {
+                proto: p.proto,
+                host_port: p.host_port,
+                target: SocketAddrV4::new(ip, p.port),
+            });
+            if let Err(e) = published {
+                for done in &list[..i] {
+                    let _ = self.datapath.execute(Command::Unpublish {
+                        proto: done.proto,
+                        host_port: done.host_port,
+                    });
+                }
+                return Err(datapath_error(e));
+            }
         }
         if !list.is_empty() {
             self.nat
@@ -298,20 +231,27 @@ impl Control {
         Ok(())
     }
 
-    pub(super) fn publish_add(&mut self, network: &str, endpoint: &str, spec: &str) -> ApiResult {
-        let ip = self.endpoint_ip(network, endpoint)?;
-        let p = parse_publish(spec)?;
-        self.check_publishes(network, std::slice::from_ref(&p))?;
-        self.apply_publishes(network, endpoint, ip, vec![p.clone()])?;
-        ok(&publish_info(network, endpoint, ip, &p))
-    }
-
-    pub(super) fn publish_remove(
+    /// `publish add`: publishes `spec` (`HOSTPORT:PORT[/proto]`) of an endpoint.
+    pub fn publish_add(
         &mut self,
         network: &str,
         endpoint: &str,
         spec: &str,
-    ) -> ApiResult {
+    ) -> ApiResult<PublishInfo> {
+        let ip = self.endpoint_ip(network, endpoint)?;
+        let p = parse_publish(spec)?;
+        self.check_publishes(network, std::slice::from_ref(&p))?;
+        self.apply_publishes(network, endpoint, ip, vec![p.clone()])?;
+        Ok(publish_info(network, endpoint, ip, &p))
+    }
+
+    /// `publish rm`: `spec` is `HOSTPORT[/proto]`.
+    pub fn publish_remove(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        spec: &str,
+    ) -> ApiResult<PublishInfo> {
         let ip = self.endpoint_ip(network, endpoint)?;
         let bad = || {
             err(
@@ -339,11 +279,11 @@ impl Control {
         if list.is_empty() {
             self.nat.publishes.remove(&key);
         }
-        ok(&publish_info(network, endpoint, ip, &p))
+        Ok(publish_info(network, endpoint, ip, &p))
     }
 
     /// Unpublishes everything of a detaching endpoint.
-    pub(super) fn drop_publishes(&mut self, network: &str, endpoint: &str) {
+    pub(crate) fn drop_publishes(&mut self, network: &str, endpoint: &str) {
         let key = (network.to_string(), endpoint.to_string());
         for p in self.nat.publishes.remove(&key).unwrap_or_default() {
             let _ = self.datapath.execute(Command::Unpublish {
@@ -353,7 +293,8 @@ impl Control {
         }
     }
 
-    pub(super) fn publish_list(&self) -> ApiResult {
+    /// `publish ls`.
+    pub fn publish_list(&self) -> Vec<PublishInfo> {
         let mut rows = Vec::new();
         for ((network, endpoint), list) in &self.nat.publishes {
             let ip = self
@@ -361,11 +302,11 @@ impl Control {
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
             rows.extend(list.iter().map(|p| publish_info(network, endpoint, ip, p)));
         }
-        ok(&rows)
+        rows
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn service_create(
+    /// `service create`: a VIP in `network` balancing `port` over backends.
+    pub fn service_create(
         &mut self,
         name: &str,
         network: &str,
@@ -373,8 +314,8 @@ impl Control {
         port: &str,
         backends: &[String],
         lb: Option<&str>,
-    ) -> ApiResult {
-        super::control::check_name_pub("service", name)?;
+    ) -> ApiResult<ServiceInfo> {
+        check_name("service", name)?;
         if self.nat.services.contains_key(name) {
             return Err(err(
                 ErrorKind::AlreadyExists,
@@ -431,10 +372,10 @@ impl Control {
         }
         self.nat.services.insert(name.to_string(), service);
         self.refresh_names(network);
-        ok(&self.service_info(name))
+        Ok(self.service_info(name))
     }
 
-    fn push_service(&self, s: &Service) -> Result<(), ApiError> {
+    fn push_service(&self, s: &Service) -> ApiResult<()> {
         let net = self.network(&s.network)?;
         let backends = s
             .backends
@@ -470,7 +411,7 @@ impl Control {
         }
     }
 
-    fn service(&self, name: &str) -> Result<&Service, ApiError> {
+    fn service(&self, name: &str) -> ApiResult<&Service> {
         self.nat.services.get(name).ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
@@ -479,17 +420,17 @@ impl Control {
         })
     }
 
-    pub(super) fn service_list(&self) -> ApiResult {
-        let rows: Vec<ServiceInfo> = self
-            .nat
+    /// `service ls`.
+    pub fn service_list(&self) -> Vec<ServiceInfo> {
+        self.nat
             .services
             .keys()
             .map(|n| self.service_info(n))
-            .collect();
-        ok(&rows)
+            .collect()
     }
 
-    pub(super) fn service_remove(&mut self, name: &str) -> ApiResult {
+    /// `service rm`.
+    pub fn service_remove(&mut self, name: &str) -> ApiResult<ServiceInfo> {
         let s = self.service(name)?;
         let info = self.service_info(name);
         let (vip, proto, port, network) = (s.vip, s.proto, s.port, s.network.clone());
@@ -499,10 +440,16 @@ impl Control {
         self.nat.services.remove(name);
         self.release_vip(&network, vip);
         self.refresh_names(&network);
-        ok(&info)
+        Ok(info)
     }
 
-    pub(super) fn service_backend(&mut self, name: &str, endpoint: &str, add: bool) -> ApiResult {
+    /// `service backend add|rm`.
+    pub fn service_backend(
+        &mut self,
+        name: &str,
+        endpoint: &str,
+        add: bool,
+    ) -> ApiResult<ServiceInfo> {
         let s = self.service(name)?;
         let network = s.network.clone();
         if add {
@@ -534,11 +481,11 @@ impl Control {
         }
         self.push_service(&updated)?;
         self.nat.services.insert(name.to_string(), updated);
-        ok(&self.service_info(name))
+        Ok(self.service_info(name))
     }
 
     /// Drops a detaching endpoint from every service it backs.
-    pub(super) fn drop_backend(&mut self, network: &str, endpoint: &str) {
+    pub(crate) fn drop_backend(&mut self, network: &str, endpoint: &str) {
         let names: Vec<String> = self
             .nat
             .services
@@ -551,12 +498,13 @@ impl Control {
         }
     }
 
-    pub(super) fn conntrack_list(&self) -> ApiResult {
+    /// `conntrack`: the tracked connections.
+    pub fn conntrack_list(&self) -> ApiResult<Vec<FlowEntry>> {
         let now = conntrack_time(Instant::now());
         let rows: Vec<FlowEntry> = self
             .datapath
-            .conntrack()
-            .snapshot(now)
+            .conntrack_snapshot(now)
+            .map_err(datapath_error)?
             .into_iter()
             .map(|f| {
                 let t = |k: &weft_nat::FlowKey| format!("{} -> {}", k.src, k.dst);
@@ -576,12 +524,13 @@ impl Control {
                 }
             })
             .collect();
-        ok(&rows)
+        Ok(rows)
     }
 
-    pub(super) fn conntrack_flush(&self) -> ApiResult {
-        let removed = self.datapath.conntrack().flush();
-        ok(&serde_json::json!({ "flushed": removed }))
+    /// `conntrack flush`: forgets every tracked connection.
+    pub fn conntrack_flush(&self) -> ApiResult<FlushInfo> {
+        let flushed = self.datapath.conntrack_flush().map_err(datapath_error)?;
+        Ok(FlushInfo { flushed })
     }
 }
 

@@ -46,7 +46,7 @@ use weft_switch::switch::{DnsQuery, DNS_PORT};
 use weft_switch::wire::{eth, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP};
 use weft_switch::{NetworkId, PortId};
 
-use super::dns::NameTables;
+use super::names::NameTables;
 
 /// Segments waiting for the TCP thread.
 const QUEUE: usize = 1024;
@@ -84,7 +84,7 @@ const MTU: usize = 1500;
 const SELF_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
 
 /// Starts the TCP thread; returns the queue of segments it serves.
-pub fn start(
+pub(super) fn start(
     tables: NameTables,
     forwarder: Arc<Forwarder>,
     injector: Injector,

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// A network as saved.
@@ -33,6 +32,33 @@ pub struct SavedState {
     pub peers: Vec<String>,
 }
 
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a weft state file ({source}): move it away to start with no networks", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PersistError {
+    let path = path.to_path_buf();
+    move |source| PersistError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// The state file in a state directory.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -41,40 +67,41 @@ pub struct StateFile {
 
 impl StateFile {
     /// Uses `dir/state.json`, creating `dir` if needed.
-    pub fn in_dir(dir: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("creating state directory {}", dir.display()))?;
+    pub fn in_dir(dir: &Path) -> Result<Self, PersistError> {
+        fs::create_dir_all(dir).map_err(io_error("create the state directory", dir))?;
         Ok(StateFile {
             path: dir.join("state.json"),
         })
     }
 
     /// The saved state, or an empty one when nothing was saved yet.
-    pub fn load(&self) -> anyhow::Result<SavedState> {
+    pub fn load(&self) -> Result<SavedState, PersistError> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is not a weft state file: move it away to start with no networks",
-                    self.path.display()
-                )
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| PersistError::Corrupt {
+                path: self.path.clone(),
+                source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedState::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+            Err(e) => Err(io_error("read", &self.path)(e)),
         }
     }
 
     /// Replaces the saved state atomically (write a temporary file, fsync,
     /// rename over the old one).
-    pub fn save(&self, state: &SavedState) -> anyhow::Result<()> {
+    pub fn save(&self, state: &SavedState) -> Result<(), PersistError> {
         let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(state)?;
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&text)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+        let text = serde_json::to_vec_pretty(state).expect("the state always serializes");
+        let mut file = fs::File::create(&tmp).map_err(io_error("create", &tmp))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error("write", &tmp))?;
+        fs::rename(&tmp, &self.path).map_err(io_error("replace", &self.path))?;
         Ok(())
+    }
+
+    /// Where the state is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -7,45 +7,27 @@
 //! `ip link add … type vxlan remote …`; the forwarding database can also be
 //! fed (`fdb add`, `neighbor add`) by whatever control plane runs above.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 
+use weft_api::{ErrorKind, NeighborEntry, PeerInfo, StaticMac, StaticNeighbor};
 use weft_switch::counters::PortCounters;
 use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::TunnelConfig;
-use weft_switch::wire::MacAddr;
-use weft_switch::PortId;
-use weft_vtep::socket::VxlanSocket;
 use weft_vtep::{Vni, VXLAN_UDP_PORT};
 
-use super::control::{datapath_error, err, ok, ApiResult, Control};
-use crate::api::{ApiError, ErrorKind, NeighborEntry, PeerInfo};
+use crate::endpoint::parse_unicast_mac;
+use crate::error::{datapath_error, err, ApiResult};
+use crate::ports::{Datapath, Provisioner};
+use crate::state::{Control, Network, Peer};
 
-/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) headers.
-pub const VXLAN_OVERHEAD: u32 = 50;
-/// Send sockets in the VTEP's pool, so outer source ports vary by flow.
-const SEND_SOCKETS: usize = 8;
-
-/// The daemon's VXLAN options.
-#[derive(Debug, Clone, Copy)]
-pub struct VxlanSettings {
-    pub listen: SocketAddrV4,
-    /// The address peers reach this host at, if known.
-    pub vtep_ip: Option<Ipv4Addr>,
-    /// MTU of the underlay network.
-    pub underlay_mtu: u32,
-}
-
-impl VxlanSettings {
-    /// `--vtep-ip` if given, else the listen address if specific, else the
-    /// address of the interface holding the default route.
-    pub fn resolve_vtep_ip(listen: SocketAddrV4, given: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
-        given
-            .or_else(|| (!listen.ip().is_unspecified()).then_some(*listen.ip()))
-            .or_else(default_route_address)
-    }
+/// `--vtep-ip` if given, else the listen address if specific, else the
+/// address of the interface holding the default route.
+pub fn resolve_vtep_ip(listen: SocketAddrV4, given: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    given
+        .or_else(|| (!listen.ip().is_unspecified()).then_some(*listen.ip()))
+        .or_else(default_route_address)
 }
 
 /// The source address the kernel would use toward the rest of the world:
@@ -60,51 +42,8 @@ fn default_route_address() -> Option<Ipv4Addr> {
     }
 }
 
-pub(super) struct Peer {
-    addr: SocketAddrV4,
-    counters: Arc<PortCounters>,
-}
-
-/// Overlay state of the control plane.
-pub struct Overlay {
-    settings: VxlanSettings,
-    bound: Option<SocketAddrV4>,
-    peers: BTreeMap<Ipv4Addr, Peer>,
-}
-
-impl Overlay {
-    pub fn new(settings: VxlanSettings) -> Self {
-        Overlay {
-            settings,
-            bound: None,
-            peers: BTreeMap::new(),
-        }
-    }
-
-    pub fn bound(&self) -> Option<SocketAddrV4> {
-        self.bound
-    }
-
-    pub fn vtep_ip(&self) -> Option<Ipv4Addr> {
-        self.settings.vtep_ip
-    }
-
-    /// Inner MTU that fits the underlay once encapsulated.
-    pub fn default_inner_mtu(&self) -> u32 {
-        self.settings.underlay_mtu - VXLAN_OVERHEAD
-    }
-
-    fn max_inner_ip_len(&self) -> u32 {
-        self.settings.underlay_mtu - VXLAN_OVERHEAD
-    }
-
-    pub fn saved_peers(&self) -> Vec<String> {
-        self.peers.values().map(|p| p.addr.to_string()).collect()
-    }
-}
-
 /// Parses `IP` or `IP:PORT`.
-fn parse_peer(text: &str) -> Result<SocketAddrV4, ApiError> {
+fn parse_peer(text: &str) -> ApiResult<SocketAddrV4> {
     let bad = || {
         err(
             ErrorKind::InvalidArgument,
@@ -121,33 +60,25 @@ fn parse_peer(text: &str) -> Result<SocketAddrV4, ApiError> {
     Ok(SocketAddrV4::new(ip, VXLAN_UDP_PORT))
 }
 
-impl Control {
+impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// Binds the VTEP socket if it is not bound yet.
-    pub(super) fn ensure_vtep(&mut self) -> Result<(), ApiError> {
+    pub(crate) fn ensure_vtep(&mut self) -> ApiResult<()> {
         if self.overlay.bound.is_some() {
             return Ok(());
         }
         let listen = self.overlay.settings.listen;
-        let socket = VxlanSocket::bind(listen, SEND_SOCKETS).map_err(|e| {
-            err(
-                ErrorKind::System,
-                format!(
-                    "cannot serve VXLAN on {listen}: {e} ({}); another VTEP may hold the port: pass `weft daemon --vxlan-listen ADDR:PORT`",
-                    e.io_error()
-                ),
-            )
-        })?;
+        let socket = self.provisioner.bind_vtep(listen)?;
         let local = socket.local_addr();
         self.datapath
             .execute(Command::BindVtep(socket))
             .map_err(datapath_error)?;
         self.overlay.bound = Some(local);
-        eprintln!("weft: serving VXLAN on {local}");
+        tracing::info!(%local, "serving VXLAN");
         Ok(())
     }
 
     /// Checks a VNI for a new overlay network.
-    pub(super) fn check_new_vni(&self, value: u32) -> Result<Vni, ApiError> {
+    pub(crate) fn check_new_vni(&self, value: u32) -> ApiResult<Vni> {
         let vni = Vni::new(value).map_err(|_| {
             err(
                 ErrorKind::InvalidArgument,
@@ -172,24 +103,24 @@ impl Control {
         Ok(vni)
     }
 
-    fn add_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> Result<(), ApiError> {
+    fn add_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> ApiResult<()> {
         let addr = self.overlay.peers[&peer].addr;
         let max_ip_len = self.overlay.max_inner_ip_len();
         let net = self.network(network)?;
         let vni = net.vni.expect("overlay network");
-        let port = PortId(self.next_port);
+        let (id, vni) = (net.id, vni);
+        let port = self.take_port_id();
         self.datapath
             .execute(Command::AddTunnel {
                 cfg: TunnelConfig {
                     id: port,
-                    network: net.id,
+                    network: id,
                     max_ip_len,
                 },
                 vni,
                 peer: addr,
             })
             .map_err(datapath_error)?;
-        self.next_port += 1;
         self.networks
             .get_mut(network)
             .expect("looked up above")
@@ -198,7 +129,7 @@ impl Control {
         Ok(())
     }
 
-    fn remove_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> Result<(), ApiError> {
+    fn remove_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> ApiResult<()> {
         let Some(&port) = self
             .networks
             .get(network)
@@ -216,7 +147,7 @@ impl Control {
     }
 
     /// Gives a new overlay network a tunnel to every peer.
-    pub(super) fn connect_network_to_peers(&mut self, network: &str) -> Result<(), ApiError> {
+    pub(crate) fn connect_network_to_peers(&mut self, network: &str) -> ApiResult<()> {
         let peers: Vec<Ipv4Addr> = self.overlay.peers.keys().copied().collect();
         for peer in peers {
             self.add_tunnel(network, peer)?;
@@ -232,7 +163,30 @@ impl Control {
             .collect()
     }
 
-    pub(super) fn add_peer(&mut self, text: &str) -> Result<PeerInfo, ApiError> {
+    /// `peer add`: adds a remote VTEP (`IP` or `IP:PORT`, default port
+    /// 4789), with a tunnel for every overlay network, and saves it.
+    pub fn peer_add(&mut self, text: &str) -> ApiResult<PeerInfo> {
+        let info = self.add_peer(text)?;
+        if let Err(e) = self.save() {
+            let ip = parse_peer(text)?.ip().to_string();
+            let _ = self.remove_peer(&ip);
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    /// `peer rm`: removes a peer and its tunnels, and saves it.
+    pub fn peer_remove(&mut self, ip: &str) -> ApiResult<PeerInfo> {
+        let info = self.remove_peer(ip)?;
+        if let Err(e) = self.save() {
+            let _ = self.add_peer(&info.addr);
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    /// Adds a peer (not saved): `IP` or `IP:PORT`, default port 4789.
+    pub(crate) fn add_peer(&mut self, text: &str) -> ApiResult<PeerInfo> {
         let addr = parse_peer(text)?;
         let ip = *addr.ip();
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
@@ -273,11 +227,12 @@ impl Control {
                 return Err(e);
             }
         }
-        eprintln!("weft: added peer {addr}");
+        tracing::info!(peer = %addr, "peer added");
         Ok(self.peer_info(&self.overlay.peers[&ip]))
     }
 
-    pub(super) fn remove_peer(&mut self, text: &str) -> Result<PeerInfo, ApiError> {
+    /// Removes a peer (not saved).
+    pub(crate) fn remove_peer(&mut self, text: &str) -> ApiResult<PeerInfo> {
         let ip = parse_addr(text).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
         let Some(peer) = self.overlay.peers.get(&ip) else {
             return Err(err(
@@ -293,7 +248,7 @@ impl Control {
             .execute(Command::RemovePeer(ip))
             .map_err(datapath_error)?;
         self.overlay.peers.remove(&ip);
-        eprintln!("weft: removed peer {ip}");
+        tracing::info!(peer = %ip, "peer removed");
         Ok(info)
     }
 
@@ -309,7 +264,8 @@ impl Control {
         }
     }
 
-    pub(super) fn peer_list(&self) -> Vec<PeerInfo> {
+    /// `peer ls`: the peers and their traffic.
+    pub fn peer_list(&self) -> Vec<PeerInfo> {
         self.overlay
             .peers
             .values()
@@ -317,7 +273,7 @@ impl Control {
             .collect()
     }
 
-    fn overlay_network(&self, name: &str) -> Result<&super::control::Network, ApiError> {
+    fn overlay_network(&self, name: &str) -> ApiResult<&Network> {
         let net = self.network(name)?;
         if net.vni.is_none() {
             return Err(err(
@@ -328,9 +284,10 @@ impl Control {
         Ok(net)
     }
 
-    pub(super) fn fdb_add(&mut self, network: &str, mac: &str, vtep: &str) -> ApiResult {
+    /// `fdb add`: `mac` of an overlay network sits behind VTEP `vtep`.
+    pub fn fdb_add(&mut self, network: &str, mac: &str, vtep: &str) -> ApiResult<StaticMac> {
         let net = self.overlay_network(network)?;
-        let mac = parse_mac(mac)?;
+        let mac = parse_unicast_mac(mac)?;
         let ip = parse_addr(vtep).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
         let Some(&port) = net.tunnels.get(&ip) else {
             return Err(err(
@@ -346,14 +303,22 @@ impl Control {
                 port,
             })
             .map_err(datapath_error)?;
-        ok(
-            &serde_json::json!({ "network": network, "mac": mac.to_string(), "vtep": ip.to_string() }),
-        )
+        Ok(StaticMac {
+            network: network.to_string(),
+            mac: mac.to_string(),
+            vtep: ip.to_string(),
+        })
     }
 
-    pub(super) fn neighbor_add(&mut self, network: &str, ip: &str, mac: &str) -> ApiResult {
+    /// `neighbor add`: an IP → MAC binding, for ARP suppression and routing.
+    pub fn neighbor_add(
+        &mut self,
+        network: &str,
+        ip: &str,
+        mac: &str,
+    ) -> ApiResult<StaticNeighbor> {
         let net = self.overlay_network(network)?;
-        let mac = parse_mac(mac)?;
+        let mac = parse_unicast_mac(mac)?;
         let ip = parse_addr(ip).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
         let id = net.id;
         self.datapath
@@ -363,10 +328,15 @@ impl Control {
                 mac,
             })
             .map_err(datapath_error)?;
-        ok(&serde_json::json!({ "network": network, "ip": ip.to_string(), "mac": mac.to_string() }))
+        Ok(StaticNeighbor {
+            network: network.to_string(),
+            ip: ip.to_string(),
+            mac: mac.to_string(),
+        })
     }
 
-    pub(super) fn neighbor_list(&self, network: Option<&str>) -> ApiResult {
+    /// `neighbors`: the remote IP → MAC bindings the switch knows.
+    pub fn neighbor_list(&self, network: Option<&str>) -> ApiResult<Vec<NeighborEntry>> {
         let id = match network {
             Some(name) => Some(self.network(name)?.id),
             None => None,
@@ -377,7 +347,7 @@ impl Control {
             .map_err(datapath_error)?
             .into_iter()
             .filter_map(|(net_id, n)| {
-                let net = self.networks.values().find(|x| x.id == net_id)?;
+                let net = self.network_by_id(net_id)?;
                 Some(NeighborEntry {
                     network: net.name.clone(),
                     ip: n.ip.to_string(),
@@ -387,23 +357,8 @@ impl Control {
                 })
             })
             .collect();
-        ok(&rows)
+        Ok(rows)
     }
-}
-
-fn parse_mac(text: &str) -> Result<MacAddr, ApiError> {
-    let mac: MacAddr = text
-        .parse()
-        .map_err(|e: weft_switch::wire::MacParseError| {
-            err(ErrorKind::InvalidArgument, e.to_string())
-        })?;
-    if !mac.is_unicast() || mac == MacAddr::ZERO {
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            format!("{mac} is not a unicast MAC address"),
-        ));
-    }
-    Ok(mac)
 }
 
 #[cfg(test)]

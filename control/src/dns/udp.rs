@@ -1,59 +1,24 @@
-//! The gateways' DNS service (what Docker's 127.0.0.11 is on user-defined
-//! networks): names of endpoints, their aliases and services, answered
-//! within the asker's network only; other names forwarded upstream, with
-//! SERVFAIL within 2 s when no upstream answers (RFC 8906).
-//!
-//! The datapath hands each query for a gateway's UDP port 53 to this thread
-//! over a bounded queue; the answer goes back as a frame through the
-//! datapath's injector. Forwarding blocks, so each forwarded query gets a
-//! short-lived thread of its own (bounded in number). TCP segments for port
-//! 53 are passed on to the DNS-over-TCP responder ([`super::dns_tcp`]).
+//! The UDP responder: answers each query from the asker's network table
+//! or forwards it upstream. Forwarding blocks, so each forwarded query gets
+//! a short-lived thread of its own (bounded in number). TCP segments for
+//! port 53 are passed on to the TCP responder.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use super::names::NameTables;
+
+use crossbeam_channel::{Receiver, Sender};
 use weft_dns::{Forwarder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
 use weft_nat::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 use weft_switch::datapath::Injector;
 use weft_switch::switch::{DnsQuery, DNS_PORT};
 use weft_switch::wire::{eth, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
-use weft_switch::NetworkId;
 
-/// Queries waiting for the resolver thread.
-const QUEUE: usize = 1024;
-/// How long forwarding may take before the answer is SERVFAIL.
-const UPSTREAM_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1800);
 /// Forwarded queries in flight at once.
 const MAX_FORWARDS: usize = 64;
 
-/// Per-network name tables, kept by the control plane.
-pub type NameTables = Arc<Mutex<HashMap<NetworkId, NameTable>>>;
-
-/// Starts the resolver thread; returns the queue the datapath feeds.
-pub fn start(
-    tables: NameTables,
-    upstreams: Vec<SocketAddr>,
-    injector: Injector,
-) -> std::io::Result<Sender<DnsQuery>> {
-    let (tx, rx) = bounded(QUEUE);
-    // Upstreams get 1.8 s in all, so that with the queueing and the trip
-    // through the datapath the asker has its SERVFAIL within 2 s.
-    let forwarder = Arc::new(Forwarder::new(upstreams).with_timeout(UPSTREAM_DEADLINE));
-    let tcp = super::dns_tcp::start(
-        Arc::clone(&tables),
-        Arc::clone(&forwarder),
-        injector.clone(),
-    )?;
-    std::thread::Builder::new()
-        .name("weft-dns".into())
-        .spawn(move || serve(rx, tcp, tables, forwarder, injector))?;
-    Ok(tx)
-}
-
-fn serve(
+pub(super) fn serve(
     queries: Receiver<DnsQuery>,
     tcp: Sender<DnsQuery>,
     tables: NameTables,
@@ -146,23 +111,4 @@ fn udp_frame(query: &DnsQuery, payload: &[u8]) -> Vec<u8> {
     }
     write_u16(udp, 6, sum);
     f
-}
-
-/// Rebuilds one network's table: its endpoints (with aliases) and services.
-pub fn table_for(
-    domain: &str,
-    subnet: (Ipv4Addr, u8),
-    endpoints: &[(u64, Vec<String>, Ipv4Addr)],
-    services: &[(String, Ipv4Addr)],
-) -> NameTable {
-    let mut table = NameTable::with_domain(domain).unwrap_or_default();
-    table.set_subnet(Some(subnet));
-    for (owner, names, ip) in endpoints {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let _ = table.insert(*owner, weft_dns::Entry::new(&names, &[*ip]));
-    }
-    for (i, (name, vip)) in services.iter().enumerate() {
-        let _ = table.insert(1 << 40 | i as u64, weft_dns::Entry::new(&[name], &[*vip]));
-    }
-    table
 }

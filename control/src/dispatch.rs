@@ -1,0 +1,131 @@
+//! One entry point for every API request: [`Control::handle`] matches the
+//! request to its typed operation and wraps the result in a [`Response`].
+
+use weft_api::{Request, Response};
+
+use crate::endpoint::AttachSpec;
+use crate::error::ApiResult;
+use crate::network::NetworkSpec;
+use crate::ports::{Datapath, Provisioner};
+use crate::state::Control;
+
+impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// Applies one request: its result, or why it was refused (and then
+    /// nothing changed).
+    pub fn handle(&mut self, request: Request) -> ApiResult<Response> {
+        Ok(match request {
+            Request::Status => Response::Status(self.status()),
+            Request::NetworkCreate {
+                name,
+                subnet,
+                gateway,
+                mtu,
+                internal,
+                vni,
+                ip_range,
+            } => Response::Network(self.network_create(NetworkSpec {
+                name,
+                subnet,
+                gateway,
+                mtu,
+                internal,
+                vni,
+                ip_range,
+            })?),
+            Request::NetworkList => Response::Networks(self.network_list()),
+            Request::NetworkInspect { name } => {
+                Response::NetworkDetail(self.network_inspect(&name)?)
+            }
+            Request::NetworkRemove { name } => Response::Network(self.network_remove(&name)?),
+            Request::Attach {
+                network,
+                netns,
+                pid,
+                name,
+                ip,
+                mac,
+                ifname,
+                publish,
+                aliases,
+                no_resolv_conf,
+            } => Response::Endpoint(self.attach(AttachSpec {
+                network,
+                netns,
+                pid,
+                name,
+                ip,
+                mac,
+                ifname,
+                publish,
+                aliases,
+                no_resolv_conf,
+            })?),
+            Request::Detach { network, endpoint } => {
+                Response::Endpoint(self.detach(&network, &endpoint)?)
+            }
+            Request::RouteAllow { a, b } => Response::Route(self.route_set(&a, &b, true)?),
+            Request::RouteDeny { a, b } => Response::Route(self.route_set(&a, &b, false)?),
+            Request::RouteList => Response::Routes(self.route_list()),
+            Request::Endpoints { network } => {
+                Response::Endpoints(self.endpoint_list(network.as_deref())?)
+            }
+            Request::Fdb { network } => Response::Fdb(self.fdb(network.as_deref())?),
+            Request::Stats => Response::Stats(self.stats()),
+            Request::PeerAdd { addr } => Response::Peer(self.peer_add(&addr)?),
+            Request::PeerList => Response::Peers(self.peer_list()),
+            Request::PeerRemove { ip } => Response::Peer(self.peer_remove(&ip)?),
+            Request::FdbAdd { network, mac, vtep } => {
+                Response::StaticMac(self.fdb_add(&network, &mac, &vtep)?)
+            }
+            Request::NeighborAdd { network, ip, mac } => {
+                Response::StaticNeighbor(self.neighbor_add(&network, &ip, &mac)?)
+            }
+            Request::Neighbors { network } => {
+                Response::Neighbors(self.neighbor_list(network.as_deref())?)
+            }
+            Request::UplinkSet {
+                interface,
+                ip,
+                gateway,
+            } => Response::Uplink(self.uplink_set(&interface, &ip, gateway.as_deref())?),
+            Request::UplinkShow => Response::Uplink(self.uplink_show()?),
+            Request::UplinkRemove => Response::Uplink(self.uplink_remove()?),
+            Request::PublishAdd {
+                network,
+                endpoint,
+                spec,
+            } => Response::Publish(self.publish_add(&network, &endpoint, &spec)?),
+            Request::PublishList => Response::Publishes(self.publish_list()),
+            Request::PublishRemove {
+                network,
+                endpoint,
+                spec,
+            } => Response::Publish(self.publish_remove(&network, &endpoint, &spec)?),
+            Request::ServiceCreate {
+                name,
+                network,
+                vip,
+                port,
+                backends,
+                lb,
+            } => Response::Service(self.service_create(
+                &name,
+                &network,
+                &vip,
+                &port,
+                &backends,
+                lb.as_deref(),
+            )?),
+            Request::ServiceList => Response::Services(self.service_list()),
+            Request::ServiceRemove { name } => Response::Service(self.service_remove(&name)?),
+            Request::ServiceBackendAdd { name, endpoint } => {
+                Response::Service(self.service_backend(&name, &endpoint, true)?)
+            }
+            Request::ServiceBackendRemove { name, endpoint } => {
+                Response::Service(self.service_backend(&name, &endpoint, false)?)
+            }
+            Request::Conntrack => Response::Flows(self.conntrack_list()?),
+            Request::ConntrackFlush => Response::Flushed(self.conntrack_flush()?),
+        })
+    }
+}

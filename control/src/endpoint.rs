@@ -1,0 +1,255 @@
+//! Endpoints: `attach` puts a TAP device into a namespace and connects it to
+//! a network's switch; `detach` takes it away again.
+//!
+//! Attach checks everything first (network, namespace, name, address, MAC,
+//! published ports, aliases), then makes the device, hands it to the
+//! datapath, and publishes its ports; when a later step fails, every earlier
+//! one is undone, so nothing of a refused attach remains.
+
+use weft_api::{EndpointInfo, ErrorKind};
+use weft_switch::counters::PortCounters;
+use weft_switch::datapath::Command;
+use weft_switch::ipam::parse_addr;
+use weft_switch::switch::PortConfig;
+use weft_switch::wire::{stable_hash, MacAddr, MacParseError};
+
+use crate::error::{check_name, datapath_error, err, in_network, ipam_error, ApiResult};
+use crate::nat::parse_publish;
+use crate::ports::{Datapath, NetnsTarget, Provisioner, TapRequest};
+use crate::state::{no_endpoint, Control, Endpoint, Network};
+
+/// What `attach` asks for, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub network: String,
+    /// A name under `/var/run/netns` (exclusive with `pid`).
+    pub netns: Option<String>,
+    /// A process whose namespace to join (exclusive with `netns`).
+    pub pid: Option<u32>,
+    /// The endpoint's name (default: the namespace's name, or `pid-PID`).
+    pub name: Option<String>,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub ifname: Option<String>,
+    /// Ports to publish: `HOSTPORT:PORT[/tcp|/udp]`.
+    pub publish: Vec<String>,
+    /// Extra DNS names in the network.
+    pub aliases: Vec<String>,
+    /// Leave the namespace's resolv.conf alone.
+    pub no_resolv_conf: bool,
+}
+
+/// Interface names tried for a new endpoint: eth0 … eth99.
+const IFNAME_CANDIDATES: u32 = 100;
+
+impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// `attach`: connects a namespace to a network.
+    pub fn attach(&mut self, req: AttachSpec) -> ApiResult<EndpointInfo> {
+        let net = self.network(&req.network)?;
+        let (target, default_name) = match (&req.netns, req.pid) {
+            (Some(name), None) => (NetnsTarget::Name(name.clone()), name.clone()),
+            (None, Some(pid)) => (NetnsTarget::Pid(pid), format!("pid-{pid}")),
+            _ => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    "give exactly one of --netns NAME or --pid PID",
+                ))
+            }
+        };
+        let netns = self.provisioner.open_netns(&target)?;
+        let name = req.name.clone().unwrap_or(default_name);
+        check_name("endpoint", &name)?;
+        if net.endpoints.contains_key(&name) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "network `{}` already has an endpoint named `{name}`: pass another --name",
+                    net.name
+                ),
+            ));
+        }
+        let publishes = req
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_publishes(&req.network, &publishes)?;
+        for alias in &req.aliases {
+            check_name("alias", alias)?;
+        }
+        let net = self.network(&req.network)?;
+        let ip = match &req.ip {
+            Some(text) => {
+                let ip = parse_addr(text).map_err(ipam_error)?;
+                net.pool
+                    .check(ip)
+                    .map_err(|e| in_network(ipam_error(e), &net.name))?;
+                ip
+            }
+            None => net
+                .pool
+                .next_free()
+                .map_err(|e| in_network(ipam_error(e), &net.name))?,
+        };
+        let mac = match &req.mac {
+            Some(text) => {
+                let mac = parse_unicast_mac(text)?;
+                if net.mac_in_use(mac) {
+                    return Err(err(
+                        ErrorKind::AlreadyExists,
+                        format!("MAC {mac} is already in use in network `{}`: pick another or leave --mac out", net.name),
+                    ));
+                }
+                mac
+            }
+            None => derive_mac(net, &name),
+        };
+        let ifname = match &req.ifname {
+            Some(ifname) => ifname.clone(),
+            None => self.free_ifname(&netns.path)?,
+        };
+        let first_network = !self
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.values())
+            .any(|e| e.netns_id == netns.id);
+        let tap = TapRequest {
+            ifname: ifname.clone(),
+            mac,
+            ip,
+            prefix_len: net.subnet.prefix_len(),
+            mtu: net.mtu,
+            default_gateway: first_network.then_some(net.gateway),
+        };
+        let (network_id, gateway) = (net.id, net.gateway);
+
+        // Every check passed: make the device and connect it.
+        let io = self.provisioner.create_tap(&netns.path, &tap)?;
+        let port = self.take_port_id();
+        let counters = std::sync::Arc::new(PortCounters::default());
+        self.datapath
+            .execute(Command::AddPort {
+                cfg: PortConfig {
+                    id: port,
+                    network: network_id,
+                    mac,
+                    ip,
+                },
+                io,
+                counters: std::sync::Arc::clone(&counters),
+            })
+            .map_err(datapath_error)?;
+        let net = self
+            .networks
+            .get_mut(&req.network)
+            .expect("looked up above");
+        if let Err(e) = net.pool.reserve(ip) {
+            let _ = self.datapath.execute(Command::RemovePort(port));
+            return Err(ipam_error(e));
+        }
+        if let Err(e) = self.apply_publishes(&req.network, &name, ip, publishes) {
+            let _ = self.datapath.execute(Command::RemovePort(port));
+            if let Some(net) = self.networks.get_mut(&req.network) {
+                net.pool.release(ip);
+            }
+            return Err(e);
+        }
+        let resolv_conf = match (&req.netns, req.no_resolv_conf) {
+            (Some(ns), false) if first_network => self.provisioner.write_resolv_conf(ns, gateway),
+            _ => None,
+        };
+        let endpoint = Endpoint {
+            name: name.clone(),
+            netns: netns.path,
+            netns_id: netns.id,
+            ifname,
+            ip,
+            mac,
+            port,
+            counters,
+            aliases: req.aliases.clone(),
+            resolv_conf,
+        };
+        let net = self
+            .networks
+            .get_mut(&req.network)
+            .expect("looked up above");
+        let info = net.endpoint_info(&endpoint);
+        net.endpoints.insert(name, endpoint);
+        self.refresh_names(&req.network);
+        tracing::info!(
+            endpoint = %info.name, ip = %info.ip, mac = %info.mac,
+            network = %info.network, port = info.port, "attached"
+        );
+        Ok(info)
+    }
+
+    /// `detach`: disconnects an endpoint; its TAP device disappears.
+    pub fn detach(&mut self, network: &str, endpoint: &str) -> ApiResult<EndpointInfo> {
+        let net = self.network(network)?;
+        let ep = net
+            .endpoints
+            .get(endpoint)
+            .ok_or_else(|| no_endpoint(network, endpoint))?;
+        let info = net.endpoint_info(ep);
+        self.datapath
+            .execute(Command::RemovePort(ep.port))
+            .map_err(datapath_error)?;
+        self.drop_publishes(network, endpoint);
+        self.drop_backend(network, endpoint);
+        let net = self.networks.get_mut(network).expect("looked up above");
+        if let Some(ep) = net.endpoints.remove(endpoint) {
+            net.pool.release(ep.ip);
+            if let Some(path) = ep.resolv_conf {
+                self.provisioner.remove_resolv_conf(&path);
+            }
+        }
+        self.refresh_names(network);
+        tracing::info!(%endpoint, %network, "detached");
+        Ok(info)
+    }
+
+    /// The first of eth0, eth1, … that the namespace does not have yet.
+    fn free_ifname(&self, netns: &std::path::Path) -> ApiResult<String> {
+        for n in 0..IFNAME_CANDIDATES {
+            let name = format!("eth{n}");
+            if !self.provisioner.link_exists(netns, &name)? {
+                return Ok(name);
+            }
+        }
+        Err(err(
+            ErrorKind::Exhausted,
+            format!(
+                "the namespace already has eth0 to eth{}: pass --ifname",
+                IFNAME_CANDIDATES - 1
+            ),
+        ))
+    }
+}
+
+/// A unicast, non-zero MAC address from text.
+pub fn parse_unicast_mac(text: &str) -> ApiResult<MacAddr> {
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|e: MacParseError| err(ErrorKind::InvalidArgument, e.to_string()))?;
+    if !mac.is_unicast() || mac == MacAddr::ZERO {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("{mac} is not a unicast MAC address: the first octet must be even and the address non-zero"),
+        ));
+    }
+    Ok(mac)
+}
+
+/// The default MAC of an endpoint: stable for a network and endpoint name,
+/// locally administered, and unique within the network.
+fn derive_mac(net: &Network, endpoint: &str) -> MacAddr {
+    let mut salt = 0u32;
+    loop {
+        let mac = MacAddr::local_from_seed(stable_hash(&[&net.name, endpoint, &salt.to_string()]));
+        if !net.mac_in_use(mac) {
+            return mac;
+        }
+        salt += 1;
+    }
+}

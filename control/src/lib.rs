@@ -1,0 +1,46 @@
+//! weft's control plane as a library.
+//!
+//! [`Control`] holds the registry of networks, endpoints, routes, peers,
+//! the uplink, published ports and services, and applies API requests
+//! ([`weft_api::Request`]) to it one at a time, either through
+//! [`Control::handle`] or through its typed methods (`network_create`,
+//! `attach`, …). It does no I/O of its own: it drives a [`Datapath`] and
+//! makes devices through a [`Provisioner`], the two traits of [`ports`].
+//! The daemon plugs in the real datapath worker and OS code; tests plug in
+//! fakes and run as an ordinary user.
+//!
+//! Every request is applied completely or not at all: each operation checks
+//! the whole request first and, when a later step fails (the datapath, the
+//! OS, or saving the state), undoes its earlier steps before it returns the
+//! error.
+//!
+//! Modules, lowest first: [`error`], [`ports`], [`persist`], [`dns`] (the
+//! gateways' DNS responders and the name tables they read), `state` (the
+//! registry and shared lookups), then one module per group of operations
+//! (`overlay`, `nat`, `network`, `endpoint`, `query`), `startup` and
+//! `dispatch`.
+
+#![forbid(unsafe_code)]
+
+pub mod dns;
+pub mod error;
+pub mod persist;
+pub mod ports;
+
+mod dispatch;
+mod endpoint;
+mod nat;
+mod network;
+mod overlay;
+mod query;
+mod startup;
+mod state;
+
+pub use endpoint::{parse_unicast_mac, AttachSpec};
+pub use error::ApiResult;
+pub use nat::parse_publish;
+pub use network::NetworkSpec;
+pub use overlay::resolve_vtep_ip;
+pub use persist::{PersistError, StateFile};
+pub use ports::{Datapath, Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+pub use state::{Control, VxlanSettings, DEFAULT_MTU, VXLAN_OVERHEAD};

@@ -1,0 +1,137 @@
+//! What the control plane needs from the world, as two traits: the
+//! [`Datapath`] it configures and the [`Provisioner`] that makes devices in
+//! the operating system.
+//!
+//! The daemon implements them over the real datapath worker and the real
+//! OS code; tests implement them in memory, so every control-plane rule can
+//! be checked as an ordinary user, without namespaces or TAP devices.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use weft_api::ApiError;
+use weft_nat::conntrack::FlowInfo;
+use weft_nat::Timestamp;
+use weft_switch::counters::SwitchCounters;
+use weft_switch::datapath::{Command, DatapathError};
+use weft_switch::mac_table::Learned;
+use weft_switch::neighbor::Neighbor;
+use weft_switch::port::Port;
+use weft_switch::wire::MacAddr;
+use weft_switch::NetworkId;
+use weft_vtep::socket::VxlanSocket;
+
+/// The forwarding datapath as the control plane drives it: every change is
+/// one [`Command`], applied completely or refused.
+pub trait Datapath {
+    /// Applies `command`; on error nothing of it took effect.
+    fn execute(&self, command: Command) -> Result<(), DatapathError>;
+    /// The learned (and static) MAC addresses of one network, or of all.
+    fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError>;
+    /// The remote IPv4 → MAC bindings of one network, or of all.
+    fn neighbors(
+        &self,
+        network: Option<NetworkId>,
+    ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError>;
+    /// Switch-wide counters.
+    fn counters(&self) -> &SwitchCounters;
+    /// A copy of the tracked connections at `now`.
+    fn conntrack_snapshot(&self, now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError>;
+    /// Forgets every tracked connection; returns how many there were.
+    fn conntrack_flush(&self) -> Result<usize, DatapathError>;
+    /// Stops forwarding and closes every port.
+    fn shutdown(self);
+}
+
+/// Which network namespace an endpoint goes into, as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsTarget {
+    /// A name under `/var/run/netns` (as `ip netns add` makes).
+    Name(String),
+    /// The namespace of a process.
+    Pid(u32),
+}
+
+/// A network namespace found and checked by the provisioner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    /// The path the namespace was opened by.
+    pub path: PathBuf,
+    /// Device and inode of the namespace file: the same namespace under
+    /// any path has the same identity.
+    pub id: (u64, u64),
+}
+
+/// A TAP device to create inside a namespace and configure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapRequest {
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: u32,
+    /// Set the namespace's default route via this gateway.
+    pub default_gateway: Option<Ipv4Addr>,
+}
+
+/// An uplink device opened for the datapath.
+pub struct UplinkDevice {
+    pub port: Box<dyn Port>,
+    /// The interface's MTU.
+    pub mtu: u32,
+}
+
+/// Makes and finds the operating-system objects endpoints need. Errors are
+/// already API errors: what went wrong and what the user can do about it.
+pub trait Provisioner {
+    /// Finds the namespace `target` names and checks that it is one.
+    fn open_netns(&self, target: &NetnsTarget) -> Result<Netns, ApiError>;
+    /// Whether the namespace already has an interface called `ifname`.
+    fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError>;
+    /// Creates and configures a TAP device in the namespace and returns it
+    /// as a datapath port. On error nothing is left in the namespace.
+    fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError>;
+    /// Opens `interface` of the daemon's namespace as the NAT uplink.
+    fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError>;
+    /// Binds the VXLAN socket on `listen`.
+    fn bind_vtep(&self, listen: SocketAddrV4) -> Result<VxlanSocket, ApiError>;
+    /// Points a named namespace's resolver at `gateway`; returns the file
+    /// written, or `None` when the namespace's resolver is not weft's to set.
+    fn write_resolv_conf(&self, netns_name: &str, gateway: Ipv4Addr) -> Option<PathBuf>;
+    /// Removes a resolver file [`Provisioner::write_resolv_conf`] wrote.
+    fn remove_resolv_conf(&self, path: &Path);
+}
+
+/// The real datapath worker.
+impl Datapath for weft_switch::datapath::Datapath {
+    fn execute(&self, command: Command) -> Result<(), DatapathError> {
+        weft_switch::datapath::Datapath::execute(self, command)
+    }
+
+    fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
+        weft_switch::datapath::Datapath::fdb(self, network)
+    }
+
+    fn neighbors(
+        &self,
+        network: Option<NetworkId>,
+    ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError> {
+        weft_switch::datapath::Datapath::neighbors(self, network)
+    }
+
+    fn counters(&self) -> &SwitchCounters {
+        weft_switch::datapath::Datapath::counters(self)
+    }
+
+    fn conntrack_snapshot(&self, now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError> {
+        Ok(self.conntrack().snapshot(now))
+    }
+
+    fn conntrack_flush(&self) -> Result<usize, DatapathError> {
+        Ok(self.conntrack().flush())
+    }
+
+    fn shutdown(self) {
+        weft_switch::datapath::Datapath::shutdown(self)
+    }
+}

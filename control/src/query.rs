@@ -1,0 +1,147 @@
+//! The read-only requests: status, listings, `network inspect`, the
+//! forwarding database and the counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use weft_api::{
+    EndpointInfo, FdbEntry, NetworkDetail, NetworkInfo, RouteInfo, Stats, StatusInfo, API_VERSION,
+};
+
+use crate::error::{datapath_error, ApiResult};
+use crate::ports::{Datapath, Provisioner};
+use crate::state::{port_stats, Control, Network};
+
+impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// `status`: version, API version and what the daemon holds.
+    pub fn status(&self) -> StatusInfo {
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: API_VERSION,
+            pid: std::process::id(),
+            networks: self.networks.len(),
+            endpoints: self.networks.values().map(|n| n.endpoints.len()).sum(),
+            vxlan_listen: self.overlay.bound.map(|a| a.to_string()),
+            vtep_ip: self.overlay.vtep_ip().map(|a| a.to_string()),
+        }
+    }
+
+    /// `network ls`.
+    pub fn network_list(&self) -> Vec<NetworkInfo> {
+        self.networks.values().map(Network::info).collect()
+    }
+
+    /// `network inspect`: a network with its endpoints and routes.
+    pub fn network_inspect(&self, name: &str) -> ApiResult<NetworkDetail> {
+        let net = self.network(name)?;
+        Ok(NetworkDetail {
+            network: net.info(),
+            attached: net
+                .endpoints
+                .values()
+                .map(|e| net.endpoint_info(e))
+                .collect(),
+            routes_to: self.routes_of(name),
+        })
+    }
+
+    /// `route ls`.
+    pub fn route_list(&self) -> Vec<RouteInfo> {
+        self.routes
+            .iter()
+            .map(|(a, b)| RouteInfo {
+                a: a.clone(),
+                b: b.clone(),
+            })
+            .collect()
+    }
+
+    /// `endpoints`: of one network, or of all.
+    pub fn endpoint_list(&self, network: Option<&str>) -> ApiResult<Vec<EndpointInfo>> {
+        let nets: Vec<&Network> = match network {
+            Some(name) => vec![self.network(name)?],
+            None => self.networks.values().collect(),
+        };
+        Ok(nets
+            .iter()
+            .flat_map(|n| n.endpoints.values().map(|e| n.endpoint_info(e)))
+            .collect())
+    }
+
+    /// `fdb`: the MAC addresses the switch knows, of one network or all.
+    pub fn fdb(&self, network: Option<&str>) -> ApiResult<Vec<FdbEntry>> {
+        let id = match network {
+            Some(name) => Some(self.network(name)?.id),
+            None => None,
+        };
+        let learned = self.datapath.fdb(id).map_err(datapath_error)?;
+        let mut rows = Vec::with_capacity(learned.len());
+        for (net_id, entry) in learned {
+            let Some(net) = self.network_by_id(net_id) else {
+                continue;
+            };
+            let endpoint = net
+                .endpoints
+                .values()
+                .find(|e| e.port == entry.port)
+                .map(|e| e.name.clone());
+            let vtep = net
+                .tunnels
+                .iter()
+                .find(|(_, &p)| p == entry.port)
+                .map(|(ip, _)| ip.to_string());
+            rows.push(FdbEntry {
+                network: net.name.clone(),
+                mac: entry.mac.to_string(),
+                port: entry.port.0,
+                endpoint,
+                age_secs: (entry.age.as_secs_f64() * 10.0).round() / 10.0,
+                vtep,
+                r#static: entry.is_static,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// `stats`: per-port and switch-wide counters.
+    pub fn stats(&self) -> Stats {
+        let mut ports = Vec::new();
+        for net in self.networks.values() {
+            for ep in net.endpoints.values() {
+                ports.push(port_stats(ep.port, &net.name, &ep.name, &ep.counters));
+            }
+        }
+        if let Some(u) = &self.nat.uplink {
+            let name = format!("uplink:{}", u.interface);
+            ports.push(port_stats(u.port, "-", &name, &u.counters));
+        }
+        ports.sort_by_key(|p| p.port);
+        let c = self.datapath.counters();
+        let nonzero = |pairs: &[(&str, &AtomicU64)]| -> BTreeMap<String, u64> {
+            pairs
+                .iter()
+                .map(|(name, v)| (name.to_string(), v.load(Ordering::Relaxed)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        let switch_drops = nonzero(&[
+            ("icmp_rate_limited", &c.icmp_rate_limited),
+            ("fdb_full", &c.fdb_full),
+            ("tunnel_too_big", &c.tunnel_too_big),
+            ("vxlan_malformed", &c.vxlan_malformed),
+            ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
+            ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
+            ("conntrack_full", &c.conntrack_full),
+        ]);
+        let counters = nonzero(&[
+            ("arp_suppressed", &c.arp_suppressed),
+            ("icmp_errors_sent", &c.icmp_errors_sent),
+        ]);
+        Stats {
+            ports,
+            switch_drops,
+            counters,
+            peers: self.peer_list(),
+        }
+    }
+}

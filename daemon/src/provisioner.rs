@@ -1,0 +1,165 @@
+//! The real [`Provisioner`]: network namespaces, TAP devices configured over
+//! rtnetlink, the AF_PACKET uplink, the VXLAN socket and the resolver files
+//! `ip netns exec` bind-mounts, with every OS error turned into an API
+//! error that says what to do.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use weft_api::{ApiError, ErrorKind};
+use weft_control::error::source_chain;
+use weft_control::{Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+use weft_switch::port::{Port, TapPort};
+use weft_switch::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
+use weft_switch::sys::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
+use weft_switch::sys::tap::TapOptions;
+use weft_switch::uplink::UplinkPort;
+use weft_vtep::socket::VxlanSocket;
+
+/// Send sockets in the VTEP's pool, so outer source ports vary by flow.
+const VTEP_SEND_SOCKETS: usize = 8;
+/// First line of every resolv.conf weft writes: how weft recognises its own.
+const RESOLV_CONF_MARK: &str = "# written by weft";
+
+/// Makes devices in the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsProvisioner;
+
+impl Provisioner for OsProvisioner {
+    fn open_netns(&self, target: &NetnsTarget) -> Result<Netns, ApiError> {
+        let path = match target {
+            NetnsTarget::Name(name) => netns_path_for_name(name)
+                .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?,
+            NetnsTarget::Pid(pid) => netns_path_for_pid(*pid),
+        };
+        check_netns(&path).map_err(|e| netns_error(e, target))?;
+        let id = std::fs::metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| ApiError::new(ErrorKind::NotFound, format!("{}: {e}", path.display())))?;
+        Ok(Netns { path, id })
+    }
+
+    fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError> {
+        link_exists(netns, ifname).map_err(|e| provision_error(e, netns))
+    }
+
+    fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
+        let spec = TapSpec {
+            ifname: tap.ifname.clone(),
+            mac: tap.mac.0,
+            ip: tap.ip,
+            prefix_len: tap.prefix_len,
+            mtu: tap.mtu,
+            default_gateway: tap.default_gateway,
+            tap: TapOptions {
+                vnet_hdr: true,
+                multi_queue: false,
+            },
+            disable_ipv6: true,
+        };
+        let device = provision_tap(netns, spec).map_err(|e| provision_error(e, netns))?;
+        let port = TapPort::new(device).map_err(|e| {
+            ApiError::new(
+                ErrorKind::System,
+                format!("could not make the TAP non-blocking: {e}"),
+            )
+        })?;
+        Ok(Box::new(port))
+    }
+
+    fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError> {
+        let port = UplinkPort::open(interface).map_err(|e| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("cannot use {interface} as the uplink: {e}"),
+            )
+        })?;
+        let mtu = port.socket().mtu().unwrap_or(1500);
+        Ok(UplinkDevice {
+            port: Box::new(port),
+            mtu,
+        })
+    }
+
+    fn bind_vtep(&self, listen: SocketAddrV4) -> Result<VxlanSocket, ApiError> {
+        VxlanSocket::bind(listen, VTEP_SEND_SOCKETS).map_err(|e| {
+            ApiError::new(
+                ErrorKind::System,
+                format!(
+                    "cannot serve VXLAN on {listen}: {e} ({}); another VTEP may hold the port: pass `weft daemon --vxlan-listen ADDR:PORT`",
+                    e.io_error()
+                ),
+            )
+        })
+    }
+
+    /// Writes `/etc/netns/NAME/resolv.conf` (which `ip netns exec`
+    /// bind-mounts) unless the file exists and is not weft's.
+    fn write_resolv_conf(&self, netns_name: &str, gateway: Ipv4Addr) -> Option<PathBuf> {
+        let dir = PathBuf::from("/etc/netns").join(netns_name);
+        let path = dir.join("resolv.conf");
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            if !existing.starts_with(RESOLV_CONF_MARK) {
+                return None;
+            }
+        }
+        let text = format!(
+            "{RESOLV_CONF_MARK}: the gateway answers for this network's names (remove this file or attach with --no-resolv-conf to manage it yourself)\nnameserver {gateway}\noptions ndots:0\n"
+        );
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::write(&path, text).ok()?;
+        Some(path)
+    }
+
+    /// Removes a resolv.conf weft wrote, and its directory if left empty.
+    fn remove_resolv_conf(&self, path: &Path) {
+        let ours = std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(RESOLV_CONF_MARK));
+        if ours {
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn netns_error(e: NetnsError, target: &NetnsTarget) -> ApiError {
+    match (&e, target) {
+        (NetnsError::NotFound { .. }, NetnsTarget::Pid(pid)) => ApiError::new(
+            ErrorKind::NotFound,
+            format!("no process with PID {pid} (or its network namespace is gone): check the PID"),
+        ),
+        (NetnsError::NotFound { .. }, NetnsTarget::Name(name)) => ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "network namespace `{name}` not found: create it with `ip netns add {name}` or check `ip netns list`"
+            ),
+        ),
+        (NetnsError::Permission { .. }, _) => ApiError::new(ErrorKind::System, e.to_string()),
+        _ => ApiError::new(ErrorKind::InvalidArgument, e.to_string()),
+    }
+}
+
+fn provision_error(e: ProvisionError, netns: &Path) -> ApiError {
+    match e {
+        ProvisionError::IfnameTaken { .. } => {
+            ApiError::new(ErrorKind::AlreadyExists, e.to_string())
+        }
+        ProvisionError::InvalidSpec { .. } => {
+            ApiError::new(ErrorKind::InvalidArgument, e.to_string())
+        }
+        ProvisionError::Netns(inner) => {
+            let kind = match inner {
+                NetnsError::NotFound { .. } => ErrorKind::NotFound,
+                NetnsError::Permission { .. } => ErrorKind::System,
+                _ => ErrorKind::InvalidArgument,
+            };
+            ApiError::new(kind, format!("{}: {inner}", netns.display()))
+        }
+        other => ApiError::new(
+            ErrorKind::System,
+            format!("{other}: {}", source_chain(&other)),
+        ),
+    }
+}
