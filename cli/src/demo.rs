@@ -14,9 +14,12 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::api::{EndpointInfo, FdbEntry, NetworkDetail, NetworkInfo, Request, Stats};
 use crate::client::{self, ClientError};
@@ -34,7 +37,8 @@ const BACK_SUBNET: &str = "10.202.0.0/24";
 const TOTAL_STEPS: u32 = 9;
 
 /// Set by SIGINT/SIGTERM; checked between steps.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// The demo stopped because of Ctrl-C (or SIGTERM).
 #[derive(Debug, thiserror::Error)]
@@ -384,14 +388,13 @@ fn stop_daemon(mut child: Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+    let Ok(raw_pid) = i32::try_from(pid) else {
         let _ = child.kill();
         let _ = child.wait();
         return;
     };
-    // SAFETY: kill has no memory-safety preconditions; `raw_pid` is our own
-    // child, not yet reaped, so the pid cannot have been reused.
-    unsafe { libc::kill(raw_pid, libc::SIGTERM) };
+    // `raw_pid` is our own child, not yet reaped, so it cannot be reused.
+    let _ = kill(Pid::from_raw(raw_pid), Signal::SIGTERM);
     let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
     loop {
         match child.try_wait() {
@@ -457,27 +460,12 @@ fn check_interrupted() -> anyhow::Result<()> {
     }
 }
 
-extern "C" fn on_signal(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Routes SIGINT and SIGTERM to [`on_signal`], so cleanup runs instead of the
-/// process dying mid-step.
+/// Sets [`INTERRUPTED`] on SIGINT and SIGTERM, so cleanup runs instead of
+/// the process dying mid-step.
 fn install_signal_handlers() -> anyhow::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sigaction` is a plain C struct for which all-zero bytes is
-        // a valid value (no handler, no flags, empty mask).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART;
-        // SAFETY: `action.sa_mask` is a valid, writable sigset_t.
-        unsafe { libc::sigemptyset(&mut action.sa_mask) };
-        // SAFETY: `action` is fully initialised and the handler only stores
-        // to an atomic, which is async-signal-safe.
-        let rc = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot install a signal handler");
-        }
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED))
+            .context("cannot install a signal handler")?;
     }
     Ok(())
 }

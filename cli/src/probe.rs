@@ -6,12 +6,12 @@
 //! TTL, and ICMP errors quoting our request tell why a destination is not
 //! reachable.
 
-use std::io;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use weft_nat::checksum::checksum;
 use weft_switch::sys::netns::run_in_netns;
 
@@ -80,36 +80,9 @@ fn echo_in_current_netns(
     count: u16,
     timeout: Duration,
 ) -> io::Result<Vec<Echo>> {
-    // SAFETY: plain socket(2) call; the result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMP,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: `tv` is a valid timeval for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let to = SockAddr::from(SocketAddrV4::new(dst, 0));
     let mut results = Vec::with_capacity(usize::from(count));
     for seq in 1..=count {
         let mut request = [0u8; 8 + PAYLOAD];
@@ -122,41 +95,15 @@ fn echo_in_current_netns(
         let sum = checksum(&request);
         request[2..4].copy_from_slice(&sum.to_be_bytes());
         let sent_at = Instant::now();
-        send_to(&sock, &request, dst)?;
+        sock.send_to(&request, &to)?;
         results.push(wait_answer(&sock, ident, seq, sent_at, timeout)?);
     }
     Ok(results)
 }
 
-fn send_to(sock: &OwnedFd, data: &[u8], dst: Ipv4Addr) -> io::Result<()> {
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(dst).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `data` and `addr` are valid for the duration of the call.
-    let n = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            data.as_ptr().cast(),
-            data.len(),
-            0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Reads until the reply or an error about request `seq` arrives.
 fn wait_answer(
-    sock: &OwnedFd,
+    sock: &Socket,
     ident: u16,
     seq: u16,
     sent_at: Instant,
@@ -164,19 +111,21 @@ fn wait_answer(
 ) -> io::Result<Echo> {
     let mut buf = [0u8; 1500];
     while sent_at.elapsed() < timeout {
-        // SAFETY: `buf` is writable for its whole length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) {
-                continue;
+        let n = match (&*sock).read(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
             }
-            return Err(e);
-        }
-        if let Some(answer) = parse_answer(&buf[..n as usize], ident, seq, sent_at) {
+            Err(e) => return Err(e),
+        };
+        if let Some(answer) = parse_answer(&buf[..n], ident, seq, sent_at) {
             return Ok(answer);
         }
     }

@@ -1,6 +1,8 @@
-//! The daemon's log: `tracing` events to standard error, as human lines or
-//! as JSON lines, filtered by `--log-level` or `RUST_LOG`.
+//! The daemon's log: `tracing` events to standard error, as human lines
+//! (coloured only on a terminal) or as JSON lines, filtered by
+//! `--log-level` or `RUST_LOG`.
 
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -39,7 +41,8 @@ pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
