@@ -199,19 +199,8 @@ fn in_netns<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> T {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let file = File::open(&path)?;
-        // SAFETY: setns takes a valid open namespace fd (kept open by
-        // `file` for the call) and changes only this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-    .unwrap_or_else(|e| panic!("in namespace {}: {e}", ns.name))
+    ns.run(f)
+        .unwrap_or_else(|e| panic!("in namespace {}: {e}", ns.name))
 }
 
 /// `ethtool -K IF tx off` inside `ns`, through the legacy ETHTOOL_STXCSUM
