@@ -220,13 +220,17 @@ fn tx_checksum_off(ns: &Netns, ifname: &str) {
             cmd: ETHTOOL_STXCSUM,
             data: 0,
         };
-        // SAFETY: ifreq is a plain C struct for which all-zero is valid.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        let mut req = libc::ifreq {
+            ifr_name: [0; libc::IFNAMSIZ],
+            ifr_ifru: libc::__c_anonymous_ifr_ifru {
+                ifru_data: (&mut value as *mut EthtoolValue).cast(),
+            },
+        };
         assert!(ifname.len() < req.ifr_name.len(), "interface name too long");
         for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
             *dst = src as libc::c_char;
         }
-        req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+        // There is no safe wrapper for the SIOCETHTOOL ioctl.
         // SAFETY: `req` names the interface (NUL-terminated, zeroed above)
         // and points at `value`, both alive for the call; the fd is open.
         let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
