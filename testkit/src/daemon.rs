@@ -43,7 +43,9 @@ impl Daemon {
     /// `ns`.
     pub fn spawn(bin: impl AsRef<Path>, ns: Option<&Netns>, extra: &[&str]) -> Daemon {
         let bin = bin.as_ref().to_path_buf();
-        let dir = std::env::temp_dir().join(unique_name("daemon"));
+        // Always /tmp (not $TMPDIR): the socket path must stay short, and CI
+        // looks for leftover daemons under /tmp/weft-t.
+        let dir = Path::new("/tmp").join(unique_name("daemon"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create daemon temp dir");
         // The guard exists from here on so every later failure cleans up.
