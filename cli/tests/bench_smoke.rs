@@ -6,20 +6,17 @@
 //! Needs root (and iperf3); without them it prints why and returns.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
+use weft_testkit::{netns_list, require_root, TempDir};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -28,18 +25,6 @@ fn have(tool: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn netns_list() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("run ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
 }
 
 fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
@@ -52,28 +37,15 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
     })
 }
 
-/// Removes the output directory on every exit path.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn bench_against_the_kernel_bridge() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root!();
     if !have("iperf3") {
         eprintln!("skipped: needs iperf3 (apt install iperf3)");
         return;
     }
-    let out =
-        TempDir(std::env::temp_dir().join(format!("weft-bench-smoke-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&out.0);
+    // Removed on every exit path.
+    let out = TempDir::new("bench-smoke");
 
     let mut child = Command::new(WEFT)
         .args([
@@ -88,7 +60,7 @@ fn bench_against_the_kernel_bridge() {
             "tcp1,udp64",
             "--out",
         ])
-        .arg(&out.0)
+        .arg(out.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,9 +76,8 @@ fn bench_against_the_kernel_bridge() {
         }
         if Instant::now() > deadline {
             // SIGINT: the bench cleans up after itself.
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our
-            // unreaped child.
-            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            // `pid` is our unreaped child.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
             let _ = child.wait();
             panic!("weft bench did not finish within {} s", TIMEOUT.as_secs());
         }
@@ -125,7 +96,7 @@ fn bench_against_the_kernel_bridge() {
         "no table header naming weft and kernel-bridge:\n{dump}"
     );
 
-    let text = std::fs::read_to_string(out.0.join("results.json")).expect("read results.json");
+    let text = std::fs::read_to_string(out.path().join("results.json")).expect("read results.json");
     let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
     assert!(doc["machine"]["nproc"].as_u64().unwrap_or(0) > 0, "{text}");
     let switches: Vec<String> = doc["scenarios"]
@@ -143,7 +114,7 @@ fn bench_against_the_kernel_bridge() {
         );
     }
 
-    let svg = std::fs::read_to_string(out.0.join("chart.svg")).expect("read chart.svg");
+    let svg = std::fs::read_to_string(out.path().join("chart.svg")).expect("read chart.svg");
     assert!(
         svg.starts_with("<svg"),
         "chart.svg starts with {:?}",

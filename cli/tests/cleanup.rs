@@ -79,12 +79,11 @@ fn assert_nothing_left(tag: &str, created: &Created) {
     }
 
     let pid = created.daemon_pid.expect("daemon pid recorded");
-    // SAFETY: signal 0 only probes for existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    let err = std::io::Error::last_os_error().raw_os_error();
+    // Signal 0 only probes for existence.
+    let probe = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
     assert!(
-        rc == -1 && err == Some(libc::ESRCH),
-        "daemon {pid} still exists (kill(pid, 0) = {rc}, errno {err:?})"
+        probe == Err(nix::errno::Errno::ESRCH),
+        "daemon {pid} still exists (kill(pid, 0) = {probe:?})"
     );
     let bg = created.background_pid.expect("server pid recorded");
     assert!(!process_exists(bg), "background server {bg} still exists");

@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,15 +25,7 @@ fn spawn_in<T: Send + 'static>(
     path: PathBuf,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> JoinHandle<io::Result<T>> {
-    std::thread::spawn(move || {
-        let file = File::open(&path)?;
-        // SAFETY: setns takes a valid open namespace fd (kept open by
-        // `file` for the call) and changes only this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        f()
-    })
+    spawn_in_netns(path, f)
 }
 
 fn in_netns<T: Send + 'static>(

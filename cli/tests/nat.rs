@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,29 +58,13 @@ fn ip4(s: &str) -> Ipv4Addr {
 // Namespaces for threads
 // ---------------------------------------------------------------------------
 
-/// Moves the calling thread into the namespace at `path`. Only for threads
-/// that end right after their work in the namespace.
-fn enter(path: &Path) -> io::Result<()> {
-    let file = File::open(path)?;
-    // SAFETY: setns takes a valid open namespace fd (kept open by `file`
-    // for the call) and changes only this thread's namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Runs `f` on a fresh thread that joins namespace `ns` first, without
 /// waiting for it.
 fn spawn_in<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> JoinHandle<io::Result<T>> {
-    let path = ns.path();
-    thread::spawn(move || {
-        enter(&path)?;
-        f()
-    })
+    spawn_in_netns(ns.path(), f)
 }
 
 /// Runs `f` on a fresh thread that joins namespace `ns` first, and returns

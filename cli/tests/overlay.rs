@@ -199,19 +199,8 @@ fn in_netns<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> T {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let file = File::open(&path)?;
-        // SAFETY: setns takes a valid open namespace fd (kept open by
-        // `file` for the call) and changes only this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-    .unwrap_or_else(|e| panic!("in namespace {}: {e}", ns.name))
+    ns.run(f)
+        .unwrap_or_else(|e| panic!("in namespace {}: {e}", ns.name))
 }
 
 /// `ethtool -K IF tx off` inside `ns`, through the legacy ETHTOOL_STXCSUM
@@ -231,13 +220,17 @@ fn tx_checksum_off(ns: &Netns, ifname: &str) {
             cmd: ETHTOOL_STXCSUM,
             data: 0,
         };
-        // SAFETY: ifreq is a plain C struct for which all-zero is valid.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        let mut req = libc::ifreq {
+            ifr_name: [0; libc::IFNAMSIZ],
+            ifr_ifru: libc::__c_anonymous_ifr_ifru {
+                ifru_data: (&mut value as *mut EthtoolValue).cast(),
+            },
+        };
         assert!(ifname.len() < req.ifr_name.len(), "interface name too long");
         for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
             *dst = src as libc::c_char;
         }
-        req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+        // There is no safe wrapper for the SIOCETHTOOL ioctl.
         // SAFETY: `req` names the interface (NUL-terminated, zeroed above)
         // and points at `value`, both alive for the call; the fd is open.
         let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };

@@ -6,13 +6,15 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::Duration;
+
+use nix::net::if_::if_nametoindex;
+use nix::sys::socket::{send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use common::*;
 
@@ -24,70 +26,53 @@ const ETH_P_IPV4: u16 = 0x0800;
 fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> Vec<io::Result<usize>> {
     let ns_path = ns.path();
     let ifname = ifname.to_string();
-    std::thread::spawn(move || -> io::Result<Vec<io::Result<usize>>> {
-        let ns_file = File::open(&ns_path)?;
-        // SAFETY: setns takes a valid open namespace fd (kept open by
-        // `ns_file` for the call) and changes only this thread's namespace.
-        if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let cname = CString::new(ifname.clone()).expect("ifname without NUL");
-        // SAFETY: `cname` is a valid NUL-terminated string for the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {ifname} in {}", ns_path.display()),
-            ));
-        }
-        // Protocol 0: this socket only sends, it receives nothing.
-        // SAFETY: plain syscall with constant arguments.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else
-        // owns; OwnedFd closes it exactly once.
-        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = 0;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its
-        // size; the socket fd is open.
-        let rc = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let results = frames
-            .iter()
-            .map(|frame| {
-                // SAFETY: the pointer and length describe `frame`, which
-                // outlives the call; the socket fd is open.
-                let n = unsafe {
-                    libc::send(
-                        sock.as_raw_fd(),
-                        frame.as_ptr() as *const libc::c_void,
-                        frame.len(),
-                        0,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            })
-            .collect();
-        Ok(results)
-    })
+    spawn_in_netns(
+        ns_path.clone(),
+        move || -> io::Result<Vec<io::Result<usize>>> {
+            let ifindex = if_nametoindex(ifname.as_str()).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no interface {ifname} in {}: {e}", ns_path.display()),
+                )
+            })?;
+            // Protocol 0: this socket only sends, it receives nothing.
+            let sock = socket(
+                AddressFamily::Packet,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            let sll = libc::sockaddr_ll {
+                sll_family: libc::AF_PACKET as u16,
+                sll_protocol: 0,
+                sll_ifindex: ifindex as i32,
+                sll_hatype: 0,
+                sll_pkttype: 0,
+                sll_halen: 0,
+                sll_addr: [0; 8],
+            };
+            // nix has no safe constructor for a `sockaddr_ll` to bind to.
+            // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its
+            // size; the socket fd is open.
+            let rc = unsafe {
+                libc::bind(
+                    sock.as_raw_fd(),
+                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let results = frames
+                .iter()
+                .map(|frame| {
+                    send(sock.as_raw_fd(), frame, MsgFlags::empty()).map_err(io::Error::from)
+                })
+                .collect();
+            Ok(results)
+        },
+    )
     .join()
     .expect("raw sender thread panicked")
     .unwrap_or_else(|e| panic!("raw socket setup in {}: {e}", ns.name))

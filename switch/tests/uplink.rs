@@ -4,20 +4,18 @@
 //! the world. Frames are built and checked with etherparse.
 //!
 //! Every test needs root (namespaces, veth, CAP_NET_RAW) and is skipped
-//! otherwise. Namespaces are named `weft-t<pid>-<n>-<tag>` and deleted by a
-//! guard, also when a test panics.
+//! otherwise. Namespaces come from `weft-testkit`: named
+//! `weft-t<pid>-<n>-<tag>` and deleted by a guard, also when a test panics.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use weft_switch::offload::TCP_CSUM_OFFSET;
 use weft_switch::port::{Offload, PacketBuf, Port, NO_OFFLOAD};
-use weft_switch::sys::netns::{netns_path_for_name, run_in_netns};
+use weft_switch::sys::netns::run_in_netns;
 use weft_switch::sys::packet::{
     PacketError, PacketSocket, RecvMeta, DEFAULT_RECV_BUFFER, PACKET_BROADCAST, PACKET_OTHERHOST,
 };
@@ -26,6 +24,7 @@ use weft_switch::sys::tap::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
 use weft_switch::uplink::{UplinkPort, UPLINK_MAX_BATCH};
+use weft_testkit::{skip_without_root, Netns};
 
 /// weft's own MAC on the uplink's link (not the interface's).
 const WEFT_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x02];
@@ -41,64 +40,27 @@ const UPLINK: &str = "up0";
 const PEER: &str = "peer0";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {cmd} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// A network namespace from `ip netns add`, deleted on drop.
-struct TestNs {
-    name: String,
-    path: PathBuf,
-}
+/// A [`Netns`] with the helpers these tests use.
+struct TestNs(Netns);
 
 impl TestNs {
     fn new(tag: &str) -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("weft-t{}-{n}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        let path = netns_path_for_name(&name).unwrap();
-        TestNs { name, path }
+        TestNs(Netns::new(tag))
     }
 
-    /// Output of `ip -n NS ARGS...`.
+    /// Output of `ip -n NS ARGS...`, which must succeed.
     fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
+        self.0.ip_ok(args)
     }
 
     /// Runs `f` in the namespace.
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        run_in_netns(&self.path, f).expect("run_in_netns")
+        run_in_netns(&self.0.path(), f).expect("run_in_netns")
     }
 
     fn open(&self, ifname: &'static str) -> PacketSocket {
         self.run(move || PacketSocket::open(ifname))
             .unwrap_or_else(|e| panic!("open packet socket on {ifname}: {e}"))
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -112,15 +74,12 @@ struct Link {
 impl Link {
     /// `None` (after saying why) when not running as root.
     fn new(tag: &str) -> Option<Link> {
-        if !is_root() {
-            eprintln!("skipping {tag}: needs root for network namespaces");
+        if skip_without_root(tag) {
             return None;
         }
         let uplink = TestNs::new(&format!("{tag}-u"));
         let peer = TestNs::new(&format!("{tag}-p"));
-        uplink.ip(&[
-            "link", "add", UPLINK, "type", "veth", "peer", "name", PEER, "netns", &peer.name,
-        ]);
+        uplink.0.add_veth(UPLINK, &peer.0, PEER);
         peer.ip(&["addr", "add", "10.77.0.1/24", "dev", PEER]);
         peer.ip(&["addr", "add", "fd77::1/64", "dev", PEER, "nodad"]);
         uplink.ip(&["link", "set", UPLINK, "up"]);
@@ -133,30 +92,6 @@ impl Link {
             std::thread::sleep(Duration::from_millis(10));
         }
         Some(Link { uplink, peer })
-    }
-}
-
-/// Kills and reaps a child process on drop.
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    /// Waits up to `timeout` for the child to exit successfully.
-    fn succeeded_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.0.try_wait().expect("try_wait") {
-                Some(status) => return status.success(),
-                None if Instant::now() > deadline => return false,
-                None => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -311,14 +246,11 @@ fn arp_and_ping_through_the_packet_socket() {
     sock.set_promiscuous(true).unwrap();
     let peer_mac = link.peer.open(PEER).mac().unwrap();
 
-    let mut ping = ChildGuard(
-        Command::new("ip")
-            .args(["netns", "exec", &link.peer.name, "ping", "-n", "-c1", "-W5"])
-            .arg(Ipv4Addr::from(WEFT_IP).to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ping"),
+    let weft_ip = Ipv4Addr::from(WEFT_IP).to_string();
+    let mut ping = link.peer.0.spawn(
+        &["ping", "-n", "-c1", "-W5", &weft_ip],
+        Stdio::null(),
+        Stdio::null(),
     );
 
     let (req, meta) = recv_matching(&sock, TIMEOUT, |f, _| {
@@ -362,7 +294,7 @@ fn arp_and_ping_through_the_packet_socket() {
     sock.send(&reply).expect("send echo reply");
 
     assert!(
-        ping.succeeded_within(TIMEOUT),
+        ping.wait_timeout(TIMEOUT).is_some_and(|s| s.success()),
         "ping did not get weft's reply"
     );
     let neigh = link.peer.ip(&["neigh", "show", "10.77.0.2", "dev", PEER]);
