@@ -9,11 +9,12 @@ use anyhow::{bail, Context as _};
 use serde_json::json;
 
 use super::sys::{self, in_ns, run, run_env, Guard, Proc};
-use crate::api::{EndpointInfo, Request};
-use crate::client::{self, ClientError};
+use weft_api::client::{self, ClientError};
+use weft_api::{EndpointInfo, Request};
 
 /// The two scenarios.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Scenario {
     /// Two namespaces on one host, one switch between them
     SameHost,
@@ -53,10 +54,11 @@ impl Scenario {
 }
 
 /// A switch to measure (`weft` and the peers of `--against`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Switch {
     /// weft itself (always measured)
-    #[value(skip)]
+    #[cfg_attr(feature = "clap", value(skip))]
     Weft,
     /// Linux bridge with veth pairs (same-host baseline)
     KernelBridge,

@@ -23,76 +23,40 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use serde_json::json;
 
-use measure::Test;
 use report::{ScenarioRun, Status, SwitchRun};
-use topology::{Ctx, Scenario, Switch};
+use topology::Ctx;
+use weft_api::client;
 
 /// Exit status when interrupted (128 + SIGINT).
 const EXIT_INTERRUPTED: i32 = 130;
 
-const AFTER_HELP: &str = "\
-Every topology lives in network namespaces of its own (weft-b<pid>-...), with
-a private weft daemon, Open vSwitch or VDE instance; all of it is removed when
-the run ends, fails or is interrupted. Peers that are not installed are shown
-as such and skipped.
+pub use measure::Test;
+pub use topology::{Scenario, Switch};
 
-Examples:
-  sudo weft bench
-  sudo weft bench --scenario same-host --against kernel-bridge --duration 5
-  sudo weft bench --tests tcp1,rr --out /tmp/results";
-
-/// `weft bench` options.
-#[derive(Debug, clap::Args)]
-#[command(after_help = AFTER_HELP)]
-pub struct BenchArgs {
-    /// Which topologies to measure
-    #[arg(long, value_enum, default_value = "all")]
-    scenario: ScenarioArg,
-    /// The switches to compare weft with (comma-separated)
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        value_name = "SWITCH,...",
-        default_value = "kernel-bridge,kernel-vxlan,ovs,ovs-tso,vde"
-    )]
-    against: Vec<Switch>,
-    /// Seconds each measurement runs
-    #[arg(
-        long,
-        value_name = "S",
-        default_value = "10",
-        value_parser = clap::value_parser!(u64).range(1..=3600)
-    )]
-    duration: u64,
-    /// Where to write results.json and chart.svg [default:
-    /// ./weft-bench-<timestamp>]
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// The measurements to make (comma-separated)
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        value_name = "TEST,...",
-        default_value = "tcp1,tcp4,udp64,rr"
-    )]
-    tests: Vec<Test>,
+/// What `weft bench` measures and where it writes the results.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The weft binary to start daemons from.
+    pub exe: PathBuf,
+    /// The version recorded in results.json.
+    pub version: String,
+    /// The topologies to measure, in order.
+    pub scenarios: Vec<Scenario>,
+    /// The switches to compare weft with.
+    pub against: Vec<Switch>,
+    /// Seconds each measurement runs.
+    pub duration: u64,
+    /// Where to write results.json and chart.svg; `./weft-bench-<timestamp>`
+    /// when `None`.
+    pub out: Option<PathBuf>,
+    /// The measurements to make.
+    pub tests: Vec<Test>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ScenarioArg {
-    /// Two namespaces on one host
-    SameHost,
-    /// Two hosts joined by a VXLAN overlay
-    Overlay,
-    /// Both
-    All,
-}
-
-/// Runs the benchmark. `exe` is the weft binary to start daemons from.
-pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    if !crate::client::is_root() {
+/// Runs the benchmark.
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let exe = &opts.exe;
+    if !client::is_root() {
         bail!(
             "`weft bench` needs root (CAP_NET_ADMIN) to create network namespaces; run it as \
              `sudo {} bench`",
@@ -109,10 +73,14 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     sys::install_signal_handlers()?;
-    let result = bench(exe, &args);
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("weft-bench-{}", timestamp())));
+    let result = bench(opts, &out_dir);
     if result.is_err() {
         // Created by this run and still empty: no reason to keep it.
-        let _ = fs::remove_dir(out_dir(&args));
+        let _ = fs::remove_dir(&out_dir);
     }
     match result {
         Err(e) if sys::is_interrupted(&e) => {
@@ -122,16 +90,6 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         }
         other => other,
     }
-}
-
-/// `--out`, or `./weft-bench-<timestamp>` (fixed once per run).
-fn out_dir(args: &BenchArgs) -> PathBuf {
-    static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    args.out.clone().unwrap_or_else(|| {
-        DEFAULT
-            .get_or_init(|| PathBuf::from(format!("weft-bench-{}", timestamp())))
-            .clone()
-    })
 }
 
 /// Estimated seconds for building and tearing down a topology.
@@ -181,12 +139,8 @@ fn not_installed(package: &str) -> String {
     format!("not installed (apt install {package})")
 }
 
-fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
-    let scenarios: Vec<Scenario> = match args.scenario {
-        ScenarioArg::SameHost => vec![Scenario::SameHost],
-        ScenarioArg::Overlay => vec![Scenario::Overlay],
-        ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
-    };
+fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
+    let scenarios = &args.scenarios;
     let mut tests: Vec<Test> = Vec::new();
     for t in &args.tests {
         if !tests.contains(t) {
@@ -194,15 +148,14 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let secs = args.duration;
-    let out_dir = out_dir(args);
-    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     let pid = std::process::id();
     let mut top = sys::Guard::default();
     let tmp = std::env::temp_dir().join(format!("weft-b{pid}"));
     top.add_dir(&tmp)?;
     let ctx = Ctx {
-        exe,
+        exe: &args.exe,
         prefix: format!("weft-b{pid}"),
         tmp,
     };
@@ -288,7 +241,7 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     print!("{}", report::table(&runs, &tests));
     let _ = std::io::stdout().flush();
     let header = json!({
-        "weft_version": env!("CARGO_PKG_VERSION"),
+        "weft_version": args.version,
         "started_unix": SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

@@ -17,7 +17,8 @@ const SOCKPERF_PORT: &str = "11111";
 const UDP64_PAYLOAD: &str = "18";
 
 /// A test selectable with `--tests`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Test {
     /// iperf3 TCP, one stream
     Tcp1,
