@@ -1,9 +1,13 @@
 //! `weft bench`: its command line. The harness itself is
 //! [`weft_benches::harness`].
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use weft_benches::harness::{self, Options, Scenario, Switch, Test};
+use weft_benches::harness::{self, Options, Reporter, Scenario, Switch, Test};
+
+/// Exit status when interrupted (128 + SIGINT).
+const EXIT_INTERRUPTED: i32 = 130;
 
 const AFTER_HELP: &str = "\
 Every topology lives in network namespaces of its own (weft-b<pid>-...), with
@@ -65,14 +69,33 @@ enum ScenarioArg {
     All,
 }
 
+/// Progress and warnings on stderr, the table on stdout.
+struct Terminal;
+
+impl Reporter for Terminal {
+    fn status(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
+    fn table(&self, table: &str) {
+        print!("{table}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
 /// Runs the benchmark. `exe` is the weft binary to start daemons from.
+/// Exits with status 130 when interrupted.
 pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let scenarios = match args.scenario {
         ScenarioArg::SameHost => vec![Scenario::SameHost],
         ScenarioArg::Overlay => vec![Scenario::Overlay],
         ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
     };
-    harness::run(&Options {
+    let opts = Options {
         exe: exe.to_path_buf(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         scenarios,
@@ -80,5 +103,12 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         out: args.out,
         tests: args.tests,
-    })
+    };
+    match harness::run(&opts, &Terminal) {
+        Err(e) if e.is_interrupted() => {
+            eprintln!("weft bench: interrupted; everything it created has been removed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        result => Ok(result?),
+    }
 }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use super::error::{Context as _, Error, Result};
 use serde_json::Value;
 
 use super::sys::{self, in_ns, Proc};
@@ -285,7 +285,7 @@ pub struct Servers {
 }
 
 /// Starts the iperf3 server in the server namespace if a test needs it.
-pub fn start_servers(topo: &Topology, tests: &[Test]) -> anyhow::Result<Servers> {
+pub fn start_servers(topo: &Topology, tests: &[Test]) -> Result<Servers> {
     let mut servers = Servers { iperf: None };
     if tests.iter().any(|t| t.tool().0 == "iperf3") && sys::find_in_path("iperf3").is_some() {
         let args = in_ns(
@@ -300,12 +300,7 @@ pub fn start_servers(topo: &Topology, tests: &[Test]) -> anyhow::Result<Servers>
 }
 
 /// Waits until something in the server namespace listens on `port`.
-fn wait_listening(
-    topo: &Topology,
-    proc: &mut Proc,
-    ss_flags: &str,
-    port: &str,
-) -> anyhow::Result<()> {
+fn wait_listening(topo: &Topology, proc: &mut Proc, ss_flags: &str, port: &str) -> Result<()> {
     let needle = format!(":{port}");
     sys::wait_until(
         &format!("{} to listen", proc.name),
@@ -327,7 +322,7 @@ pub fn run_test(
     test: Test,
     secs: u64,
     on_run: &mut dyn FnMut(&str),
-) -> anyhow::Result<TestResult> {
+) -> Result<TestResult> {
     if let Some(p) = servers.iperf.as_mut() {
         p.check_alive()?;
     }
@@ -425,7 +420,7 @@ pub fn run_test(
 }
 
 /// `iperf3 -c SERVER -t SECS -J EXTRA...` from the client namespace.
-fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> anyhow::Result<Value> {
+fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> Result<Value> {
     let secs_s = secs.to_string();
     let mut args = vec![
         "iperf3",
@@ -451,16 +446,20 @@ fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> anyhow::Result<Value> {
         )
     })?;
     if let Some(err) = json.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {err}");
+        return Err(Error::Tool(format!("iperf3: {err}")));
     }
     if !out.status.success() {
-        bail!("iperf3 failed ({}): {}", out.status, out.stderr.trim());
+        return Err(Error::Tool(format!(
+            "iperf3 failed ({}): {}",
+            out.status,
+            out.stderr.trim()
+        )));
     }
     Ok(json)
 }
 
 /// rx_packets of the server's interface, as counted by the kernel.
-fn rx_packets(topo: &Topology) -> anyhow::Result<u64> {
+fn rx_packets(topo: &Topology) -> Result<u64> {
     let out = sys::run(&[
         "ip",
         "-n",
@@ -486,7 +485,7 @@ pub struct Rtt {
     pub p99: f64,
 }
 
-fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> anyhow::Result<(Rtt, Cpu)> {
+fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> Result<(Rtt, Cpu)> {
     let pin: &[&str] = if pinned { &["taskset", "-c", "0"] } else { &[] };
     let mut server = pin.to_vec();
     server.extend(["sockperf", "sr", "-i", &topo.server_ip, "-p", SOCKPERF_PORT]);
@@ -521,11 +520,11 @@ fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> anyhow::Result<(Rtt, Cp
     drop(proc);
     let text = format!("{}\n{}", out.stdout, out.stderr);
     if !out.status.success() {
-        bail!(
+        return Err(Error::Tool(format!(
             "sockperf pp failed ({}): {}",
             out.status,
             last_line(&strip_ansi(&text))
-        );
+        )));
     }
     let rtt = parse_sockperf(&text).with_context(|| {
         format!(
@@ -565,7 +564,7 @@ pub fn strip_ansi(text: &str) -> String {
 
 /// avg, median and p99 from `sockperf pp --full-rtt` (or its half-RTT
 /// `avg-latency` form, doubled).
-pub fn parse_sockperf(text: &str) -> anyhow::Result<Rtt> {
+pub fn parse_sockperf(text: &str) -> Result<Rtt> {
     let text = strip_ansi(text);
     let number_after = |key: &str| -> Option<f64> {
         let start = text.find(key)? + key.len();
@@ -580,7 +579,7 @@ pub fn parse_sockperf(text: &str) -> anyhow::Result<Rtt> {
     } else if let Some(v) = number_after("avg-latency=") {
         (v, 2.0)
     } else {
-        bail!("no avg-rtt in the output");
+        return Err(Error::Tool("no avg-rtt in the output".into()));
     };
     let p50 = number_after("percentile 50.000 =").context("no 50th percentile")?;
     let p99 = number_after("percentile 99.000 =").context("no 99th percentile")?;

@@ -10,26 +10,24 @@
 //! guards do the work when dropped).
 
 mod chart;
+mod error;
 mod measure;
 mod report;
 mod sys;
 mod topology;
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
 use serde_json::json;
 
+use error::Context as _;
 use report::{ScenarioRun, Status, SwitchRun};
 use topology::Ctx;
 use weft_api::client;
 
-/// Exit status when interrupted (128 + SIGINT).
-const EXIT_INTERRUPTED: i32 = 130;
-
+pub use error::{Error, Result};
 pub use measure::Test;
 pub use topology::{Scenario, Switch};
 
@@ -53,15 +51,29 @@ pub struct Options {
     pub tests: Vec<Test>,
 }
 
-/// Runs the benchmark.
-pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let exe = &opts.exe;
+/// Where the harness's output goes: the caller decides how to show it
+/// (`weft bench` prints progress and warnings on stderr, the table on
+/// stdout).
+pub trait Reporter {
+    /// A progress or status line, e.g. `weft bench [ 5%, about 1:02 left]
+    /// same-host/weft: tcp1, 10 s`.
+    fn status(&self, line: &str);
+    /// Something cleanup could not remove (without a `warning: ` prefix).
+    fn warning(&self, message: &str);
+    /// The results table, once everything is measured (before
+    /// results.json and chart.svg are written).
+    fn table(&self, table: &str);
+}
+
+/// Runs the benchmark, reporting progress to `report`.
+///
+/// Fails with [`Error::Interrupted`] on Ctrl-C or SIGTERM, once everything
+/// the run created has been removed.
+pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
     if !client::is_root() {
-        bail!(
-            "`weft bench` needs root (CAP_NET_ADMIN) to create network namespaces; run it as \
-             `sudo {} bench`",
-            exe.display()
-        );
+        return Err(Error::NotRoot {
+            exe: opts.exe.clone(),
+        });
     }
     for (tool, package) in [
         ("ip", "iproute2"),
@@ -69,7 +81,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         ("ss", "iproute2"),
     ] {
         if sys::find_in_path(tool).is_none() {
-            bail!("`weft bench` needs `{tool}`: install it (apt install {package})");
+            return Err(Error::MissingTool { tool, package });
         }
     }
     sys::install_signal_handlers()?;
@@ -77,19 +89,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("weft-bench-{}", timestamp())));
-    let result = bench(opts, &out_dir);
+    let result = bench(opts, &out_dir, report);
     if result.is_err() {
         // Created by this run and still empty: no reason to keep it.
+        // Every guard has been dropped by now: nothing else is left behind.
         let _ = fs::remove_dir(&out_dir);
     }
-    match result {
-        Err(e) if sys::is_interrupted(&e) => {
-            // Every guard has been dropped by now: nothing is left behind.
-            eprintln!("weft bench: interrupted; everything it created has been removed");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-        other => other,
-    }
+    result
 }
 
 /// Estimated seconds for building and tearing down a topology.
@@ -101,14 +107,15 @@ fn setup_estimate(switch: Switch) -> f64 {
     }
 }
 
-/// Progress and estimated time left, on stderr.
-struct Progress {
+/// Progress and estimated time left, as status lines.
+struct Progress<'r> {
     start: Instant,
     total: f64,
     done: f64,
+    report: &'r dyn Reporter,
 }
 
-impl Progress {
+impl Progress<'_> {
     fn show(&self, what: &str) {
         let elapsed = self.start.elapsed().as_secs_f64();
         // Scale the plan by how fast it has gone so far.
@@ -123,11 +130,11 @@ impl Progress {
         } else {
             0
         };
-        eprintln!(
+        self.report.status(&format!(
             "weft bench [{pct:>2}%, about {}:{:02} left] {what}",
             left / 60,
             left % 60
-        );
+        ));
     }
 
     fn advance(&mut self, secs: f64) {
@@ -139,7 +146,7 @@ fn not_installed(package: &str) -> String {
     format!("not installed (apt install {package})")
 }
 
-fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
+fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
     let scenarios = &args.scenarios;
     let mut tests: Vec<Test> = Vec::new();
     for t in &args.tests {
@@ -151,13 +158,14 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     let pid = std::process::id();
-    let mut top = sys::Guard::default();
+    let mut top = sys::Guard::new(report);
     let tmp = std::env::temp_dir().join(format!("weft-b{pid}"));
     top.add_dir(&tmp)?;
     let ctx = Ctx {
         exe: &args.exe,
         prefix: format!("weft-b{pid}"),
         tmp,
+        report,
     };
 
     // The plan, for the time estimate.
@@ -190,13 +198,14 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
         start: Instant::now(),
         total,
         done: 0.0,
+        report,
     };
-    eprintln!(
+    report.status(&format!(
         "weft bench: {} per measurement, tests {}, results in {}",
         format_args!("{secs} s"),
         tests.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
         out_dir.display()
-    );
+    ));
 
     let mut runs: Vec<ScenarioRun> = Vec::new();
     for (scenario, switches) in &plan {
@@ -208,7 +217,10 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
             sys::check_interrupted()?;
             let who = format!("{}/{}", scenario.name(), switch.name());
             if let Some((tool, package)) = switch.missing() {
-                eprintln!("weft bench: {who}: `{tool}` {}", not_installed(package));
+                report.status(&format!(
+                    "weft bench: {who}: `{tool}` {}",
+                    not_installed(package)
+                ));
                 run.switches.push(SwitchRun {
                     switch: *switch,
                     status: Status::NotInstalled(not_installed(package)),
@@ -222,12 +234,12 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
             progress.advance(setup_estimate(*switch));
             match result {
                 Ok(sw_run) => run.switches.push(sw_run),
-                Err(e) if sys::is_interrupted(&e) => return Err(e),
+                Err(e) if e.is_interrupted() => return Err(e),
                 Err(e) => {
-                    eprintln!("weft bench: {who} failed: {e:#}");
+                    report.status(&format!("weft bench: {who} failed: {}", e.message()));
                     run.switches.push(SwitchRun {
                         switch: *switch,
-                        status: Status::Failed(format!("{e:#}")),
+                        status: Status::Failed(e.message()),
                         tests: Vec::new(),
                     });
                 }
@@ -238,8 +250,7 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
     sys::check_interrupted()?;
     drop(top);
 
-    print!("{}", report::table(&runs, &tests));
-    let _ = std::io::stdout().flush();
+    report.table(&report::table(&runs, &tests));
     let header = json!({
         "weft_version": args.version,
         "started_unix": SystemTime::now()
@@ -260,12 +271,12 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
     let chart = out_dir.join("chart.svg");
     fs::write(&chart, chart::svg(&runs, &tests))
         .with_context(|| format!("cannot write {}", chart.display()))?;
-    eprintln!(
+    report.status(&format!(
         "weft bench: done in {} s; wrote {} and {}",
         progress.start.elapsed().as_secs(),
         results.display(),
         chart.display()
-    );
+    ));
     let weft_failed: Vec<&str> = runs
         .iter()
         .filter(|r| {
@@ -276,10 +287,9 @@ fn bench(args: &Options, out_dir: &Path) -> anyhow::Result<()> {
         .map(|r| r.scenario.name())
         .collect();
     if !weft_failed.is_empty() {
-        bail!(
-            "weft's own topology failed in: {} (see the notes above)",
-            weft_failed.join(", ")
-        );
+        return Err(Error::WeftFailed {
+            scenarios: weft_failed.join(", "),
+        });
     }
     Ok(())
 }
@@ -293,7 +303,7 @@ fn measure_switch(
     secs: u64,
     progress: &mut Progress,
     who: &str,
-) -> anyhow::Result<SwitchRun> {
+) -> Result<SwitchRun> {
     let topo = topology::build(ctx, scenario, switch)?;
     let mut servers = measure::start_servers(&topo, tests)?;
     let mut results = Vec::new();
@@ -317,10 +327,14 @@ fn measure_switch(
         progress.advance(cost_per_run);
         match result {
             Ok(r) => results.push((*test, Ok(r))),
-            Err(e) if sys::is_interrupted(&e) => return Err(e),
+            Err(e) if e.is_interrupted() => return Err(e),
             Err(e) => {
-                eprintln!("weft bench: {who} {} failed: {e:#}", test.name());
-                results.push((*test, Err(format!("{e:#}"))));
+                progress.report.status(&format!(
+                    "weft bench: {who} {} failed: {}",
+                    test.name(),
+                    e.message()
+                ));
+                results.push((*test, Err(e.message())));
             }
         }
     }

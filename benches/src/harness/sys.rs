@@ -14,7 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use super::error::{Context as _, Error, Result};
+use super::Reporter;
 
 /// Set by SIGINT/SIGTERM; checked between steps and while waiting.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -24,25 +25,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound for short helper commands (ip, ovs-vsctl, ethtool).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The benchmark stopped because of Ctrl-C (or SIGTERM).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-pub fn check_interrupted() -> anyhow::Result<()> {
+/// [`Error::Interrupted`] once Ctrl-C or SIGTERM arrived.
+pub fn check_interrupted() -> Result<()> {
     if interrupted() {
-        Err(Interrupted.into())
+        Err(Error::Interrupted)
     } else {
         Ok(())
     }
-}
-
-pub fn is_interrupted(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.is::<Interrupted>())
 }
 
 extern "C" fn on_signal(_signal: libc::c_int) {
@@ -50,7 +43,7 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 }
 
 /// Routes SIGINT and SIGTERM to [`on_signal`].
-pub fn install_signal_handlers() -> anyhow::Result<()> {
+pub fn install_signal_handlers() -> Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: `sigaction` is a plain C struct for which all-zero bytes is
         // a valid value (no handler, no flags, empty mask).
@@ -94,9 +87,9 @@ fn shown<S: AsRef<OsStr>>(args: &[S]) -> String {
         .join(" ")
 }
 
-fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> anyhow::Result<Command> {
+fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Result<Command> {
     let Some((tool, rest)) = args.split_first() else {
-        bail!("empty command");
+        return Err(Error::Tool("empty command".into()));
     };
     let mut cmd = Command::new(tool);
     cmd.args(rest).stdin(Stdio::null()).process_group(0);
@@ -131,7 +124,7 @@ pub fn run_bounded<S: AsRef<OsStr>>(
     args: &[S],
     env: &[(&str, &Path)],
     timeout: Duration,
-) -> anyhow::Result<Finished> {
+) -> Result<Finished> {
     exec(args, env, timeout, true)
 }
 
@@ -142,7 +135,7 @@ fn exec<S: AsRef<OsStr>>(
     env: &[(&str, &Path)],
     timeout: Duration,
     interruptible: bool,
-) -> anyhow::Result<Finished> {
+) -> Result<Finished> {
     if interruptible {
         check_interrupted()?;
     }
@@ -169,11 +162,10 @@ fn exec<S: AsRef<OsStr>>(
             check_interrupted()?;
         }
         if Instant::now() > deadline {
-            bail!(
-                "`{}` did not finish within {} s",
-                proc.name,
-                timeout.as_secs()
-            );
+            return Err(Error::CommandTimedOut {
+                command: proc.name.clone(),
+                secs: timeout.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -185,28 +177,27 @@ fn exec<S: AsRef<OsStr>>(
 }
 
 /// Runs a short helper command; a failure carries its stderr.
-pub fn run_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> anyhow::Result<String> {
+pub fn run_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Result<String> {
     checked(args, exec(args, env, TOOL_TIMEOUT, true)?)
 }
 
 /// [`run`] for cleanup: not cut short by Ctrl-C.
-fn run_cleanup<S: AsRef<OsStr>>(args: &[S]) -> anyhow::Result<String> {
+fn run_cleanup<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     checked(args, exec(args, &[], TOOL_TIMEOUT, false)?)
 }
 
-fn checked<S: AsRef<OsStr>>(args: &[S], out: Finished) -> anyhow::Result<String> {
+fn checked<S: AsRef<OsStr>>(args: &[S], out: Finished) -> Result<String> {
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            shown(args),
-            out.status,
-            out.stderr.trim()
-        );
+        return Err(Error::CommandFailed {
+            command: shown(args),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        });
     }
     Ok(out.stdout)
 }
 
-pub fn run<S: AsRef<OsStr>>(args: &[S]) -> anyhow::Result<String> {
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     run_env(args, &[])
 }
 
@@ -226,7 +217,7 @@ impl Proc {
         log: &Path,
         env: &[(&str, &Path)],
         hold_stdin: bool,
-    ) -> anyhow::Result<Proc> {
+    ) -> Result<Proc> {
         check_interrupted()?;
         let file = fs::OpenOptions::new()
             .create(true)
@@ -254,11 +245,14 @@ impl Proc {
     }
 
     /// Fails when the process has already exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
             if let Some(status) = child.try_wait().context("cannot wait for a child")? {
                 self.child = None;
-                bail!("`{}` exited ({status})", self.name);
+                return Err(Error::Exited {
+                    command: self.name.clone(),
+                    status,
+                });
             }
         }
         Ok(())
@@ -308,20 +302,29 @@ impl Drop for Proc {
 
 /// Everything one topology created: processes (stopped in reverse order),
 /// then namespaces (any process still inside is killed first), then
-/// directories.
-#[derive(Default)]
-pub struct Guard {
+/// directories. What cannot be removed is reported as a warning.
+pub struct Guard<'r> {
     pub procs: Vec<Proc>,
     pub namespaces: Vec<String>,
     pub dirs: Vec<PathBuf>,
+    report: &'r dyn Reporter,
 }
 
-impl Guard {
+impl<'r> Guard<'r> {
+    pub fn new(report: &'r dyn Reporter) -> Guard<'r> {
+        Guard {
+            procs: Vec::new(),
+            namespaces: Vec::new(),
+            dirs: Vec::new(),
+            report,
+        }
+    }
+
     /// `ip netns add NAME` with loopback up; recorded for deletion.
-    pub fn add_netns(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn add_netns(&mut self, name: &str) -> Result<()> {
         if Path::new("/var/run/netns").join(name).exists() {
             // Left over by an earlier run that had our pid and died hard.
-            delete_netns(name);
+            delete_netns(name, self.report);
         }
         run(&["ip", "netns", "add", name])?;
         self.namespaces.push(name.to_string());
@@ -329,7 +332,7 @@ impl Guard {
         Ok(())
     }
 
-    pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+    pub fn add_dir(&mut self, dir: &Path) -> Result<()> {
         if dir.exists() {
             let _ = fs::remove_dir_all(dir);
         }
@@ -339,7 +342,7 @@ impl Guard {
     }
 }
 
-fn delete_netns(name: &str) {
+fn delete_netns(name: &str, report: &dyn Reporter) {
     // Processes inside one of our namespaces were started by this run.
     if let Ok(pids) = run_cleanup(&["ip", "netns", "pids", name]) {
         for pid in pids
@@ -356,21 +359,22 @@ fn delete_netns(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("warning: cannot delete network namespace {name}");
+    report.warning(&format!("cannot delete network namespace {name}"));
 }
 
-impl Drop for Guard {
+impl Drop for Guard<'_> {
     fn drop(&mut self) {
         while let Some(p) = self.procs.pop() {
             drop(p);
         }
         for ns in self.namespaces.drain(..).rev() {
-            delete_netns(&ns);
+            delete_netns(&ns, self.report);
         }
         for dir in self.dirs.drain(..).rev() {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!("warning: cannot remove {}: {e}", dir.display());
+                    self.report
+                        .warning(&format!("cannot remove {}: {e}", dir.display()));
                 }
             }
         }
@@ -381,8 +385,8 @@ impl Drop for Guard {
 pub fn wait_until(
     what: &str,
     timeout: Duration,
-    mut ready: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         check_interrupted()?;
@@ -390,7 +394,10 @@ pub fn wait_until(
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
+            return Err(Error::WaitTimedOut {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
