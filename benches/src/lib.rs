@@ -7,4 +7,6 @@
 //! - The criterion micro-benchmarks live in `benches/`; run them with
 //!   `cargo bench -p weft-benches`.
 
+#![forbid(unsafe_code)]
+
 pub mod harness;

@@ -1,13 +1,24 @@
-//! `weft bench`: measures weft against other switches on this machine.
+//! The `weft bench` harness: measures weft against other switches on this
+//! machine.
 //!
 //! For every scenario (same-host, overlay) and switch it builds a topology
 //! of network namespaces of its own (`weft-b<pid>-...`), measures TCP
 //! throughput, 64-byte UDP packet rate, UDP round trips and the CPU they
-//! cost, tears the topology down, and finally prints a table with each
+//! cost, tears the topology down, and finally reports a table with each
 //! figure's ratio to the kernel baseline and writes results.json and
 //! chart.svg. Everything it creates is removed on success, failure and
-//! Ctrl-C (the handler sets a flag checked between steps and while waiting;
-//! guards do the work when dropped).
+//! Ctrl-C (SIGINT and SIGTERM set a flag checked between steps and while
+//! waiting; guards do the work when dropped).
+//!
+//! [`run`] takes the [`Options`] the command line chose and a [`Reporter`]
+//! that shows progress: the library prints nothing itself.
+//!
+//! - `topology`: builds and tears down each switch's namespaces.
+//! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
+//! - `report`: the results, the table and results.json.
+//! - `chart`: chart.svg.
+//! - `sys`: processes, namespaces, commands and interruption.
+//! - `error`: [`Error`].
 
 mod chart;
 mod error;
@@ -84,7 +95,7 @@ pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
             return Err(Error::MissingTool { tool, package });
         }
     }
-    sys::install_signal_handlers()?;
+    sys::catch_interrupts()?;
     let out_dir = opts
         .out
         .clone()

@@ -1,9 +1,10 @@
 //! Process, namespace and interruption plumbing for `weft bench`.
 //!
 //! Every child runs in a process group of its own, so Ctrl-C reaches only
-//! weft; the SIGINT handler sets [`INTERRUPTED`], every wait polls it, and
-//! the guards ([`Proc`], [`Guard`]) kill, delete and remove what was
-//! created when they are dropped.
+//! weft; SIGINT and SIGTERM set [`INTERRUPTED`] (signal-hook's flag),
+//! every wait polls it, and the guards ([`Proc`], [`Guard`]) kill, delete
+//! and remove what was created when they are dropped. No `unsafe`: signals
+//! go through signal-hook's and nix's safe calls.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,13 +13,17 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
 
 use super::error::{Context as _, Error, Result};
 use super::Reporter;
 
 /// Set by SIGINT/SIGTERM; checked between steps and while waiting.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,26 +43,14 @@ pub fn check_interrupted() -> Result<()> {
     }
 }
 
-extern "C" fn on_signal(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Routes SIGINT and SIGTERM to [`on_signal`].
-pub fn install_signal_handlers() -> Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sigaction` is a plain C struct for which all-zero bytes is
-        // a valid value (no handler, no flags, empty mask).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART;
-        // SAFETY: `action.sa_mask` is a valid, writable sigset_t.
-        unsafe { libc::sigemptyset(&mut action.sa_mask) };
-        // SAFETY: `action` is fully initialised and the handler only stores
-        // to an atomic, which is async-signal-safe.
-        let rc = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot install a signal handler");
-        }
+/// Sets [`INTERRUPTED`] on SIGINT and SIGTERM, so cleanup runs instead of
+/// the process dying mid-step. (A handler, not a blocked mask and a thread
+/// in sigwait: children would inherit the mask and ignore the SIGTERM
+/// [`Proc`] sends them.)
+pub fn catch_interrupts() -> Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED))
+            .context("cannot install a signal handler")?;
     }
     Ok(())
 }
@@ -259,16 +252,14 @@ impl Proc {
     }
 }
 
-fn signal_group(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// `sig` to the process group `pid` leads (ours: `process_group(0)`, not
+/// yet reaped), or to the process alone if the group is gone.
+fn signal_group(pid: u32, sig: Signal) {
+    let Ok(pid) = i32::try_from(pid) else {
         return;
     };
-    // SAFETY: kill has no memory-safety preconditions; `pid` leads a process
-    // group we created (`process_group(0)`) and is not yet reaped.
-    let rc = unsafe { libc::kill(-pid, sig) };
-    if rc != 0 {
-        // SAFETY: as above, for the single process.
-        unsafe { libc::kill(pid, sig) };
+    if killpg(Pid::from_raw(pid), sig).is_err() {
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
@@ -280,13 +271,13 @@ impl Drop for Proc {
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        signal_group(child.id(), libc::SIGTERM);
+        signal_group(child.id(), Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => {
                     // Anything else left in its group goes too.
-                    signal_group(child.id(), libc::SIGKILL);
+                    signal_group(child.id(), Signal::SIGKILL);
                     return;
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -295,7 +286,7 @@ impl Drop for Proc {
                 _ => break,
             }
         }
-        signal_group(child.id(), libc::SIGKILL);
+        signal_group(child.id(), Signal::SIGKILL);
         let _ = child.wait();
     }
 }
@@ -349,8 +340,7 @@ fn delete_netns(name: &str, report: &dyn Reporter) {
             .split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
         {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
     for _ in 0..20 {
