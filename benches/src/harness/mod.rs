@@ -1,103 +1,90 @@
-//! `weft bench`: measures weft against other switches on this machine.
+//! The `weft bench` harness: measures weft against other switches on this
+//! machine.
 //!
 //! For every scenario (same-host, overlay) and switch it builds a topology
 //! of network namespaces of its own (`weft-b<pid>-...`), measures TCP
 //! throughput, 64-byte UDP packet rate, UDP round trips and the CPU they
-//! cost, tears the topology down, and finally prints a table with each
+//! cost, tears the topology down, and finally reports a table with each
 //! figure's ratio to the kernel baseline and writes results.json and
 //! chart.svg. Everything it creates is removed on success, failure and
-//! Ctrl-C (the handler sets a flag checked between steps and while waiting;
-//! guards do the work when dropped).
+//! Ctrl-C (SIGINT and SIGTERM set a flag checked between steps and while
+//! waiting; guards do the work when dropped).
+//!
+//! [`run`] takes the [`Options`] the command line chose and a [`Reporter`]
+//! that shows progress: the library prints nothing itself.
+//!
+//! - `topology`: builds and tears down each switch's namespaces.
+//! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
+//! - `report`: the results, the table and results.json.
+//! - `chart`: chart.svg.
+//! - `sys`: processes, namespaces, commands and interruption.
+//! - `error`: [`Error`].
 
 mod chart;
+mod error;
 mod measure;
 mod report;
 mod sys;
 mod topology;
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
 use serde_json::json;
 
-use measure::Test;
+use error::Context as _;
 use report::{ScenarioRun, Status, SwitchRun};
-use topology::{Ctx, Scenario, Switch};
+use topology::Ctx;
+use weft_api::client;
 
-/// Exit status when interrupted (128 + SIGINT).
-const EXIT_INTERRUPTED: i32 = 130;
+pub use error::{Error, Result};
+pub use measure::Test;
+pub use topology::{Scenario, Switch};
 
-const AFTER_HELP: &str = "\
-Every topology lives in network namespaces of its own (weft-b<pid>-...), with
-a private weft daemon, Open vSwitch or VDE instance; all of it is removed when
-the run ends, fails or is interrupted. Peers that are not installed are shown
-as such and skipped.
-
-Examples:
-  sudo weft bench
-  sudo weft bench --scenario same-host --against kernel-bridge --duration 5
-  sudo weft bench --tests tcp1,rr --out /tmp/results";
-
-/// `weft bench` options.
-#[derive(Debug, clap::Args)]
-#[command(after_help = AFTER_HELP)]
-pub struct BenchArgs {
-    /// Which topologies to measure
-    #[arg(long, value_enum, default_value = "all")]
-    scenario: ScenarioArg,
-    /// The switches to compare weft with (comma-separated)
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        value_name = "SWITCH,...",
-        default_value = "kernel-bridge,kernel-vxlan,ovs,ovs-tso,vde"
-    )]
-    against: Vec<Switch>,
-    /// Seconds each measurement runs
-    #[arg(
-        long,
-        value_name = "S",
-        default_value = "10",
-        value_parser = clap::value_parser!(u64).range(1..=3600)
-    )]
-    duration: u64,
-    /// Where to write results.json and chart.svg [default:
-    /// ./weft-bench-<timestamp>]
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// The measurements to make (comma-separated)
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        value_name = "TEST,...",
-        default_value = "tcp1,tcp4,udp64,rr"
-    )]
-    tests: Vec<Test>,
+/// What `weft bench` measures and where it writes the results.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The weft binary to start daemons from.
+    pub exe: PathBuf,
+    /// The version recorded in results.json.
+    pub version: String,
+    /// The topologies to measure, in order.
+    pub scenarios: Vec<Scenario>,
+    /// The switches to compare weft with.
+    pub against: Vec<Switch>,
+    /// Seconds each measurement runs.
+    pub duration: u64,
+    /// Where to write results.json and chart.svg; `./weft-bench-<timestamp>`
+    /// when `None`.
+    pub out: Option<PathBuf>,
+    /// The measurements to make.
+    pub tests: Vec<Test>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ScenarioArg {
-    /// Two namespaces on one host
-    SameHost,
-    /// Two hosts joined by a VXLAN overlay
-    Overlay,
-    /// Both
-    All,
+/// Where the harness's output goes: the caller decides how to show it
+/// (`weft bench` prints progress and warnings on stderr, the table on
+/// stdout).
+pub trait Reporter {
+    /// A progress or status line, e.g. `weft bench [ 5%, about 1:02 left]
+    /// same-host/weft: tcp1, 10 s`.
+    fn status(&self, line: &str);
+    /// Something cleanup could not remove (without a `warning: ` prefix).
+    fn warning(&self, message: &str);
+    /// The results table, once everything is measured (before
+    /// results.json and chart.svg are written).
+    fn table(&self, table: &str);
 }
 
-/// Runs the benchmark. `exe` is the weft binary to start daemons from.
-pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    if !crate::client::is_root() {
-        bail!(
-            "`weft bench` needs root (CAP_NET_ADMIN) to create network namespaces; run it as \
-             `sudo {} bench`",
-            exe.display()
-        );
+/// Runs the benchmark, reporting progress to `report`.
+///
+/// Fails with [`Error::Interrupted`] on Ctrl-C or SIGTERM, once everything
+/// the run created has been removed.
+pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
+    if !client::is_root() {
+        return Err(Error::NotRoot {
+            exe: opts.exe.clone(),
+        });
     }
     for (tool, package) in [
         ("ip", "iproute2"),
@@ -105,33 +92,21 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         ("ss", "iproute2"),
     ] {
         if sys::find_in_path(tool).is_none() {
-            bail!("`weft bench` needs `{tool}`: install it (apt install {package})");
+            return Err(Error::MissingTool { tool, package });
         }
     }
-    sys::install_signal_handlers()?;
-    let result = bench(exe, &args);
+    sys::catch_interrupts()?;
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("weft-bench-{}", timestamp())));
+    let result = bench(opts, &out_dir, report);
     if result.is_err() {
         // Created by this run and still empty: no reason to keep it.
-        let _ = fs::remove_dir(out_dir(&args));
+        // Every guard has been dropped by now: nothing else is left behind.
+        let _ = fs::remove_dir(&out_dir);
     }
-    match result {
-        Err(e) if sys::is_interrupted(&e) => {
-            // Every guard has been dropped by now: nothing is left behind.
-            eprintln!("weft bench: interrupted; everything it created has been removed");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-        other => other,
-    }
-}
-
-/// `--out`, or `./weft-bench-<timestamp>` (fixed once per run).
-fn out_dir(args: &BenchArgs) -> PathBuf {
-    static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    args.out.clone().unwrap_or_else(|| {
-        DEFAULT
-            .get_or_init(|| PathBuf::from(format!("weft-bench-{}", timestamp())))
-            .clone()
-    })
+    result
 }
 
 /// Estimated seconds for building and tearing down a topology.
@@ -143,14 +118,15 @@ fn setup_estimate(switch: Switch) -> f64 {
     }
 }
 
-/// Progress and estimated time left, on stderr.
-struct Progress {
+/// Progress and estimated time left, as status lines.
+struct Progress<'r> {
     start: Instant,
     total: f64,
     done: f64,
+    report: &'r dyn Reporter,
 }
 
-impl Progress {
+impl Progress<'_> {
     fn show(&self, what: &str) {
         let elapsed = self.start.elapsed().as_secs_f64();
         // Scale the plan by how fast it has gone so far.
@@ -165,11 +141,11 @@ impl Progress {
         } else {
             0
         };
-        eprintln!(
+        self.report.status(&format!(
             "weft bench [{pct:>2}%, about {}:{:02} left] {what}",
             left / 60,
             left % 60
-        );
+        ));
     }
 
     fn advance(&mut self, secs: f64) {
@@ -181,12 +157,8 @@ fn not_installed(package: &str) -> String {
     format!("not installed (apt install {package})")
 }
 
-fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
-    let scenarios: Vec<Scenario> = match args.scenario {
-        ScenarioArg::SameHost => vec![Scenario::SameHost],
-        ScenarioArg::Overlay => vec![Scenario::Overlay],
-        ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
-    };
+fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
+    let scenarios = &args.scenarios;
     let mut tests: Vec<Test> = Vec::new();
     for t in &args.tests {
         if !tests.contains(t) {
@@ -194,17 +166,17 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let secs = args.duration;
-    let out_dir = out_dir(args);
-    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     let pid = std::process::id();
-    let mut top = sys::Guard::default();
+    let mut top = sys::Guard::new(report);
     let tmp = std::env::temp_dir().join(format!("weft-b{pid}"));
     top.add_dir(&tmp)?;
     let ctx = Ctx {
-        exe,
+        exe: &args.exe,
         prefix: format!("weft-b{pid}"),
         tmp,
+        report,
     };
 
     // The plan, for the time estimate.
@@ -237,13 +209,14 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         start: Instant::now(),
         total,
         done: 0.0,
+        report,
     };
-    eprintln!(
+    report.status(&format!(
         "weft bench: {} per measurement, tests {}, results in {}",
         format_args!("{secs} s"),
         tests.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
         out_dir.display()
-    );
+    ));
 
     let mut runs: Vec<ScenarioRun> = Vec::new();
     for (scenario, switches) in &plan {
@@ -255,7 +228,10 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             sys::check_interrupted()?;
             let who = format!("{}/{}", scenario.name(), switch.name());
             if let Some((tool, package)) = switch.missing() {
-                eprintln!("weft bench: {who}: `{tool}` {}", not_installed(package));
+                report.status(&format!(
+                    "weft bench: {who}: `{tool}` {}",
+                    not_installed(package)
+                ));
                 run.switches.push(SwitchRun {
                     switch: *switch,
                     status: Status::NotInstalled(not_installed(package)),
@@ -269,12 +245,12 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             progress.advance(setup_estimate(*switch));
             match result {
                 Ok(sw_run) => run.switches.push(sw_run),
-                Err(e) if sys::is_interrupted(&e) => return Err(e),
+                Err(e) if e.is_interrupted() => return Err(e),
                 Err(e) => {
-                    eprintln!("weft bench: {who} failed: {e:#}");
+                    report.status(&format!("weft bench: {who} failed: {}", e.message()));
                     run.switches.push(SwitchRun {
                         switch: *switch,
-                        status: Status::Failed(format!("{e:#}")),
+                        status: Status::Failed(e.message()),
                         tests: Vec::new(),
                     });
                 }
@@ -285,10 +261,9 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     sys::check_interrupted()?;
     drop(top);
 
-    print!("{}", report::table(&runs, &tests));
-    let _ = std::io::stdout().flush();
+    report.table(&report::table(&runs, &tests));
     let header = json!({
-        "weft_version": env!("CARGO_PKG_VERSION"),
+        "weft_version": args.version,
         "started_unix": SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -307,12 +282,12 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let chart = out_dir.join("chart.svg");
     fs::write(&chart, chart::svg(&runs, &tests))
         .with_context(|| format!("cannot write {}", chart.display()))?;
-    eprintln!(
+    report.status(&format!(
         "weft bench: done in {} s; wrote {} and {}",
         progress.start.elapsed().as_secs(),
         results.display(),
         chart.display()
-    );
+    ));
     let weft_failed: Vec<&str> = runs
         .iter()
         .filter(|r| {
@@ -323,10 +298,9 @@ fn bench(exe: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         .map(|r| r.scenario.name())
         .collect();
     if !weft_failed.is_empty() {
-        bail!(
-            "weft's own topology failed in: {} (see the notes above)",
-            weft_failed.join(", ")
-        );
+        return Err(Error::WeftFailed {
+            scenarios: weft_failed.join(", "),
+        });
     }
     Ok(())
 }
@@ -340,7 +314,7 @@ fn measure_switch(
     secs: u64,
     progress: &mut Progress,
     who: &str,
-) -> anyhow::Result<SwitchRun> {
+) -> Result<SwitchRun> {
     let topo = topology::build(ctx, scenario, switch)?;
     let mut servers = measure::start_servers(&topo, tests)?;
     let mut results = Vec::new();
@@ -364,10 +338,14 @@ fn measure_switch(
         progress.advance(cost_per_run);
         match result {
             Ok(r) => results.push((*test, Ok(r))),
-            Err(e) if sys::is_interrupted(&e) => return Err(e),
+            Err(e) if e.is_interrupted() => return Err(e),
             Err(e) => {
-                eprintln!("weft bench: {who} {} failed: {e:#}", test.name());
-                results.push((*test, Err(format!("{e:#}"))));
+                progress.report.status(&format!(
+                    "weft bench: {who} {} failed: {}",
+                    test.name(),
+                    e.message()
+                ));
+                results.push((*test, Err(e.message())));
             }
         }
     }

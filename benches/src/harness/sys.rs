@@ -1,9 +1,10 @@
 //! Process, namespace and interruption plumbing for `weft bench`.
 //!
 //! Every child runs in a process group of its own, so Ctrl-C reaches only
-//! weft; the SIGINT handler sets [`INTERRUPTED`], every wait polls it, and
-//! the guards ([`Proc`], [`Guard`]) kill, delete and remove what was
-//! created when they are dropped.
+//! weft; SIGINT and SIGTERM set [`INTERRUPTED`] (signal-hook's flag),
+//! every wait polls it, and the guards ([`Proc`], [`Guard`]) kill, delete
+//! and remove what was created when they are dropped. No `unsafe`: signals
+//! go through signal-hook's and nix's safe calls.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,59 +13,44 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use super::error::{Context as _, Error, Result};
+use super::Reporter;
 
 /// Set by SIGINT/SIGTERM; checked between steps and while waiting.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound for short helper commands (ip, ovs-vsctl, ethtool).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The benchmark stopped because of Ctrl-C (or SIGTERM).
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-pub fn check_interrupted() -> anyhow::Result<()> {
+/// [`Error::Interrupted`] once Ctrl-C or SIGTERM arrived.
+pub fn check_interrupted() -> Result<()> {
     if interrupted() {
-        Err(Interrupted.into())
+        Err(Error::Interrupted)
     } else {
         Ok(())
     }
 }
 
-pub fn is_interrupted(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.is::<Interrupted>())
-}
-
-extern "C" fn on_signal(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Routes SIGINT and SIGTERM to [`on_signal`].
-pub fn install_signal_handlers() -> anyhow::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sigaction` is a plain C struct for which all-zero bytes is
-        // a valid value (no handler, no flags, empty mask).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART;
-        // SAFETY: `action.sa_mask` is a valid, writable sigset_t.
-        unsafe { libc::sigemptyset(&mut action.sa_mask) };
-        // SAFETY: `action` is fully initialised and the handler only stores
-        // to an atomic, which is async-signal-safe.
-        let rc = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot install a signal handler");
-        }
+/// Sets [`INTERRUPTED`] on SIGINT and SIGTERM, so cleanup runs instead of
+/// the process dying mid-step. (A handler, not a blocked mask and a thread
+/// in sigwait: children would inherit the mask and ignore the SIGTERM
+/// [`Proc`] sends them.)
+pub fn catch_interrupts() -> Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED))
+            .context("cannot install a signal handler")?;
     }
     Ok(())
 }
@@ -94,9 +80,9 @@ fn shown<S: AsRef<OsStr>>(args: &[S]) -> String {
         .join(" ")
 }
 
-fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> anyhow::Result<Command> {
+fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Result<Command> {
     let Some((tool, rest)) = args.split_first() else {
-        bail!("empty command");
+        return Err(Error::Tool("empty command".into()));
     };
     let mut cmd = Command::new(tool);
     cmd.args(rest).stdin(Stdio::null()).process_group(0);
@@ -131,7 +117,7 @@ pub fn run_bounded<S: AsRef<OsStr>>(
     args: &[S],
     env: &[(&str, &Path)],
     timeout: Duration,
-) -> anyhow::Result<Finished> {
+) -> Result<Finished> {
     exec(args, env, timeout, true)
 }
 
@@ -142,7 +128,7 @@ fn exec<S: AsRef<OsStr>>(
     env: &[(&str, &Path)],
     timeout: Duration,
     interruptible: bool,
-) -> anyhow::Result<Finished> {
+) -> Result<Finished> {
     if interruptible {
         check_interrupted()?;
     }
@@ -169,11 +155,10 @@ fn exec<S: AsRef<OsStr>>(
             check_interrupted()?;
         }
         if Instant::now() > deadline {
-            bail!(
-                "`{}` did not finish within {} s",
-                proc.name,
-                timeout.as_secs()
-            );
+            return Err(Error::CommandTimedOut {
+                command: proc.name.clone(),
+                secs: timeout.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -185,28 +170,27 @@ fn exec<S: AsRef<OsStr>>(
 }
 
 /// Runs a short helper command; a failure carries its stderr.
-pub fn run_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> anyhow::Result<String> {
+pub fn run_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &Path)]) -> Result<String> {
     checked(args, exec(args, env, TOOL_TIMEOUT, true)?)
 }
 
 /// [`run`] for cleanup: not cut short by Ctrl-C.
-fn run_cleanup<S: AsRef<OsStr>>(args: &[S]) -> anyhow::Result<String> {
+fn run_cleanup<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     checked(args, exec(args, &[], TOOL_TIMEOUT, false)?)
 }
 
-fn checked<S: AsRef<OsStr>>(args: &[S], out: Finished) -> anyhow::Result<String> {
+fn checked<S: AsRef<OsStr>>(args: &[S], out: Finished) -> Result<String> {
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            shown(args),
-            out.status,
-            out.stderr.trim()
-        );
+        return Err(Error::CommandFailed {
+            command: shown(args),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        });
     }
     Ok(out.stdout)
 }
 
-pub fn run<S: AsRef<OsStr>>(args: &[S]) -> anyhow::Result<String> {
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     run_env(args, &[])
 }
 
@@ -226,7 +210,7 @@ impl Proc {
         log: &Path,
         env: &[(&str, &Path)],
         hold_stdin: bool,
-    ) -> anyhow::Result<Proc> {
+    ) -> Result<Proc> {
         check_interrupted()?;
         let file = fs::OpenOptions::new()
             .create(true)
@@ -254,27 +238,28 @@ impl Proc {
     }
 
     /// Fails when the process has already exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
             if let Some(status) = child.try_wait().context("cannot wait for a child")? {
                 self.child = None;
-                bail!("`{}` exited ({status})", self.name);
+                return Err(Error::Exited {
+                    command: self.name.clone(),
+                    status,
+                });
             }
         }
         Ok(())
     }
 }
 
-fn signal_group(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// `sig` to the process group `pid` leads (ours: `process_group(0)`, not
+/// yet reaped), or to the process alone if the group is gone.
+fn signal_group(pid: u32, sig: Signal) {
+    let Ok(pid) = i32::try_from(pid) else {
         return;
     };
-    // SAFETY: kill has no memory-safety preconditions; `pid` leads a process
-    // group we created (`process_group(0)`) and is not yet reaped.
-    let rc = unsafe { libc::kill(-pid, sig) };
-    if rc != 0 {
-        // SAFETY: as above, for the single process.
-        unsafe { libc::kill(pid, sig) };
+    if killpg(Pid::from_raw(pid), sig).is_err() {
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
@@ -286,13 +271,13 @@ impl Drop for Proc {
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        signal_group(child.id(), libc::SIGTERM);
+        signal_group(child.id(), Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => {
                     // Anything else left in its group goes too.
-                    signal_group(child.id(), libc::SIGKILL);
+                    signal_group(child.id(), Signal::SIGKILL);
                     return;
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -301,27 +286,36 @@ impl Drop for Proc {
                 _ => break,
             }
         }
-        signal_group(child.id(), libc::SIGKILL);
+        signal_group(child.id(), Signal::SIGKILL);
         let _ = child.wait();
     }
 }
 
 /// Everything one topology created: processes (stopped in reverse order),
 /// then namespaces (any process still inside is killed first), then
-/// directories.
-#[derive(Default)]
-pub struct Guard {
+/// directories. What cannot be removed is reported as a warning.
+pub struct Guard<'r> {
     pub procs: Vec<Proc>,
     pub namespaces: Vec<String>,
     pub dirs: Vec<PathBuf>,
+    report: &'r dyn Reporter,
 }
 
-impl Guard {
+impl<'r> Guard<'r> {
+    pub fn new(report: &'r dyn Reporter) -> Guard<'r> {
+        Guard {
+            procs: Vec::new(),
+            namespaces: Vec::new(),
+            dirs: Vec::new(),
+            report,
+        }
+    }
+
     /// `ip netns add NAME` with loopback up; recorded for deletion.
-    pub fn add_netns(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn add_netns(&mut self, name: &str) -> Result<()> {
         if Path::new("/var/run/netns").join(name).exists() {
             // Left over by an earlier run that had our pid and died hard.
-            delete_netns(name);
+            delete_netns(name, self.report);
         }
         run(&["ip", "netns", "add", name])?;
         self.namespaces.push(name.to_string());
@@ -329,7 +323,7 @@ impl Guard {
         Ok(())
     }
 
-    pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+    pub fn add_dir(&mut self, dir: &Path) -> Result<()> {
         if dir.exists() {
             let _ = fs::remove_dir_all(dir);
         }
@@ -339,15 +333,14 @@ impl Guard {
     }
 }
 
-fn delete_netns(name: &str) {
+fn delete_netns(name: &str, report: &dyn Reporter) {
     // Processes inside one of our namespaces were started by this run.
     if let Ok(pids) = run_cleanup(&["ip", "netns", "pids", name]) {
         for pid in pids
             .split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
         {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
     for _ in 0..20 {
@@ -356,21 +349,22 @@ fn delete_netns(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("warning: cannot delete network namespace {name}");
+    report.warning(&format!("cannot delete network namespace {name}"));
 }
 
-impl Drop for Guard {
+impl Drop for Guard<'_> {
     fn drop(&mut self) {
         while let Some(p) = self.procs.pop() {
             drop(p);
         }
         for ns in self.namespaces.drain(..).rev() {
-            delete_netns(&ns);
+            delete_netns(&ns, self.report);
         }
         for dir in self.dirs.drain(..).rev() {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!("warning: cannot remove {}: {e}", dir.display());
+                    self.report
+                        .warning(&format!("cannot remove {}: {e}", dir.display()));
                 }
             }
         }
@@ -381,8 +375,8 @@ impl Drop for Guard {
 pub fn wait_until(
     what: &str,
     timeout: Duration,
-    mut ready: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         check_interrupted()?;
@@ -390,7 +384,10 @@ pub fn wait_until(
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
+            return Err(Error::WaitTimedOut {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

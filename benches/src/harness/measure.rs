@@ -4,7 +4,8 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use super::error::{Context as _, Error, Result};
+use nix::unistd::{sysconf, SysconfVar};
 use serde_json::Value;
 
 use super::sys::{self, in_ns, Proc};
@@ -17,7 +18,8 @@ const SOCKPERF_PORT: &str = "11111";
 const UDP64_PAYLOAD: &str = "18";
 
 /// A test selectable with `--tests`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Test {
     /// iperf3 TCP, one stream
     Tcp1,
@@ -191,12 +193,9 @@ pub struct TestResult {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as f64,
+        _ => 100.0,
     }
 }
 
@@ -284,7 +283,7 @@ pub struct Servers {
 }
 
 /// Starts the iperf3 server in the server namespace if a test needs it.
-pub fn start_servers(topo: &Topology, tests: &[Test]) -> anyhow::Result<Servers> {
+pub fn start_servers(topo: &Topology, tests: &[Test]) -> Result<Servers> {
     let mut servers = Servers { iperf: None };
     if tests.iter().any(|t| t.tool().0 == "iperf3") && sys::find_in_path("iperf3").is_some() {
         let args = in_ns(
@@ -299,12 +298,7 @@ pub fn start_servers(topo: &Topology, tests: &[Test]) -> anyhow::Result<Servers>
 }
 
 /// Waits until something in the server namespace listens on `port`.
-fn wait_listening(
-    topo: &Topology,
-    proc: &mut Proc,
-    ss_flags: &str,
-    port: &str,
-) -> anyhow::Result<()> {
+fn wait_listening(topo: &Topology, proc: &mut Proc, ss_flags: &str, port: &str) -> Result<()> {
     let needle = format!(":{port}");
     sys::wait_until(
         &format!("{} to listen", proc.name),
@@ -326,7 +320,7 @@ pub fn run_test(
     test: Test,
     secs: u64,
     on_run: &mut dyn FnMut(&str),
-) -> anyhow::Result<TestResult> {
+) -> Result<TestResult> {
     if let Some(p) = servers.iperf.as_mut() {
         p.check_alive()?;
     }
@@ -424,7 +418,7 @@ pub fn run_test(
 }
 
 /// `iperf3 -c SERVER -t SECS -J EXTRA...` from the client namespace.
-fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> anyhow::Result<Value> {
+fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> Result<Value> {
     let secs_s = secs.to_string();
     let mut args = vec![
         "iperf3",
@@ -450,16 +444,20 @@ fn iperf(topo: &Topology, secs: u64, extra: &[&str]) -> anyhow::Result<Value> {
         )
     })?;
     if let Some(err) = json.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {err}");
+        return Err(Error::Tool(format!("iperf3: {err}")));
     }
     if !out.status.success() {
-        bail!("iperf3 failed ({}): {}", out.status, out.stderr.trim());
+        return Err(Error::Tool(format!(
+            "iperf3 failed ({}): {}",
+            out.status,
+            out.stderr.trim()
+        )));
     }
     Ok(json)
 }
 
 /// rx_packets of the server's interface, as counted by the kernel.
-fn rx_packets(topo: &Topology) -> anyhow::Result<u64> {
+fn rx_packets(topo: &Topology) -> Result<u64> {
     let out = sys::run(&[
         "ip",
         "-n",
@@ -485,7 +483,7 @@ pub struct Rtt {
     pub p99: f64,
 }
 
-fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> anyhow::Result<(Rtt, Cpu)> {
+fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> Result<(Rtt, Cpu)> {
     let pin: &[&str] = if pinned { &["taskset", "-c", "0"] } else { &[] };
     let mut server = pin.to_vec();
     server.extend(["sockperf", "sr", "-i", &topo.server_ip, "-p", SOCKPERF_PORT]);
@@ -520,11 +518,11 @@ fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> anyhow::Result<(Rtt, Cp
     drop(proc);
     let text = format!("{}\n{}", out.stdout, out.stderr);
     if !out.status.success() {
-        bail!(
+        return Err(Error::Tool(format!(
             "sockperf pp failed ({}): {}",
             out.status,
             last_line(&strip_ansi(&text))
-        );
+        )));
     }
     let rtt = parse_sockperf(&text).with_context(|| {
         format!(
@@ -564,7 +562,7 @@ pub fn strip_ansi(text: &str) -> String {
 
 /// avg, median and p99 from `sockperf pp --full-rtt` (or its half-RTT
 /// `avg-latency` form, doubled).
-pub fn parse_sockperf(text: &str) -> anyhow::Result<Rtt> {
+pub fn parse_sockperf(text: &str) -> Result<Rtt> {
     let text = strip_ansi(text);
     let number_after = |key: &str| -> Option<f64> {
         let start = text.find(key)? + key.len();
@@ -579,7 +577,7 @@ pub fn parse_sockperf(text: &str) -> anyhow::Result<Rtt> {
     } else if let Some(v) = number_after("avg-latency=") {
         (v, 2.0)
     } else {
-        bail!("no avg-rtt in the output");
+        return Err(Error::Tool("no avg-rtt in the output".into()));
     };
     let p50 = number_after("percentile 50.000 =").context("no 50th percentile")?;
     let p99 = number_after("percentile 99.000 =").context("no 99th percentile")?;

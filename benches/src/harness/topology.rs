@@ -5,15 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use super::error::{Context as _, Error, Result};
 use serde_json::json;
 
 use super::sys::{self, in_ns, run, run_env, Guard, Proc};
-use crate::api::{EndpointInfo, Request};
-use crate::client::{self, ClientError};
+use super::Reporter;
+use weft_api::client::{self, ClientError};
+use weft_api::{EndpointInfo, Request};
 
 /// The two scenarios.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Scenario {
     /// Two namespaces on one host, one switch between them
     SameHost,
@@ -53,10 +55,11 @@ impl Scenario {
 }
 
 /// A switch to measure (`weft` and the peers of `--against`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Switch {
     /// weft itself (always measured)
-    #[value(skip)]
+    #[cfg_attr(feature = "clap", value(skip))]
     Weft,
     /// Linux bridge with veth pairs (same-host baseline)
     KernelBridge,
@@ -148,10 +151,12 @@ pub struct Ctx<'a> {
     pub prefix: String,
     /// The run's temporary directory.
     pub tmp: PathBuf,
+    /// Where cleanup warnings go.
+    pub report: &'a dyn Reporter,
 }
 
 /// A built topology; dropping it tears it down.
-pub struct Topology {
+pub struct Topology<'r> {
     pub client_ns: String,
     pub server_ns: String,
     pub server_ip: String,
@@ -161,13 +166,13 @@ pub struct Topology {
     pub switch_pids: Vec<u32>,
     /// Where measurements may write scratch files.
     pub dir: PathBuf,
-    pub guard: Guard,
+    pub guard: Guard<'r>,
 }
 
 /// Builds the topology of `switch` in `scenario`.
-pub fn build(ctx: &Ctx, scenario: Scenario, switch: Switch) -> anyhow::Result<Topology> {
+pub fn build<'r>(ctx: &Ctx<'r>, scenario: Scenario, switch: Switch) -> Result<Topology<'r>> {
     let tag = switch.tag(scenario);
-    let mut guard = Guard::default();
+    let mut guard = Guard::new(ctx.report);
     let dir = ctx.tmp.join(tag);
     guard.add_dir(&dir)?;
     let ns = |role: &str| format!("{}-{tag}-{role}", ctx.prefix);
@@ -188,14 +193,20 @@ pub fn build(ctx: &Ctx, scenario: Scenario, switch: Switch) -> anyhow::Result<To
         (Scenario::SameHost, Switch::Vde) => vde(&mut topo)?,
         (Scenario::Overlay, Switch::Weft) => weft_overlay(ctx, &mut topo, [ns("h1"), ns("h2")])?,
         (Scenario::Overlay, Switch::KernelVxlan) => kernel_vxlan(&mut topo, [ns("h1"), ns("h2")])?,
-        (scenario, switch) => bail!("{} has no {} topology", switch.name(), scenario.name()),
+        (scenario, switch) => {
+            return Err(Error::Tool(format!(
+                "{} has no {} topology",
+                switch.name(),
+                scenario.name()
+            )))
+        }
     }
     wait_reachable(&topo)?;
     Ok(topo)
 }
 
 /// Pings the server from the client until it answers (ARP, learning).
-fn wait_reachable(topo: &Topology) -> anyhow::Result<()> {
+fn wait_reachable(topo: &Topology) -> Result<()> {
     let mut last = String::new();
     for _ in 0..10 {
         let out = sys::run_bounded(
@@ -211,24 +222,24 @@ fn wait_reachable(topo: &Topology) -> anyhow::Result<()> {
         }
         last = format!("{}{}", out.stdout, out.stderr);
     }
-    bail!(
+    Err(Error::Tool(format!(
         "the client cannot ping the server {}: {}",
         topo.server_ip,
         last.lines()
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no output")
-    )
+    )))
 }
 
 /// Both endpoint namespaces.
-fn add_endpoints(topo: &mut Topology) -> anyhow::Result<()> {
+fn add_endpoints(topo: &mut Topology) -> Result<()> {
     let (c, s) = (topo.client_ns.clone(), topo.server_ns.clone());
     topo.guard.add_netns(&c)?;
     topo.guard.add_netns(&s)
 }
 
 /// A veth pair: `port` in `switch_ns`, `eth0` in `ep_ns` with `cidr`.
-fn veth(switch_ns: &str, port: &str, ep_ns: &str, cidr: &str, mtu: u32) -> anyhow::Result<()> {
+fn veth(switch_ns: &str, port: &str, ep_ns: &str, cidr: &str, mtu: u32) -> Result<()> {
     let mtu = mtu.to_string();
     run(&[
         "ip", "-n", switch_ns, "link", "add", port, "mtu", &mtu, "type", "veth", "peer", "name",
@@ -238,13 +249,13 @@ fn veth(switch_ns: &str, port: &str, ep_ns: &str, cidr: &str, mtu: u32) -> anyho
     address(ep_ns, "eth0", cidr)
 }
 
-fn address(ns: &str, ifname: &str, cidr: &str) -> anyhow::Result<()> {
+fn address(ns: &str, ifname: &str, cidr: &str) -> Result<()> {
     run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname])?;
     run(&["ip", "-n", ns, "link", "set", ifname, "up"])?;
     Ok(())
 }
 
-fn kernel_bridge(topo: &mut Topology, sw: &str) -> anyhow::Result<()> {
+fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
     topo.guard.add_netns(sw)?;
     add_endpoints(topo)?;
     run(&["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])?;
@@ -267,7 +278,7 @@ fn start_weft(
     name: &str,
     netns: Option<&str>,
     extra: &[&str],
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf> {
     let socket = topo.dir.join(format!("{name}.sock"));
     let state = topo.dir.join(format!("{name}-state"));
     let log = topo.dir.join(format!("{name}.log"));
@@ -300,11 +311,7 @@ fn start_weft(
     Ok(socket)
 }
 
-fn weft_call(
-    socket: &Path,
-    req: serde_json::Value,
-    what: &str,
-) -> anyhow::Result<serde_json::Value> {
+fn weft_call(socket: &Path, req: serde_json::Value, what: &str) -> Result<serde_json::Value> {
     sys::check_interrupted()?;
     // Built from JSON so that fields added to the API later take their
     // defaults.
@@ -318,7 +325,7 @@ fn weft_network(
     subnet: &str,
     vni: Option<u32>,
     ip_range: Option<&str>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut req = json!({ "op": "network_create", "name": "bench", "subnet": subnet });
     if let Some(vni) = vni {
         req["vni"] = json!(vni);
@@ -330,7 +337,7 @@ fn weft_network(
     Ok(())
 }
 
-fn weft_attach(socket: &Path, netns: &str, name: &str) -> anyhow::Result<EndpointInfo> {
+fn weft_attach(socket: &Path, netns: &str, name: &str) -> Result<EndpointInfo> {
     let req = json!({
         "op": "attach",
         "network": "bench",
@@ -347,7 +354,7 @@ fn host_part(cidr: &str) -> String {
     cidr.split('/').next().unwrap_or(cidr).to_string()
 }
 
-fn weft_same_host(ctx: &Ctx, topo: &mut Topology) -> anyhow::Result<()> {
+fn weft_same_host(ctx: &Ctx, topo: &mut Topology) -> Result<()> {
     let socket = start_weft(ctx, topo, "weft", None, &[])?;
     add_endpoints(topo)?;
     weft_network(&socket, "10.231.0.0/24", None, None)?;
@@ -359,7 +366,7 @@ fn weft_same_host(ctx: &Ctx, topo: &mut Topology) -> anyhow::Result<()> {
 }
 
 /// Two host namespaces joined by a veth underlay 192.168.231.1/.2 (u0).
-fn underlay(topo: &mut Topology, hosts: &[String; 2]) -> anyhow::Result<()> {
+fn underlay(topo: &mut Topology, hosts: &[String; 2]) -> Result<()> {
     for h in hosts {
         topo.guard.add_netns(h)?;
     }
@@ -372,7 +379,7 @@ fn underlay(topo: &mut Topology, hosts: &[String; 2]) -> anyhow::Result<()> {
     address(&hosts[1], "u0", "192.168.231.2/24")
 }
 
-fn weft_overlay(ctx: &Ctx, topo: &mut Topology, hosts: [String; 2]) -> anyhow::Result<()> {
+fn weft_overlay(ctx: &Ctx, topo: &mut Topology, hosts: [String; 2]) -> Result<()> {
     underlay(topo, &hosts)?;
     let s1 = start_weft(
         ctx,
@@ -404,7 +411,7 @@ fn weft_overlay(ctx: &Ctx, topo: &mut Topology, hosts: [String; 2]) -> anyhow::R
     Ok(())
 }
 
-fn kernel_vxlan(topo: &mut Topology, hosts: [String; 2]) -> anyhow::Result<()> {
+fn kernel_vxlan(topo: &mut Topology, hosts: [String; 2]) -> Result<()> {
     underlay(topo, &hosts)?;
     let eps = [topo.client_ns.clone(), topo.server_ns.clone()];
     for i in 0..2 {
@@ -434,7 +441,7 @@ fn kernel_vxlan(topo: &mut Topology, hosts: [String; 2]) -> anyhow::Result<()> {
 /// own system-userspace tests; without userspace TSO the endpoints must not
 /// hand it partial checksums, so their tx offloads are turned off (as
 /// those tests do).
-fn ovs(topo: &mut Topology, sw: &str, tso: bool) -> anyhow::Result<()> {
+fn ovs(topo: &mut Topology, sw: &str, tso: bool) -> Result<()> {
     let dir = topo.dir.clone();
     let env: [(&str, &Path); 4] = [
         ("OVS_RUNDIR", &dir),
@@ -480,7 +487,7 @@ fn ovs(topo: &mut Topology, sw: &str, tso: bool) -> anyhow::Result<()> {
     })
     .with_context(|| format!("ovsdb-server log:{}", sys::log_tail(&ovsdb_log, 10)))?;
     let db_arg = format!("--db={remote}");
-    let vsctl = |args: &[&str]| -> anyhow::Result<String> {
+    let vsctl = |args: &[&str]| -> Result<String> {
         let mut all = vec!["ovs-vsctl", &db_arg, "--timeout=20"];
         all.extend_from_slice(args);
         run_env(&all, &env)
@@ -503,7 +510,7 @@ fn ovs(topo: &mut Topology, sw: &str, tso: bool) -> anyhow::Result<()> {
     let proc = Proc::spawn(&args, &dir.join("ovs-vswitchd.out"), &env, false)?;
     topo.switch_pids.push(proc.pid());
     topo.guard.procs.push(proc);
-    let with_log = |e: anyhow::Error| {
+    let with_log = |e: Error| {
         e.context(format!(
             "ovs-vswitchd log:{}",
             sys::log_tail(&vswitchd_log, 10)
@@ -538,7 +545,7 @@ fn ovs(topo: &mut Topology, sw: &str, tso: bool) -> anyhow::Result<()> {
 
 /// vde_switch with one vde_plug2tap per endpoint, each started inside its
 /// namespace so that the TAP device is created there.
-fn vde(topo: &mut Topology) -> anyhow::Result<()> {
+fn vde(topo: &mut Topology) -> Result<()> {
     add_endpoints(topo)?;
     let dir = topo.dir.clone();
     let sock = dir.join("switch");

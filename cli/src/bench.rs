@@ -1,0 +1,114 @@
+//! `weft bench`: its command line. The harness itself is
+//! [`weft_benches::harness`].
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use weft_benches::harness::{self, Options, Reporter, Scenario, Switch, Test};
+
+/// Exit status when interrupted (128 + SIGINT).
+const EXIT_INTERRUPTED: i32 = 130;
+
+const AFTER_HELP: &str = "\
+Every topology lives in network namespaces of its own (weft-b<pid>-...), with
+a private weft daemon, Open vSwitch or VDE instance; all of it is removed when
+the run ends, fails or is interrupted. Peers that are not installed are shown
+as such and skipped.
+
+Examples:
+  sudo weft bench
+  sudo weft bench --scenario same-host --against kernel-bridge --duration 5
+  sudo weft bench --tests tcp1,rr --out /tmp/results";
+
+/// `weft bench` options.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Which topologies to measure
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: ScenarioArg,
+    /// The switches to compare weft with (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "SWITCH,...",
+        default_value = "kernel-bridge,kernel-vxlan,ovs,ovs-tso,vde"
+    )]
+    against: Vec<Switch>,
+    /// Seconds each measurement runs
+    #[arg(
+        long,
+        value_name = "S",
+        default_value = "10",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    duration: u64,
+    /// Where to write results.json and chart.svg [default:
+    /// ./weft-bench-<timestamp>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The measurements to make (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "TEST,...",
+        default_value = "tcp1,tcp4,udp64,rr"
+    )]
+    tests: Vec<Test>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioArg {
+    /// Two namespaces on one host
+    SameHost,
+    /// Two hosts joined by a VXLAN overlay
+    Overlay,
+    /// Both
+    All,
+}
+
+/// Progress and warnings on stderr, the table on stdout.
+struct Terminal;
+
+impl Reporter for Terminal {
+    fn status(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
+    fn table(&self, table: &str) {
+        print!("{table}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Runs the benchmark. `exe` is the weft binary to start daemons from.
+/// Exits with status 130 when interrupted.
+pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios = match args.scenario {
+        ScenarioArg::SameHost => vec![Scenario::SameHost],
+        ScenarioArg::Overlay => vec![Scenario::Overlay],
+        ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
+    };
+    let opts = Options {
+        exe: exe.to_path_buf(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        scenarios,
+        against: args.against,
+        duration: args.duration,
+        out: args.out,
+        tests: args.tests,
+    };
+    match harness::run(&opts, &Terminal) {
+        Err(e) if e.is_interrupted() => {
+            eprintln!("weft bench: interrupted; everything it created has been removed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        result => Ok(result?),
+    }
+}
