@@ -4,6 +4,9 @@
 //! document terminated by a newline. `docs/api.md` documents every message;
 //! keep the two in step.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+pub use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub mod client;
@@ -170,11 +173,11 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UplinkInfo {
     pub interface: String,
-    /// `IP/PREFIX` weft owns on the link.
-    pub ip: String,
+    /// The address weft owns on the link, with the link's prefix length.
+    pub ip: Ipv4Net,
     pub mac: String,
     #[serde(default)]
-    pub gateway: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
     pub port: u32,
 }
@@ -188,8 +191,8 @@ pub struct PublishInfo {
     pub host_port: u16,
     /// The endpoint's port.
     pub port: u16,
-    /// `IP:PORT` traffic goes to.
-    pub target: String,
+    /// Where the traffic goes: the endpoint's address and port.
+    pub target: SocketAddrV4,
 }
 
 /// A service VIP.
@@ -197,7 +200,7 @@ pub struct PublishInfo {
 pub struct ServiceInfo {
     pub name: String,
     pub network: String,
-    pub vip: String,
+    pub vip: Ipv4Addr,
     pub proto: String,
     pub port: u16,
     /// Backend endpoint names.
@@ -296,14 +299,14 @@ pub enum Response {
 pub struct StaticMac {
     pub network: String,
     pub mac: String,
-    pub vtep: String,
+    pub vtep: Ipv4Addr,
 }
 
 /// Reply to `neighbor_add`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StaticNeighbor {
     pub network: String,
-    pub ip: String,
+    pub ip: Ipv4Addr,
     pub mac: String,
 }
 
@@ -354,8 +357,8 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetworkInfo {
     pub name: String,
-    pub subnet: String,
-    pub gateway: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
     pub gateway_mac: String,
     pub mtu: u32,
     pub internal: bool,
@@ -364,7 +367,7 @@ pub struct NetworkInfo {
     pub vni: Option<u32>,
     /// The part of the subnet this host hands out, if limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_range: Option<String>,
+    pub ip_range: Option<Ipv4Net>,
     /// Number of attached endpoints.
     pub endpoints: usize,
     /// Free addresses left in the pool.
@@ -390,7 +393,7 @@ pub struct EndpointInfo {
     pub netns: String,
     pub ifname: String,
     /// Address with prefix length, e.g. `10.1.0.2/24`.
-    pub ip: String,
+    pub ip: Ipv4Net,
     pub mac: String,
     /// The switch port number, as shown by `fdb` and `stats`.
     pub port: u32,
@@ -438,7 +441,7 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NeighborEntry {
     pub network: String,
-    pub ip: String,
+    pub ip: Ipv4Addr,
     pub mac: String,
     pub age_secs: f64,
     #[serde(default)]
@@ -483,10 +486,10 @@ pub struct StatusInfo {
     pub endpoints: usize,
     /// The VXLAN socket's address, once an overlay network or peer exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vxlan_listen: Option<String>,
+    pub vxlan_listen: Option<SocketAddrV4>,
     /// The address peers reach this host at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vtep_ip: Option<String>,
+    pub vtep_ip: Option<Ipv4Addr>,
 }
 
 #[cfg(test)]

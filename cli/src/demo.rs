@@ -176,7 +176,7 @@ fn steps(exe: &Path, cleanup: &mut Cleanup) -> anyhow::Result<()> {
             "    {}: {} in {}, ip {}, mac {}",
             ep.name, ep.ifname, ep.netns, ep.ip, ep.mac
         );
-        ips.push(host_part(&ep.ip).to_string());
+        ips.push(ep.ip.addr().to_string());
     }
     let (ip_a, ip_b, ip_c) = (&ips[0], &ips[1], &ips[2]);
 
@@ -194,7 +194,7 @@ fn steps(exe: &Path, cleanup: &mut Cleanup) -> anyhow::Result<()> {
     );
     expect_reachable(&ns("a"), "a", "b", ip_b)?;
     expect_reachable(&ns("a"), "a", "c", ip_c)?;
-    let gateway = host_part(&front.gateway).to_string();
+    let gateway = front.gateway.to_string();
     println!("    b -> gateway {gateway}");
     let reply = ping(&ns("b"), &gateway)?;
     print_ping(&reply);
@@ -596,11 +596,6 @@ fn parse_ttl(text: &str) -> Option<u8> {
     digits.parse().ok()
 }
 
-/// `10.1.0.2/24` → `10.1.0.2`.
-fn host_part(cidr: &str) -> &str {
-    cidr.split('/').next().unwrap_or(cidr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,12 +608,6 @@ mod tests {
         assert_eq!(parse_ttl(out), Some(63));
         assert_eq!(parse_ttl("no replies"), None);
         assert_eq!(parse_ttl("ttl=x"), None);
-    }
-
-    #[test]
-    fn host_part_strips_the_prefix() {
-        assert_eq!(host_part("10.201.0.2/24"), "10.201.0.2");
-        assert_eq!(host_part("10.201.0.1"), "10.201.0.1");
     }
 
     #[test]

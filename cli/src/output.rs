@@ -163,8 +163,8 @@ pub fn networks(list: &[NetworkInfo]) -> String {
     for n in list {
         t.row(vec![
             n.name.clone(),
-            n.subnet.clone(),
-            n.gateway.clone(),
+            n.subnet.to_string(),
+            n.gateway.to_string(),
             n.mtu.to_string(),
             yes_no(n.internal),
             n.endpoints.to_string(),
@@ -183,7 +183,7 @@ pub fn endpoints(list: &[EndpointInfo]) -> String {
             e.network.clone(),
             or_dash(&e.netns),
             e.ifname.clone(),
-            e.ip.clone(),
+            e.ip.to_string(),
             e.mac.clone(),
             e.port.to_string(),
         ]);
@@ -241,9 +241,12 @@ pub fn peers(list: &[PeerInfo]) -> String {
 pub fn uplink(u: &crate::api::UplinkInfo) -> String {
     key_values(&[
         ("interface", u.interface.clone()),
-        ("ip", u.ip.clone()),
+        ("ip", u.ip.to_string()),
         ("mac", u.mac.clone()),
-        ("gateway", u.gateway.clone().unwrap_or_else(|| "-".into())),
+        (
+            "gateway",
+            u.gateway.map_or_else(|| "-".into(), |g| g.to_string()),
+        ),
         ("mtu", u.mtu.to_string()),
         ("port", u.port.to_string()),
     ])
@@ -258,7 +261,7 @@ pub fn published(list: &[PublishInfo]) -> String {
             p.endpoint.clone(),
             p.host_port.to_string(),
             p.proto.clone(),
-            p.target.clone(),
+            p.target.to_string(),
         ]);
     }
     t.render()
@@ -271,7 +274,7 @@ pub fn services(list: &[ServiceInfo]) -> String {
         t.row(vec![
             s.name.clone(),
             s.network.clone(),
-            s.vip.clone(),
+            s.vip.to_string(),
             format!("{}/{}", s.port, s.proto),
             s.lb.clone(),
             if s.backends.is_empty() {
@@ -311,7 +314,7 @@ pub fn neighbors(list: &[NeighborEntry]) -> String {
     for n in list {
         t.row(vec![
             n.network.clone(),
-            n.ip.clone(),
+            n.ip.to_string(),
             n.mac.clone(),
             if n.r#static {
                 "static".to_string()
@@ -378,8 +381,8 @@ pub fn inspect(detail: &NetworkDetail) -> String {
     };
     let mut out = key_values(&[
         ("name", n.name.clone()),
-        ("subnet", n.subnet.clone()),
-        ("gateway", n.gateway.clone()),
+        ("subnet", n.subnet.to_string()),
+        ("gateway", n.gateway.to_string()),
         ("gateway mac", n.gateway_mac.clone()),
         ("mtu", n.mtu.to_string()),
         ("internal", yes_no(n.internal)),
@@ -397,7 +400,7 @@ pub fn attached(e: &EndpointInfo) -> String {
     key_values(&[
         ("name", e.name.clone()),
         ("interface", e.ifname.clone()),
-        ("ip", e.ip.clone()),
+        ("ip", e.ip.to_string()),
         ("mac", e.mac.clone()),
     ])
 }
@@ -477,8 +480,8 @@ mod tests {
     fn net(name: &str, endpoints: usize) -> NetworkInfo {
         NetworkInfo {
             name: name.into(),
-            subnet: "10.1.0.0/24".into(),
-            gateway: "10.1.0.1".into(),
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
             gateway_mac: "02:00:00:00:00:01".into(),
             mtu: 1500,
             internal: false,
@@ -495,7 +498,7 @@ mod tests {
             network: "front".into(),
             netns: "/var/run/netns/a".into(),
             ifname: "eth0".into(),
-            ip: "10.1.0.2/24".into(),
+            ip: "10.1.0.2/24".parse().unwrap(),
             mac: "02:42:0a:01:00:02".into(),
             port,
         }

@@ -142,9 +142,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         })?;
         Ok(UplinkInfo {
             interface: u.interface.clone(),
-            ip: format!("{}/{}", u.ip, u.prefix_len),
+            ip: weft_api::Ipv4Net::new(u.ip, u.prefix_len).expect("prefix checked when set"),
             mac: u.mac.to_string(),
-            gateway: u.gateway.map(|g| g.to_string()),
+            gateway: u.gateway,
             mtu: u.mtu,
             port: u.port.0,
         })
@@ -399,7 +399,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         ServiceInfo {
             name: name.to_string(),
             network: s.network.clone(),
-            vip: s.vip.to_string(),
+            vip: s.vip,
             proto: proto_name(s.proto).to_string(),
             port: s.port,
             backends: s.backends.clone(),
@@ -548,7 +548,7 @@ fn publish_info(network: &str, endpoint: &str, ip: Ipv4Addr, p: &Publish) -> Pub
         proto: proto_name(p.proto).to_string(),
         host_port: p.host_port,
         port: p.port,
-        target: SocketAddrV4::new(ip, p.port).to_string(),
+        target: SocketAddrV4::new(ip, p.port),
     }
 }
 

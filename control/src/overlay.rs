@@ -306,7 +306,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(StaticMac {
             network: network.to_string(),
             mac: mac.to_string(),
-            vtep: ip.to_string(),
+            vtep: ip,
         })
     }
 
@@ -330,7 +330,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .map_err(datapath_error)?;
         Ok(StaticNeighbor {
             network: network.to_string(),
-            ip: ip.to_string(),
+            ip,
             mac: mac.to_string(),
         })
     }
@@ -350,7 +350,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 let net = self.network_by_id(net_id)?;
                 Some(NeighborEntry {
                     network: net.name.clone(),
-                    ip: n.ip.to_string(),
+                    ip: n.ip,
                     mac: n.mac.to_string(),
                     age_secs: (n.age.as_secs_f64() * 10.0).round() / 10.0,
                     r#static: n.is_static,

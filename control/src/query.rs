@@ -21,8 +21,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             pid: std::process::id(),
             networks: self.networks.len(),
             endpoints: self.networks.values().map(|n| n.endpoints.len()).sum(),
-            vxlan_listen: self.overlay.bound.map(|a| a.to_string()),
-            vtep_ip: self.overlay.vtep_ip().map(|a| a.to_string()),
+            vxlan_listen: self.overlay.bound,
+            vtep_ip: self.overlay.vtep_ip(),
         }
     }
 

@@ -76,13 +76,13 @@ impl Network {
     pub fn info(&self) -> NetworkInfo {
         NetworkInfo {
             name: self.name.clone(),
-            subnet: self.subnet.to_string(),
-            gateway: self.gateway.to_string(),
+            subnet: api_net(self.subnet),
+            gateway: self.gateway,
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
             internal: self.internal,
             vni: self.vni.map(Vni::get),
-            ip_range: self.pool.range().map(|r| r.to_string()),
+            ip_range: self.pool.range().map(api_net),
             endpoints: self.endpoints.len(),
             free_addresses: self.pool.free_count(),
         }
@@ -94,7 +94,7 @@ impl Network {
             network: self.name.clone(),
             netns: ep.netns.display().to_string(),
             ifname: ep.ifname.clone(),
-            ip: format!("{}/{}", ep.ip, self.subnet.prefix_len()),
+            ip: weft_api::Ipv4Net::new(ep.ip, self.subnet.prefix_len()).expect("a valid prefix"),
             mac: ep.mac.to_string(),
             port: ep.port.0,
         }
@@ -453,4 +453,9 @@ pub fn port_stats(
         tx_bytes: snap.tx_bytes,
         drops: snap.drops_by_name(),
     }
+}
+
+/// A subnet as the API reports it.
+pub fn api_net(net: Ipv4Net) -> weft_api::Ipv4Net {
+    weft_api::Ipv4Net::new(net.network(), net.prefix_len()).expect("a valid prefix")
 }

@@ -350,17 +350,13 @@ fn weft_attach(socket: &Path, netns: &str, name: &str) -> Result<EndpointInfo> {
     serde_json::from_value(value).context("reading the reply to `weft attach`")
 }
 
-fn host_part(cidr: &str) -> String {
-    cidr.split('/').next().unwrap_or(cidr).to_string()
-}
-
 fn weft_same_host(ctx: &Ctx, topo: &mut Topology) -> Result<()> {
     let socket = start_weft(ctx, topo, "weft", None, &[])?;
     add_endpoints(topo)?;
     weft_network(&socket, "10.231.0.0/24", None, None)?;
     weft_attach(&socket, &topo.client_ns.clone(), "cli")?;
     let server = weft_attach(&socket, &topo.server_ns.clone(), "srv")?;
-    topo.server_ip = host_part(&server.ip);
+    topo.server_ip = server.ip.addr().to_string();
     topo.server_if = server.ifname;
     Ok(())
 }
@@ -406,7 +402,7 @@ fn weft_overlay(ctx: &Ctx, topo: &mut Topology, hosts: [String; 2]) -> Result<()
     }
     weft_attach(&s1, &topo.client_ns.clone(), "cli")?;
     let server = weft_attach(&s2, &topo.server_ns.clone(), "srv")?;
-    topo.server_ip = host_part(&server.ip);
+    topo.server_ip = server.ip.addr().to_string();
     topo.server_if = server.ifname;
     Ok(())
 }
