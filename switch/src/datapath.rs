@@ -410,7 +410,10 @@ impl Worker {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    // Nothing sensible is left to do without a poller.
+                    // Nothing sensible is left to do without a poller: say
+                    // so, and every later command reports the datapath as
+                    // stopped.
+                    tracing::error!(error = %e, "the datapath's poller failed; forwarding has stopped");
                     return;
                 }
             }
