@@ -12,14 +12,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
+use weft_os::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
+use weft_os::tap::TapOptions;
 use weft_switch::counters::PortCounters;
 use weft_switch::datapath::{Command, Datapath, DatapathError};
 use weft_switch::ipam::{parse_addr, IpamError, Ipv4Net, Pool};
 use weft_switch::port::TapPort;
-use weft_switch::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
 use weft_switch::switch::{NetworkConfig, PortConfig};
-use weft_switch::sys::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
-use weft_switch::sys::tap::TapOptions;
 use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;

@@ -1,4 +1,8 @@
-//! Thin, Linux-only system interfaces built directly on `libc`.
+//! All of weft's operating-system code: TAP, network namespaces, packet
+//! sockets, rtnetlink, UDP with GSO/GRO; the only crate with `unsafe`.
+//!
+//! Linux only. Everything else in weft (the forwarding core, the VXLAN and
+//! NAT logic, DNS) is I/O-free and talks to the kernel through this crate.
 //!
 //! - [`tap`]: TAP devices on `/dev/net/tun` ([`Tap`]), optionally with the
 //!   virtio-net header for checksum/segmentation offloads ([`VirtioNetHdr`]).
@@ -6,6 +10,10 @@
 //!   link, address and route configuration.
 //! - [`netns`]: running a closure inside another network namespace on a
 //!   dedicated thread ([`run_in_netns`]).
+//! - [`packet`]: `AF_PACKET` sockets bound to an interface, for uplinks
+//!   ([`packet::PacketSocket`]).
+//! - [`provision`]: creating and configuring a TAP port inside a workload's
+//!   namespace ([`provision::provision_tap`]).
 //!
 //! Everything here acts on the network namespace of the calling thread;
 //! [`run_in_netns`] is how to act on another one. File descriptors created
@@ -14,6 +22,7 @@
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod provision;
 pub mod tap;
 
 pub use netlink::{Netlink, NetlinkError};

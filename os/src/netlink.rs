@@ -606,8 +606,8 @@ impl AsRawFd for Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netns::run_in_netns;
-    use crate::sys::testns::{ip_json, ip_text, TestNs};
+    use crate::netns::run_in_netns;
+    use crate::testns::{ip_json, ip_text, TestNs};
 
     #[test]
     fn alignment() {
