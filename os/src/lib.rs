@@ -14,16 +14,20 @@
 //!   ([`packet::PacketSocket`]).
 //! - [`provision`]: creating and configuring a TAP port inside a workload's
 //!   namespace ([`provision::provision_tap`]).
+//! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
+//!   ([`udp::VxlanSocket`]).
 //!
 //! Everything here acts on the network namespace of the calling thread;
 //! [`run_in_netns`] is how to act on another one. File descriptors created
 //! inside a namespace stay bound to it and can be used from any thread.
 
+mod cmsg;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
 pub mod provision;
 pub mod tap;
+pub mod udp;
 
 pub use netlink::{Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 
+use weft_os::udp::VxlanSocket;
 use weft_switch::counters::PortCounters;
 use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::TunnelConfig;
 use weft_switch::wire::MacAddr;
 use weft_switch::PortId;
-use weft_vtep::socket::VxlanSocket;
 use weft_vtep::{Vni, VXLAN_UDP_PORT};
 
 use super::control::{datapath_error, err, ok, ApiResult, Control};
