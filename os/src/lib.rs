@@ -17,6 +17,11 @@
 //! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
 //!   ([`udp::VxlanSocket`]).
 //!
+//! The rest of the workspace is `#![forbid(unsafe_code)]`; here every
+//! `unsafe` block carries a `// SAFETY:` comment (the workspace denies
+//! `clippy::undocumented_unsafe_blocks`), and libraries (`socket2`, `nix`,
+//! `netlink-packet-route`) are used wherever they cover a call.
+//!
 //! Everything here acts on the network namespace of the calling thread;
 //! [`run_in_netns`] is how to act on another one. File descriptors created
 //! inside a namespace stay bound to it and can be used from any thread.
@@ -47,8 +52,7 @@ pub(crate) mod testns {
 
     /// Whether the tests run as root (needed for namespaces and TAPs).
     pub(crate) fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
+        nix::unistd::geteuid().is_root()
     }
 
     /// A network namespace created with `ip netns add` and deleted with

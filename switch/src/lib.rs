@@ -7,6 +7,8 @@
 //! [`datapath`] worker owns the ports, polls them with mio and feeds the core;
 //! the control plane talks to it only through a lock-free command queue.
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod datapath;
 pub mod gateway;

@@ -18,6 +18,8 @@
 //!
 //! [RFC 7348]: https://www.rfc-editor.org/rfc/rfc7348
 
+#![forbid(unsafe_code)]
+
 pub mod header;
 
 pub use header::{Truncated, VxlanHeader, FLAG_VNI, HEADER_LEN};
