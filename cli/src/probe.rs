@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use weft_nat::checksum::checksum;
-use weft_switch::sys::netns::run_in_netns;
+use weft_os::netns::run_in_netns;
 
 /// What came back for one echo request.
 #[derive(Debug, Clone, PartialEq, Eq)]

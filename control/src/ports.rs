@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use weft_api::ApiError;
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::Timestamp;
+use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::datapath::{Command, DatapathError};
 use weft_switch::mac_table::Learned;
@@ -19,7 +20,6 @@ use weft_switch::neighbor::Neighbor;
 use weft_switch::port::Port;
 use weft_switch::wire::MacAddr;
 use weft_switch::NetworkId;
-use weft_vtep::socket::VxlanSocket;
 
 /// The forwarding datapath as the control plane drives it: every change is
 /// one [`Command`], applied completely or refused.

@@ -49,6 +49,8 @@
 //! assert_eq!(&reply[reply.len() - 4..], &[10, 0, 0, 2]);
 //! //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod forward;
 pub mod names;
 pub mod resolver;

@@ -44,6 +44,8 @@
 //! assert_eq!(&packet[12..16], &uplink.octets());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod checksum;
 pub mod conntrack;
 pub mod flow;

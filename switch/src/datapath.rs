@@ -25,8 +25,8 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
+use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
-use weft_vtep::socket::{RecvMeta, VxlanSocket};
 use weft_vtep::Vni;
 
 use crate::counters::{DropReason, PortCounters, SwitchCounters};

@@ -7,6 +7,8 @@
 //! [`datapath`] worker owns the ports, polls them with mio and feeds the core;
 //! the control plane talks to it only through a lock-free command queue.
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod datapath;
 pub mod gateway;
@@ -15,9 +17,7 @@ pub mod mac_table;
 pub mod neighbor;
 pub mod offload;
 pub mod port;
-pub mod provision;
 pub mod switch;
-pub mod sys;
 pub mod uplink;
 pub mod vxlan_io;
 pub mod wire;

@@ -14,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::sys::tap::{
+use weft_os::tap::{
     Tap, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN,
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_LEN,
 };
@@ -36,7 +36,7 @@ pub const NO_OFFLOAD: Offload = VirtioNetHdr {
 /// Whether a frame is a GSO super-frame to be segmented downstream.
 #[inline]
 pub fn is_gso(offload: &Offload) -> bool {
-    offload.gso_type & !crate::sys::tap::VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
+    offload.gso_type & !weft_os::tap::VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
 }
 
 /// Whether a frame's transport checksum is partial (to be completed by

@@ -17,7 +17,7 @@
 //!
 //! The port counts nothing (the datapath does); errors are returned.
 //!
-//! [`RecvMeta::csum_not_ready`]: crate::sys::packet::RecvMeta::csum_not_ready
+//! [`RecvMeta::csum_not_ready`]: weft_os::packet::RecvMeta::csum_not_ready
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,12 +27,12 @@ use crate::port::{
     is_gso, needs_csum, Offload, PacketBuf, Port, PortCapabilities, HEADROOM, MAX_FRAME_LEN,
     NO_OFFLOAD,
 };
-use crate::sys::packet::{PacketError, PacketSocket};
-use crate::sys::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
 use crate::wire::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
     IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
+use weft_os::packet::{PacketError, PacketSocket};
+use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
 
 /// Frames one [`UplinkPort::recv_batch`](Port::recv_batch) call may return.
 pub const UPLINK_MAX_BATCH: usize = 64;
@@ -137,9 +137,9 @@ pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
 /// over the whole TCP length, as the kernel keeps it for GSO). `None` for
 /// anything else.
 fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
-    use crate::sys::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
     use crate::wire::{read_u16, ETH_HEADER_LEN};
     use weft_nat::checksum::{fold, pseudo_header_sum_v4, sum};
+    use weft_os::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
 
     let l3 = ETH_HEADER_LEN;
     let ethertype = read_u16(frame, 12);

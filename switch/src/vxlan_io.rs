@@ -11,8 +11,8 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
 
+use weft_os::udp::VxlanSocket;
 use weft_vtep::header::{VxlanHeader, HEADER_LEN};
-use weft_vtep::socket::VxlanSocket;
 use weft_vtep::{inner_flow_hash, Vni};
 
 use crate::offload;

@@ -13,16 +13,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use weft_switch::offload::TCP_CSUM_OFFSET;
-use weft_switch::port::{Offload, PacketBuf, Port, NO_OFFLOAD};
-use weft_switch::sys::netns::run_in_netns;
-use weft_switch::sys::packet::{
+use weft_os::netns::run_in_netns;
+use weft_os::packet::{
     PacketError, PacketSocket, RecvMeta, DEFAULT_RECV_BUFFER, PACKET_BROADCAST, PACKET_OTHERHOST,
 };
-use weft_switch::sys::tap::{
+use weft_os::tap::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
+use weft_switch::offload::TCP_CSUM_OFFSET;
+use weft_switch::port::{Offload, PacketBuf, Port, NO_OFFLOAD};
 use weft_switch::uplink::{UplinkPort, UPLINK_MAX_BATCH};
 use weft_testkit::{skip_without_root, Netns};
 

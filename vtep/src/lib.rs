@@ -13,19 +13,16 @@
 //!   recommends, so that ECMP in the underlay spreads tunnelled flows while
 //!   keeping every packet of one inner flow on one path.
 //!
-//! Nothing here allocates.
+//! Nothing here allocates or does I/O: the UDP sockets that carry VXLAN
+//! live in `weft_os::udp`.
 //!
 //! [RFC 7348]: https://www.rfc-editor.org/rfc/rfc7348
 
-#[cfg(target_os = "linux")]
-mod cmsg;
+#![forbid(unsafe_code)]
+
 pub mod header;
-#[cfg(target_os = "linux")]
-pub mod socket;
 
 pub use header::{Truncated, VxlanHeader, FLAG_VNI, HEADER_LEN};
-#[cfg(target_os = "linux")]
-pub use socket::{RecvMeta, SocketError, VxlanSocket};
 
 use core::fmt;
 

@@ -8,8 +8,7 @@ use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use weft_vtep::socket::{BATCH_SIZE, MAX_UDP_PAYLOAD};
-use weft_vtep::{RecvMeta, SocketError, VxlanSocket};
+use weft_os::udp::{RecvMeta, SocketError, VxlanSocket, BATCH_SIZE, MAX_UDP_PAYLOAD};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 

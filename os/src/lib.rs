@@ -1,4 +1,8 @@
-//! Thin, Linux-only system interfaces built directly on `libc`.
+//! All of weft's operating-system code: TAP, network namespaces, packet
+//! sockets, rtnetlink, UDP with GSO/GRO; the only crate with `unsafe`.
+//!
+//! Linux only. Everything else in weft (the forwarding core, the VXLAN and
+//! NAT logic, DNS) is I/O-free and talks to the kernel through this crate.
 //!
 //! - [`tap`]: TAP devices on `/dev/net/tun` ([`Tap`]), optionally with the
 //!   virtio-net header for checksum/segmentation offloads ([`VirtioNetHdr`]).
@@ -6,15 +10,29 @@
 //!   link, address and route configuration.
 //! - [`netns`]: running a closure inside another network namespace on a
 //!   dedicated thread ([`run_in_netns`]).
+//! - [`packet`]: `AF_PACKET` sockets bound to an interface, for uplinks
+//!   ([`packet::PacketSocket`]).
+//! - [`provision`]: creating and configuring a TAP port inside a workload's
+//!   namespace ([`provision::provision_tap`]).
+//! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
+//!   ([`udp::VxlanSocket`]).
+//!
+//! The rest of the workspace is `#![forbid(unsafe_code)]`; here every
+//! `unsafe` block carries a `// SAFETY:` comment (the workspace denies
+//! `clippy::undocumented_unsafe_blocks`), and libraries (`socket2`, `nix`,
+//! `netlink-packet-route`) are used wherever they cover a call.
 //!
 //! Everything here acts on the network namespace of the calling thread;
 //! [`run_in_netns`] is how to act on another one. File descriptors created
 //! inside a namespace stay bound to it and can be used from any thread.
 
+mod cmsg;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod provision;
 pub mod tap;
+pub mod udp;
 
 pub use netlink::{Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};
@@ -34,8 +52,7 @@ pub(crate) mod testns {
 
     /// Whether the tests run as root (needed for namespaces and TAPs).
     pub(crate) fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
+        nix::unistd::geteuid().is_root()
     }
 
     /// A network namespace created with `ip netns add` and deleted with

@@ -1,8 +1,8 @@
 //! The UDP side of a VTEP (RFC 7348 §4-5): batched, non-blocking receive
-//! and send of VXLAN datagrams, shaped like quinn-udp.
+//! and send of VXLAN datagrams with UDP GSO and GRO, shaped like quinn-udp.
 //!
 //! A [`VxlanSocket`] owns one receive socket, bound to the VTEP's listen
-//! address (normally port [`crate::VXLAN_UDP_PORT`]), and a pool of send
+//! address (normally UDP port 4789), and a pool of send
 //! sockets bound to kernel-chosen ephemeral ports.
 //!
 //! - **Outer source port.** RFC 7348 §5 recommends that the outer UDP
@@ -31,14 +31,41 @@
 //!   [`RecvMeta::stride`].
 //!
 //! Linux only: `recvmmsg`, `UDP_SEGMENT` and `UDP_GRO` are Linux APIs.
+//!
+//! Sockets are created, bound and configured with `socket2` and `nix`, and
+//! single sends go through `nix`'s `sendmsg`. Only the batched receive
+//! calls `recvmmsg` through `libc` directly, for the datapath's rule that
+//! nothing on the per-packet path allocates or takes a lock: nix's
+//! `recvmmsg` needs a `MultiHeaders`, either allocated per call (three
+//! heap allocations) or kept in the socket, where it is neither `Send` nor
+//! usable through `&self` without a lock. [`VxlanSocket::recv_batch`]
+//! keeps its headers, iovecs and control buffers on the stack instead.
+//! (Throughput alone does not decide it: on loopback, 1400-byte datagrams
+//! in batches of 64 and of 1, the two were within measurement noise.)
 
 use std::io::{self, IoSlice};
 use std::mem::{self, size_of, MaybeUninit};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use nix::errno::Errno;
+use nix::sys::socket::{setsockopt, sockopt, ControlMessage, MsgFlags, SockaddrIn};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
 use crate::cmsg::{self, CmsgBuf, CMSG_BUF_LEN};
+
+// `IP_MTU_DISCOVER`, which neither nix nor socket2 wraps. (The macro
+// expands to other nix macros by their bare names.)
+use nix::{setsockopt_impl, sockopt_impl};
+sockopt_impl!(
+    /// `IP_MTU_DISCOVER`: path MTU discovery mode (`IP_PMTUDISC_*`).
+    IpMtuDiscover,
+    SetOnly,
+    libc::IPPROTO_IP,
+    libc::IP_MTU_DISCOVER,
+    libc::c_int
+);
 
 /// Most datagrams one [`VxlanSocket::recv_batch`] call returns.
 pub const BATCH_SIZE: usize = 64;
@@ -184,9 +211,9 @@ impl<'a> Iterator for Datagrams<'a> {
 /// and a sending thread.
 #[derive(Debug)]
 pub struct VxlanSocket {
-    recv: OwnedFd,
+    recv: Socket,
     /// Empty when the receive socket also sends.
-    send: Vec<OwnedFd>,
+    send: Vec<Socket>,
     local: SocketAddrV4,
     send_ports: Vec<u16>,
     /// Segments per GSO send; 1 when GSO is unsupported or was switched off.
@@ -212,22 +239,14 @@ impl VxlanSocket {
     /// needs to see.
     pub fn bind(listen: SocketAddrV4, send_sockets: usize) -> Result<Self, SocketError> {
         let recv = new_udp_socket()?;
-        set_buffer_sizes(recv.as_fd())?;
-        set_int(
-            recv.as_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )
-        .map_err(|source| SocketError::SetOption {
-            option: "IP_MTU_DISCOVER",
-            source,
-        })?;
-        bind_fd(recv.as_fd(), listen).map_err(|source| SocketError::Bind {
-            addr: listen,
-            source,
-        })?;
-        let local = local_addr(recv.as_fd()).map_err(|source| SocketError::Bind {
+        set_buffer_sizes(&recv)?;
+        set_no_fragment(&recv)?;
+        recv.bind(&SockAddr::from(listen))
+            .map_err(|source| SocketError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local = local_addr(&recv).map_err(|source| SocketError::Bind {
             addr: listen,
             source,
         })?;
@@ -237,19 +256,11 @@ impl VxlanSocket {
         let mut send_ports = Vec::with_capacity(send_sockets.max(1));
         for index in 0..send_sockets {
             let fd = new_udp_socket()?;
-            set_buffer_sizes(fd.as_fd())?;
-            set_int(
-                fd.as_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )
-            .map_err(|source| SocketError::SetOption {
-                option: "IP_MTU_DISCOVER",
-                source,
-            })?;
-            let bound = bind_fd(fd.as_fd(), send_addr)
-                .and_then(|()| local_addr(fd.as_fd()))
+            set_buffer_sizes(&fd)?;
+            set_no_fragment(&fd)?;
+            let bound = fd
+                .bind(&SockAddr::from(send_addr))
+                .and_then(|()| local_addr(&fd))
                 .map_err(|source| SocketError::BindSend {
                     index,
                     addr: send_addr,
@@ -299,7 +310,7 @@ impl VxlanSocket {
     /// The receive socket's buffer size as the kernel reports it (Linux
     /// doubles the requested size to account for its bookkeeping).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        get_int(self.recv.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).map(|v| v as usize)
+        self.recv.recv_buffer_size()
     }
 
     /// Asks the kernel to coalesce received datagrams of one flow into one
@@ -310,7 +321,7 @@ impl VxlanSocket {
     /// hold at least [`MAX_UDP_PAYLOAD`] bytes; a smaller one may come back
     /// [`RecvMeta::truncated`].
     pub fn enable_gro(&self) -> bool {
-        let ok = set_int(self.recv.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        let ok = setsockopt(&self.recv, sockopt::UdpGroSegment, &true).is_ok();
         if ok {
             self.gro_enabled.store(true, Ordering::Relaxed);
         }
@@ -507,11 +518,11 @@ impl VxlanSocket {
         flow_hash as usize % self.send_ports.len()
     }
 
-    fn send_fd(&self, flow_hash: u32) -> BorrowedFd<'_> {
+    fn send_fd(&self, flow_hash: u32) -> RawFd {
         if self.send.is_empty() {
-            self.recv.as_fd()
+            self.recv.as_raw_fd()
         } else {
-            self.send[self.pool_index(flow_hash)].as_fd()
+            self.send[self.pool_index(flow_hash)].as_raw_fd()
         }
     }
 
@@ -519,35 +530,20 @@ impl VxlanSocket {
     /// message when `segment` is set. Retries on `EINTR`.
     fn sendmsg(
         &self,
-        fd: BorrowedFd<'_>,
+        fd: RawFd,
         dst: SocketAddrV4,
         parts: &[IoSlice<'_>],
         segment: Option<u16>,
     ) -> io::Result<()> {
-        let mut name = v4_to_sockaddr(dst);
-        let mut ctrl = CmsgBuf::new();
-        let mut msg = zeroed_msghdr();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg
-        // only reads the iovecs, so the const-to-mut cast is sound.
-        msg.msg_iov = parts.as_ptr().cast::<libc::iovec>().cast_mut();
-        msg.msg_iovlen = parts.len() as _;
-        if let Some(size) = segment {
-            cmsg::encode_one(&mut msg, &mut ctrl, libc::SOL_UDP, libc::UDP_SEGMENT, size);
-        }
+        let name = SockaddrIn::from(dst);
+        let segment_size = segment.unwrap_or(0);
+        let gso = [ControlMessage::UdpGsoSegments(&segment_size)];
+        let cmsgs: &[ControlMessage<'_>] = if segment.is_some() { &gso } else { &[] };
         loop {
-            // SAFETY: `msg` points at `name` (a sockaddr_in of the length
-            // given), at `parts.len()` iovecs borrowed from `parts`, and, if
-            // set, at `ctrl` holding one well-formed control message; all
-            // live across the call, and sendmsg writes through none of them.
-            let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) };
-            if r >= 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match nix::sys::socket::sendmsg(fd, parts, cmsgs, MsgFlags::empty(), Some(&name)) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -566,17 +562,6 @@ fn zeroed_msghdr() -> libc::msghdr {
     unsafe { mem::zeroed() }
 }
 
-fn v4_to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
 fn sockaddr_to_v4(sin: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(
         Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
@@ -585,115 +570,53 @@ fn sockaddr_to_v4(sin: &libc::sockaddr_in) -> SocketAddrV4 {
 }
 
 /// A non-blocking, close-on-exec IPv4 UDP socket.
-fn new_udp_socket() -> Result<OwnedFd, SocketError> {
-    // SAFETY: plain system call with constant arguments.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
-        )
-    };
-    if fd < 0 {
-        return Err(SocketError::Create(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by socket(2), is open, and nothing else
-    // owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn new_udp_socket() -> Result<Socket, SocketError> {
+    Socket::new(
+        Domain::IPV4,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(SocketError::Create)
 }
 
-fn bind_fd(fd: BorrowedFd<'_>, addr: SocketAddrV4) -> io::Result<()> {
-    let sin = v4_to_sockaddr(addr);
-    // SAFETY: `sin` is a valid sockaddr_in and the length passed is its size.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sin as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+fn local_addr(socket: &Socket) -> io::Result<SocketAddrV4> {
+    socket.local_addr()?.as_socket_ipv4().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "an IPv4 socket reports a non-IPv4 address",
         )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
 }
 
-fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddrV4> {
-    let mut sin = v4_to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: `sin` is writable for `len` bytes and `len` is a valid in/out
-    // length; getsockname writes at most that much.
-    let r = unsafe {
-        libc::getsockname(
-            fd.as_raw_fd(),
-            (&mut sin as *mut libc::sockaddr_in).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sockaddr_to_v4(&sin))
-}
-
-fn set_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn get_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is writable for `len` bytes and `len` is a valid
-    // in/out length.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r == 0 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// `IP_PMTUDISC_DO`: DF on every datagram, `EMSGSIZE` instead of
+/// fragmentation (RFC 7348 §4.3).
+fn set_no_fragment(socket: &Socket) -> Result<(), SocketError> {
+    setsockopt(socket, IpMtuDiscover, &libc::IP_PMTUDISC_DO).map_err(|e| SocketError::SetOption {
+        option: "IP_MTU_DISCOVER",
+        source: e.into(),
+    })
 }
 
 /// Sets both socket buffers to [`SOCKET_BUFFER_BYTES`]: the `*FORCE`
 /// variants first (they need `CAP_NET_ADMIN`), else the plain ones, which
 /// the kernel caps at `net.core.{r,w}mem_max`.
-fn set_buffer_sizes(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
-    let size = SOCKET_BUFFER_BYTES as libc::c_int;
-    for (force, plain, option) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "SO_RCVBUF"),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "SO_SNDBUF"),
-    ] {
-        if set_int(fd, libc::SOL_SOCKET, force, size).is_err() {
-            set_int(fd, libc::SOL_SOCKET, plain, size)
-                .map_err(|source| SocketError::SetOption { option, source })?;
-        }
+fn set_buffer_sizes(socket: &Socket) -> Result<(), SocketError> {
+    let size = SOCKET_BUFFER_BYTES;
+    if setsockopt(socket, sockopt::RcvBufForce, &size).is_err() {
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(|source| SocketError::SetOption {
+                option: "SO_RCVBUF",
+                source,
+            })?;
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &size).is_err() {
+        socket
+            .set_send_buffer_size(size)
+            .map_err(|source| SocketError::SetOption {
+                option: "SO_SNDBUF",
+                source,
+            })?;
     }
     Ok(())
 }
@@ -702,10 +625,10 @@ fn set_buffer_sizes(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
 /// accepts `UDP_SEGMENT` on a scratch socket, else 1. The option is sticky
 /// (it would segment every later send), hence the separate socket.
 fn probe_gso() -> usize {
-    let Ok(fd) = new_udp_socket() else {
+    let Ok(socket) = new_udp_socket() else {
         return 1;
     };
-    match set_int(fd.as_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, 1500) {
+    match setsockopt(&socket, sockopt::UdpGsoSegment, &1500) {
         Ok(()) => UDP_MAX_SEGMENTS,
         // EINVAL / ENOPROTOOPT: a kernel older than 4.18. Anything else
         // also means GSO cannot be relied on.
@@ -718,12 +641,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sockaddr_roundtrip() {
-        let a = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4789);
-        let sin = v4_to_sockaddr(a);
-        assert_eq!(u16::from_be(sin.sin_port), 4789);
-        assert_eq!(sin.sin_addr.s_addr.to_ne_bytes(), [192, 0, 2, 7]);
-        assert_eq!(sockaddr_to_v4(&sin), a);
+    fn sockaddr_to_v4_reads_network_order() {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 4789u16.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([192, 0, 2, 7]),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            sockaddr_to_v4(&sin),
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4789)
+        );
     }
 
     #[test]

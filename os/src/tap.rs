@@ -446,8 +446,8 @@ impl VirtioNetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netns::run_in_netns;
-    use crate::sys::testns::{ip_json, TestNs};
+    use crate::netns::run_in_netns;
+    use crate::testns::{ip_json, TestNs};
 
     #[test]
     fn constants_match_libc() {

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::sys::netlink::{Netlink, NetlinkError};
-use crate::sys::netns::{run_in_netns, NetnsError};
-use crate::sys::tap::{validate_ifname, Tap, TapError, TapOptions};
+use crate::netlink::{Netlink, NetlinkError};
+use crate::netns::{run_in_netns, NetnsError};
+use crate::tap::{validate_ifname, Tap, TapError, TapOptions};
 
 /// What to create in the namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,11 +279,11 @@ pub fn link_exists(netns: &Path, ifname: &str) -> Result<bool, ProvisionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::tap::{
+    use crate::tap::{
         VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VIRTIO_NET_HDR_GSO_NONE,
         VIRTIO_NET_HDR_LEN,
     };
-    use crate::sys::testns::{ip_json, ip_text, TestNs};
+    use crate::testns::{ip_json, ip_text, TestNs};
     use std::io;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};

@@ -1,12 +1,12 @@
-//! Ancillary data (control messages, `cmsg(3)`) for `sendmsg` and
-//! `recvmsg`, in the shape of quinn-udp's `cmsg` module: a fixed-size,
-//! suitably aligned buffer per message, one typed encoder and a typed
-//! decoder, so that [`crate::socket`] never does pointer arithmetic on
-//! control buffers itself.
+//! Ancillary data (control messages, `cmsg(3)`) for `recvmmsg`, in the
+//! shape of quinn-udp's `cmsg` module: a fixed-size, suitably aligned
+//! buffer per message and a typed decoder, so that [`crate::udp`] never
+//! does pointer arithmetic on control buffers itself. (Sending goes through
+//! nix's `sendmsg`, which encodes its own control messages.)
 //!
-//! weft sends at most one control message (`UDP_SEGMENT`, a `u16`) and
-//! receives at most a few (`UDP_GRO`, an `int`), so [`CmsgBuf`] is small
-//! enough to sit in a stack array of one per datagram.
+//! weft receives at most a few control messages per datagram (`UDP_GRO`,
+//! an `int`), so [`CmsgBuf`] is small enough to sit in a stack array of
+//! one per datagram.
 
 use std::mem::{self, size_of};
 use std::ptr;
@@ -22,62 +22,12 @@ pub(crate) struct CmsgBuf(pub(crate) [u8; CMSG_BUF_LEN]);
 
 const _: () = assert!(mem::align_of::<CmsgBuf>() >= mem::align_of::<libc::cmsghdr>());
 
-impl CmsgBuf {
-    pub(crate) const fn new() -> Self {
-        CmsgBuf([0; CMSG_BUF_LEN])
-    }
-}
-
-/// `CMSG_SPACE(len)`: the room a control message with `len` bytes of data
-/// takes, padding included.
-const fn space(len: usize) -> usize {
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument (libc marks it
-    // unsafe only because it is a C macro port); `len` is at most a few
-    // bytes, so the cast to c_uint is lossless.
-    unsafe { libc::CMSG_SPACE(len as libc::c_uint) as usize }
-}
-
 /// `CMSG_LEN(len)`: the value of `cmsg_len` for `len` bytes of data.
 const fn cmsg_len(len: usize) -> usize {
-    // SAFETY: as for `space`, pure arithmetic.
+    // SAFETY: CMSG_LEN is pure arithmetic on its argument (libc marks it
+    // unsafe only because it is a C macro port); `len` is at most a few
+    // bytes, so the cast to c_uint is lossless.
     unsafe { libc::CMSG_LEN(len as libc::c_uint) as usize }
-}
-
-/// Makes `buf` the control buffer of `hdr` and writes one control message
-/// (`level`, `ty`, `value`) into it, setting `msg_control` and
-/// `msg_controllen`.
-///
-/// # Panics
-///
-/// If `T` does not fit in a [`CmsgBuf`] (a programming error: weft only
-/// encodes integers).
-pub(crate) fn encode_one<T: Copy>(
-    hdr: &mut libc::msghdr,
-    buf: &mut CmsgBuf,
-    level: libc::c_int,
-    ty: libc::c_int,
-    value: T,
-) {
-    let total = space(size_of::<T>());
-    assert!(total <= CMSG_BUF_LEN, "control message too large");
-    buf.0[..total].fill(0);
-    hdr.msg_control = buf.0.as_mut_ptr().cast();
-    hdr.msg_controllen = total as _;
-    // SAFETY: `msg_control` points at `buf`, which is aligned for cmsghdr
-    // and holds `total >= size_of::<cmsghdr>()` bytes, so CMSG_FIRSTHDR
-    // returns a non-null pointer to its start.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
-    debug_assert!(!cmsg.is_null());
-    // SAFETY: `cmsg` points at the start of `buf` (valid, aligned, and
-    // writable for `total` bytes, which covers the header and the data at
-    // CMSG_DATA). `value` is written unaligned because CMSG_DATA is only
-    // guaranteed to be aligned to `size_t`.
-    unsafe {
-        (*cmsg).cmsg_level = level;
-        (*cmsg).cmsg_type = ty;
-        (*cmsg).cmsg_len = cmsg_len(size_of::<T>()) as _;
-        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<T>(), value);
-    }
 }
 
 /// Iterates over the control messages the kernel wrote into `hdr`'s
@@ -123,6 +73,58 @@ pub(crate) unsafe fn find<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl CmsgBuf {
+        const fn new() -> Self {
+            CmsgBuf([0; CMSG_BUF_LEN])
+        }
+    }
+
+    /// `CMSG_SPACE(len)`: the room a control message with `len` bytes of data
+    /// takes, padding included.
+    const fn space(len: usize) -> usize {
+        // SAFETY: CMSG_SPACE is pure arithmetic on its argument (libc marks it
+        // unsafe only because it is a C macro port); `len` is at most a few
+        // bytes, so the cast to c_uint is lossless.
+        unsafe { libc::CMSG_SPACE(len as libc::c_uint) as usize }
+    }
+
+    /// Makes `buf` the control buffer of `hdr` and writes one control message
+    /// (`level`, `ty`, `value`) into it, setting `msg_control` and
+    /// `msg_controllen`.
+    ///
+    /// # Panics
+    ///
+    /// If `T` does not fit in a [`CmsgBuf`] (a programming error: weft only
+    /// encodes integers).
+    fn encode_one<T: Copy>(
+        hdr: &mut libc::msghdr,
+        buf: &mut CmsgBuf,
+        level: libc::c_int,
+        ty: libc::c_int,
+        value: T,
+    ) {
+        let total = space(size_of::<T>());
+        assert!(total <= CMSG_BUF_LEN, "control message too large");
+        buf.0[..total].fill(0);
+        hdr.msg_control = buf.0.as_mut_ptr().cast();
+        hdr.msg_controllen = total as _;
+        // SAFETY: `msg_control` points at `buf`, which is aligned for cmsghdr
+        // and holds `total >= size_of::<cmsghdr>()` bytes, so CMSG_FIRSTHDR
+        // returns a non-null pointer to its start.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+        debug_assert!(!cmsg.is_null());
+        // SAFETY: `cmsg` points at the start of `buf` (valid, aligned, and
+        // writable for `total` bytes, which covers the header and the data at
+        // CMSG_DATA). `value` is written unaligned because CMSG_DATA is only
+        // guaranteed to be aligned to `size_t`.
+        unsafe {
+            (*cmsg).cmsg_level = level;
+            (*cmsg).cmsg_type = ty;
+            (*cmsg).cmsg_len = cmsg_len(size_of::<T>()) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<T>(), value);
+        }
+    }
 
     fn empty_msghdr() -> libc::msghdr {
         // SAFETY: msghdr is plain data (integers and raw pointers); all-zero

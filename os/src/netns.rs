@@ -241,7 +241,7 @@ pub fn run_in_netns<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::testns::{is_root, TestNs};
+    use crate::testns::{is_root, TestNs};
 
     fn current_netns_inode() -> u64 {
         use std::os::unix::fs::MetadataExt;
