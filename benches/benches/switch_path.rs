@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_switch::counters::SwitchCounters;
+use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::gateway::parse_ipv4;
 use weft_switch::mac_table::MacTable;
-use weft_switch::port::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};

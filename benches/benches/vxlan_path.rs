@@ -7,8 +7,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_os::tap::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+use weft_switch::frame::Offload;
 use weft_switch::offload::{segment, Coalescer, Push};
-use weft_switch::port::Offload;
 use weft_vtep::header::{VxlanHeader, HEADER_LEN};
 use weft_vtep::{decapsulate, Vni};
 

@@ -7,8 +7,8 @@
 //! one is undone, so nothing of a refused attach remains.
 
 use weft_api::{EndpointInfo, ErrorKind};
+use weft_datapath::Command;
 use weft_switch::counters::PortCounters;
-use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::PortConfig;
 use weft_switch::wire::{stable_hash, MacAddr, MacParseError};

@@ -1,7 +1,7 @@
 //! Building the API's errors: each says what was wrong and what to do.
 
 use weft_api::{ApiError, ErrorKind};
-use weft_switch::datapath::DatapathError;
+use weft_datapath::DatapathError;
 use weft_switch::ipam::IpamError;
 
 /// Longest network, endpoint, service or alias name.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
+use weft_datapath::Command;
 use weft_nat::Protocol;
 use weft_switch::counters::PortCounters;
-use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
 use weft_switch::wire::{stable_hash, MacAddr};

@@ -10,14 +10,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use weft_api::ApiError;
+use weft_datapath::port::Port;
+use weft_datapath::{Command, DatapathError};
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::Timestamp;
 use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
-use weft_switch::datapath::{Command, DatapathError};
 use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
-use weft_switch::port::Port;
 use weft_switch::wire::MacAddr;
 use weft_switch::NetworkId;
 
@@ -103,24 +103,24 @@ pub trait Provisioner {
 }
 
 /// The real datapath worker.
-impl Datapath for weft_switch::datapath::Datapath {
+impl Datapath for weft_datapath::Datapath {
     fn execute(&self, command: Command) -> Result<(), DatapathError> {
-        weft_switch::datapath::Datapath::execute(self, command)
+        weft_datapath::Datapath::execute(self, command)
     }
 
     fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
-        weft_switch::datapath::Datapath::fdb(self, network)
+        weft_datapath::Datapath::fdb(self, network)
     }
 
     fn neighbors(
         &self,
         network: Option<NetworkId>,
     ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError> {
-        weft_switch::datapath::Datapath::neighbors(self, network)
+        weft_datapath::Datapath::neighbors(self, network)
     }
 
     fn counters(&self) -> &SwitchCounters {
-        weft_switch::datapath::Datapath::counters(self)
+        weft_datapath::Datapath::counters(self)
     }
 
     fn conntrack_snapshot(&self, now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError> {
@@ -132,6 +132,6 @@ impl Datapath for weft_switch::datapath::Datapath {
     }
 
     fn shutdown(self) {
-        weft_switch::datapath::Datapath::shutdown(self)
+        weft_datapath::Datapath::shutdown(self)
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use weft_api::{ApiError, ErrorKind, Reply, Request};
 use weft_control::dns::NameTables;
 use weft_control::{Control, PersistError, StateFile, VxlanSettings};
-use weft_switch::datapath::{Datapath, DatapathError};
+use weft_datapath::{Datapath, DatapathError};
 
 pub use logging::LogFormat;
 use provisioner::OsProvisioner;
@@ -137,7 +137,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let names: NameTables = Default::default();
     let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
         .map_err(io_error("starting the DNS thread"))?;
-    datapath.execute(weft_switch::datapath::Command::SetDns(Some(queries)))?;
+    datapath.execute(weft_datapath::Command::SetDns(Some(queries)))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
         vtep_ip: weft_control::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use weft_api::{ApiError, ErrorKind};
 use weft_control::error::source_chain;
 use weft_control::{Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+use weft_datapath::port::{Port, TapPort};
+use weft_datapath::uplink::UplinkPort;
 use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
 use weft_os::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
 use weft_os::tap::TapOptions;
 use weft_os::udp::VxlanSocket;
-use weft_switch::port::{Port, TapPort};
-use weft_switch::uplink::UplinkPort;
 
 /// Send sockets in the VTEP's pool, so outer source ports vary by flow.
 const VTEP_SEND_SOCKETS: usize = 8;

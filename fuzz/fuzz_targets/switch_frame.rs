@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use weft_switch::counters::SwitchCounters;
-use weft_switch::port::{Offload, NO_OFFLOAD};
+use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_nat::Protocol;
 use weft_switch::switch::{
     LoadBalance, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit, TunnelConfig,

@@ -135,7 +135,7 @@ pub struct RecvMeta {
     /// (`TP_STATUS_CSUMNOTREADY`, the kernel's `CHECKSUM_PARTIAL`): the
     /// checksum field holds the pseudo-header sum and must be completed
     /// before the frame leaves the host, for example with
-    /// `weft_switch::uplink::complete_partial_csum`.
+    /// `weft_datapath::uplink::complete_partial_csum`.
     pub csum_not_ready: bool,
     /// The NIC or the kernel has verified the frame's transport checksum
     /// (`TP_STATUS_CSUM_VALID`).

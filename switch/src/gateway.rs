@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use weft_nat::checksum::{checksum, update16};
 
-use crate::port::Offload;
+use crate::frame::Offload;
 
 use crate::wire::{
     arp, eth, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,

@@ -1,25 +1,23 @@
-//! weft's single-host datapath: Ethernet switching with MAC learning, a
-//! routing gateway per network, port security, and TAP ports in network
-//! namespaces.
+//! weft's forwarding core: Ethernet switching with MAC learning (IEEE
+//! 802.1D), a routing gateway per network (RFC 1812), port security, NAT
+//! and the tunnel ports' side of VXLAN.
 //!
-//! The forwarding core ([`switch::Switch`]) does no I/O: frames go in with
-//! their ingress port and a timestamp, and forwarding decisions come out. The
-//! [`datapath`] worker owns the ports, polls them with mio and feeds the core;
-//! the control plane talks to it only through a lock-free command queue.
+//! The core ([`switch::Switch`]) does no I/O: frames go in with their
+//! ingress port and a timestamp, and forwarding decisions come out through
+//! a [`switch::Transmit`]. The `weft-datapath` crate's worker owns the ports,
+//! polls them and feeds the core; the control plane talks to the worker
+//! only through its command queue.
 
 #![forbid(unsafe_code)]
 
 pub mod counters;
-pub mod datapath;
+pub mod frame;
 pub mod gateway;
 pub mod ipam;
 pub mod mac_table;
 pub mod neighbor;
 pub mod offload;
-pub mod port;
 pub mod switch;
-pub mod uplink;
-pub mod vxlan_io;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -45,7 +45,7 @@ use std::ops::Range;
 use thiserror::Error;
 use weft_nat::checksum::{checksum, copy_and_sum, fold, sum};
 
-use crate::port::{is_gso, needs_csum, Offload, MAX_FRAME_LEN};
+use crate::frame::{is_gso, needs_csum, Offload, MAX_FRAME_LEN};
 use crate::wire::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
     IPV4_MIN_HEADER_LEN, IP_PROTO_TCP,

@@ -11,8 +11,8 @@ use weft_os::tap::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
+use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::offload::{complete_csum, segment, Coalescer, OffloadError, Push, Segmented};
-use weft_switch::port::{Offload, NO_OFFLOAD};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];

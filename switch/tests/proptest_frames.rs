@@ -20,8 +20,8 @@ use etherparse::{ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4He
 use proptest::collection::vec;
 use proptest::prelude::*;
 use weft_switch::counters::{DropReason, SwitchCounters};
+use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::ipam::Ipv4Net;
-use weft_switch::port::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::names::NameTables;
 
 use crossbeam_channel::{Receiver, Sender};
+use weft_datapath::Injector;
 use weft_dns::{Forwarder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
 use weft_nat::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
-use weft_switch::datapath::Injector;
 use weft_switch::switch::{DnsQuery, DNS_PORT};
 use weft_switch::wire::{eth, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 

@@ -26,14 +26,14 @@ use weft_control::{
     Control, Datapath, Netns, NetnsTarget, Provisioner, StateFile, TapRequest, UplinkDevice,
     VxlanSettings,
 };
+use weft_datapath::port::{Offload, PacketBuf, Port, PortCapabilities};
+use weft_datapath::{Command, DatapathError};
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::Timestamp;
 use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
-use weft_switch::datapath::{Command, DatapathError};
 use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
-use weft_switch::port::{Offload, PacketBuf, Port, PortCapabilities};
 use weft_switch::NetworkId;
 
 /// What the datapath holds, as the commands it accepted made it.

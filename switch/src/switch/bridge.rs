@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::counters::DropReason;
+use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
-use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::wire::{eth, icmp, read_u16, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 use super::{Ingress, Switch, Transmit};

@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use crate::counters::{DropReason, SwitchCounters};
+use crate::frame::{Offload, NO_OFFLOAD};
 use crate::gateway::{self, RateLimiter};
 use crate::ipam::Ipv4Net;
 use crate::mac_table::{LearnOutcome, Learned, MacTable, DEFAULT_AGING, DEFAULT_CAPACITY};
 use crate::neighbor::{Neighbor, NeighborTable};
-use crate::port::{Offload, NO_OFFLOAD};
 use crate::wire::{
     arp, eth, read_ipv4, read_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_QINQ,
     ETHERTYPE_VLAN, ETH_HEADER_LEN,

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::counters::DropReason;
+use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway::{self, IcmpError, Ipv4Meta};
-use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::wire::{
     arp, eth, icmp, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP,

@@ -1,4 +1,4 @@
-//! Switch ports: where frames enter and leave the datapath.
+//! Ports: where frames enter and leave the datapath.
 //!
 //! A [`Port`] receives frames in batches into buffers the caller owns (the
 //! worker's preallocated pool), so the fast path allocates nothing. The TAP
@@ -14,43 +14,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use weft_switch::frame::{is_gso, needs_csum};
+pub use weft_switch::frame::{Offload, MAX_FRAME_LEN, NO_OFFLOAD};
+
 use weft_os::tap::{
-    Tap, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN,
-    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_LEN,
+    Tap, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VIRTIO_NET_HDR_LEN,
 };
-
-/// Offload metadata of a frame: GSO type and size, partial checksum.
-pub type Offload = VirtioNetHdr;
-
-/// Offload metadata of a frame that needs nothing done to it.
-pub const NO_OFFLOAD: Offload = VirtioNetHdr {
-    flags: 0,
-    gso_type: VIRTIO_NET_HDR_GSO_NONE,
-    hdr_len: 0,
-    gso_size: 0,
-    csum_start: 0,
-    csum_offset: 0,
-    num_buffers: 0,
-};
-
-/// Whether a frame is a GSO super-frame to be segmented downstream.
-#[inline]
-pub fn is_gso(offload: &Offload) -> bool {
-    offload.gso_type & !weft_os::tap::VIRTIO_NET_HDR_GSO_ECN != VIRTIO_NET_HDR_GSO_NONE
-}
-
-/// Whether a frame's transport checksum is partial (to be completed by
-/// whoever segments or finally receives it).
-#[inline]
-pub fn needs_csum(offload: &Offload) -> bool {
-    offload.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
-}
 
 /// Space before the frame in a [`PacketBuf`], for a virtio-net header.
 pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
-/// Room for the largest frame a port may deliver: a 64 KiB IPv6 GSO
-/// super-frame with its Ethernet and IPv6 headers.
-pub const MAX_FRAME_LEN: usize = 14 + 40 + 65535;
 /// Size of each packet buffer.
 pub const PACKET_BUF_LEN: usize = HEADROOM + MAX_FRAME_LEN;
 

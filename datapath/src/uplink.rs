@@ -22,17 +22,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::offload::{complete_csum, segment, OffloadError, TCP_CSUM_OFFSET};
-use crate::port::{
-    is_gso, needs_csum, Offload, PacketBuf, Port, PortCapabilities, HEADROOM, MAX_FRAME_LEN,
-    NO_OFFLOAD,
-};
-use crate::wire::{
+use crate::port::{PacketBuf, Port, PortCapabilities, HEADROOM};
+use weft_os::packet::{PacketError, PacketSocket};
+use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
+use weft_switch::frame::{is_gso, needs_csum, Offload, MAX_FRAME_LEN, NO_OFFLOAD};
+use weft_switch::offload::{complete_csum, segment, OffloadError, TCP_CSUM_OFFSET};
+use weft_switch::wire::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
     IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
-use weft_os::packet::{PacketError, PacketSocket};
-use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
 
 /// Frames one [`UplinkPort::recv_batch`](Port::recv_batch) call may return.
 pub const UPLINK_MAX_BATCH: usize = 64;
@@ -137,9 +135,9 @@ pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
 /// over the whole TCP length, as the kernel keeps it for GSO). `None` for
 /// anything else.
 fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
-    use crate::wire::{read_u16, ETH_HEADER_LEN};
     use weft_nat::checksum::{fold, pseudo_header_sum_v4, sum};
     use weft_os::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
+    use weft_switch::wire::{read_u16, ETH_HEADER_LEN};
 
     let l3 = ETH_HEADER_LEN;
     let ethertype = read_u16(frame, 12);
@@ -180,8 +178,8 @@ fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
     }
     let tcp_len = end - l4;
     let pseudo = if gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
-        let src = crate::wire::read_ipv4(frame, l3 + 12);
-        let dst = crate::wire::read_ipv4(frame, l3 + 16);
+        let src = weft_switch::wire::read_ipv4(frame, l3 + 12);
+        let dst = weft_switch::wire::read_ipv4(frame, l3 + 16);
         pseudo_header_sum_v4(src, dst, IP_PROTO_TCP, u16::try_from(tcp_len).ok()?)
     } else {
         let addrs = sum(0, &frame[l3 + 8..l3 + 40]);

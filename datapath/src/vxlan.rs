@@ -4,7 +4,7 @@
 //! Sending prepends the 8-byte VXLAN header with a second iovec, so a plain
 //! frame is never copied. A TCP super-frame from a TAP (or a frame with a
 //! partial checksum) cannot cross the wire as it is: it is cut into segments
-//! with complete checksums ([`crate::offload::segment`]), each record
+//! with complete checksums ([`weft_switch::offload::segment`]), each record
 //! prefixed with its VXLAN header, and the whole run leaves in one UDP GSO
 //! `sendmsg` where the kernel supports it.
 
@@ -15,8 +15,8 @@ use weft_os::udp::VxlanSocket;
 use weft_vtep::header::{VxlanHeader, HEADER_LEN};
 use weft_vtep::{inner_flow_hash, Vni};
 
-use crate::offload;
-use crate::port::{is_gso, needs_csum, Offload};
+use weft_switch::frame::{is_gso, needs_csum, Offload};
+use weft_switch::offload;
 
 /// Room for the records of one segmented super-frame: 64 KiB of payload cut
 /// into the smallest segments a TCP peer may ask for, each with its own

@@ -13,6 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use etherparse::{IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use weft_datapath::port::{Offload, PacketBuf, Port, NO_OFFLOAD};
+use weft_datapath::uplink::{UplinkPort, UPLINK_MAX_BATCH};
 use weft_os::netns::run_in_netns;
 use weft_os::packet::{
     PacketError, PacketSocket, RecvMeta, DEFAULT_RECV_BUFFER, PACKET_BROADCAST, PACKET_OTHERHOST,
@@ -22,8 +24,6 @@ use weft_os::tap::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
 use weft_switch::offload::TCP_CSUM_OFFSET;
-use weft_switch::port::{Offload, PacketBuf, Port, NO_OFFLOAD};
-use weft_switch::uplink::{UplinkPort, UPLINK_MAX_BATCH};
 use weft_testkit::{skip_without_root, Netns};
 
 /// weft's own MAC on the uplink's link (not the interface's).

@@ -29,22 +29,23 @@ use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
 use weft_vtep::Vni;
 
-use crate::counters::{DropReason, PortCounters, SwitchCounters};
-use crate::mac_table::Learned;
-use crate::neighbor::Neighbor;
-use crate::offload::{Coalescer, Push};
-use crate::port::{Offload, PacketBuf, Port, HEADROOM, NO_OFFLOAD};
-use crate::switch::{
+use crate::port::{PacketBuf, Port, HEADROOM};
+use crate::vxlan::VxlanIo;
+use weft_nat::{Conntrack, Protocol};
+use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
+use weft_switch::frame::{Offload, NO_OFFLOAD};
+use weft_switch::mac_table::Learned;
+use weft_switch::neighbor::Neighbor;
+use weft_switch::offload::{Coalescer, Push};
+use weft_switch::switch::{
     ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit,
     TunnelConfig, UplinkConfig,
 };
-use crate::vxlan_io::VxlanIo;
-use crate::wire::MacAddr;
-use crate::{NetworkId, PortId};
-use weft_nat::{Conntrack, Protocol};
+use weft_switch::wire::MacAddr;
+use weft_switch::{NetworkId, PortId};
 
 /// Frames read from one port before the worker turns to the next.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// How often learned addresses are checked for age.
 const EXPIRE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the control plane waits for the worker to take a command.

@@ -1,0 +1,19 @@
+//! weft's datapath: the worker thread that owns every port and runs each
+//! received batch through the forwarding core (`weft_switch`).
+//!
+//! * [`port`]: the [`port::Port`] trait (batched receive into buffers the
+//!   worker owns, send with offload metadata) and the TAP port.
+//! * [`uplink`]: the NAT uplink, a port on a host interface through an
+//!   AF_PACKET socket.
+//! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
+//!   encapsulation with UDP GSO, decapsulation of GRO batches.
+//! * [`Datapath`]: the handle the control plane holds; every change reaches
+//!   the worker as one [`Command`] through a queue and is acknowledged once
+//!   applied.
+
+pub mod port;
+pub mod uplink;
+pub mod vxlan;
+mod worker;
+
+pub use worker::{Command, Datapath, DatapathError, Injector};
