@@ -103,7 +103,7 @@ fn masquerade() -> NatSpec {
 /// One packet through the NAT the way the switch does it: inspect, track
 /// (creating the flow with `create` if none matches), translate.
 #[inline]
-fn nat_one(ct: &Conntrack, packet: &mut [u8], create: Option<NatSpec>, now: Timestamp) -> bool {
+fn nat_one(ct: &mut Conntrack, packet: &mut [u8], create: Option<NatSpec>, now: Timestamp) -> bool {
     let Ok(info) = inspect(packet) else {
         return false;
     };
@@ -141,25 +141,25 @@ fn bench_nat(c: &mut Criterion) {
             })
         });
 
-        let ct = Conntrack::default();
+        let mut ct = Conntrack::default();
         buf.copy_from_slice(&egress);
-        assert!(nat_one(&ct, &mut buf, Some(masquerade()), now));
+        assert!(nat_one(&mut ct, &mut buf, Some(masquerade()), now));
         assert_eq!(&buf[12..16], &UPLINK_IP.octets(), "masqueraded");
         buf.copy_from_slice(&reply);
-        assert!(nat_one(&ct, &mut buf, None, now));
+        assert!(nat_one(&mut ct, &mut buf, None, now));
         assert_eq!(&buf[16..20], &ENDPOINT.octets(), "translated back");
         assert_eq!(ct.len(), 1);
 
         g.bench_function(format!("established_egress/{name}"), |b| {
             b.iter(|| {
                 buf.copy_from_slice(black_box(&egress));
-                black_box(nat_one(&ct, &mut buf, Some(masquerade()), now))
+                black_box(nat_one(&mut ct, &mut buf, Some(masquerade()), now))
             })
         });
         g.bench_function(format!("established_reply/{name}"), |b| {
             b.iter(|| {
                 buf.copy_from_slice(black_box(&reply));
-                black_box(nat_one(&ct, &mut buf, None, now))
+                black_box(nat_one(&mut ct, &mut buf, None, now))
             })
         });
         assert_eq!(ct.len(), 1, "no flow created by the loop");
@@ -179,7 +179,7 @@ fn bench_nat(c: &mut Criterion) {
         })
         .collect();
     let mut buf = vec![0u8; len];
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     g.bench_function("new_flow/udp64", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -189,7 +189,12 @@ fn bench_nat(c: &mut Criterion) {
                 let start = Instant::now();
                 for p in &fresh[..n as usize] {
                     buf.copy_from_slice(p);
-                    assert!(nat_one(&ct, black_box(&mut buf), Some(masquerade()), now));
+                    assert!(nat_one(
+                        &mut ct,
+                        black_box(&mut buf),
+                        Some(masquerade()),
+                        now
+                    ));
                 }
                 total += start.elapsed();
                 left -= n;

@@ -73,11 +73,11 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     if opts.conntrack_max == 0 {
         bail!("--conntrack-max must be at least 1");
     }
-    let conntrack = std::sync::Arc::new(weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
+    let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
         port_range: ports,
         ..weft_nat::ConntrackConfig::default()
-    }));
+    });
     let datapath =
         Datapath::start_with(opts.mac_aging, conntrack).context("starting the datapath")?;
     let upstreams = if opts.dns_upstreams.is_empty() {

@@ -556,7 +556,7 @@ impl Control {
         let rows: Vec<FlowEntry> = self
             .datapath
             .conntrack()
-            .snapshot(now)
+            .map_err(datapath_error)?
             .into_iter()
             .map(|f| {
                 let t = |k: &weft_nat::FlowKey| format!("{} -> {}", k.src, k.dst);
@@ -580,7 +580,7 @@ impl Control {
     }
 
     pub(super) fn conntrack_flush(&self) -> ApiResult {
-        let removed = self.datapath.conntrack().flush();
+        let removed = self.datapath.conntrack_flush().map_err(datapath_error)?;
         ok(&serde_json::json!({ "flushed": removed }))
     }
 }
