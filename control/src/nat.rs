@@ -503,7 +503,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let now = conntrack_time(Instant::now());
         let rows: Vec<FlowEntry> = self
             .datapath
-            .conntrack_snapshot(now)
+            .conntrack_snapshot()
             .map_err(datapath_error)?
             .into_iter()
             .map(|f| {

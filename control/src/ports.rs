@@ -13,7 +13,6 @@ use weft_api::ApiError;
 use weft_datapath::port::Port;
 use weft_datapath::{Command, DatapathError};
 use weft_nat::conntrack::FlowInfo;
-use weft_nat::Timestamp;
 use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::mac_table::Learned;
@@ -35,8 +34,8 @@ pub trait Datapath {
     ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError>;
     /// Switch-wide counters.
     fn counters(&self) -> &SwitchCounters;
-    /// A copy of the tracked connections at `now`.
-    fn conntrack_snapshot(&self, now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError>;
+    /// A copy of the tracked connections.
+    fn conntrack_snapshot(&self) -> Result<Vec<FlowInfo>, DatapathError>;
     /// Forgets every tracked connection; returns how many there were.
     fn conntrack_flush(&self) -> Result<usize, DatapathError>;
     /// Stops forwarding and closes every port.
@@ -123,12 +122,12 @@ impl Datapath for weft_datapath::Datapath {
         weft_datapath::Datapath::counters(self)
     }
 
-    fn conntrack_snapshot(&self, now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError> {
-        Ok(self.conntrack().snapshot(now))
+    fn conntrack_snapshot(&self) -> Result<Vec<FlowInfo>, DatapathError> {
+        self.conntrack()
     }
 
     fn conntrack_flush(&self) -> Result<usize, DatapathError> {
-        Ok(self.conntrack().flush())
+        weft_datapath::Datapath::conntrack_flush(self)
     }
 
     fn shutdown(self) {

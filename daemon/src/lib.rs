@@ -121,11 +121,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         signals::block_stop_signals().map_err(|e| io_error("blocking SIGINT/SIGTERM")(e.into()))?;
     let state = StateFile::in_dir(&opts.state_dir)?;
     let listener = bind(&opts.socket)?;
-    let conntrack = std::sync::Arc::new(weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
+    let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
         port_range: ports,
         ..weft_nat::ConntrackConfig::default()
-    }));
+    });
     let datapath = Datapath::start_with(opts.mac_aging, conntrack)?;
     let upstreams = if opts.dns_upstreams.is_empty() {
         weft_dns::parse_resolv_conf(

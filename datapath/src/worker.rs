@@ -4,9 +4,29 @@
 //! The control plane never touches forwarding state directly. It sends
 //! [`Command`]s over a lock-free queue and wakes the worker with a
 //! [`mio::Waker`]; the worker applies them between batches and acknowledges
-//! each, so a control request returns only once the datapath has it. Nothing
-//! on the per-packet path takes a lock or allocates: buffers come from the
-//! worker's preallocated batch, counters are relaxed atomics.
+//! each, so a control request returns only once the datapath has it.
+//!
+//! The per-packet path takes no lock: buffers come from the worker's
+//! preallocated batch, counters are relaxed atomics, and the NAT's
+//! connection tracking table belongs to the worker's [`Switch`] (plain
+//! `&mut` access; the control plane lists and flushes it with
+//! [`Command::DumpConntrack`] and [`Command::FlushConntrack`], which the
+//! worker carries out between batches, copying the table for a listing).
+//! Nor does it allocate, with these exceptions:
+//!
+//! - the first flow translated to a new (protocol, external address)
+//!   allocates that address's SNAT port bitmap (once per address);
+//! - after many deletions the conntrack index rehashes in place, an
+//!   occasional O(capacity) step that allocates nothing (the index is
+//!   sized for twice `capacity` at start);
+//! - a DNS query to a gateway is copied into a `Vec` and sent to the
+//!   resolver thread over a channel, whose send may take the channel's
+//!   internal lock to wake the resolver; DNS answers come back as `Vec`s
+//!   (see [`Injector`]) that the worker frees after sending.
+//!
+//! Claiming and releasing an SNAT port when a flow is created or removed is
+//! an atomic read-modify-write on the port bitmap (uncontended: only the
+//! worker allocates), not a lock.
 //!
 //! Overlay networks add one more source: the VTEP's UDP socket. Its
 //! datagrams are read in batches (`recvmmsg`), decapsulated in place (the
@@ -31,6 +51,7 @@ use weft_vtep::Vni;
 
 use crate::port::{PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
+use weft_nat::conntrack::FlowInfo;
 use weft_nat::{Conntrack, Protocol};
 use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
@@ -38,8 +59,8 @@ use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
 use weft_switch::offload::{Coalescer, Push};
 use weft_switch::switch::{
-    ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit,
-    TunnelConfig, UplinkConfig,
+    conntrack_time, ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch,
+    Transmit, TunnelConfig, UplinkConfig,
 };
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
@@ -143,6 +164,14 @@ pub enum Command {
         network: Option<NetworkId>,
         reply: Sender<Vec<(NetworkId, Learned)>>,
     },
+    /// Answers with every live tracked connection.
+    DumpConntrack {
+        reply: Sender<Vec<FlowInfo>>,
+    },
+    /// Removes every tracked connection; answers how many there were.
+    FlushConntrack {
+        reply: Sender<usize>,
+    },
 }
 
 /// Why the datapath did not carry out a command.
@@ -176,7 +205,6 @@ pub struct Datapath {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<SwitchCounters>,
-    conntrack: Arc<Conntrack>,
     inject: Sender<(PortId, Vec<u8>)>,
 }
 
@@ -201,17 +229,18 @@ const INJECT_QUEUE: usize = 1024;
 impl Datapath {
     /// Starts the worker thread with a default connection-tracking table.
     pub fn start(aging: Duration) -> Result<Self, DatapathError> {
-        Self::start_with(aging, Arc::new(Conntrack::default()))
+        Self::start_with(aging, Conntrack::default())
     }
 
-    /// Starts the worker thread; NAT uses `conntrack`.
-    pub fn start_with(aging: Duration, conntrack: Arc<Conntrack>) -> Result<Self, DatapathError> {
+    /// Starts the worker thread; NAT uses `conntrack`, which moves to the
+    /// worker (see [`conntrack`](Self::conntrack)).
+    pub fn start_with(aging: Duration, conntrack: Conntrack) -> Result<Self, DatapathError> {
         let poll = Poll::new().map_err(DatapathError::Start)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
         let (tx, rx) = unbounded();
         let counters = Arc::new(SwitchCounters::default());
-        let mut switch = Switch::with_conntrack(Arc::clone(&counters), Arc::clone(&conntrack));
+        let mut switch = Switch::with_conntrack(Arc::clone(&counters), conntrack);
         let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
         switch.set_aging(aging);
         let worker = Worker {
@@ -238,7 +267,6 @@ impl Datapath {
             waker,
             thread: Some(thread),
             counters,
-            conntrack,
             inject: inject_tx,
         })
     }
@@ -247,9 +275,21 @@ impl Datapath {
         &self.counters
     }
 
-    /// The connection-tracking table, for listing and flushing.
-    pub fn conntrack(&self) -> &Arc<Conntrack> {
-        &self.conntrack
+    /// Every live tracked connection, sorted by original tuple. The worker
+    /// owns the table and copies it out between batches.
+    pub fn conntrack(&self) -> Result<Vec<FlowInfo>, DatapathError> {
+        let (tx, rx) = bounded(1);
+        self.execute(Command::DumpConntrack { reply: tx })?;
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| DatapathError::Stopped)
+    }
+
+    /// Removes every tracked connection; returns how many there were.
+    pub fn conntrack_flush(&self) -> Result<usize, DatapathError> {
+        let (tx, rx) = bounded(1);
+        self.execute(Command::FlushConntrack { reply: tx })?;
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| DatapathError::Stopped)
     }
 
     /// A handle that sends frames out of ports from another thread.
@@ -662,6 +702,13 @@ impl Worker {
             Command::SetAging(aging) => self.switch.set_aging(aging),
             Command::DumpFdb { network, reply } => {
                 let _ = reply.send(self.switch.fdb(network, now));
+            }
+            Command::DumpConntrack { reply } => {
+                let flows = self.switch.conntrack().snapshot(conntrack_time(now));
+                let _ = reply.send(flows);
+            }
+            Command::FlushConntrack { reply } => {
+                let _ = reply.send(self.switch.conntrack_mut().flush());
             }
             Command::DumpNeighbors { network, reply } => {
                 let _ = reply.send(self.switch.neighbors(network, now));

@@ -32,14 +32,25 @@
 //!
 //! TCP states follow the flags seen ([`TcpState`]); RST closes a flow.
 //!
-//! # Concurrency
+//! # Ownership and cost per packet
 //!
-//! The table is split into shards (a power of two, `Mutex<HashMap>` each)
-//! picked by a keyed hash of the tuple, so threads working on different
-//! flows rarely meet and there is no global lock. An entry lives behind an
-//! `Arc` referenced from the shards of both its tuples and has its own
-//! small mutex for state and counters. Lock order is always shard, then
-//! entry; two shards are locked in index order.
+//! The table has one owner and takes `&mut self`: weft's datapath worker
+//! owns it and is the only thread that touches it, so there is no lock
+//! and no atomic read-modify-write on a lookup. The control plane asks
+//! the worker for [`snapshot`](Conntrack::snapshot)s and
+//! [`flush`](Conntrack::flush)es through its command queue. (A program
+//! that wants the table on several threads can put it behind a `Mutex`.)
+//!
+//! Flows are stored inline in a slab of slots (`Vec<Option<Entry>>`, a
+//! free list of slot numbers), and a `HashMap` (std's, keyed SipHash, so
+//! remote peers cannot aim collisions) maps both tuples of each flow to its
+//! slot. All three are allocated for [`ConntrackConfig::capacity`] flows
+//! when the table is made: the index holds twice the keys it can ever
+//! have, so it never grows (when deletions have left too many tombstones
+//! it rehashes in place, an occasional O(capacity) step without
+//! allocation). So neither a lookup nor creating a flow allocates, except
+//! that the first flow translated to a new external address allocates
+//! that address's port bitmap ([`PortAllocator`]).
 //!
 //! # Time
 //!
@@ -49,7 +60,7 @@
 //! # Expiry
 //!
 //! [`Conntrack::expire`] removes at most `budget` expired flows per call,
-//! resuming at the shard where the previous call stopped, so the caller
+//! resuming at the slot where the previous call stopped, so the caller
 //! can run it in small steps between batches of packets. Until then,
 //! expired flows are treated as absent by every lookup (and reaped on the
 //! spot when a lookup finds one).
@@ -64,10 +75,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::flow::{FlowKey, Protocol};
@@ -293,7 +302,9 @@ impl Timeouts {
 pub struct ConntrackConfig {
     /// Maximum number of flows (default 65536).
     pub capacity: usize,
-    /// Number of shards, rounded up to a power of two (default 64).
+    /// Number of segments, rounded up to a power of two (default 64),
+    /// the slots are counted in by [`ExpireReport::shards_scanned`]. The
+    /// table is no longer sharded: it has a single owner.
     pub shards: usize,
     /// Idle timeouts.
     pub timeouts: Timeouts,
@@ -432,19 +443,12 @@ pub struct ConntrackStats {
 pub struct ExpireReport {
     /// Flows removed.
     pub removed: usize,
-    /// Shards scanned to the end.
+    /// Segments of slots (see [`ConntrackConfig::shards`]) scanned to
+    /// the end.
     pub shards_scanned: usize,
 }
 
-#[derive(Debug)]
-struct EntryState {
-    state: FlowState,
-    /// Direction of the first FIN (TCP).
-    fin_dir: Option<Direction>,
-    last_seen: Timestamp,
-    counters: [Counters; 2],
-}
-
+/// One flow, stored inline in a slot of the table's slab.
 #[derive(Debug)]
 struct Entry {
     original: FlowKey,
@@ -453,68 +457,68 @@ struct Entry {
     /// (external address, port) to return to the allocator.
     snat_port: Option<(Ipv4Addr, u16)>,
     rewrite: [Rewrite; 2],
-    /// Set once, under `m`, when the flow is removed.
-    dead: AtomicBool,
-    /// Expiry time in nanoseconds; written under `m`, read lock-free by
-    /// the expiry scan as a hint.
-    expires: AtomicU64,
-    m: Mutex<EntryState>,
+    state: FlowState,
+    /// Direction of the first FIN (TCP).
+    fin_dir: Option<Direction>,
+    last_seen: Timestamp,
+    expires: Timestamp,
+    counters: [Counters; 2],
 }
 
 impl Entry {
-    fn key(&self, dir: Direction) -> FlowKey {
-        match dir {
-            Direction::Original => self.original,
-            Direction::Reply => self.reply,
-        }
-    }
-
-    fn hit(&self, dir: Direction, st: &EntryState) -> Hit {
+    fn hit(&self, dir: Direction) -> Hit {
         Hit {
             direction: dir,
-            state: st.state,
+            state: self.state,
             rewrite: self.rewrite[dir.index()],
             original: self.original,
             reply: self.reply,
         }
     }
 
-    fn info(&self, st: &EntryState) -> FlowInfo {
+    fn info(&self) -> FlowInfo {
         FlowInfo {
             original: self.original,
             reply: self.reply,
-            state: st.state,
+            state: self.state,
             created: self.created,
-            last_seen: st.last_seen,
-            expires: Timestamp(self.expires.load(Ordering::Relaxed)),
-            orig_counters: st.counters[0],
-            reply_counters: st.counters[1],
+            last_seen: self.last_seen,
+            expires: self.expires,
+            orig_counters: self.counters[0],
+            reply_counters: self.counters[1],
         }
     }
 
     fn is_expired(&self, now: Timestamp) -> bool {
-        now.0 >= self.expires.load(Ordering::Relaxed)
+        now >= self.expires
     }
 }
 
-#[derive(Debug)]
-struct Slot {
-    entry: Arc<Entry>,
-    dir: Direction,
+/// An index value: slot number and direction packed in one `u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotRef(u32);
+
+impl SlotRef {
+    fn new(slot: usize, dir: Direction) -> SlotRef {
+        // slot < capacity <= MAX_CAPACITY, so it fits in 31 bits.
+        SlotRef(((slot as u32) << 1) | dir.index() as u32)
+    }
+
+    fn slot(self) -> usize {
+        (self.0 >> 1) as usize
+    }
+
+    fn dir(self) -> Direction {
+        if self.0 & 1 == 0 {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
 }
 
-type Map = HashMap<FlowKey, Slot>;
-
-/// A shard on its own cache line(s).
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Shard {
-    map: Mutex<Map>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The most flows a table can hold (slot numbers are 31-bit).
+pub const MAX_CAPACITY: usize = 1 << 30;
 
 /// The next TCP state after a packet with `flags` in direction `dir`.
 fn tcp_next(s: TcpState, fin_dir: &mut Option<Direction>, dir: Direction, flags: u8) -> TcpState {
@@ -554,25 +558,32 @@ fn tcp_next(s: TcpState, fin_dir: &mut Option<Direction>, dir: Direction, flags:
 
 /// The connection tracking table. See the module docs.
 pub struct Conntrack {
-    shards: Box<[Shard]>,
-    mask: usize,
-    hasher: RandomState,
+    /// The flows, inline; `None` slots are on `free`. Capacity reserved
+    /// up front, so it never reallocates.
+    entries: Vec<Option<Entry>>,
+    /// Free slots below `entries.len()`.
+    free: Vec<u32>,
+    /// Both tuples of every flow → its slot. Sized up front so that it
+    /// never grows (see the module docs).
+    index: HashMap<FlowKey, SlotRef>,
     timeouts: Timeouts,
     capacity: usize,
+    /// Slots per expiry segment.
+    segment: usize,
     ports: PortAllocator,
-    live: AtomicUsize,
-    cursor: AtomicUsize,
-    created: AtomicU64,
-    table_full: AtomicU64,
-    port_exhausted: AtomicU64,
-    conflicts: AtomicU64,
-    expired: AtomicU64,
+    live: usize,
+    /// Where the next expiry scan starts.
+    cursor: usize,
+    created: u64,
+    table_full: u64,
+    port_exhausted: u64,
+    conflicts: u64,
+    expired: u64,
 }
 
 impl fmt::Debug for Conntrack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conntrack")
-            .field("shards", &self.shards.len())
             .field("capacity", &self.capacity)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -589,34 +600,30 @@ impl Default for Conntrack {
 /// is taken by a non-SNAT flow.
 const SNAT_ATTEMPTS: usize = 8;
 
-enum Insert {
-    /// The new flow is in the table.
-    Inserted(Hit),
-    /// A live flow already owned the original tuple and took the packet.
-    Existing(Hit),
-    /// The reply tuple is held by another live flow.
-    ReplyTaken,
-}
-
 impl Conntrack {
-    /// An empty table.
+    /// An empty table, with room for `config.capacity` flows allocated
+    /// up front (capped at [`MAX_CAPACITY`]).
     pub fn new(config: ConntrackConfig) -> Conntrack {
-        let n = config.shards.max(1).next_power_of_two();
+        let capacity = config.capacity.min(MAX_CAPACITY);
+        let segments = config.shards.max(1).next_power_of_two();
         Conntrack {
-            shards: (0..n).map(|_| Shard::default()).collect(),
-            mask: n - 1,
-            hasher: RandomState::new(),
+            entries: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            // Two keys per flow; twice that again so the index is never
+            // more than half full and can always rehash in place.
+            index: HashMap::with_capacity(capacity.saturating_mul(4)),
             timeouts: config.timeouts,
-            capacity: config.capacity,
+            capacity,
+            segment: capacity.div_ceil(segments).max(1),
             ports: PortAllocator::new(config.port_range)
                 .with_port_preservation(config.preserve_ports),
-            live: AtomicUsize::new(0),
-            cursor: AtomicUsize::new(0),
-            created: AtomicU64::new(0),
-            table_full: AtomicU64::new(0),
-            port_exhausted: AtomicU64::new(0),
-            conflicts: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
+            live: 0,
+            cursor: 0,
+            created: 0,
+            table_full: 0,
+            port_exhausted: 0,
+            conflicts: 0,
+            expired: 0,
         }
     }
 
@@ -637,7 +644,7 @@ impl Conntrack {
 
     /// Live flows (including expired ones not yet reaped).
     pub fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+        self.live
     }
 
     /// Whether the table holds no flow.
@@ -648,124 +655,113 @@ impl Conntrack {
     /// Counters.
     pub fn stats(&self) -> ConntrackStats {
         ConntrackStats {
-            flows: self.len(),
-            created: self.created.load(Ordering::Relaxed),
-            table_full: self.table_full.load(Ordering::Relaxed),
-            port_exhausted: self.port_exhausted.load(Ordering::Relaxed),
-            conflicts: self.conflicts.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
+            flows: self.live,
+            created: self.created,
+            table_full: self.table_full,
+            port_exhausted: self.port_exhausted,
+            conflicts: self.conflicts,
+            expired: self.expired,
         }
     }
 
-    fn shard_index(&self, key: &FlowKey) -> usize {
-        (self.hasher.hash_one(key) as usize) & self.mask
-    }
-
-    fn shard(&self, key: &FlowKey) -> &Mutex<Map> {
-        &self.shards[self.shard_index(key)].map
-    }
-
-    /// Marks an entry dead (once), releasing its capacity and SNAT port.
-    /// Must be called with the entry's lock held (`_st` proves it).
-    fn kill(&self, e: &Entry, _st: &mut EntryState, expired: bool) -> bool {
-        if e.dead.swap(true, Ordering::AcqRel) {
-            return false;
+    /// Removes the flow in `slot` from the table, releasing its slot and
+    /// SNAT port.
+    fn kill(&mut self, slot: usize, expired: bool) {
+        let Some(e) = self.entries[slot].take() else {
+            return;
+        };
+        self.index.remove(&e.original);
+        if e.reply != e.original {
+            self.index.remove(&e.reply);
         }
-        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.free.push(slot as u32);
+        self.live -= 1;
         if let Some((ip, port)) = e.snat_port {
-            self.ports.release(e.original.proto, ip, port);
+            self.ports.release_owned(e.original.proto, ip, port);
         }
         if expired {
-            self.expired.fetch_add(1, Ordering::Relaxed);
+            self.expired += 1;
         }
-        true
     }
 
-    /// Looks `key` up under its shard lock, removing a dead or expired
-    /// slot; `f` runs on a live entry with its lock held.
-    fn with_live<R>(
-        &self,
-        map: &mut Map,
-        key: &FlowKey,
-        now: Timestamp,
-        f: impl FnOnce(&Entry, Direction, &mut EntryState) -> R,
-    ) -> Option<R> {
-        let slot = map.get(key)?;
-        let out = {
-            let mut st = lock(&slot.entry.m);
-            if slot.entry.dead.load(Ordering::Acquire) {
-                None
-            } else if slot.entry.is_expired(now) {
-                self.kill(&slot.entry, &mut st, true);
-                None
-            } else {
-                Some(f(&slot.entry, slot.dir, &mut st))
-            }
-        };
-        if out.is_none() {
-            map.remove(key);
+    /// The live flow of `key` (its slot and the key's direction); an
+    /// expired one is reaped on the spot.
+    #[inline]
+    fn find(&mut self, key: &FlowKey, now: Timestamp) -> Option<(usize, Direction)> {
+        let r = *self.index.get(key)?;
+        let slot = r.slot();
+        let expired = self.entries[slot]
+            .as_ref()
+            .is_none_or(|e| e.is_expired(now));
+        if expired {
+            self.kill(slot, true);
+            return None;
         }
-        out
+        Some((slot, r.dir()))
+    }
+
+    fn entry_mut(&mut self, slot: usize) -> &mut Entry {
+        self.entries[slot]
+            .as_mut()
+            .expect("indexed slot holds a flow")
     }
 
     fn account(
-        &self,
-        e: &Entry,
+        timeouts: &Timeouts,
+        e: &mut Entry,
         dir: Direction,
-        st: &mut EntryState,
         bytes: usize,
         flags: u8,
         now: Timestamp,
     ) {
-        let c = &mut st.counters[dir.index()];
+        let c = &mut e.counters[dir.index()];
         c.packets += 1;
         c.bytes += bytes as u64;
-        st.state = match st.state {
-            FlowState::Tcp(s) => FlowState::Tcp(tcp_next(s, &mut st.fin_dir, dir, flags)),
+        e.state = match e.state {
+            FlowState::Tcp(s) => FlowState::Tcp(tcp_next(s, &mut e.fin_dir, dir, flags)),
             FlowState::Udp { assured } => FlowState::Udp {
                 assured: assured || dir == Direction::Reply,
             },
             FlowState::Icmp => FlowState::Icmp,
         };
-        if now > st.last_seen {
-            st.last_seen = now;
+        if now > e.last_seen {
+            e.last_seen = now;
         }
-        let exp = st
-            .last_seen
-            .saturating_add(self.timeouts.for_state(st.state));
-        e.expires.store(exp.0, Ordering::Relaxed);
+        e.expires = e.last_seen.saturating_add(timeouts.for_state(e.state));
     }
 
     /// The per-packet call: finds the flow of `key` (either direction),
     /// counts the packet (`bytes`, TCP `flags`), advances its state and
     /// idle timer, and says how to rewrite the packet. `None` if no live
     /// flow matches.
-    pub fn track(&self, key: &FlowKey, bytes: usize, flags: u8, now: Timestamp) -> Option<Hit> {
-        let mut map = lock(self.shard(key));
-        self.with_live(&mut map, key, now, |e, dir, st| {
-            self.account(e, dir, st, bytes, flags, now);
-            e.hit(dir, st)
-        })
+    #[inline]
+    pub fn track(&mut self, key: &FlowKey, bytes: usize, flags: u8, now: Timestamp) -> Option<Hit> {
+        let (slot, dir) = self.find(key, now)?;
+        let timeouts = self.timeouts;
+        let e = self.entry_mut(slot);
+        Self::account(&timeouts, e, dir, bytes, flags, now);
+        Some(e.hit(dir))
     }
 
     /// Finds the flow of `key` without counting a packet or refreshing it
     /// (for ICMP errors related to a flow).
-    pub fn lookup(&self, key: &FlowKey, now: Timestamp) -> Option<Hit> {
-        let mut map = lock(self.shard(key));
-        self.with_live(&mut map, key, now, |e, dir, st| e.hit(dir, st))
+    pub fn lookup(&mut self, key: &FlowKey, now: Timestamp) -> Option<Hit> {
+        let (slot, dir) = self.find(key, now)?;
+        Some(self.entry_mut(slot).hit(dir))
     }
 
     /// The flow of `key`, for display.
     pub fn get(&self, key: &FlowKey, now: Timestamp) -> Option<FlowInfo> {
-        let mut map = lock(self.shard(key));
-        self.with_live(&mut map, key, now, |e, _, st| e.info(st))
+        let r = self.index.get(key)?;
+        let e = self.entries[r.slot()].as_ref()?;
+        (!e.is_expired(now)).then(|| e.info())
     }
 
     /// [`track`](Self::track)s the packet if a live flow matches `key`;
     /// otherwise creates a flow whose original tuple is `key`, translated
     /// as `nat` says, and counts the packet in it.
     pub fn track_or_create(
-        &self,
+        &mut self,
         key: &FlowKey,
         nat: NatSpec,
         bytes: usize,
@@ -775,16 +771,9 @@ impl Conntrack {
         if let Some(hit) = self.track(key, bytes, flags, now) {
             return Ok(hit);
         }
-        // Reserve capacity first: a full table refuses without touching
-        // the port allocator.
-        if self
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .is_err()
-        {
-            self.table_full.fetch_add(1, Ordering::Relaxed);
+        // A full table refuses without touching the port allocator.
+        if self.live >= self.capacity {
+            self.table_full += 1;
             return Err(ConntrackError::TableFull {
                 capacity: self.capacity,
             });
@@ -795,92 +784,99 @@ impl Conntrack {
             let (reply, snat_port) = match self.reply_tuple(key, nat, nheld) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.port_exhausted.fetch_add(1, Ordering::Relaxed);
-                    self.live.fetch_sub(1, Ordering::AcqRel);
+                    self.port_exhausted += 1;
                     break Err(ConntrackError::Ports(e));
                 }
             };
-            let initial = self.initial_state(key.proto, flags);
-            let entry = Arc::new(Entry {
-                original: *key,
-                reply,
-                created: now,
-                snat_port,
-                rewrite: [
-                    Rewrite::between(key, &reply.reversed()),
-                    Rewrite::between(&reply, &key.reversed()),
-                ],
-                dead: AtomicBool::new(false),
-                expires: AtomicU64::new(now.saturating_add(self.timeouts.for_state(initial)).0),
-                m: Mutex::new(EntryState {
-                    state: initial,
-                    fin_dir: None,
-                    last_seen: now,
-                    counters: [
-                        Counters {
-                            packets: 1,
-                            bytes: bytes as u64,
-                        },
-                        Counters::default(),
-                    ],
-                }),
-            });
-            match self.insert(&entry, bytes, flags, now) {
-                Insert::Inserted(hit) => {
-                    self.created.fetch_add(1, Ordering::Relaxed);
-                    break Ok(hit);
-                }
-                Insert::Existing(hit) => {
-                    // Another thread created the flow first: undo ours.
-                    self.discard(&entry);
-                    break Ok(hit);
-                }
-                Insert::ReplyTaken => match snat_port {
+            if reply != *key && self.find(&reply, now).is_some() {
+                match snat_port {
                     // Keep the clashing port claimed so the next attempt
                     // gets another one.
                     Some((_, port)) if nheld < SNAT_ATTEMPTS - 1 => {
                         held[nheld] = port;
                         nheld += 1;
+                        continue;
                     }
                     _ => {
-                        self.conflicts.fetch_add(1, Ordering::Relaxed);
-                        self.discard(&entry);
+                        self.conflicts += 1;
+                        if let Some((ip, port)) = snat_port {
+                            self.ports.release_owned(key.proto, ip, port);
+                        }
                         break Err(ConntrackError::Conflict(reply));
                     }
-                },
+                }
             }
+            break Ok(self.insert(key, reply, snat_port, bytes, flags, now));
         };
         if let Some(ip) = nat.snat {
             for &port in &held[..nheld] {
-                self.ports.release(key.proto, ip, port);
+                self.ports.release_owned(key.proto, ip, port);
             }
         }
         result
     }
 
-    /// Drops an entry that never made it into the table, releasing its
-    /// capacity reservation and port.
-    fn discard(&self, entry: &Entry) {
-        let mut st = lock(&entry.m);
-        self.kill(entry, &mut st, false);
-    }
-
-    fn initial_state(&self, proto: Protocol, flags: u8) -> FlowState {
-        match proto {
-            Protocol::Tcp if flags & RST != 0 => FlowState::Tcp(TcpState::Close),
-            Protocol::Tcp if flags & SYN != 0 && flags & ACK == 0 => {
-                FlowState::Tcp(TcpState::SynSent)
+    /// Stores a new flow under both its tuples; the caller checked that
+    /// there is room and that neither tuple is live.
+    fn insert(
+        &mut self,
+        key: &FlowKey,
+        reply: FlowKey,
+        snat_port: Option<(Ipv4Addr, u16)>,
+        bytes: usize,
+        flags: u8,
+        now: Timestamp,
+    ) -> Hit {
+        let initial = initial_state(key.proto, flags);
+        let entry = Entry {
+            original: *key,
+            reply,
+            created: now,
+            snat_port,
+            rewrite: [
+                Rewrite::between(key, &reply.reversed()),
+                Rewrite::between(&reply, &key.reversed()),
+            ],
+            state: initial,
+            fin_dir: None,
+            last_seen: now,
+            expires: now.saturating_add(self.timeouts.for_state(initial)),
+            counters: [
+                Counters {
+                    packets: 1,
+                    bytes: bytes as u64,
+                },
+                Counters::default(),
+            ],
+        };
+        let hit = entry.hit(Direction::Original);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let slot = slot as usize;
+                self.entries[slot] = Some(entry);
+                slot
             }
-            // Mid-stream pick-up (Linux's default nf_conntrack_tcp_loose).
-            Protocol::Tcp => FlowState::Tcp(TcpState::Established),
-            Protocol::Udp => FlowState::Udp { assured: false },
-            Protocol::Icmp => FlowState::Icmp,
+            None => {
+                // live < capacity and no free slot: len < capacity, so
+                // this stays within the reserved capacity.
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        };
+        if reply != *key {
+            self.index
+                .insert(reply, SlotRef::new(slot, Direction::Reply));
         }
+        self.index
+            .insert(*key, SlotRef::new(slot, Direction::Original));
+        self.live += 1;
+        self.created += 1;
+        hit
     }
 
     /// The reply tuple of a new flow, allocating an SNAT port if asked.
     fn reply_tuple(
-        &self,
+        &mut self,
         key: &FlowKey,
         nat: NatSpec,
         attempt: usize,
@@ -893,8 +889,10 @@ impl Conntrack {
         let mut src = key.src;
         let mut snat_port = None;
         if let Some(ip) = nat.snat {
-            let hash = self.hasher.hash_one((key, attempt));
-            let port = self.ports.allocate(key.proto, ip, key.src.port(), hash)?;
+            let hash = self.index.hasher().hash_one((key, attempt));
+            let port = self
+                .ports
+                .allocate_owned(key.proto, ip, key.src.port(), hash)?;
             src = SocketAddrV4::new(ip, port);
             if icmp {
                 dst.set_port(port);
@@ -904,176 +902,84 @@ impl Conntrack {
         Ok((FlowKey::new(key.proto, dst, src), snat_port))
     }
 
-    /// Inserts `entry` under both its tuples. If its original tuple turns
-    /// out to be live already, that flow gets the packet instead and `entry`
-    /// is left out.
-    fn insert(&self, entry: &Arc<Entry>, bytes: usize, flags: u8, now: Timestamp) -> Insert {
-        let (ko, kr) = (entry.original, entry.reply);
-        let (a, b) = (self.shard_index(&ko), self.shard_index(&kr));
-        let first = lock(&self.shards[a.min(b)].map);
-        let second = (a != b).then(|| lock(&self.shards[a.max(b)].map));
-        let (mut orig_map, mut reply_map) = match second {
-            None => (first, None),
-            Some(s) if a < b => (first, Some(s)),
-            Some(s) => (s, Some(first)),
-        };
-        // A packet of an existing flow raced us.
-        if let Some(hit) = self.with_live(&mut orig_map, &ko, now, |e, dir, st| {
-            self.account(e, dir, st, bytes, flags, now);
-            e.hit(dir, st)
-        }) {
-            return Insert::Existing(hit);
-        }
-        if kr != ko {
-            let rmap = match reply_map.as_mut() {
-                Some(m) => &mut **m,
-                None => &mut *orig_map,
-            };
-            if self.with_live(rmap, &kr, now, |_, _, _| ()).is_some() {
-                return Insert::ReplyTaken;
-            }
-            rmap.insert(
-                kr,
-                Slot {
-                    entry: Arc::clone(entry),
-                    dir: Direction::Reply,
-                },
-            );
-        }
-        orig_map.insert(
-            ko,
-            Slot {
-                entry: Arc::clone(entry),
-                dir: Direction::Original,
-            },
-        );
-        let st = lock(&entry.m);
-        Insert::Inserted(entry.hit(Direction::Original, &st))
-    }
-
     /// Removes the flow `key` belongs to (either direction). Returns
-    /// whether a live flow was removed.
-    pub fn remove(&self, key: &FlowKey) -> bool {
-        let entry = {
-            let mut map = lock(self.shard(key));
-            let Some(slot) = map.remove(key) else {
-                return false;
-            };
-            let removed = {
-                let mut st = lock(&slot.entry.m);
-                self.kill(&slot.entry, &mut st, false)
-            };
-            if !removed {
-                return false;
-            }
-            slot.entry
+    /// whether a flow was removed.
+    pub fn remove(&mut self, key: &FlowKey) -> bool {
+        let Some(r) = self.index.get(key).copied() else {
+            return false;
         };
-        let other = entry.key(Direction::Reply);
-        let other = if other == *key { entry.original } else { other };
-        self.remove_slot_of(&other, &entry);
+        self.kill(r.slot(), false);
         true
     }
 
-    /// Removes `key`'s slot if it still points at `entry`.
-    fn remove_slot_of(&self, key: &FlowKey, entry: &Arc<Entry>) {
-        let mut map = lock(self.shard(key));
-        if map.get(key).is_some_and(|s| Arc::ptr_eq(&s.entry, entry)) {
-            map.remove(key);
-        }
-    }
-
     /// Removes at most `budget` expired flows, resuming where the previous
-    /// call stopped and scanning each shard at most once per call. Dead
-    /// slots left behind by earlier removals are dropped on the way
-    /// without counting against the budget.
-    pub fn expire(&self, now: Timestamp, budget: usize) -> ExpireReport {
-        let n = self.shards.len();
+    /// call stopped and scanning each slot at most once per call.
+    pub fn expire(&mut self, now: Timestamp, budget: usize) -> ExpireReport {
         let mut report = ExpireReport::default();
-        let mut idx = self.cursor.load(Ordering::Relaxed) & self.mask;
-        let mut others: Vec<(FlowKey, Arc<Entry>)> = Vec::new();
-        let mut visited = 0;
-        while visited < n && report.removed < budget {
-            let mut done = true;
-            {
-                let mut map = lock(&self.shards[idx].map);
-                map.retain(|key, slot| {
-                    let e = &slot.entry;
-                    if e.dead.load(Ordering::Acquire) {
-                        return false;
-                    }
-                    if !e.is_expired(now) {
-                        return true;
-                    }
-                    if report.removed >= budget {
-                        done = false;
-                        return true;
-                    }
-                    let killed = {
-                        let mut st = lock(&e.m);
-                        // Recheck under the lock: a packet may just have
-                        // refreshed the flow.
-                        e.is_expired(now) && self.kill(e, &mut st, true)
-                    };
-                    if !killed {
-                        return !e.dead.load(Ordering::Acquire);
-                    }
-                    report.removed += 1;
-                    let other = match slot.dir {
-                        Direction::Original => e.reply,
-                        Direction::Reply => e.original,
-                    };
-                    if other != *key {
-                        others.push((other, Arc::clone(e)));
-                    }
-                    false
-                });
-            }
-            for (k, e) in others.drain(..) {
-                self.remove_slot_of(&k, &e);
-            }
-            if !done {
-                break;
-            }
-            report.shards_scanned += 1;
-            visited += 1;
-            idx = (idx + 1) & self.mask;
+        let n = self.entries.len();
+        if n == 0 {
+            return report;
         }
-        self.cursor.store(idx, Ordering::Relaxed);
+        let mut idx = if self.cursor < n { self.cursor } else { 0 };
+        let mut scanned = 0;
+        while scanned < n && report.removed < budget {
+            if self.entries[idx]
+                .as_ref()
+                .is_some_and(|e| e.is_expired(now))
+            {
+                self.kill(idx, true);
+                report.removed += 1;
+            }
+            scanned += 1;
+            idx += 1;
+            if idx == n || idx % self.segment == 0 {
+                report.shards_scanned += 1;
+            }
+            if idx == n {
+                idx = 0;
+            }
+        }
+        self.cursor = idx;
         report
     }
 
     /// Every live flow, sorted by original tuple.
     pub fn snapshot(&self, now: Timestamp) -> Vec<FlowInfo> {
-        let mut out = Vec::with_capacity(self.len());
-        for shard in self.shards.iter() {
-            let map = lock(&shard.map);
-            for slot in map.values() {
-                if slot.dir != Direction::Original {
-                    continue;
-                }
-                let st = lock(&slot.entry.m);
-                if !slot.entry.dead.load(Ordering::Acquire) && !slot.entry.is_expired(now) {
-                    out.push(slot.entry.info(&st));
-                }
-            }
-        }
+        let mut out: Vec<FlowInfo> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| !e.is_expired(now))
+            .map(Entry::info)
+            .collect();
         out.sort_by_key(|f| f.original);
         out
     }
 
-    /// Removes every flow; returns how many live flows there were.
-    pub fn flush(&self) -> usize {
-        let mut n = 0;
-        for shard in self.shards.iter() {
-            let mut map = lock(&shard.map);
-            for (_, slot) in map.drain() {
-                let mut st = lock(&slot.entry.m);
-                if self.kill(&slot.entry, &mut st, false) {
-                    n += 1;
-                }
+    /// Removes every flow; returns how many there were.
+    pub fn flush(&mut self) -> usize {
+        let n = self.live;
+        for e in self.entries.drain(..).flatten() {
+            if let Some((ip, port)) = e.snat_port {
+                self.ports.release_owned(e.original.proto, ip, port);
             }
         }
+        self.free.clear();
+        self.index.clear();
+        self.live = 0;
+        self.cursor = 0;
         n
+    }
+}
+
+fn initial_state(proto: Protocol, flags: u8) -> FlowState {
+    match proto {
+        Protocol::Tcp if flags & RST != 0 => FlowState::Tcp(TcpState::Close),
+        Protocol::Tcp if flags & SYN != 0 && flags & ACK == 0 => FlowState::Tcp(TcpState::SynSent),
+        // Mid-stream pick-up (Linux's default nf_conntrack_tcp_loose).
+        Protocol::Tcp => FlowState::Tcp(TcpState::Established),
+        Protocol::Udp => FlowState::Udp { assured: false },
+        Protocol::Icmp => FlowState::Icmp,
     }
 }
 

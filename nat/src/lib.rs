@@ -6,16 +6,24 @@
 //! - [`flow`]: [`FlowKey`], the protocol + source + destination tuple that
 //!   identifies a session, parsed from raw IPv4 packets. ICMP echo
 //!   sessions are keyed on their query identifier as RFC 5508 describes.
-//! - [`conntrack`]: the sharded connection tracking table (both
-//!   directions of a flow, per-state timeouts, capacity limit,
-//!   incremental expiry, counters).
-//! - [`portalloc`]: lock-free SNAT port allocation with port preservation.
+//! - [`conntrack`]: the connection tracking table (both directions of a
+//!   flow, per-state timeouts, capacity limit, incremental expiry,
+//!   counters). It has a single owner (`&mut self`): no lock, no atomic on
+//!   a lookup, and its storage (a slab of inline entries and an index) is
+//!   allocated for its whole capacity up front, so tracking a packet or
+//!   creating a flow does not allocate, except for a port bitmap the first
+//!   time an external address is used.
+//! - [`portalloc`]: lock-free SNAT port allocation with port preservation
+//!   (atomic bitmaps; through `&mut` the owner also skips the read lock on
+//!   the map of bitmaps).
 //! - [`translate`]: in-place SNAT/DNAT of raw IPv4 packets, including ICMP
 //!   echo, ICMP errors quoting a translated packet, and
 //!   `CHECKSUM_PARTIAL` packets.
 //!
-//! The crate does no I/O and reads no clock: the data path passes packets
-//! and timestamps in.
+//! The crate does no I/O, reads no clock and takes no lock: the data path
+//! passes packets and timestamps in. The port allocator's map of
+//! bitmaps has a `RwLock` for callers that share it by `&`; the conntrack
+//! table reaches it through `&mut` and never locks it.
 //!
 //! A data path uses them per packet like this:
 //!
@@ -24,7 +32,7 @@
 //! use weft_nat::conntrack::{Conntrack, NatSpec, Timestamp};
 //! use weft_nat::translate::{inspect, translate, TranslateOptions};
 //!
-//! let ct = Conntrack::default();
+//! let mut ct = Conntrack::default();
 //! let uplink = Ipv4Addr::new(203, 0, 113, 7);
 //! # let mut packet = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 172, 17, 0, 2,
 //! #     198, 51, 100, 20, 0x9c, 0x40, 0, 53, 0, 8, 0, 0];

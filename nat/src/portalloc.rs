@@ -27,7 +27,10 @@
 //! The bitmaps are arrays of `AtomicU64`: claiming and releasing a port is
 //! one `fetch_or` / `fetch_and`, with no lock. The map from (protocol,
 //! address) to bitmap sits behind a read-mostly `RwLock` that is written
-//! only the first time an external address is seen.
+//! only the first time an external address is seen. An owner with
+//! `&mut` access (the conntrack table) uses [`PortAllocator::allocate_owned`]
+//! and [`PortAllocator::release_owned`], which reach the map through
+//! `RwLock::get_mut`: no lock at all, and no reference count touched.
 //!
 //! When every port is taken, [`PortAllocator::allocate`] fails with
 //! [`PortAllocError::Exhausted`] and [`PortAllocator::exhausted`] counts
@@ -314,6 +317,52 @@ impl PortAllocator {
                 })
             }
         }
+    }
+
+    /// [`allocate`](Self::allocate) through `&mut self`: the pool map is
+    /// reached without locking. Allocates only the first time `(proto,
+    /// ip)` is seen (its bitmap).
+    pub fn allocate_owned(
+        &mut self,
+        proto: Protocol,
+        ip: Ipv4Addr,
+        preferred: u16,
+        hash: u64,
+    ) -> Result<u16, PortAllocError> {
+        let range = self.range;
+        let preserve = self.preserve;
+        let pool = self
+            .pools
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((proto, ip))
+            .or_insert_with(|| Arc::new(Pool::new(range.len())));
+        let first = range.first;
+        if preserve && range.contains(preferred) && pool.claim(usize::from(preferred - first)) {
+            return Ok(preferred);
+        }
+        let start = (hash % range.len() as u64) as usize;
+        match pool.claim_from(start) {
+            // idx < range.len() <= 65535, so the sum fits.
+            Some(idx) => Ok(first + idx as u16),
+            None => {
+                self.exhausted.fetch_add(1, Ordering::Relaxed);
+                Err(PortAllocError::Exhausted { proto, ip, range })
+            }
+        }
+    }
+
+    /// [`release`](Self::release) through `&mut self`, without locking.
+    pub fn release_owned(&mut self, proto: Protocol, ip: Ipv4Addr, port: u16) -> bool {
+        if !self.range.contains(port) {
+            return false;
+        }
+        let first = self.range.first;
+        self.pools
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(proto, ip))
+            .is_some_and(|p| p.release(usize::from(port - first)))
     }
 
     /// Claims exactly `port`; `false` if it is out of range or taken.

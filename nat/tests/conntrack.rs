@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::Duration;
 
 use weft_nat::conntrack::tcp_flags::{ACK, FIN, RST, SYN};
@@ -49,7 +49,7 @@ fn state(ct: &Conntrack, k: &FlowKey, now: Timestamp) -> Option<FlowState> {
 
 #[test]
 fn snat_flow_is_found_from_both_directions() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
     let hit = ct.track_or_create(&k, masq(), 60, 0, t(0)).unwrap();
     assert_eq!(hit.direction, Direction::Original);
@@ -92,7 +92,7 @@ fn snat_flow_is_found_from_both_directions() {
 
 #[test]
 fn dnat_flow_rewrites_destination_and_reply_source() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let published = SocketAddrV4::new(UPLINK, 8080);
     let server = SocketAddrV4::new(host(5), 80);
     let k = FlowKey::new(Protocol::Tcp, SocketAddrV4::new(REMOTE, 51000), published);
@@ -123,7 +123,7 @@ fn dnat_flow_rewrites_destination_and_reply_source() {
 
 #[test]
 fn untranslated_flow_has_identity_rewrite() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Udp, host(2), 1, host(3), 2);
     let hit = ct
         .track_or_create(&k, NatSpec::default(), 1, 0, t(0))
@@ -139,7 +139,7 @@ fn untranslated_flow_has_identity_rewrite() {
 
 #[test]
 fn icmp_echo_identifier_is_allocated_and_mapped() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         port_range: PortRange::new(1000, 1999).unwrap(),
         ..Default::default()
     });
@@ -158,7 +158,7 @@ fn icmp_echo_identifier_is_allocated_and_mapped() {
 
 #[test]
 fn udp_timeouts_unreplied_and_assured() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
     ct.track_or_create(&k, masq(), 1, 0, t(100)).unwrap();
     assert_eq!(
@@ -254,7 +254,7 @@ fn tcp_state_timeouts() {
     ];
     assert_eq!(to.tcp_established, Duration::from_secs(7440));
     for (i, (steps, want, timeout)) in cases.into_iter().enumerate() {
-        let ct = Conntrack::default();
+        let mut ct = Conntrack::default();
         let k = key(Protocol::Tcp, host(2), 40000 + i as u16, REMOTE, 443);
         let hit = ct.track_or_create(&k, masq(), 60, SYN, t(0)).unwrap();
         let mut now = t(0);
@@ -284,7 +284,7 @@ fn tcp_state_timeouts() {
 
 #[test]
 fn configurable_timeouts_and_midstream_pickup() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         timeouts: Timeouts {
             tcp_established: Duration::from_secs(5),
             ..Default::default()
@@ -301,7 +301,7 @@ fn configurable_timeouts_and_midstream_pickup() {
 
 #[test]
 fn tcp_port_reuse_from_time_wait() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Tcp, host(2), 40000, REMOTE, 443);
     let hit = ct.track_or_create(&k, masq(), 1, SYN, t(0)).unwrap();
     ct.track(&hit.reply, 1, RST, t(1)).unwrap();
@@ -313,7 +313,7 @@ fn tcp_port_reuse_from_time_wait() {
 
 #[test]
 fn table_full_refuses_new_flows_but_existing_ones_keep_working() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         capacity: 3,
         shards: 2,
         ..Default::default()
@@ -359,7 +359,7 @@ fn table_full_refuses_new_flows_but_existing_ones_keep_working() {
 
 #[test]
 fn expire_respects_budget_and_resumes() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         shards: 4,
         ..Default::default()
     });
@@ -402,7 +402,7 @@ fn expire_respects_budget_and_resumes() {
 
 #[test]
 fn expired_flows_are_absent_before_expire_runs_and_lookup_reaps_them() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
     let hit = ct.track_or_create(&k, masq(), 1, 0, t(0)).unwrap();
     assert_eq!(ct.len(), 1);
@@ -419,7 +419,7 @@ fn expired_flows_are_absent_before_expire_runs_and_lookup_reaps_them() {
 
 #[test]
 fn lookup_does_not_refresh_or_count() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let k = key(Protocol::Udp, host(2), 40000, REMOTE, 53);
     let hit = ct.track_or_create(&k, masq(), 1, 0, t(0)).unwrap();
     assert_eq!(
@@ -434,7 +434,8 @@ fn lookup_does_not_refresh_or_count() {
 
 #[test]
 fn twenty_endpoints_connecting_at_once_get_distinct_ports() {
-    let ct = Conntrack::default();
+    // The table has one owner; threads share it behind a mutex.
+    let ct = Mutex::new(Conntrack::default());
     let hits: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..20u8)
             .map(|i| {
@@ -442,7 +443,7 @@ fn twenty_endpoints_connecting_at_once_get_distinct_ports() {
                 // Every endpoint uses the same source port: preservation can
                 // only win once.
                 s.spawn(move || {
-                    ct.track_or_create(
+                    ct.lock().unwrap().track_or_create(
                         &key(Protocol::Tcp, host(10 + i), 45000, REMOTE, 443),
                         masq(),
                         60,
@@ -459,12 +460,12 @@ fn twenty_endpoints_connecting_at_once_get_distinct_ports() {
     assert!(ports.contains(&45000));
     assert!(ports.iter().all(|p| PortRange::default().contains(*p)));
     assert!(hits.iter().all(|h| *h.reply.dst.ip() == UPLINK));
-    assert_eq!(ct.len(), 20);
+    assert_eq!(ct.lock().unwrap().len(), 20);
 }
 
 #[test]
 fn port_exhaustion_is_an_error_and_counted() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         port_range: PortRange::new(5000, 5002).unwrap(),
         ..Default::default()
     });
@@ -509,7 +510,7 @@ fn port_exhaustion_is_an_error_and_counted() {
 /// is skipped.
 #[test]
 fn snat_skips_ports_whose_reply_tuple_is_taken() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let mut ct = Conntrack::new(ConntrackConfig {
         port_range: PortRange::new(8080, 8081).unwrap(),
         ..Default::default()
     });
@@ -547,7 +548,7 @@ fn snat_skips_ports_whose_reply_tuple_is_taken() {
 
 #[test]
 fn snapshot_and_flush() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let a = key(Protocol::Tcp, host(2), 40000, REMOTE, 443);
     let b = key(Protocol::Udp, host(3), 40001, REMOTE, 53);
     ct.track_or_create(&a, masq(), 60, SYN, t(10)).unwrap();
@@ -576,11 +577,11 @@ fn snapshot_and_flush() {
 /// consistent (every port accounted for, counts match).
 #[test]
 fn concurrent_hammering() {
-    let ct = Conntrack::new(ConntrackConfig {
+    let ct = Mutex::new(Conntrack::new(ConntrackConfig {
         capacity: 10_000,
         shards: 16,
         ..Default::default()
-    });
+    }));
     let misses = AtomicUsize::new(0);
     let barrier = Barrier::new(4);
     std::thread::scope(|s| {
@@ -592,14 +593,21 @@ fn concurrent_hammering() {
                     let mut replies = Vec::new();
                     for i in 0..500u16 {
                         let k = key(Protocol::Udp, host(th + 1), 1000 + i, REMOTE, 53);
-                        let hit = ct.track_or_create(&k, masq(), 10, 0, now).unwrap();
+                        let hit = ct
+                            .lock()
+                            .unwrap()
+                            .track_or_create(&k, masq(), 10, 0, now)
+                            .unwrap();
                         replies.push(hit.reply);
                         // A second thread shares some flows.
                         let shared = key(Protocol::Tcp, host(100), i, REMOTE, 80);
-                        ct.track_or_create(&shared, masq(), 10, ACK, now).unwrap();
+                        ct.lock()
+                            .unwrap()
+                            .track_or_create(&shared, masq(), 10, ACK, now)
+                            .unwrap();
                     }
                     for r in &replies {
-                        if ct.track(r, 10, 0, now).is_none() {
+                        if ct.lock().unwrap().track(r, 10, 0, now).is_none() {
                             misses.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -607,12 +615,13 @@ fn concurrent_hammering() {
                     // expired; wait
                     // until every thread is done with this round's flows.
                     barrier.wait();
-                    ct.expire(now, 64);
+                    ct.lock().unwrap().expire(now, 64);
                 }
             });
         }
     });
     assert_eq!(misses.load(Ordering::Relaxed), 0);
+    let mut ct = ct.into_inner().unwrap();
     // Drain whatever is left expired, then check the books balance.
     let now = t(410);
     while ct.expire(now, 1000).removed > 0 {}

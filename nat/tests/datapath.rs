@@ -27,7 +27,7 @@ fn policy(dst: SocketAddrV4, src: SocketAddrV4) -> NatSpec {
 }
 
 /// One packet through the NAT; `None` if dropped.
-fn forward(ct: &Conntrack, mut packet: Vec<u8>, now: Timestamp) -> Option<Vec<u8>> {
+fn forward(ct: &mut Conntrack, mut packet: Vec<u8>, now: Timestamp) -> Option<Vec<u8>> {
     let info = inspect(&packet).ok()?;
     let hit = if info.icmp_error {
         ct.lookup(&info.key, now)?
@@ -69,37 +69,37 @@ fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
 
 #[test]
 fn masquerade_session() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let now = Timestamp::from_secs(1);
-    let out = forward(&ct, tcp(CONTAINER, 45000, SERVER, 443, SYN), now).unwrap();
+    let out = forward(&mut ct, tcp(CONTAINER, 45000, SERVER, 443, SYN), now).unwrap();
     assert_eq!(out, tcp(UPLINK.octets(), 45000, SERVER, 443, SYN));
     let back = forward(
-        &ct,
+        &mut ct,
         tcp(SERVER, 443, UPLINK.octets(), 45000, SYN | ACK),
         now,
     )
     .unwrap();
     assert_eq!(back, tcp(SERVER, 443, CONTAINER, 45000, SYN | ACK));
-    forward(&ct, tcp(CONTAINER, 45000, SERVER, 443, ACK), now).unwrap();
+    forward(&mut ct, tcp(CONTAINER, 45000, SERVER, 443, ACK), now).unwrap();
     let snap = ct.snapshot(now);
     assert_eq!(snap.len(), 1);
     assert_eq!(snap[0].state, FlowState::Tcp(TcpState::Established));
     // Unsolicited packet to the uplink: dropped.
-    assert!(forward(&ct, tcp(SERVER, 443, UPLINK.octets(), 45001, SYN), now).is_none());
+    assert!(forward(&mut ct, tcp(SERVER, 443, UPLINK.octets(), 45001, SYN), now).is_none());
 }
 
 #[test]
 fn port_unreachable_for_masqueraded_udp_reaches_the_container() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let now = Timestamp::from_secs(1);
-    let sent = forward(&ct, udp(CONTAINER, 45353, SERVER, 53), now).unwrap();
+    let sent = forward(&mut ct, udp(CONTAINER, 45353, SERVER, 53), now).unwrap();
     assert_eq!(sent, udp(UPLINK.octets(), 45353, SERVER, 53));
     let mut err = Vec::new();
     PacketBuilder::ipv4(SERVER, UPLINK.octets(), 64)
         .icmpv4_raw(3, 3, [0; 4])
         .write(&mut err, &sent)
         .unwrap();
-    let inside = forward(&ct, err, now).unwrap();
+    let inside = forward(&mut ct, err, now).unwrap();
     let mut want = Vec::new();
     PacketBuilder::ipv4(SERVER, CONTAINER, 64)
         .icmpv4_raw(3, 3, [0; 4])
@@ -113,14 +113,14 @@ fn port_unreachable_for_masqueraded_udp_reaches_the_container() {
 
 #[test]
 fn published_port() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let now = Timestamp::from_secs(1);
-    let inb = forward(&ct, tcp(CLIENT, 51000, UPLINK.octets(), 8080, SYN), now).unwrap();
+    let inb = forward(&mut ct, tcp(CLIENT, 51000, UPLINK.octets(), 8080, SYN), now).unwrap();
     assert_eq!(inb, tcp(CLIENT, 51000, CONTAINER, 80, SYN));
     // The container answers from :80; the client sees UPLINK:8080. The
     // reply matches the flow (Reply direction), so the policy's
     // masquerade for bridge sources does not create a second flow.
-    let out = forward(&ct, tcp(CONTAINER, 80, CLIENT, 51000, SYN | ACK), now).unwrap();
+    let out = forward(&mut ct, tcp(CONTAINER, 80, CLIENT, 51000, SYN | ACK), now).unwrap();
     assert_eq!(out, tcp(UPLINK.octets(), 8080, CLIENT, 51000, SYN | ACK));
     assert_eq!(ct.len(), 1);
     let hit = ct
@@ -136,14 +136,14 @@ fn published_port() {
 
 #[test]
 fn ping_through_masquerade() {
-    let ct = Conntrack::default();
+    let mut ct = Conntrack::default();
     let now = Timestamp::from_secs(1);
     let mut req = Vec::new();
     PacketBuilder::ipv4(CONTAINER, SERVER, 64)
         .icmpv4_echo_request(0x0042, 1)
         .write(&mut req, b"ping")
         .unwrap();
-    let out = forward(&ct, req, now).unwrap();
+    let out = forward(&mut ct, req, now).unwrap();
     let id = u16::from_be_bytes([out[24], out[25]]);
     assert_eq!(&out[12..16], &UPLINK.octets());
     let mut rep = Vec::new();
@@ -151,7 +151,7 @@ fn ping_through_masquerade() {
         .icmpv4_echo_reply(id, 1)
         .write(&mut rep, b"ping")
         .unwrap();
-    let back = forward(&ct, rep, now).unwrap();
+    let back = forward(&mut ct, rep, now).unwrap();
     let mut want = Vec::new();
     PacketBuilder::ipv4(SERVER, CONTAINER, 64)
         .icmpv4_echo_reply(0x0042, 1)

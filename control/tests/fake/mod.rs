@@ -29,7 +29,6 @@ use weft_control::{
 use weft_datapath::port::{Offload, PacketBuf, Port, PortCapabilities};
 use weft_datapath::{Command, DatapathError};
 use weft_nat::conntrack::FlowInfo;
-use weft_nat::Timestamp;
 use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::mac_table::Learned;
@@ -96,6 +95,8 @@ pub fn kind(command: &Command) -> &'static str {
         Command::DumpNeighbors { .. } => "DumpNeighbors",
         Command::SetAging(_) => "SetAging",
         Command::DumpFdb { .. } => "DumpFdb",
+        Command::DumpConntrack { .. } => "DumpConntrack",
+        Command::FlushConntrack { .. } => "FlushConntrack",
     }
 }
 
@@ -256,6 +257,12 @@ impl FakeDatapath {
             Command::DumpFdb { reply, .. } => {
                 let _ = reply.send(self.fdb.lock().unwrap().clone());
             }
+            Command::DumpConntrack { reply } => {
+                let _ = reply.send(Vec::new());
+            }
+            Command::FlushConntrack { reply } => {
+                let _ = reply.send(std::mem::take(&mut *self.flows.lock().unwrap()));
+            }
         }
         Ok(())
     }
@@ -295,7 +302,7 @@ impl Datapath for &FakeDatapath {
         &self.counters
     }
 
-    fn conntrack_snapshot(&self, _now: Timestamp) -> Result<Vec<FlowInfo>, DatapathError> {
+    fn conntrack_snapshot(&self) -> Result<Vec<FlowInfo>, DatapathError> {
         Ok(Vec::new())
     }
 

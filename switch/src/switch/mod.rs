@@ -170,15 +170,12 @@ pub struct Switch {
 
 impl Switch {
     pub fn new(counters: Arc<SwitchCounters>) -> Self {
-        Self::with_conntrack(counters, Arc::new(weft_nat::Conntrack::default()))
+        Self::with_conntrack(counters, weft_nat::Conntrack::default())
     }
 
-    /// A switch whose NAT uses `conntrack` (shared with the control plane,
-    /// which lists and flushes it).
-    pub fn with_conntrack(
-        counters: Arc<SwitchCounters>,
-        conntrack: Arc<weft_nat::Conntrack>,
-    ) -> Self {
+    /// A switch whose NAT uses `conntrack`. The switch owns the table; the
+    /// control plane lists and flushes it through the datapath's commands.
+    pub fn with_conntrack(counters: Arc<SwitchCounters>, conntrack: weft_nat::Conntrack) -> Self {
         Switch {
             nat: nat::NatState::new(conntrack),
             networks: Vec::new(),

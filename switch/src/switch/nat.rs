@@ -20,7 +20,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -116,7 +116,8 @@ struct Service {
 
 /// The switch's NAT state.
 pub(super) struct NatState {
-    conntrack: Arc<Conntrack>,
+    /// Owned by the switch (so by the datapath worker): no lock.
+    conntrack: Conntrack,
     uplink: Option<(UplinkConfig, NeighborTable)>,
     /// (protocol, host port) → endpoint.
     published: FxHashMap<(Protocol, u16), SocketAddrV4>,
@@ -136,7 +137,7 @@ pub fn conntrack_time(now: Instant) -> Timestamp {
 }
 
 impl NatState {
-    pub(super) fn new(conntrack: Arc<Conntrack>) -> Self {
+    pub(super) fn new(conntrack: Conntrack) -> Self {
         NatState {
             conntrack,
             uplink: None,
@@ -173,9 +174,15 @@ fn flow_hash(key: &FlowKey) -> u64 {
 }
 
 impl Switch {
-    /// The connection tracking table, shared with the control plane.
-    pub fn conntrack(&self) -> &Arc<Conntrack> {
+    /// The connection tracking table. The switch owns it; the datapath's
+    /// control plane reaches it through commands.
+    pub fn conntrack(&self) -> &Conntrack {
         &self.nat.conntrack
+    }
+
+    /// The connection tracking table, to flush or remove flows.
+    pub fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.nat.conntrack
     }
 
     /// Attaches (or replaces) the uplink.
@@ -266,7 +273,7 @@ impl Switch {
         let Ok(info) = inspect(packet) else {
             return Ok(None);
         };
-        let ct = &self.nat.conntrack;
+        let ct = &mut self.nat.conntrack;
         let hit = if info.icmp_error {
             ct.lookup(&info.key, ts)
         } else {
