@@ -85,20 +85,6 @@ pub fn host_exec(args: &[&str]) -> Output {
     run_timeout(&mut cmd, CMD_TIMEOUT)
 }
 
-/// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `sha256sum FILE` → hex digest (bounded to 120 s).
 pub fn sha256(path: &Path) -> String {
     let out = run_timeout(

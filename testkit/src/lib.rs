@@ -48,12 +48,14 @@ mod daemon;
 mod names;
 mod netns;
 mod process;
+mod wait;
 
-pub use cmd::{describe, host_exec, run_timeout, sha256, text, wait_for, CMD_TIMEOUT};
+pub use cmd::{describe, host_exec, run_timeout, sha256, text, CMD_TIMEOUT};
 pub use daemon::Daemon;
 pub use names::{addr, name_prefix, next_id, subnet, unique_name, TempDir};
 pub use netns::{enter_netns, netns_list, spawn_in_netns, Netns};
 pub use process::{kill_group, process_exists, Bg};
+pub use wait::wait_for;
 
 /// Whether the tests run as root (needed for namespaces, TAPs, raw sockets).
 pub fn is_root() -> bool {

@@ -12,9 +12,10 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cmd::{describe, host_exec, run_timeout, text, wait_for, CMD_TIMEOUT};
+use crate::cmd::{describe, host_exec, run_timeout, text, CMD_TIMEOUT};
 use crate::names::unique_name;
 use crate::process::{protected, Bg};
+use crate::wait::wait_for;
 
 /// A network namespace `weft-t<pid>-<counter>-<tag>` with `lo` up. Dropping
 /// it kills every process inside it (except daemons a [`Daemon`] guards;

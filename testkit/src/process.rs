@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cmd::wait_for;
+use crate::wait::wait_for;
 
 /// Pids of daemons started by this process; a [`Netns`](crate::Netns)
 /// never kills them even if one of their threads sits in its namespace.
