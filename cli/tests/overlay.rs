@@ -17,7 +17,6 @@ mod common;
 use std::fs::File;
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -203,41 +202,11 @@ fn in_netns<T: Send + 'static>(
         .unwrap_or_else(|e| panic!("in namespace {}: {e}", ns.name))
 }
 
-/// `ethtool -K IF tx off` inside `ns`, through the legacy ETHTOOL_STXCSUM
-/// ioctl so that the tests need no ethtool binary.
+/// `ethtool -K IF tx off` inside `ns`.
 fn tx_checksum_off(ns: &Netns, ifname: &str) {
-    /// `struct ethtool_value` of linux/ethtool.h.
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
     let ifname = ifname.to_string();
     in_netns(ns, move || {
-        let sock = UdpSocket::bind("0.0.0.0:0")?;
-        let mut value = EthtoolValue {
-            cmd: ETHTOOL_STXCSUM,
-            data: 0,
-        };
-        let mut req = libc::ifreq {
-            ifr_name: [0; libc::IFNAMSIZ],
-            ifr_ifru: libc::__c_anonymous_ifr_ifru {
-                ifru_data: (&mut value as *mut EthtoolValue).cast(),
-            },
-        };
-        assert!(ifname.len() < req.ifr_name.len(), "interface name too long");
-        for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        // There is no safe wrapper for the SIOCETHTOOL ioctl.
-        // SAFETY: `req` names the interface (NUL-terminated, zeroed above)
-        // and points at `value`, both alive for the call; the fd is open.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        weft_os::ethtool::set_tx_checksum(&ifname, false)
     });
 }
 

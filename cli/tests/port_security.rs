@@ -9,12 +9,10 @@ mod common;
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::net::if_::if_nametoindex;
-use nix::sys::socket::{send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
+use weft_os::packet::PacketSocket;
 
 use common::*;
 
@@ -29,46 +27,15 @@ fn send_raw(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) -> Vec<io::Result<us
     spawn_in_netns(
         ns_path.clone(),
         move || -> io::Result<Vec<io::Result<usize>>> {
-            let ifindex = if_nametoindex(ifname.as_str()).map_err(|e| {
+            let sock = PacketSocket::open(&ifname).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("no interface {ifname} in {}: {e}", ns_path.display()),
+                    format!("no packet socket on {ifname} in {}: {e}", ns_path.display()),
                 )
             })?;
-            // Protocol 0: this socket only sends, it receives nothing.
-            let sock = socket(
-                AddressFamily::Packet,
-                SockType::Raw,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
-            let sll = libc::sockaddr_ll {
-                sll_family: libc::AF_PACKET as u16,
-                sll_protocol: 0,
-                sll_ifindex: ifindex as i32,
-                sll_hatype: 0,
-                sll_pkttype: 0,
-                sll_halen: 0,
-                sll_addr: [0; 8],
-            };
-            // nix has no safe constructor for a `sockaddr_ll` to bind to.
-            // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its
-            // size; the socket fd is open.
-            let rc = unsafe {
-                libc::bind(
-                    sock.as_raw_fd(),
-                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
             let results = frames
                 .iter()
-                .map(|frame| {
-                    send(sock.as_raw_fd(), frame, MsgFlags::empty()).map_err(io::Error::from)
-                })
+                .map(|frame| sock.send(frame).map(|()| frame.len()))
                 .collect();
             Ok(results)
         },

@@ -27,6 +27,7 @@
 //! inside a namespace stay bound to it and can be used from any thread.
 
 mod cmsg;
+pub mod ethtool;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
