@@ -6,10 +6,10 @@
 //! datapath, and publishes its ports; when a later step fails, every earlier
 //! one is undone, so nothing of a refused attach remains.
 
+use crate::ipam::parse_addr;
 use weft_api::{EndpointInfo, ErrorKind};
 use weft_datapath::Command;
 use weft_switch::counters::PortCounters;
-use weft_switch::ipam::parse_addr;
 use weft_switch::switch::PortConfig;
 use weft_switch::wire::{stable_hash, MacAddr, MacParseError};
 

@@ -1,8 +1,8 @@
 //! Building the API's errors: each says what was wrong and what to do.
 
+use crate::ipam::IpamError;
 use weft_api::{ApiError, ErrorKind};
 use weft_datapath::DatapathError;
-use weft_switch::ipam::IpamError;
 
 /// Longest network, endpoint, service or alias name.
 pub const MAX_NAME_LEN: usize = 64;

@@ -24,6 +24,7 @@
 
 pub mod dns;
 pub mod error;
+pub mod ipam;
 pub mod persist;
 pub mod ports;
 

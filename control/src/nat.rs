@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ipam::parse_addr;
 use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
 use weft_datapath::Command;
 use weft_nat::Protocol;
 use weft_switch::counters::PortCounters;
-use weft_switch::ipam::parse_addr;
 use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
 use weft_switch::wire::{stable_hash, MacAddr};
 
@@ -92,7 +92,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             }
             None => None,
         };
-        if let Some(net) = self.networks.values().find(|n| n.subnet.contains(ip)) {
+        if let Some(net) = self.networks.values().find(|n| n.subnet.contains(&ip)) {
             return Err(err(
                 ErrorKind::Conflict,
                 format!("{ip} is inside network `{}`: the uplink address must be outside weft's networks", net.name),

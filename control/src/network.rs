@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::ipam::{parse_addr, parse_subnet, Pool, SubnetExt};
 use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
 use weft_datapath::Command;
-use weft_switch::ipam::{parse_addr, Ipv4Net, Pool};
 use weft_switch::switch::NetworkConfig;
 use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
@@ -129,8 +129,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 format!("a network named `{name}` already exists: pick another name or remove it with `weft network rm {name}`"),
             ));
         }
-        let subnet: Ipv4Net = spec.subnet.parse().map_err(ipam_error)?;
-        if let Some(other) = self.networks.values().find(|n| n.subnet.overlaps(subnet)) {
+        let subnet = parse_subnet(&spec.subnet).map_err(ipam_error)?;
+        if let Some(other) = self.networks.values().find(|n| n.subnet.overlaps(&subnet)) {
             return Err(err(
                 ErrorKind::Conflict,
                 format!(
@@ -170,7 +170,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         }
         let mut pool = match &spec.ip_range {
             Some(text) => {
-                let range: Ipv4Net = text.parse().map_err(ipam_error)?;
+                let range = parse_subnet(text).map_err(ipam_error)?;
                 Pool::with_range(subnet, range).map_err(ipam_error)?
             }
             None => Pool::new(subnet),

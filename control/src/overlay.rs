@@ -10,10 +10,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 
+use crate::ipam::parse_addr;
 use weft_api::{ErrorKind, NeighborEntry, PeerInfo, StaticMac, StaticNeighbor};
 use weft_datapath::Command;
 use weft_switch::counters::PortCounters;
-use weft_switch::ipam::parse_addr;
 use weft_switch::switch::TunnelConfig;
 use weft_vtep::{Vni, VXLAN_UDP_PORT};
 

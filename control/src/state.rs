@@ -13,10 +13,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::ipam::Pool;
+use ipnet::Ipv4Net;
 use weft_api::{ApiError, EndpointInfo, ErrorKind, NetworkInfo, PortStats};
 use weft_nat::Protocol;
 use weft_switch::counters::PortCounters;
-use weft_switch::ipam::{Ipv4Net, Pool};
 use weft_switch::switch::LoadBalance;
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
@@ -76,13 +77,13 @@ impl Network {
     pub fn info(&self) -> NetworkInfo {
         NetworkInfo {
             name: self.name.clone(),
-            subnet: api_net(self.subnet),
+            subnet: self.subnet,
             gateway: self.gateway,
             gateway_mac: self.gateway_mac.to_string(),
             mtu: self.mtu,
             internal: self.internal,
             vni: self.vni.map(Vni::get),
-            ip_range: self.pool.range().map(api_net),
+            ip_range: self.pool.range(),
             endpoints: self.endpoints.len(),
             free_addresses: self.pool.free_count(),
         }
@@ -453,9 +454,4 @@ pub fn port_stats(
         tx_bytes: snap.tx_bytes,
         drops: snap.drops_by_name(),
     }
-}
-
-/// A subnet as the API reports it.
-pub fn api_net(net: Ipv4Net) -> weft_api::Ipv4Net {
-    weft_api::Ipv4Net::new(net.network(), net.prefix_len()).expect("a valid prefix")
 }

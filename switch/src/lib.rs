@@ -13,7 +13,6 @@
 pub mod counters;
 pub mod frame;
 pub mod gateway;
-pub mod ipam;
 pub mod mac_table;
 pub mod neighbor;
 pub mod offload;

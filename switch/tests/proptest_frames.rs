@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use etherparse::{ArpHardwareId, PacketBuilder};
 use etherparse::{ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header};
+use ipnet::Ipv4Net;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::ipam::Ipv4Net;
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
 use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};

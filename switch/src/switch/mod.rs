@@ -38,7 +38,6 @@ use rustc_hash::FxHashMap;
 use crate::counters::{DropReason, SwitchCounters};
 use crate::frame::{Offload, NO_OFFLOAD};
 use crate::gateway::{self, RateLimiter};
-use crate::ipam::Ipv4Net;
 use crate::mac_table::{LearnOutcome, Learned, MacTable, DEFAULT_AGING, DEFAULT_CAPACITY};
 use crate::neighbor::{Neighbor, NeighborTable};
 use crate::wire::{
@@ -46,6 +45,7 @@ use crate::wire::{
     ETHERTYPE_VLAN, ETH_HEADER_LEN,
 };
 use crate::{NetworkId, PortId};
+use ipnet::Ipv4Net;
 
 /// Where the core sends the frames it forwards or originates.
 pub trait Transmit {
@@ -203,7 +203,11 @@ impl Switch {
         if self.network(cfg.id).is_some() {
             return Err(ConfigError::DuplicateNetwork(cfg.id));
         }
-        if self.subnets.iter().any(|(s, _)| s.overlaps(cfg.subnet)) {
+        if self
+            .subnets
+            .iter()
+            .any(|(s, _)| s.contains(&cfg.subnet.network()) || cfg.subnet.contains(&s.network()))
+        {
             return Err(ConfigError::Overlap(cfg.subnet));
         }
         let index = cfg.id.0 as usize;
@@ -430,7 +434,7 @@ impl Switch {
             .subnets
             .partition_point(|(s, _)| u32::from(s.network()) <= key);
         let (subnet, id) = *self.subnets.get(idx.checked_sub(1)?)?;
-        subnet.contains(ip).then_some(id)
+        subnet.contains(&ip).then_some(id)
     }
 
     /// The MAC bound to `ip` in `net`: a local endpoint's, or a neighbour's.
@@ -564,7 +568,7 @@ impl Switch {
                 }
                 let a = &frame[ETH_HEADER_LEN..];
                 let (sha, spa) = (MacAddr::read(a, arp::SHA), read_ipv4(a, arp::SPA));
-                if sha.is_unicast() && subnet.is_host(spa) && spa != gateway_ip {
+                if sha.is_unicast() && is_host(&subnet, spa) && spa != gateway_ip {
                     if let Some(net) = self.network_mut(tunnel.network) {
                         net.neighbors.learn(spa, sha, now);
                     }
@@ -664,4 +668,10 @@ fn check_arp(frame: &[u8], port: &PortConfig) -> Result<(), DropReason> {
         return Err(DropReason::SpoofedSourceIp);
     }
     Ok(())
+}
+
+/// Whether `ip` is a host address of `subnet` (not its network or
+/// broadcast address).
+fn is_host(subnet: &Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
 }

@@ -1,4 +1,4 @@
-//! IPv4 subnets and address pools (IP address management).
+//! IPv4 subnets and address pools (IP address management), on `ipnet`.
 //!
 //! A subnet's first address is the network address and its last the directed
 //! broadcast address (RFC 919, RFC 922); neither is handed out. The gateway
@@ -6,9 +6,9 @@
 //! open; Docker and most home routers use `.1`).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
+
+use ipnet::Ipv4Net;
 
 /// Errors about subnets and addresses; each says what was wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,106 +35,67 @@ pub enum IpamError {
     RangeOutsideSubnet { range: Ipv4Net, subnet: Ipv4Net },
 }
 
-/// An IPv4 subnet: a network address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
-    prefix_len: u8,
+/// Reads a subnet as `ADDRESS/PREFIX`: a prefix of /8 to /30 (room for a
+/// gateway and at least one endpoint) and no host bits set.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net, IpamError> {
+    let bad = || IpamError::BadCidr(s.to_string());
+    let (addr, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    subnet(addr, prefix)
 }
 
-impl Ipv4Net {
-    /// A subnet whose host bits must be zero.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, IpamError> {
-        if prefix_len > 30 {
-            return Err(IpamError::PrefixTooLong(prefix_len));
-        }
-        if prefix_len < 8 {
-            return Err(IpamError::PrefixTooShort(prefix_len));
-        }
-        let net = Ipv4Net {
-            addr: Ipv4Addr::from(u32::from(addr) & mask(prefix_len)),
-            prefix_len,
-        };
-        if net.addr != addr {
-            return Err(IpamError::HostBitsSet {
-                given: format!("{addr}/{prefix_len}"),
-                suggested: net,
-            });
-        }
-        Ok(net)
+/// A subnet whose host bits must be zero, of /8 to /30.
+pub fn subnet(addr: Ipv4Addr, prefix_len: u8) -> Result<Ipv4Net, IpamError> {
+    if prefix_len > 30 {
+        return Err(IpamError::PrefixTooLong(prefix_len));
+    }
+    if prefix_len < 8 {
+        return Err(IpamError::PrefixTooShort(prefix_len));
+    }
+    let net = Ipv4Net::new(addr, prefix_len).map_err(|_| IpamError::PrefixTooLong(prefix_len))?;
+    if net.network() != addr {
+        return Err(IpamError::HostBitsSet {
+            given: format!("{addr}/{prefix_len}"),
+            suggested: net.trunc(),
+        });
+    }
+    Ok(net)
+}
+
+/// What IP address management asks of a subnet beyond `ipnet`'s own.
+pub trait SubnetExt {
+    /// First address after the network address (the default gateway).
+    fn first_host(&self) -> Ipv4Addr;
+    /// Last address before the broadcast address.
+    fn last_host(&self) -> Ipv4Addr;
+    /// Whether `ip` is a usable host address (not network or broadcast).
+    fn is_host(&self, ip: Ipv4Addr) -> bool;
+    /// Whether the two subnets share an address.
+    fn overlaps(&self, other: &Ipv4Net) -> bool;
+}
+
+impl SubnetExt for Ipv4Net {
+    fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) + 1)
     }
 
-    pub fn network(self) -> Ipv4Addr {
-        self.addr
-    }
-
-    pub fn prefix_len(self) -> u8 {
-        self.prefix_len
-    }
-
-    pub fn broadcast(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix_len))
-    }
-
-    /// First address after the network address.
-    pub fn first_host(self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) + 1)
-    }
-
-    pub fn last_host(self) -> Ipv4Addr {
+    fn last_host(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.broadcast()) - 1)
     }
 
-    #[inline]
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix_len) == u32::from(self.addr)
+    fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(&ip) && ip != self.network() && ip != self.broadcast()
     }
 
-    pub fn overlaps(self, other: Ipv4Net) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
-    }
-
-    /// Whether `ip` is a usable host address (not network or broadcast).
-    pub fn is_host(self, ip: Ipv4Addr) -> bool {
-        self.contains(ip) && ip != self.addr && ip != self.broadcast()
-    }
-
-    /// Number of usable host addresses.
-    pub fn host_count(self) -> u64 {
-        (1u64 << (32 - self.prefix_len)) - 2
-    }
-}
-
-#[inline]
-fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix_len)
-    }
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = IpamError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || IpamError::BadCidr(s.to_string());
-        let (addr, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if prefix > 32 {
-            return Err(bad());
-        }
-        Ipv4Net::new(addr, prefix)
+    fn overlaps(&self, other: &Ipv4Net) -> bool {
+        self.contains(&other.network()) || other.contains(&self.network())
     }
 }
 
@@ -169,7 +130,7 @@ impl Pool {
 
     /// A pool that hands out addresses from `range` only.
     pub fn with_range(subnet: Ipv4Net, range: Ipv4Net) -> Result<Self, IpamError> {
-        if !subnet.contains(range.network()) || !subnet.contains(range.broadcast()) {
+        if !subnet.contains(&range.network()) || !subnet.contains(&range.broadcast()) {
             return Err(IpamError::RangeOutsideSubnet { range, subnet });
         }
         Ok(Pool {
@@ -202,7 +163,7 @@ impl Pool {
 
     /// Checks that `addr` could be reserved, without reserving it.
     pub fn check(&self, addr: Ipv4Addr) -> Result<(), IpamError> {
-        if !self.subnet.contains(addr) {
+        if !self.subnet.contains(&addr) {
             return Err(IpamError::OutsideSubnet {
                 addr,
                 subnet: self.subnet,
@@ -280,7 +241,7 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
+        parse_subnet(s).unwrap()
     }
 
     #[test]
@@ -297,24 +258,24 @@ mod tests {
             "10.0.0/24",
             "10.0.0.0/+4",
         ] {
-            let err = bad.parse::<Ipv4Net>().unwrap_err();
+            let err = parse_subnet(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
         assert_eq!(
-            "10.0.0.5/24".parse::<Ipv4Net>().unwrap_err().to_string(),
+            parse_subnet("10.0.0.5/24").unwrap_err().to_string(),
             "`10.0.0.5/24` has host bits set: did you mean 10.0.0.0/24?"
         );
         assert!(matches!(
-            "10.0.0.0/31".parse::<Ipv4Net>(),
+            parse_subnet("10.0.0.0/31"),
             Err(IpamError::PrefixTooLong(31))
         ));
     }
 
     #[test]
     fn overlap_detection() {
-        assert!(net("10.0.0.0/16").overlaps(net("10.0.5.0/24")));
-        assert!(net("10.0.5.0/24").overlaps(net("10.0.0.0/16")));
-        assert!(!net("10.0.0.0/24").overlaps(net("10.0.1.0/24")));
+        assert!(net("10.0.0.0/16").overlaps(&net("10.0.5.0/24")));
+        assert!(net("10.0.5.0/24").overlaps(&net("10.0.0.0/16")));
+        assert!(!net("10.0.0.0/24").overlaps(&net("10.0.1.0/24")));
     }
 
     #[test]
