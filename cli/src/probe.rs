@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use weft_nat::checksum::checksum;
+use weft_packet::checksum::checksum;
 use weft_switch::sys::netns::run_in_netns;
 
 /// What came back for one echo request.

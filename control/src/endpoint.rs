@@ -7,11 +7,11 @@
 //! one is undone, so nothing of a refused attach remains.
 
 use weft_api::{EndpointInfo, ErrorKind};
+use weft_packet::{stable_hash, MacAddr, MacParseError};
 use weft_switch::counters::PortCounters;
 use weft_switch::datapath::Command;
 use weft_switch::ipam::parse_addr;
 use weft_switch::switch::PortConfig;
-use weft_switch::wire::{stable_hash, MacAddr, MacParseError};
 
 use crate::error::{check_name, datapath_error, err, in_network, ipam_error, ApiResult};
 use crate::nat::parse_publish;

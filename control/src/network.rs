@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
+use weft_packet::{stable_hash, MacAddr};
 use weft_switch::datapath::Command;
 use weft_switch::ipam::{parse_addr, Ipv4Net, Pool};
 use weft_switch::switch::NetworkConfig;
-use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use weft_api::ApiError;
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::Timestamp;
+use weft_packet::MacAddr;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::datapath::{Command, DatapathError};
 use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
 use weft_switch::port::Port;
-use weft_switch::wire::MacAddr;
 use weft_switch::NetworkId;
 use weft_vtep::socket::VxlanSocket;
 

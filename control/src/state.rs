@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use weft_api::{ApiError, EndpointInfo, ErrorKind, NetworkInfo, PortStats};
 use weft_nat::Protocol;
+use weft_packet::MacAddr;
 use weft_switch::counters::PortCounters;
 use weft_switch::ipam::{Ipv4Net, Pool};
 use weft_switch::switch::LoadBalance;
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 

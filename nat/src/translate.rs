@@ -50,8 +50,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::checksum::fold;
 use crate::flow::{FlowKey, Protocol};
+use weft_packet::checksum::fold;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -757,8 +757,8 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
     use etherparse::PacketBuilder;
+    use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 
     const H: [u8; 4] = [172, 17, 0, 2];
     const E: [u8; 4] = [203, 0, 113, 7];
@@ -828,7 +828,7 @@ mod tests {
         set16(&mut seg, 0, 50000);
         set16(&mut seg, 2, 53);
         set16(&mut seg, 4, 10);
-        let partial = fold(crate::checksum::sum(
+        let partial = fold(weft_packet::checksum::sum(
             pseudo_header_sum_v4(src, dst, 17, 10),
             &seg,
         ));

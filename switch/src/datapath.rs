@@ -39,9 +39,9 @@ use crate::switch::{
     TunnelConfig, UplinkConfig,
 };
 use crate::vxlan_io::VxlanIo;
-use crate::wire::MacAddr;
 use crate::{NetworkId, PortId};
 use weft_nat::{Conntrack, Protocol};
+use weft_packet::MacAddr;
 
 /// Frames read from one port before the worker turns to the next.
 pub const BATCH: usize = 64;

@@ -11,12 +11,12 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use weft_nat::checksum::{checksum, update16};
+use weft_packet::checksum::{checksum, update16};
 
 use crate::port::Offload;
 
-use crate::wire::{
-    arp, eth, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
+use weft_packet::{
+    arp, ethernet, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IP_PROTO_ICMP,
 };
 
@@ -129,9 +129,9 @@ pub fn is_arp_request_for(frame: &[u8], target: Ipv4Addr) -> bool {
 
 /// Turns an ARP request into the reply from `mac`/`ip`, in place.
 pub fn arp_reply_in_place(frame: &mut [u8], mac: MacAddr, ip: Ipv4Addr) {
-    let requester_mac = MacAddr::read(frame, eth::SRC);
-    requester_mac.write(frame, eth::DST);
-    mac.write(frame, eth::SRC);
+    let requester_mac = MacAddr::read(frame, ethernet::SRC);
+    requester_mac.write(frame, ethernet::DST);
+    mac.write(frame, ethernet::SRC);
     let a = &mut frame[ETH_HEADER_LEN..];
     let sender_mac = MacAddr::read(a, arp::SHA);
     let sender_ip = read_ipv4(a, arp::SPA);
@@ -160,9 +160,9 @@ pub fn is_valid_echo_request(frame: &[u8], meta: &Ipv4Meta) -> bool {
 /// place. Returns the length of the reply frame (any Ethernet padding of the
 /// request is dropped).
 pub fn echo_reply_in_place(frame: &mut [u8], meta: &Ipv4Meta, mac: MacAddr, ip: Ipv4Addr) -> usize {
-    let requester_mac = MacAddr::read(frame, eth::SRC);
-    requester_mac.write(frame, eth::DST);
-    mac.write(frame, eth::SRC);
+    let requester_mac = MacAddr::read(frame, ethernet::SRC);
+    requester_mac.write(frame, ethernet::DST);
+    mac.write(frame, ethernet::SRC);
     let end = ETH_HEADER_LEN + meta.total_len;
     let packet = &mut frame[ETH_HEADER_LEN..end];
     write_ipv4(packet, ipv4::DST, meta.src);
@@ -192,7 +192,7 @@ pub fn may_send_icmp_error(frame: &[u8], meta: &Ipv4Meta) -> bool {
     if meta.dst.is_broadcast() || meta.dst.is_multicast() {
         return false;
     }
-    if MacAddr::read(frame, eth::DST).is_multicast() {
+    if MacAddr::read(frame, ethernet::DST).is_multicast() {
         return false;
     }
     if meta.proto == IP_PROTO_ICMP {
@@ -234,9 +234,9 @@ pub fn build_icmp_error(
     let ip_len = IPV4_MIN_HEADER_LEN + ICMP_HEADER_LEN + quoted_len;
     let frame_len = ETH_HEADER_LEN + ip_len;
 
-    MacAddr::read(frame, eth::SRC).write(out, eth::DST);
-    mac.write(out, eth::SRC);
-    write_u16(out, eth::ETHERTYPE, ETHERTYPE_IPV4);
+    MacAddr::read(frame, ethernet::SRC).write(out, ethernet::DST);
+    mac.write(out, ethernet::SRC);
+    write_u16(out, ethernet::ETHERTYPE, ETHERTYPE_IPV4);
 
     let packet = &mut out[ETH_HEADER_LEN..frame_len];
     let (header, msg) = packet.split_at_mut(IPV4_MIN_HEADER_LEN);
@@ -545,9 +545,9 @@ mod tests {
     #[test]
     fn arp_reply_swaps_roles() {
         let mut f = vec![0u8; 42];
-        MacAddr::BROADCAST.write(&mut f, eth::DST);
-        MacAddr(A_MAC).write(&mut f, eth::SRC);
-        write_u16(&mut f, eth::ETHERTYPE, crate::wire::ETHERTYPE_ARP);
+        MacAddr::BROADCAST.write(&mut f, ethernet::DST);
+        MacAddr(A_MAC).write(&mut f, ethernet::SRC);
+        write_u16(&mut f, ethernet::ETHERTYPE, weft_packet::ETHERTYPE_ARP);
         let a = &mut f[ETH_HEADER_LEN..];
         write_u16(a, arp::HTYPE, 1);
         write_u16(a, arp::PTYPE, 0x0800);
@@ -565,7 +565,7 @@ mod tests {
         assert_eq!(read_ipv4(a, arp::SPA), GW_IP);
         assert_eq!(MacAddr::read(a, arp::THA), MacAddr(A_MAC));
         assert_eq!(read_ipv4(a, arp::TPA), Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(MacAddr::read(&f, eth::DST), MacAddr(A_MAC));
+        assert_eq!(MacAddr::read(&f, ethernet::DST), MacAddr(A_MAC));
     }
 
     #[test]

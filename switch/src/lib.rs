@@ -20,7 +20,6 @@ pub mod switch;
 pub mod sys;
 pub mod uplink;
 pub mod vxlan_io;
-pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -43,14 +43,14 @@
 use std::ops::Range;
 
 use thiserror::Error;
-use weft_nat::checksum::{checksum, copy_and_sum, fold, sum};
+use weft_packet::checksum::{checksum, copy_and_sum, fold, sum};
 
 use crate::port::{is_gso, needs_csum, Offload, MAX_FRAME_LEN};
 use crate::sys::tap::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
 };
-use crate::wire::{
+use weft_packet::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
     IPV4_MIN_HEADER_LEN, IP_PROTO_TCP,
 };

@@ -29,7 +29,7 @@ use crate::port::{
 };
 use crate::sys::packet::{PacketError, PacketSocket};
 use crate::sys::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
-use crate::wire::{
+use weft_packet::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
     IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
@@ -138,8 +138,8 @@ pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
 /// anything else.
 fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
     use crate::sys::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
-    use crate::wire::{read_u16, ETH_HEADER_LEN};
-    use weft_nat::checksum::{fold, pseudo_header_sum_v4, sum};
+    use weft_packet::checksum::{fold, pseudo_header_sum_v4, sum};
+    use weft_packet::{read_u16, ETH_HEADER_LEN};
 
     let l3 = ETH_HEADER_LEN;
     let ethertype = read_u16(frame, 12);
@@ -180,8 +180,8 @@ fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
     }
     let tcp_len = end - l4;
     let pseudo = if gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
-        let src = crate::wire::read_ipv4(frame, l3 + 12);
-        let dst = crate::wire::read_ipv4(frame, l3 + 16);
+        let src = weft_packet::read_ipv4(frame, l3 + 12);
+        let dst = weft_packet::read_ipv4(frame, l3 + 16);
         pseudo_header_sum_v4(src, dst, IP_PROTO_TCP, u16::try_from(tcp_len).ok()?)
     } else {
         let addrs = sum(0, &frame[l3 + 8..l3 + 40]);
@@ -318,7 +318,7 @@ impl Port for UplinkPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_nat::checksum::{fold, sum};
+    use weft_packet::checksum::{fold, sum};
 
     /// An Ethernet + IPv4 + UDP frame with a partial checksum (the
     /// pseudo-header sum) and 4 bytes of link-layer padding.

@@ -22,11 +22,11 @@ use etherparse::{
     ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header, NetSlice, PacketBuilder,
     SlicedPacket, TransportSlice,
 };
+use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::ipam::Ipv4Net;
 use weft_switch::port::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 // ---------------------------------------------------------------------------

@@ -19,11 +19,11 @@ use etherparse::{ArpHardwareId, PacketBuilder};
 use etherparse::{ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header};
 use proptest::collection::vec;
 use proptest::prelude::*;
+use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::ipam::Ipv4Net;
 use weft_switch::port::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 const NETS: [NetworkId; 3] = [NetworkId(1), NetworkId(2), NetworkId(3)];

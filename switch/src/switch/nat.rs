@@ -33,11 +33,11 @@ use crate::counters::DropReason;
 use crate::gateway::{self, Ipv4Meta};
 use crate::neighbor::NeighborTable;
 use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
-use crate::wire::{
-    arp, eth, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
-};
 use crate::{NetworkId, PortId};
+use weft_packet::{
+    arp, ethernet, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN,
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
+};
 
 use super::{arp_format_ok, Ingress, Switch, Transmit};
 
@@ -154,19 +154,19 @@ impl NatState {
 
 fn protocol_of(proto: u8) -> Option<Protocol> {
     match proto {
-        crate::wire::IP_PROTO_TCP => Some(Protocol::Tcp),
+        weft_packet::IP_PROTO_TCP => Some(Protocol::Tcp),
         IP_PROTO_UDP => Some(Protocol::Udp),
-        crate::wire::IP_PROTO_ICMP => Some(Protocol::Icmp),
+        weft_packet::IP_PROTO_ICMP => Some(Protocol::Icmp),
         _ => None,
     }
 }
 
 /// A 5-tuple hash for backend selection.
 fn flow_hash(key: &FlowKey) -> u64 {
-    let mut h = crate::wire::splitmix64(
+    let mut h = weft_packet::splitmix64(
         u64::from(u32::from(*key.src.ip())) << 16 | u64::from(key.src.port()),
     );
-    h = crate::wire::splitmix64(
+    h = weft_packet::splitmix64(
         h ^ (u64::from(u32::from(*key.dst.ip())) << 16 | u64::from(key.dst.port())),
     );
     h
@@ -489,8 +489,8 @@ impl Switch {
             Err(reason) => return Some(Err(reason)),
         }
         gateway::decrement_ttl(frame);
-        next_mac.write(frame, eth::DST);
-        uplink.mac.write(frame, eth::SRC);
+        next_mac.write(frame, ethernet::DST);
+        uplink.mac.write(frame, ethernet::SRC);
         let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
         tx.transmit(uplink.port, frame, offload);
         Some(Ok(()))
@@ -508,12 +508,12 @@ impl Switch {
             return Err(DropReason::NotRoutable);
         };
         let uplink = *uplink;
-        let dst = MacAddr::read(frame, eth::DST);
+        let dst = MacAddr::read(frame, ethernet::DST);
         if dst != uplink.mac && !dst.is_multicast() {
             // Promiscuous receive: another host's frame, not ours to count.
             return Ok(());
         }
-        match read_u16(frame, eth::ETHERTYPE) {
+        match read_u16(frame, ethernet::ETHERTYPE) {
             ETHERTYPE_ARP => {
                 if !arp_format_ok(frame) {
                     return Err(DropReason::Malformed);
@@ -581,9 +581,9 @@ impl Switch {
             return;
         };
         let f = &mut self.scratch[..ETH_HEADER_LEN + ARP_LEN];
-        MacAddr::BROADCAST.write(f, eth::DST);
-        uplink.mac.write(f, eth::SRC);
-        write_u16(f, eth::ETHERTYPE, ETHERTYPE_ARP);
+        MacAddr::BROADCAST.write(f, ethernet::DST);
+        uplink.mac.write(f, ethernet::SRC);
+        write_u16(f, ethernet::ETHERTYPE, ETHERTYPE_ARP);
         let a = &mut f[ETH_HEADER_LEN..];
         write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
         write_u16(a, arp::PTYPE, ETHERTYPE_IPV4);
@@ -618,7 +618,7 @@ impl Switch {
         let query = DnsQuery {
             port: ingress.id,
             network: ingress.network,
-            client_mac: MacAddr::read(frame, eth::SRC),
+            client_mac: MacAddr::read(frame, ethernet::SRC),
             client: SocketAddrV4::new(meta.src, read_u16(frame, udp)),
             gateway_mac: net.cfg.gateway_mac,
             gateway: meta.dst,
