@@ -15,6 +15,87 @@ pub const DST: usize = 0;
 pub const SRC: usize = 6;
 pub const ETHERTYPE: usize = 12;
 
+/// Why a buffer does not hold an Ethernet header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Ethernet frame truncated: {len} bytes, header needs 14")]
+pub struct Truncated {
+    /// Bytes available.
+    pub len: usize,
+}
+
+/// A view of an Ethernet II frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// Wraps `buffer` without checks; getters panic on a short buffer.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Self {
+        EthernetFrame { buffer }
+    }
+
+    /// Wraps `buffer` if it holds at least the 14-byte header.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, Truncated> {
+        let len = buffer.as_ref().len();
+        if len < crate::ETH_HEADER_LEN {
+            return Err(Truncated { len });
+        }
+        Ok(EthernetFrame { buffer })
+    }
+
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn dst_addr(&self) -> MacAddr {
+        MacAddr::read(self.buffer.as_ref(), DST)
+    }
+
+    #[inline]
+    pub fn src_addr(&self) -> MacAddr {
+        MacAddr::read(self.buffer.as_ref(), SRC)
+    }
+
+    /// The ethertype of the outer header (a VLAN TPID if tagged).
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        crate::bytes::read_u16(self.buffer.as_ref(), ETHERTYPE)
+    }
+
+    /// Everything after the 14-byte header.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[crate::ETH_HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
+    pub fn set_dst_addr(&mut self, mac: MacAddr) {
+        mac.write(self.buffer.as_mut(), DST);
+    }
+
+    #[inline]
+    pub fn set_src_addr(&mut self, mac: MacAddr) {
+        mac.write(self.buffer.as_mut(), SRC);
+    }
+
+    #[inline]
+    pub fn set_ethertype(&mut self, ethertype: u16) {
+        crate::bytes::write_u16(self.buffer.as_mut(), ETHERTYPE, ethertype);
+    }
+
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[crate::ETH_HEADER_LEN..]
+    }
+}
+
 /// An IEEE 802 MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
@@ -141,6 +222,31 @@ impl<'de> Deserialize<'de> for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_view() {
+        let bytes = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x06, 0xde, 0xad,
+        ];
+        let f = EthernetFrame::new_checked(&bytes[..]).unwrap();
+        assert_eq!(f.dst_addr(), MacAddr::BROADCAST);
+        assert_eq!(f.src_addr(), MacAddr([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(f.ethertype(), crate::ETHERTYPE_ARP);
+        assert_eq!(f.payload(), &[0xde, 0xad]);
+
+        let mut buf = [0xa5u8; 16];
+        let mut g = EthernetFrame::new_unchecked(&mut buf[..]);
+        g.set_dst_addr(MacAddr::BROADCAST);
+        g.set_src_addr(MacAddr([2, 0, 0, 0, 0, 0x0a]));
+        g.set_ethertype(crate::ETHERTYPE_ARP);
+        g.payload_mut().copy_from_slice(&[0xde, 0xad]);
+        assert_eq!(buf, bytes);
+
+        assert_eq!(
+            EthernetFrame::new_checked(&bytes[..13]),
+            Err(Truncated { len: 13 })
+        );
+    }
 
     #[test]
     fn mac_parses_and_prints() {

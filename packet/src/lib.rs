@@ -4,11 +4,20 @@
 //! - [`ethernet`]: Ethernet II frames and MAC addresses (IEEE 802.3).
 //! - [`arp`]: ARP for IPv4 over Ethernet (RFC 826).
 //! - [`ipv4`]: IPv4 headers (RFC 791 §3.1).
+//! - [`ipv6`]: IPv6 fixed headers (RFC 8200 §3).
 //! - [`icmp`]: ICMP for IPv4 (RFC 792).
+//! - [`udp`]: UDP (RFC 768).
+//! - [`tcp`]: TCP headers (RFC 793 §3.1).
+//! - [`meta`]: what ingress learns about a frame, parsed once.
 //! - [`bytes`]: big-endian accessors at byte offsets.
 //! - [`checksum`]: the Internet checksum (RFC 1071) and its incremental
 //!   update (RFC 1624).
 //!
+//! Each header has field offsets as constants, for code that works at fixed
+//! positions in a frame, and a view (`Ipv4Packet`, `EthernetFrame`, ...)
+//! over any `T: AsRef<[u8]>` in the manner of smoltcp's `wire` module:
+//! `new_checked` validates lengths once, after which getters index without
+//! further checks, and setters are available when `T: AsMut<[u8]>`.
 //! Nothing here allocates or uses `unsafe`.
 
 #![forbid(unsafe_code)]
@@ -19,6 +28,10 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
+pub mod meta;
+pub mod tcp;
+pub mod udp;
 
 pub use bytes::{get_u16, read_ipv4, read_u16, read_u32, write_ipv4, write_u16, write_u32};
 pub use ethernet::{splitmix64, stable_hash, MacAddr, MacParseError};
