@@ -30,10 +30,11 @@ use weft_nat::translate::{inspect, translate, TranslateOptions};
 use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
 
 use crate::counters::DropReason;
-use crate::gateway::{self, Ipv4Meta};
+use crate::gateway;
 use crate::neighbor::NeighborTable;
 use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::{NetworkId, PortId};
+use weft_packet::meta::Ipv4Meta;
 use weft_packet::{
     arp, ethernet, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN,
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,

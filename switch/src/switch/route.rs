@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::counters::DropReason;
-use crate::gateway::{self, IcmpError, Ipv4Meta};
+use crate::gateway::{self, IcmpError};
 use crate::port::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::{NetworkId, PortId};
+use weft_packet::meta::Ipv4Meta;
 use weft_packet::{
     arp, ethernet, icmp, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP,
