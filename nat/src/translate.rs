@@ -59,6 +59,7 @@ use weft_packet::icmp::{
     SOURCE_QUENCH as ICMP_SOURCE_QUENCH, TIME_EXCEEDED as ICMP_TIME_EXCEEDED,
 };
 use weft_packet::ipv4::{Ipv4Error, Ipv4Packet, MIN_HEADER_LEN as IPV4_MIN};
+use weft_packet::meta::Ipv4Meta;
 use weft_packet::tcp::{CHECKSUM as TCP_CSUM, MIN_HEADER_LEN as TCP_MIN};
 use weft_packet::udp::{CHECKSUM as UDP_CSUM, HEADER_LEN as UDP_LEN};
 use weft_packet::{
@@ -332,6 +333,24 @@ fn parse_ipv4(p: &[u8], layer: Layer) -> Result<Ip, NatError> {
     })
 }
 
+/// The outer header's fields from an already validated [`Ipv4Meta`] of
+/// `p`, re-checked cheaply so that a meta from another packet cannot make
+/// slicing panic; falls back to a full parse if they do not fit.
+#[inline]
+fn outer_from_meta(p: &[u8], meta: &Ipv4Meta) -> Result<Ip, NatError> {
+    if meta.header_len >= IPV4_MIN && meta.header_len <= meta.total_len && meta.total_len <= p.len()
+    {
+        Ok(Ip {
+            hl: meta.header_len,
+            len: meta.total_len,
+            proto: meta.proto,
+            frag_offset: meta.frag_offset(),
+        })
+    } else {
+        parse_ipv4(p, Layer::Ipv4)
+    }
+}
+
 fn need(layer: Layer, len: usize, need: usize) -> Result<(), NatError> {
     if len < need {
         Err(NatError::Truncated { layer, len, need })
@@ -450,6 +469,28 @@ fn rewrite_echo(icmp: &mut [u8], id: Option<u16>, outer: &mut Delta) {
 /// Bytes past the IPv4 total length are left alone.
 pub fn translate(packet: &mut [u8], rw: &Rewrite, opts: TranslateOptions) -> Result<(), NatError> {
     let ip = parse_ipv4(packet, Layer::Ipv4)?;
+    translate_ip(packet, ip, rw, opts)
+}
+
+/// [`translate`] for a packet whose IPv4 header the caller has already
+/// validated into `meta` (e.g. at ingress), which is not parsed again.
+pub fn translate_parsed(
+    packet: &mut [u8],
+    meta: &Ipv4Meta,
+    rw: &Rewrite,
+    opts: TranslateOptions,
+) -> Result<(), NatError> {
+    let ip = outer_from_meta(packet, meta)?;
+    translate_ip(packet, ip, rw, opts)
+}
+
+#[inline]
+fn translate_ip(
+    packet: &mut [u8],
+    ip: Ip,
+    rw: &Rewrite,
+    opts: TranslateOptions,
+) -> Result<(), NatError> {
     let pkt = &mut packet[..ip.len];
     let src_ip = rw.src.map(|a| *a.ip());
     let dst_ip = rw.dst.map(|a| *a.ip());
@@ -643,6 +684,18 @@ pub fn reverse_dnat(
 /// when quoted) are refused with [`NatError::Fragment`].
 pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
     let ip = parse_ipv4(packet, Layer::Ipv4)?;
+    inspect_ip(packet, ip)
+}
+
+/// [`inspect`] for a packet whose IPv4 header the caller has already
+/// validated into `meta`, which is not parsed again.
+pub fn inspect_parsed(packet: &[u8], meta: &Ipv4Meta) -> Result<Inspected, NatError> {
+    let ip = outer_from_meta(packet, meta)?;
+    inspect_ip(packet, ip)
+}
+
+#[inline]
+fn inspect_ip(packet: &[u8], ip: Ip) -> Result<Inspected, NatError> {
     if ip.frag_offset != 0 {
         return Err(NatError::Fragment {
             offset: ip.frag_offset,
@@ -760,6 +813,30 @@ mod tests {
             .write(&mut v, b"hello")
             .unwrap();
         v
+    }
+
+    /// The meta-taking variants give the same results as parsing, and a
+    /// meta that does not fit the packet falls back to parsing.
+    #[test]
+    fn parsed_variants_match() {
+        let rw = Rewrite {
+            src: Some(sa(E, 40001)),
+            dst: None,
+        };
+        for pkt in [udp(H, 5000, R, 53, b"query"), tcp(H, 5000, R, 80)] {
+            let meta = Ipv4Meta::parse(&pkt).unwrap();
+            assert_eq!(inspect_parsed(&pkt, &meta), inspect(&pkt));
+            let (mut a, mut b) = (pkt.clone(), pkt.clone());
+            translate(&mut a, &rw, TranslateOptions::default()).unwrap();
+            translate_parsed(&mut b, &meta, &rw, TranslateOptions::default()).unwrap();
+            assert_eq!(a, b);
+            let wrong = Ipv4Meta {
+                total_len: pkt.len() + 1,
+                ..meta
+            };
+            assert_eq!(inspect_parsed(&pkt, &wrong), inspect(&pkt));
+            assert_eq!(inspect_parsed(&pkt[..10], &wrong), inspect(&pkt[..10]));
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use rustc_hash::{FxHashMap, FxHashSet};
 use weft_nat::conntrack::{Hit, Timestamp};
-use weft_nat::translate::{inspect, translate, TranslateOptions};
+use weft_nat::translate::{inspect_parsed, translate_parsed, TranslateOptions};
 use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
 
 use crate::counters::DropReason;
@@ -264,7 +264,7 @@ impl Switch {
     ) -> Result<Option<Hit>, DropReason> {
         let ts = self.nat.now(now);
         let packet = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-        let Ok(info) = inspect(packet) else {
+        let Ok(info) = inspect_parsed(packet, meta) else {
             return Ok(None);
         };
         let ct = &self.nat.conntrack;
@@ -296,7 +296,7 @@ impl Switch {
         let opts = TranslateOptions {
             partial_csum: needs_csum(offload),
         };
-        translate(packet, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
+        translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
         Ok(Some(hit))
     }
 
@@ -350,7 +350,7 @@ impl Switch {
         }
         let proto = protocol_of(meta.proto)?;
         let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-        let info = inspect(packet).ok()?;
+        let info = inspect_parsed(packet, meta).ok()?;
         let key = (meta.dst, proto, info.key.dst.port());
         let gateway = self.network(ingress.network)?.cfg.gateway_ip;
         let service = self.nat.services.get_mut(&key)?;
@@ -401,7 +401,7 @@ impl Switch {
         let from_inside = self.network(ingress.network).map(|n| n.cfg.gateway_ip);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-            let info = inspect(packet).ok()?;
+            let info = inspect_parsed(packet, meta).ok()?;
             if info.icmp_error {
                 return None;
             }
