@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weft_nat::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 use weft_nat::conntrack::{Conntrack, NatSpec, Timestamp};
 use weft_nat::translate::{inspect, translate, TranslateOptions};
+use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
+use weft_packet::MacAddr;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit, UplinkConfig};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);

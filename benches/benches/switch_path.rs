@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use weft_packet::MacAddr;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::gateway::parse_ipv4;
 use weft_switch::mac_table::MacTable;
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 /// Counts frames instead of sending them.
@@ -74,7 +74,7 @@ fn udp_frame(src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr, len: usiz
     f[23] = 17;
     f[26..30].copy_from_slice(&sip.octets());
     f[30..34].copy_from_slice(&dip.octets());
-    let sum = weft_nat::checksum::checksum(&f[14..34]);
+    let sum = weft_packet::checksum::checksum(&f[14..34]);
     f[24..26].copy_from_slice(&sum.to_be_bytes());
     f
 }
@@ -221,24 +221,24 @@ fn bench_checksum(c: &mut Criterion) {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
         assert_eq!(
             checksum_by_16bit_words(&data),
-            weft_nat::checksum::checksum(&data)
+            weft_packet::checksum::checksum(&data)
         );
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(format!("16bit_words/{len}"), |b| {
             b.iter(|| checksum_by_16bit_words(black_box(&data)))
         });
         g.bench_function(format!("weft_64bit_words/{len}"), |b| {
-            b.iter(|| weft_nat::checksum::checksum(black_box(&data)))
+            b.iter(|| weft_packet::checksum::checksum(black_box(&data)))
         });
         let mut dst = vec![0u8; len];
         g.bench_function(format!("copy_then_sum/{len}"), |b| {
             b.iter(|| {
                 dst.copy_from_slice(black_box(&data));
-                weft_nat::checksum::sum(0, &dst)
+                weft_packet::checksum::sum(0, &dst)
             })
         });
         g.bench_function(format!("copy_and_sum_fused/{len}"), |b| {
-            b.iter(|| weft_nat::checksum::copy_and_sum(0, &mut dst, black_box(&data)))
+            b.iter(|| weft_packet::checksum::copy_and_sum(0, &mut dst, black_box(&data)))
         });
     }
     g.finish();

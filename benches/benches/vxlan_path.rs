@@ -28,7 +28,7 @@ fn tcp_frame(payload: usize, seq: u32) -> Vec<u8> {
     f[23] = 6;
     f[26..30].copy_from_slice(&[10, 0, 0, 1]);
     f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-    let c = weft_nat::checksum::checksum(&f[14..34]);
+    let c = weft_packet::checksum::checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f[34..36].copy_from_slice(&40000u16.to_be_bytes());
     f[36..38].copy_from_slice(&5201u16.to_be_bytes());
@@ -41,13 +41,13 @@ fn tcp_frame(payload: usize, seq: u32) -> Vec<u8> {
         *b = (i * 7) as u8;
     }
     let tcp_len = (20 + payload) as u16;
-    let pseudo = weft_nat::checksum::pseudo_header_sum_v4(
+    let pseudo = weft_packet::checksum::pseudo_header_sum_v4(
         [10, 0, 0, 1].into(),
         [10, 0, 0, 2].into(),
         6,
         tcp_len,
     );
-    let c = weft_nat::checksum::checksum_with(pseudo, &f[34..]);
+    let c = weft_packet::checksum::checksum_with(pseudo, &f[34..]);
     f[50..52].copy_from_slice(&c.to_be_bytes());
     f
 }

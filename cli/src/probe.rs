@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use weft_nat::checksum::checksum;
 use weft_os::netns::run_in_netns;
+use weft_packet::checksum::checksum;
 
 /// What came back for one echo request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@
 use crate::ipam::parse_addr;
 use weft_api::{EndpointInfo, ErrorKind};
 use weft_datapath::Command;
+use weft_packet::{stable_hash, MacAddr, MacParseError};
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::PortConfig;
-use weft_switch::wire::{stable_hash, MacAddr, MacParseError};
 
 use crate::error::{check_name, datapath_error, err, in_network, ipam_error, ApiResult};
 use crate::nat::parse_publish;

@@ -12,9 +12,9 @@ use crate::ipam::parse_addr;
 use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
 use weft_datapath::Command;
 use weft_nat::Protocol;
+use weft_packet::{stable_hash, MacAddr};
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
-use weft_switch::wire::{stable_hash, MacAddr};
 
 use crate::error::{check_name, datapath_error, err, ApiResult};
 use crate::ports::{Datapath, Provisioner};

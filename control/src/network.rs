@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use crate::ipam::{parse_addr, parse_subnet, Pool, SubnetExt};
 use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
 use weft_datapath::Command;
+use weft_packet::{stable_hash, MacAddr};
 use weft_switch::switch::NetworkConfig;
-use weft_switch::wire::{stable_hash, MacAddr};
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 

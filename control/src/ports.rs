@@ -14,10 +14,10 @@ use weft_datapath::port::Port;
 use weft_datapath::{Command, DatapathError};
 use weft_nat::conntrack::FlowInfo;
 use weft_os::udp::VxlanSocket;
+use weft_packet::MacAddr;
 use weft_switch::counters::SwitchCounters;
 use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
-use weft_switch::wire::MacAddr;
 use weft_switch::NetworkId;
 
 /// The forwarding datapath as the control plane drives it: every change is

@@ -17,9 +17,9 @@ use crate::ipam::Pool;
 use ipnet::Ipv4Net;
 use weft_api::{ApiError, EndpointInfo, ErrorKind, NetworkInfo, PortStats};
 use weft_nat::Protocol;
+use weft_packet::MacAddr;
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::LoadBalance;
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 

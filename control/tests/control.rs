@@ -16,9 +16,9 @@ use weft_api::{
     ServiceInfo, UplinkInfo,
 };
 use weft_control::{AttachSpec, NetworkSpec};
+use weft_packet::MacAddr;
 use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 /// Everything a request could change, as seen from outside.

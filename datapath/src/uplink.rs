@@ -25,12 +25,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use crate::port::{PacketBuf, Port, PortCapabilities, HEADROOM};
 use weft_os::packet::{PacketError, PacketSocket};
 use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
+use weft_packet::ipv4::Ipv4Packet;
+use weft_packet::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_HEADER_LEN};
+use weft_packet::meta::FrameInfo;
+use weft_packet::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
+};
 use weft_switch::frame::{is_gso, needs_csum, Offload, MAX_FRAME_LEN, NO_OFFLOAD};
 use weft_switch::offload::{complete_csum, segment, OffloadError, TCP_CSUM_OFFSET};
-use weft_switch::wire::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
-    IPV4_MIN_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
-};
 
 /// Frames one [`UplinkPort::recv_batch`](Port::recv_batch) call may return.
 pub const UPLINK_MAX_BATCH: usize = 64;
@@ -44,8 +46,6 @@ pub const SEGMENT_SCRATCH_LEN: usize = 2 * MAX_FRAME_LEN;
 const UDP_CSUM_OFFSET: u16 = 6;
 /// IP protocol number of UDP-Lite (RFC 3828), checksummed like UDP.
 const IP_PROTO_UDPLITE: u8 = 136;
-/// Length of the fixed IPv6 header.
-const IPV6_HEADER_LEN: usize = 40;
 
 /// Completes the partial transport checksum of a frame the kernel handed
 /// over with `TP_STATUS_CSUMNOTREADY` (its `CHECKSUM_PARTIAL`: the checksum
@@ -58,44 +58,32 @@ const IPV6_HEADER_LEN: usize = 40;
 /// up to the end of the IP packet (not any link-layer padding after it), as
 /// in [`complete_csum`].
 pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
-    let be16 = |frame: &[u8], at: usize| -> Result<u16, OffloadError> {
-        frame
-            .get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .ok_or(OffloadError::Truncated)
-    };
-    let mut l3 = ETH_HEADER_LEN;
-    let mut ethertype = be16(frame, 12)?;
-    for _ in 0..2 {
-        if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-            ethertype = be16(frame, l3 + 2)?;
-            l3 += 4;
-        }
-    }
+    let FrameInfo { ethertype, l3 } = FrameInfo::parse(frame).ok_or(OffloadError::Truncated)?;
     let (l4, protocol, end) = match ethertype {
         ETHERTYPE_IPV4 => {
             let ip = frame
                 .get(l3..l3 + IPV4_MIN_HEADER_LEN)
+                .map(Ipv4Packet::new_unchecked)
                 .ok_or(OffloadError::Truncated)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HEADER_LEN {
+            let ihl = ip.header_len();
+            if ip.version() != 4 || ihl < IPV4_MIN_HEADER_LEN {
                 return Err(OffloadError::Malformed("bad IPv4 version or header length"));
             }
-            if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            if ip.more_frags() || ip.frag_offset() != 0 {
                 return Err(OffloadError::Malformed("IPv4 fragment"));
             }
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            (l3 + ihl, ip[9], l3 + total)
+            (l3 + ihl, ip.protocol(), l3 + usize::from(ip.total_len()))
         }
         ETHERTYPE_IPV6 => {
             let ip = frame
                 .get(l3..l3 + IPV6_HEADER_LEN)
+                .map(Ipv6Packet::new_unchecked)
                 .ok_or(OffloadError::Truncated)?;
-            if ip[0] >> 4 != 6 {
+            if ip.version() != 6 {
                 return Err(OffloadError::Malformed("IPv6 version field is not 6"));
             }
-            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            let mut next = ip[6];
+            let plen = usize::from(ip.payload_len());
+            let mut next = ip.next_header();
             let mut l4 = l3 + IPV6_HEADER_LEN;
             // Hop-by-hop options, routing, destination options.
             while matches!(next, 0 | 43 | 60) {
@@ -135,26 +123,24 @@ pub fn complete_partial_csum(frame: &mut [u8]) -> Result<(), OffloadError> {
 /// over the whole TCP length, as the kernel keeps it for GSO). `None` for
 /// anything else.
 fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
-    use weft_nat::checksum::{fold, pseudo_header_sum_v4, sum};
     use weft_os::tap::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6};
-    use weft_switch::wire::{read_u16, ETH_HEADER_LEN};
+    use weft_packet::checksum::{fold, pseudo_header_sum_v4, sum};
 
-    let l3 = ETH_HEADER_LEN;
-    let ethertype = read_u16(frame, 12);
+    let FrameInfo { ethertype, l3 } = FrameInfo::untagged(frame)?;
     let (l4, end, gso_type) = match ethertype {
-        0x0800 => {
-            let ip = frame.get(l3..l3 + 20)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != IP_PROTO_TCP || total <= mtu {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_unchecked(frame.get(l3..l3 + IPV4_MIN_HEADER_LEN)?);
+            let ihl = ip.header_len();
+            let total = usize::from(ip.total_len());
+            if ip.version() != 4 || ihl < 20 || ip.protocol() != IP_PROTO_TCP || total <= mtu {
                 return None;
             }
             (l3 + ihl, l3 + total, VIRTIO_NET_HDR_GSO_TCPV4)
         }
-        0x86dd => {
-            let ip = frame.get(l3..l3 + IPV6_HEADER_LEN)?;
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            if ip[6] != IP_PROTO_TCP || IPV6_HEADER_LEN + payload <= mtu {
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_unchecked(frame.get(l3..l3 + IPV6_HEADER_LEN)?);
+            let payload = usize::from(ip.payload_len());
+            if ip.next_header() != IP_PROTO_TCP || IPV6_HEADER_LEN + payload <= mtu {
                 return None;
             }
             (
@@ -178,8 +164,8 @@ fn tcp_super_frame(frame: &mut [u8], mtu: usize) -> Option<Offload> {
     }
     let tcp_len = end - l4;
     let pseudo = if gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
-        let src = weft_switch::wire::read_ipv4(frame, l3 + 12);
-        let dst = weft_switch::wire::read_ipv4(frame, l3 + 16);
+        let ip = Ipv4Packet::new_unchecked(&frame[l3..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         pseudo_header_sum_v4(src, dst, IP_PROTO_TCP, u16::try_from(tcp_len).ok()?)
     } else {
         let addrs = sum(0, &frame[l3 + 8..l3 + 40]);
@@ -316,7 +302,7 @@ impl Port for UplinkPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_nat::checksum::{fold, sum};
+    use weft_packet::checksum::{fold, sum};
 
     /// An Ethernet + IPv4 + UDP frame with a partial checksum (the
     /// pseudo-header sum) and 4 bytes of link-layer padding.

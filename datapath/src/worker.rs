@@ -53,6 +53,7 @@ use crate::port::{PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::{Conntrack, Protocol};
+use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::mac_table::Learned;
@@ -62,7 +63,6 @@ use weft_switch::switch::{
     conntrack_time, ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch,
     Transmit, TunnelConfig, UplinkConfig,
 };
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 /// Frames read from one port before the worker turns to the next.

@@ -32,7 +32,7 @@ use weft_switch::switch::{
     LoadBalance, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit, TunnelConfig,
     UplinkConfig,
 };
-use weft_switch::wire::MacAddr;
+use weft_packet::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 const UNKNOWN_PORT: u32 = 999;

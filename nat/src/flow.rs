@@ -8,19 +8,16 @@
 //! still matches the reply.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
-/// Minimum IPv4 header length in bytes.
-const IPV4_MIN_HEADER_LEN: usize = 20;
-/// Minimum TCP header length in bytes.
-const TCP_MIN_HEADER_LEN: usize = 20;
-/// UDP header length in bytes.
-const UDP_HEADER_LEN: usize = 8;
+use weft_packet::icmp::{self, ECHO_REPLY as ICMP_ECHO_REPLY, ECHO_REQUEST as ICMP_ECHO_REQUEST};
+use weft_packet::ipv4::{Ipv4Error, Ipv4Packet, MIN_HEADER_LEN as IPV4_MIN_HEADER_LEN};
+use weft_packet::read_u16;
+use weft_packet::tcp::MIN_HEADER_LEN as TCP_MIN_HEADER_LEN;
+use weft_packet::udp::HEADER_LEN as UDP_HEADER_LEN;
+
 /// ICMP echo header length (type, code, checksum, identifier, sequence).
-const ICMP_ECHO_HEADER_LEN: usize = 8;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_HEADER_LEN: usize = icmp::HEADER_LEN;
 
 /// The transport protocols the NAT translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,6 +121,32 @@ pub enum FlowError {
     },
 }
 
+impl From<Ipv4Error> for FlowError {
+    fn from(e: Ipv4Error) -> FlowError {
+        match e {
+            Ipv4Error::Truncated { len } => FlowError::Truncated {
+                len,
+                need: IPV4_MIN_HEADER_LEN,
+            },
+            Ipv4Error::Version(v) => FlowError::BadVersion(v),
+            Ipv4Error::HeaderLength(ihl) => FlowError::BadHeaderLength(ihl),
+            Ipv4Error::HeaderTruncated { header_len, len } => FlowError::Truncated {
+                len,
+                need: header_len,
+            },
+            Ipv4Error::TotalLength {
+                total,
+                header_len,
+                len,
+            } => FlowError::BadTotalLength {
+                total,
+                header_len,
+                available: len,
+            },
+        }
+    }
+}
+
 /// The key of a NAT session: protocol and both endpoints.
 ///
 /// For ICMP the "port" of both endpoints is the echo identifier.
@@ -135,10 +158,6 @@ pub struct FlowKey {
     pub src: SocketAddrV4,
     /// Destination address and port.
     pub dst: SocketAddrV4,
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 impl FlowKey {
@@ -156,44 +175,15 @@ impl FlowKey {
     /// (MF set, offset 0) is keyed normally. The header checksum is not
     /// verified.
     pub fn from_ipv4_packet(packet: &[u8]) -> Result<FlowKey, FlowError> {
-        if packet.len() < IPV4_MIN_HEADER_LEN {
-            return Err(FlowError::Truncated {
-                len: packet.len(),
-                need: IPV4_MIN_HEADER_LEN,
-            });
-        }
-        let version = packet[0] >> 4;
-        if version != 4 {
-            return Err(FlowError::BadVersion(version));
-        }
-        let ihl = packet[0] & 0x0f;
-        let header_len = usize::from(ihl) * 4;
-        if header_len < IPV4_MIN_HEADER_LEN {
-            return Err(FlowError::BadHeaderLength(ihl));
-        }
-        if packet.len() < header_len {
-            return Err(FlowError::Truncated {
-                len: packet.len(),
-                need: header_len,
-            });
-        }
-        let total = be16(packet, 2);
-        if usize::from(total) < header_len || usize::from(total) > packet.len() {
-            return Err(FlowError::BadTotalLength {
-                total,
-                header_len,
-                available: packet.len(),
-            });
-        }
-        let offset = (be16(packet, 6) & 0x1fff) * 8;
+        let ip = Ipv4Packet::new_checked(packet).map_err(FlowError::from)?;
+        let offset = ip.frag_offset();
         if offset != 0 {
             return Err(FlowError::Fragment { offset });
         }
-        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        let l4 = &packet[header_len..usize::from(total)];
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let l4 = ip.payload();
 
-        let ip_proto = packet[9];
+        let ip_proto = ip.protocol();
         let proto =
             Protocol::from_number(ip_proto).ok_or(FlowError::UnsupportedProtocol(ip_proto))?;
         let need = match proto {
@@ -218,9 +208,9 @@ impl FlowKey {
             });
         }
         let (sport, dport) = match proto {
-            Protocol::Tcp | Protocol::Udp => (be16(l4, 0), be16(l4, 2)),
+            Protocol::Tcp | Protocol::Udp => (read_u16(l4, 0), read_u16(l4, 2)),
             Protocol::Icmp => {
-                let id = be16(l4, 4);
+                let id = read_u16(l4, icmp::ECHO_IDENT);
                 (id, id)
             }
         };

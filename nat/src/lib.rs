@@ -36,7 +36,7 @@
 //! let uplink = Ipv4Addr::new(203, 0, 113, 7);
 //! # let mut packet = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 172, 17, 0, 2,
 //! #     198, 51, 100, 20, 0x9c, 0x40, 0, 53, 0, 8, 0, 0];
-//! # let c = weft_nat::checksum::checksum(&packet[..20]);
+//! # let c = weft_packet::checksum::checksum(&packet[..20]);
 //! # packet[10..12].copy_from_slice(&c.to_be_bytes());
 //! let now = Timestamp::from_secs(1);
 //! let info = inspect(&packet).unwrap();
@@ -54,7 +54,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod checksum;
 pub mod conntrack;
 pub mod flow;
 pub mod portalloc;

@@ -50,26 +50,22 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::checksum::fold;
 use crate::flow::{FlowKey, Protocol};
+use weft_packet::checksum::fold;
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_SOURCE_QUENCH: u8 = 4;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAM_PROBLEM: u8 = 12;
-
-const IPV4_MIN: usize = 20;
-const TCP_MIN: usize = 20;
-const UDP_LEN: usize = 8;
-const ICMP_HDR: usize = 8;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
+use weft_packet::icmp::{
+    is_echo, DEST_UNREACHABLE as ICMP_DEST_UNREACH, ECHO_REPLY as ICMP_ECHO_REPLY,
+    HEADER_LEN as ICMP_HDR, PARAMETER_PROBLEM as ICMP_PARAM_PROBLEM,
+    SOURCE_QUENCH as ICMP_SOURCE_QUENCH, TIME_EXCEEDED as ICMP_TIME_EXCEEDED,
+};
+use weft_packet::ipv4::{Ipv4Error, Ipv4Packet, MIN_HEADER_LEN as IPV4_MIN};
+use weft_packet::meta::Ipv4Meta;
+use weft_packet::tcp::{CHECKSUM as TCP_CSUM, MIN_HEADER_LEN as TCP_MIN};
+use weft_packet::udp::{CHECKSUM as UDP_CSUM, HEADER_LEN as UDP_LEN};
+use weft_packet::{
+    read_ipv4, read_u16, write_u16, IP_PROTO_ICMP as IPPROTO_ICMP, IP_PROTO_TCP as IPPROTO_TCP,
+    IP_PROTO_UDP as IPPROTO_UDP,
+};
 
 /// How to treat transport checksums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -241,21 +237,6 @@ pub struct Inspected {
     pub len: usize,
 }
 
-#[inline]
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline]
-fn set16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-fn get_addr(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
-}
-
 /// An accumulated change to a ones' complement sum: `Σ (~old + new)` over
 /// the changed 16-bit words.
 #[derive(Debug, Clone, Copy, Default)]
@@ -308,49 +289,66 @@ struct Ip {
 }
 
 fn parse_ipv4(p: &[u8], layer: Layer) -> Result<Ip, NatError> {
-    if p.len() < IPV4_MIN {
-        return Err(NatError::Truncated {
+    let view = Ipv4Packet::new_unchecked(p);
+    let checked = if layer == Layer::QuotedIpv4 {
+        view.check_header()
+    } else {
+        view.check_len()
+    };
+    checked.map_err(|e| match e {
+        Ipv4Error::Truncated { len } => NatError::Truncated {
             layer,
-            len: p.len(),
+            len,
             need: IPV4_MIN,
-        });
-    }
-    let version = p[0] >> 4;
-    if version != 4 {
-        return Err(NatError::BadVersion { layer, version });
-    }
-    let ihl = p[0] & 0x0f;
-    let hl = usize::from(ihl) * 4;
-    if hl < IPV4_MIN {
-        return Err(NatError::BadHeaderLength { layer, ihl });
-    }
-    if p.len() < hl {
-        return Err(NatError::Truncated {
+        },
+        Ipv4Error::Version(version) => NatError::BadVersion { layer, version },
+        Ipv4Error::HeaderLength(ihl) => NatError::BadHeaderLength { layer, ihl },
+        Ipv4Error::HeaderTruncated { header_len, len } => NatError::Truncated {
             layer,
-            len: p.len(),
-            need: hl,
-        });
-    }
-    let total = get16(p, 2);
+            len,
+            need: header_len,
+        },
+        Ipv4Error::TotalLength {
+            total,
+            header_len,
+            len,
+        } => NatError::BadTotalLength {
+            total,
+            header_len,
+            available: len,
+        },
+    })?;
+    let hl = view.header_len();
     let len = if layer == Layer::QuotedIpv4 {
         // The quote is cut short; never trust its length past the buffer.
-        p.len().min(usize::from(total).max(hl))
+        p.len().min(usize::from(view.total_len()).max(hl))
     } else {
-        if usize::from(total) < hl || usize::from(total) > p.len() {
-            return Err(NatError::BadTotalLength {
-                total,
-                header_len: hl,
-                available: p.len(),
-            });
-        }
-        usize::from(total)
+        usize::from(view.total_len())
     };
     Ok(Ip {
         hl,
         len,
-        proto: p[9],
-        frag_offset: (get16(p, 6) & 0x1fff) * 8,
+        proto: view.protocol(),
+        frag_offset: view.frag_offset(),
     })
+}
+
+/// The outer header's fields from an already validated [`Ipv4Meta`] of
+/// `p`, re-checked cheaply so that a meta from another packet cannot make
+/// slicing panic; falls back to a full parse if they do not fit.
+#[inline]
+fn outer_from_meta(p: &[u8], meta: &Ipv4Meta) -> Result<Ip, NatError> {
+    if meta.header_len >= IPV4_MIN && meta.header_len <= meta.total_len && meta.total_len <= p.len()
+    {
+        Ok(Ip {
+            hl: meta.header_len,
+            len: meta.total_len,
+            proto: meta.proto,
+            frag_offset: meta.frag_offset(),
+        })
+    } else {
+        parse_ipv4(p, Layer::Ipv4)
+    }
 }
 
 fn need(layer: Layer, len: usize, need: usize) -> Result<(), NatError> {
@@ -368,10 +366,6 @@ fn is_icmp_error(t: u8) -> bool {
     )
 }
 
-fn is_echo(t: u8) -> bool {
-    matches!(t, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY)
-}
-
 /// Rewrites the addresses of an IPv4 header, patching its checksum;
 /// returns the pseudo-header delta and adds every changed word to
 /// `outer` (for a quoted header, the enclosing ICMP checksum).
@@ -384,16 +378,16 @@ fn rewrite_addrs(
     let mut d = Delta::default();
     for (at, new) in [(12, src), (16, dst)] {
         if let Some(new) = new {
-            let old = u32::from(get_addr(ip, at));
+            let old = u32::from(read_ipv4(ip, at));
             let new = u32::from(new);
             d.add32(old, new);
             outer.add32(old, new);
             ip[at..at + 4].copy_from_slice(&new.to_be_bytes());
         }
     }
-    let old = get16(ip, 10);
+    let old = read_u16(ip, 10);
     let new = d.apply(old);
-    set16(ip, 10, new);
+    write_u16(ip, 10, new);
     outer.add16(old, new);
     d
 }
@@ -404,9 +398,9 @@ fn rewrite_ports(l4: &mut [u8], rw: &Rewrite, outer: &mut Delta) -> Delta {
     let mut d = Delta::default();
     for (at, new) in [(0, rw.src), (2, rw.dst)] {
         if let Some(new) = new {
-            let old = get16(l4, at);
+            let old = read_u16(l4, at);
             d.add16(old, new.port());
-            set16(l4, at, new.port());
+            write_u16(l4, at, new.port());
         }
     }
     outer.merge(d);
@@ -422,7 +416,7 @@ fn patch_l4_csum(
     ports: Delta,
     partial: bool,
 ) -> (u16, u16) {
-    let old = get16(l4, at);
+    let old = read_u16(l4, at);
     let new = if partial {
         pseudo.apply_partial(old)
     } else if udp && old == 0 {
@@ -435,7 +429,7 @@ fn patch_l4_csum(
             c => c,
         }
     };
-    set16(l4, at, new);
+    write_u16(l4, at, new);
     (old, new)
 }
 
@@ -450,12 +444,12 @@ fn echo_id(rw: &Rewrite) -> Option<u16> {
 /// check looks at `icmp` in full, so pass the whole message when it is.
 fn rewrite_echo(icmp: &mut [u8], id: Option<u16>, outer: &mut Delta) {
     let Some(id) = id else { return };
-    let old_id = get16(icmp, 4);
+    let old_id = read_u16(icmp, 4);
     let mut d = Delta::default();
     d.add16(old_id, id);
-    set16(icmp, 4, id);
+    write_u16(icmp, 4, id);
     outer.add16(old_id, id);
-    let old = get16(icmp, 2);
+    let old = read_u16(icmp, 2);
     let mut new = d.apply(old);
     if new == 0 && icmp[0] == ICMP_ECHO_REPLY {
         // RFC 1624 eqn. 3 gives -0 (0x0000) where the sum is +0 only if
@@ -465,7 +459,7 @@ fn rewrite_echo(icmp: &mut [u8], id: Option<u16>, outer: &mut Delta) {
             new = 0xffff;
         }
     }
-    set16(icmp, 2, new);
+    write_u16(icmp, 2, new);
     outer.add16(old, new);
 }
 
@@ -475,6 +469,28 @@ fn rewrite_echo(icmp: &mut [u8], id: Option<u16>, outer: &mut Delta) {
 /// Bytes past the IPv4 total length are left alone.
 pub fn translate(packet: &mut [u8], rw: &Rewrite, opts: TranslateOptions) -> Result<(), NatError> {
     let ip = parse_ipv4(packet, Layer::Ipv4)?;
+    translate_ip(packet, ip, rw, opts)
+}
+
+/// [`translate`] for a packet whose IPv4 header the caller has already
+/// validated into `meta` (e.g. at ingress), which is not parsed again.
+pub fn translate_parsed(
+    packet: &mut [u8],
+    meta: &Ipv4Meta,
+    rw: &Rewrite,
+    opts: TranslateOptions,
+) -> Result<(), NatError> {
+    let ip = outer_from_meta(packet, meta)?;
+    translate_ip(packet, ip, rw, opts)
+}
+
+#[inline]
+fn translate_ip(
+    packet: &mut [u8],
+    ip: Ip,
+    rw: &Rewrite,
+    opts: TranslateOptions,
+) -> Result<(), NatError> {
     let pkt = &mut packet[..ip.len];
     let src_ip = rw.src.map(|a| *a.ip());
     let dst_ip = rw.dst.map(|a| *a.ip());
@@ -601,8 +617,8 @@ fn translate_icmp_error(pkt: &mut [u8], ip: Ip, rw: &Rewrite) -> Result<(), NatE
         Quoted::Echo => rewrite_echo(ql4, echo_id(&m), &mut icmp_delta),
         Quoted::NoTransport => {}
     }
-    let old = get16(icmp, 2);
-    set16(icmp, 2, icmp_delta.apply(old));
+    let old = read_u16(icmp, 2);
+    write_u16(icmp, 2, icmp_delta.apply(old));
     Ok(())
 }
 
@@ -668,6 +684,18 @@ pub fn reverse_dnat(
 /// when quoted) are refused with [`NatError::Fragment`].
 pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
     let ip = parse_ipv4(packet, Layer::Ipv4)?;
+    inspect_ip(packet, ip)
+}
+
+/// [`inspect`] for a packet whose IPv4 header the caller has already
+/// validated into `meta`, which is not parsed again.
+pub fn inspect_parsed(packet: &[u8], meta: &Ipv4Meta) -> Result<Inspected, NatError> {
+    let ip = outer_from_meta(packet, meta)?;
+    inspect_ip(packet, ip)
+}
+
+#[inline]
+fn inspect_ip(packet: &[u8], ip: Ip) -> Result<Inspected, NatError> {
     if ip.frag_offset != 0 {
         return Err(NatError::Fragment {
             offset: ip.frag_offset,
@@ -675,15 +703,15 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
     }
     let pkt = &packet[..ip.len];
     let l4 = &pkt[ip.hl..];
-    let src = get_addr(pkt, 12);
-    let dst = get_addr(pkt, 16);
+    let src = read_ipv4(pkt, 12);
+    let dst = read_ipv4(pkt, 16);
     let (key, icmp_error, tcp_flags) = match ip.proto {
         IPPROTO_TCP => {
             need(Layer::Tcp, l4.len(), TCP_MIN)?;
             let key = FlowKey::new(
                 Protocol::Tcp,
-                SocketAddrV4::new(src, get16(l4, 0)),
-                SocketAddrV4::new(dst, get16(l4, 2)),
+                SocketAddrV4::new(src, read_u16(l4, 0)),
+                SocketAddrV4::new(dst, read_u16(l4, 2)),
             );
             (key, false, l4[13])
         }
@@ -691,8 +719,8 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
             need(Layer::Udp, l4.len(), UDP_LEN)?;
             let key = FlowKey::new(
                 Protocol::Udp,
-                SocketAddrV4::new(src, get16(l4, 0)),
-                SocketAddrV4::new(dst, get16(l4, 2)),
+                SocketAddrV4::new(src, read_u16(l4, 0)),
+                SocketAddrV4::new(dst, read_u16(l4, 2)),
             );
             (key, false, 0)
         }
@@ -700,7 +728,7 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
             need(Layer::Icmp, l4.len(), ICMP_HDR)?;
             let t = l4[0];
             if is_echo(t) {
-                let id = get16(l4, 4);
+                let id = read_u16(l4, 4);
                 let key = FlowKey::new(
                     Protocol::Icmp,
                     SocketAddrV4::new(src, id),
@@ -710,8 +738,8 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
             } else if is_icmp_error(t) {
                 let (q, kind) = parse_quote(l4)?;
                 let quote = &l4[ICMP_HDR..ICMP_HDR + q.len];
-                let qsrc = get_addr(quote, 12);
-                let qdst = get_addr(quote, 16);
+                let qsrc = read_ipv4(quote, 12);
+                let qdst = read_ipv4(quote, 16);
                 let ql4 = &quote[q.hl..];
                 let (proto, sp, dp) = match kind {
                     Quoted::NoTransport => {
@@ -721,10 +749,10 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
                     }
                     Quoted::Ports { udp, .. } => (
                         if udp { Protocol::Udp } else { Protocol::Tcp },
-                        get16(ql4, 0),
-                        get16(ql4, 2),
+                        read_u16(ql4, 0),
+                        read_u16(ql4, 2),
                     ),
-                    Quoted::Echo => (Protocol::Icmp, get16(ql4, 4), get16(ql4, 4)),
+                    Quoted::Echo => (Protocol::Icmp, read_u16(ql4, 4), read_u16(ql4, 4)),
                 };
                 let quoted = FlowKey::new(
                     proto,
@@ -757,8 +785,8 @@ pub fn inspect(packet: &[u8]) -> Result<Inspected, NatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
     use etherparse::PacketBuilder;
+    use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 
     const H: [u8; 4] = [172, 17, 0, 2];
     const E: [u8; 4] = [203, 0, 113, 7];
@@ -785,6 +813,30 @@ mod tests {
             .write(&mut v, b"hello")
             .unwrap();
         v
+    }
+
+    /// The meta-taking variants give the same results as parsing, and a
+    /// meta that does not fit the packet falls back to parsing.
+    #[test]
+    fn parsed_variants_match() {
+        let rw = Rewrite {
+            src: Some(sa(E, 40001)),
+            dst: None,
+        };
+        for pkt in [udp(H, 5000, R, 53, b"query"), tcp(H, 5000, R, 80)] {
+            let meta = Ipv4Meta::parse(&pkt).unwrap();
+            assert_eq!(inspect_parsed(&pkt, &meta), inspect(&pkt));
+            let (mut a, mut b) = (pkt.clone(), pkt.clone());
+            translate(&mut a, &rw, TranslateOptions::default()).unwrap();
+            translate_parsed(&mut b, &meta, &rw, TranslateOptions::default()).unwrap();
+            assert_eq!(a, b);
+            let wrong = Ipv4Meta {
+                total_len: pkt.len() + 1,
+                ..meta
+            };
+            assert_eq!(inspect_parsed(&pkt, &wrong), inspect(&pkt));
+            assert_eq!(inspect_parsed(&pkt[..10], &wrong), inspect(&pkt[..10]));
+        }
     }
 
     #[test]
@@ -825,10 +877,10 @@ mod tests {
         // The translated datagram with a 2-byte payload word `w`: choose w
         // so that the full sum is 0xFFFF (checksum 0).
         let mut seg = vec![0u8; 10];
-        set16(&mut seg, 0, 50000);
-        set16(&mut seg, 2, 53);
-        set16(&mut seg, 4, 10);
-        let partial = fold(crate::checksum::sum(
+        write_u16(&mut seg, 0, 50000);
+        write_u16(&mut seg, 2, 53);
+        write_u16(&mut seg, 4, 10);
+        let partial = fold(weft_packet::checksum::sum(
             pseudo_header_sum_v4(src, dst, 17, 10),
             &seg,
         ));
@@ -836,7 +888,7 @@ mod tests {
         let mut p = udp(H, 40000, R, 53, &w.to_be_bytes());
         let orig = p.clone();
         snat(&mut p, sa(E, 50000), TranslateOptions::default()).unwrap();
-        assert_eq!(get16(&p, 26), 0xffff);
+        assert_eq!(read_u16(&p, 26), 0xffff);
         // Receiver check: checksum over pseudo + segment verifies.
         assert_eq!(
             checksum_with(pseudo_header_sum_v4(src, dst, 17, 10), &p[20..]),
@@ -871,7 +923,7 @@ mod tests {
             .write(&mut p, &[0; 4])
             .unwrap();
         dnat(&mut p, sa(H, 0), TranslateOptions::default()).unwrap();
-        assert_eq!(get16(&p, 22), 0xffff);
+        assert_eq!(read_u16(&p, 22), 0xffff);
         assert_eq!(checksum(&p[20..]), 0);
         let mut want = Vec::new();
         PacketBuilder::ipv4(R, H, 64)

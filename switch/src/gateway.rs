@@ -11,12 +11,15 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use weft_nat::checksum::{checksum, update16};
+use weft_packet::checksum::{checksum, update16};
+use weft_packet::icmp::IcmpPacket;
+use weft_packet::ipv4::{Ipv4Error, Ipv4Packet};
+use weft_packet::meta::Ipv4Meta;
 
 use crate::frame::Offload;
 
-use crate::wire::{
-    arp, eth, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
+use weft_packet::{
+    arp, ethernet, icmp, ipv4, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IP_PROTO_ICMP,
 };
 
@@ -25,34 +28,6 @@ pub const ORIGINATED_TTL: u8 = 64;
 /// An ICMP error carries as much of the offending packet as fits in a
 /// 576-byte datagram (RFC 1812 §4.3.2.3).
 const ICMP_ERROR_MAX_IP_LEN: usize = 576;
-
-/// The parsed, validated fields of an IPv4 header inside an Ethernet frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Meta {
-    pub header_len: usize,
-    pub total_len: usize,
-    pub ttl: u8,
-    pub proto: u8,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    /// Flags and fragment offset word.
-    pub frag: u16,
-}
-
-impl Ipv4Meta {
-    pub fn dont_fragment(&self) -> bool {
-        self.frag & ipv4::FLAG_DF != 0
-    }
-
-    /// Any fragment other than the first.
-    pub fn is_later_fragment(&self) -> bool {
-        self.frag & ipv4::FRAG_OFFSET_MASK != 0
-    }
-
-    pub fn is_fragment(&self) -> bool {
-        self.frag & (ipv4::FLAG_MF | ipv4::FRAG_OFFSET_MASK) != 0
-    }
-}
 
 /// Why an IPv4 header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,29 +43,12 @@ pub enum Ipv4Invalid {
 /// [`ipv4_checksum_ok`], only where the switch acts as a router.
 #[inline]
 pub fn parse_ipv4(frame: &[u8]) -> Result<Ipv4Meta, Ipv4Invalid> {
-    if frame.len() < ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN {
-        return Err(Ipv4Invalid::Truncated);
-    }
-    let ip = &frame[ETH_HEADER_LEN..];
-    if ip[ipv4::VER_IHL] >> 4 != 4 {
-        return Err(Ipv4Invalid::Version);
-    }
-    let header_len = usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4;
-    if header_len < IPV4_MIN_HEADER_LEN || header_len > ip.len() {
-        return Err(Ipv4Invalid::HeaderLength);
-    }
-    let total_len = usize::from(read_u16(ip, ipv4::TOTAL_LEN));
-    if total_len < header_len || total_len > ip.len() {
-        return Err(Ipv4Invalid::TotalLength);
-    }
-    Ok(Ipv4Meta {
-        header_len,
-        total_len,
-        ttl: ip[ipv4::TTL],
-        proto: ip[ipv4::PROTO],
-        src: read_ipv4(ip, ipv4::SRC),
-        dst: read_ipv4(ip, ipv4::DST),
-        frag: read_u16(ip, ipv4::FLAGS_FRAG),
+    let ip = frame.get(ETH_HEADER_LEN..).ok_or(Ipv4Invalid::Truncated)?;
+    Ipv4Meta::parse(ip).map_err(|e| match e {
+        Ipv4Error::Truncated { .. } => Ipv4Invalid::Truncated,
+        Ipv4Error::Version(_) => Ipv4Invalid::Version,
+        Ipv4Error::HeaderLength(_) | Ipv4Error::HeaderTruncated { .. } => Ipv4Invalid::HeaderLength,
+        Ipv4Error::TotalLength { .. } => Ipv4Invalid::TotalLength,
     })
 }
 
@@ -102,21 +60,14 @@ pub fn ipv4_checksum_ok(frame: &[u8], meta: &Ipv4Meta) -> bool {
 
 /// Recomputes the IPv4 header checksum from scratch.
 fn fill_ipv4_checksum(ip_header: &mut [u8]) {
-    write_u16(ip_header, ipv4::CHECKSUM, 0);
-    let sum = checksum(ip_header);
-    write_u16(ip_header, ipv4::CHECKSUM, sum);
+    Ipv4Packet::new_unchecked(ip_header).fill_checksum();
 }
 
 /// Decrements the TTL and updates the header checksum incrementally
 /// (RFC 1624 eqn. 3; RFC 1812 §5.3.1 names this method).
 #[inline]
 pub fn decrement_ttl(frame: &mut [u8]) {
-    let ip = &mut frame[ETH_HEADER_LEN..];
-    let old_word = read_u16(ip, ipv4::TTL);
-    ip[ipv4::TTL] -= 1;
-    let new_word = read_u16(ip, ipv4::TTL);
-    let sum = update16(read_u16(ip, ipv4::CHECKSUM), old_word, new_word);
-    write_u16(ip, ipv4::CHECKSUM, sum);
+    Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]).decrement_ttl();
 }
 
 /// Whether `frame` is an ARP request for `target` (RFC 826, Ethernet/IPv4).
@@ -129,9 +80,9 @@ pub fn is_arp_request_for(frame: &[u8], target: Ipv4Addr) -> bool {
 
 /// Turns an ARP request into the reply from `mac`/`ip`, in place.
 pub fn arp_reply_in_place(frame: &mut [u8], mac: MacAddr, ip: Ipv4Addr) {
-    let requester_mac = MacAddr::read(frame, eth::SRC);
-    requester_mac.write(frame, eth::DST);
-    mac.write(frame, eth::SRC);
+    let requester_mac = MacAddr::read(frame, ethernet::SRC);
+    requester_mac.write(frame, ethernet::DST);
+    mac.write(frame, ethernet::SRC);
     let a = &mut frame[ETH_HEADER_LEN..];
     let sender_mac = MacAddr::read(a, arp::SHA);
     let sender_ip = read_ipv4(a, arp::SPA);
@@ -160,9 +111,9 @@ pub fn is_valid_echo_request(frame: &[u8], meta: &Ipv4Meta) -> bool {
 /// place. Returns the length of the reply frame (any Ethernet padding of the
 /// request is dropped).
 pub fn echo_reply_in_place(frame: &mut [u8], meta: &Ipv4Meta, mac: MacAddr, ip: Ipv4Addr) -> usize {
-    let requester_mac = MacAddr::read(frame, eth::SRC);
-    requester_mac.write(frame, eth::DST);
-    mac.write(frame, eth::SRC);
+    let requester_mac = MacAddr::read(frame, ethernet::SRC);
+    requester_mac.write(frame, ethernet::DST);
+    mac.write(frame, ethernet::SRC);
     let end = ETH_HEADER_LEN + meta.total_len;
     let packet = &mut frame[ETH_HEADER_LEN..end];
     write_ipv4(packet, ipv4::DST, meta.src);
@@ -192,7 +143,7 @@ pub fn may_send_icmp_error(frame: &[u8], meta: &Ipv4Meta) -> bool {
     if meta.dst.is_broadcast() || meta.dst.is_multicast() {
         return false;
     }
-    if MacAddr::read(frame, eth::DST).is_multicast() {
+    if MacAddr::read(frame, ethernet::DST).is_multicast() {
         return false;
     }
     if meta.proto == IP_PROTO_ICMP {
@@ -234,32 +185,32 @@ pub fn build_icmp_error(
     let ip_len = IPV4_MIN_HEADER_LEN + ICMP_HEADER_LEN + quoted_len;
     let frame_len = ETH_HEADER_LEN + ip_len;
 
-    MacAddr::read(frame, eth::SRC).write(out, eth::DST);
-    mac.write(out, eth::SRC);
-    write_u16(out, eth::ETHERTYPE, ETHERTYPE_IPV4);
+    MacAddr::read(frame, ethernet::SRC).write(out, ethernet::DST);
+    mac.write(out, ethernet::SRC);
+    write_u16(out, ethernet::ETHERTYPE, ETHERTYPE_IPV4);
 
     let packet = &mut out[ETH_HEADER_LEN..frame_len];
     let (header, msg) = packet.split_at_mut(IPV4_MIN_HEADER_LEN);
-    header[ipv4::VER_IHL] = 0x45;
+    let mut header = Ipv4Packet::new_unchecked(header);
+    header.set_version_and_header_len(IPV4_MIN_HEADER_LEN);
     // Precedence "internetwork control", as routers mark their ICMP errors.
-    header[1] = 0xc0;
-    write_u16(header, ipv4::TOTAL_LEN, ip_len as u16);
-    write_u16(header, ipv4::IDENT, ident);
-    write_u16(header, ipv4::FLAGS_FRAG, 0);
-    header[ipv4::TTL] = ORIGINATED_TTL;
-    header[ipv4::PROTO] = IP_PROTO_ICMP;
-    write_ipv4(header, ipv4::SRC, ip);
-    write_ipv4(header, ipv4::DST, meta.src);
-    fill_ipv4_checksum(header);
+    header.set_tos(0xc0);
+    header.set_total_len(ip_len as u16);
+    header.set_ident(ident);
+    header.set_flags_frag(0);
+    header.set_ttl(ORIGINATED_TTL);
+    header.set_protocol(IP_PROTO_ICMP);
+    header.set_src_addr(ip);
+    header.set_dst_addr(meta.src);
+    header.fill_checksum();
 
-    msg[icmp::TYPE] = error.ty;
-    msg[icmp::CODE] = error.code;
-    write_u16(msg, icmp::CHECKSUM, 0);
-    write_u16(msg, 4, 0);
-    write_u16(msg, icmp::NEXT_HOP_MTU, error.next_hop_mtu);
-    msg[ICMP_HEADER_LEN..].copy_from_slice(&frame[ETH_HEADER_LEN..ETH_HEADER_LEN + quoted_len]);
-    let sum = checksum(msg);
-    write_u16(msg, icmp::CHECKSUM, sum);
+    let mut msg = IcmpPacket::new_unchecked(msg);
+    msg.set_msg_type(error.ty);
+    msg.set_code(error.code);
+    msg.set_unused_and_mtu(error.next_hop_mtu);
+    msg.data_mut()
+        .copy_from_slice(&frame[ETH_HEADER_LEN..ETH_HEADER_LEN + quoted_len]);
+    msg.fill_checksum();
     frame_len
 }
 
@@ -545,9 +496,9 @@ mod tests {
     #[test]
     fn arp_reply_swaps_roles() {
         let mut f = vec![0u8; 42];
-        MacAddr::BROADCAST.write(&mut f, eth::DST);
-        MacAddr(A_MAC).write(&mut f, eth::SRC);
-        write_u16(&mut f, eth::ETHERTYPE, crate::wire::ETHERTYPE_ARP);
+        MacAddr::BROADCAST.write(&mut f, ethernet::DST);
+        MacAddr(A_MAC).write(&mut f, ethernet::SRC);
+        write_u16(&mut f, ethernet::ETHERTYPE, weft_packet::ETHERTYPE_ARP);
         let a = &mut f[ETH_HEADER_LEN..];
         write_u16(a, arp::HTYPE, 1);
         write_u16(a, arp::PTYPE, 0x0800);
@@ -565,7 +516,7 @@ mod tests {
         assert_eq!(read_ipv4(a, arp::SPA), GW_IP);
         assert_eq!(MacAddr::read(a, arp::THA), MacAddr(A_MAC));
         assert_eq!(read_ipv4(a, arp::TPA), Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(MacAddr::read(&f, eth::DST), MacAddr(A_MAC));
+        assert_eq!(MacAddr::read(&f, ethernet::DST), MacAddr(A_MAC));
     }
 
     #[test]

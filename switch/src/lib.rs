@@ -17,7 +17,6 @@ pub mod mac_table;
 pub mod neighbor;
 pub mod offload;
 pub mod switch;
-pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::wire::MacAddr;
 use crate::PortId;
+use weft_packet::MacAddr;
 
 /// Default ageing time for learned addresses (IEEE 802.1D).
 pub const DEFAULT_AGING: Duration = Duration::from_secs(300);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::wire::MacAddr;
+use weft_packet::MacAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {

@@ -43,45 +43,26 @@
 use std::ops::Range;
 
 use thiserror::Error;
-use weft_nat::checksum::{checksum, copy_and_sum, fold, sum};
+use weft_packet::checksum::{checksum, copy_and_sum, fold, sum};
 
 use crate::frame::{is_gso, needs_csum, Offload, MAX_FRAME_LEN};
-use crate::wire::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
-    IPV4_MIN_HEADER_LEN, IP_PROTO_TCP,
-};
 use weft_os::tap::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
 };
+use weft_packet::ipv4::Ipv4Packet;
+use weft_packet::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_HEADER_LEN};
+use weft_packet::meta::FrameInfo;
+use weft_packet::tcp::{self, MIN_HEADER_LEN as TCP_MIN_HEADER_LEN};
+use weft_packet::{
+    get_u16, read_u32, write_u16, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPV4_MIN_HEADER_LEN, IP_PROTO_TCP,
+};
 
-/// Length of the fixed IPv6 header (RFC 8200 §3).
-const IPV6_HEADER_LEN: usize = 40;
-/// Length of a TCP header without options (RFC 9293 §3.1).
-const TCP_MIN_HEADER_LEN: usize = 20;
 /// Offset of the checksum in the TCP header, the `csum_offset` of a TCP
 /// frame with a partial checksum.
 pub const TCP_CSUM_OFFSET: u16 = 16;
 /// Largest value of the IPv4 Total Length and IPv6 Payload Length fields.
 const MAX_IP_LEN: usize = 0xffff;
-
-/// TCP header byte 13: the flags (RFC 9293 §3.1, RFC 3168 §6.1).
-mod tcp_flag {
-    pub const FIN: u8 = 0x01;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const CWR: u8 = 0x80;
-}
-
-/// Offsets within the TCP header.
-mod tcp {
-    pub const SEQ: usize = 4;
-    pub const OFF_RESERVED: usize = 12;
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: usize = 14;
-    pub const CHECKSUM: usize = 16;
-    pub const URGENT: usize = 18;
-}
 
 /// Why a frame could not be segmented or its checksum completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -152,53 +133,33 @@ struct TcpFrame {
     v6: bool,
 }
 
-#[inline]
-fn be16(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
-}
-
-#[inline]
-fn put16(buf: &mut [u8], at: usize, v: u16) {
-    buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-fn read32(buf: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-}
-
 /// Finds the headers of an Ethernet (optionally VLAN-tagged) + IPv4/IPv6 +
 /// TCP frame, checking every offset against the frame's length and the IP
 /// length field.
 fn parse_tcp(frame: &[u8]) -> Result<TcpFrame, OffloadError> {
-    let mut l3 = ETH_HEADER_LEN;
-    let mut ethertype = be16(frame, 12).ok_or(OffloadError::Truncated)?;
-    for _ in 0..2 {
-        if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-            ethertype = be16(frame, l3 + 2).ok_or(OffloadError::Truncated)?;
-            l3 += 4;
-        }
-    }
+    let FrameInfo { ethertype, l3 } = FrameInfo::parse(frame).ok_or(OffloadError::Truncated)?;
     let (l4, end, v6) = match ethertype {
         ETHERTYPE_IPV4 => {
             let ip = frame
                 .get(l3..l3 + IPV4_MIN_HEADER_LEN)
+                .map(Ipv4Packet::new_unchecked)
                 .ok_or(OffloadError::Truncated)?;
-            if ip[0] >> 4 != 4 {
+            if ip.version() != 4 {
                 return Err(OffloadError::Malformed("IPv4 version field is not 4"));
             }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let ihl = ip.header_len();
             if ihl < IPV4_MIN_HEADER_LEN {
                 return Err(OffloadError::Malformed("IPv4 header length below 20"));
             }
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            if frag & 0x3fff != 0 {
+            if ip.more_frags() || ip.frag_offset() != 0 {
                 return Err(OffloadError::Malformed("IPv4 fragment"));
             }
-            if ip[9] != IP_PROTO_TCP {
-                return Err(OffloadError::NotTcp { protocol: ip[9] });
+            if ip.protocol() != IP_PROTO_TCP {
+                return Err(OffloadError::NotTcp {
+                    protocol: ip.protocol(),
+                });
             }
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let total = usize::from(ip.total_len());
             if total < ihl + TCP_MIN_HEADER_LEN {
                 return Err(OffloadError::Malformed(
                     "IPv4 total length shorter than the headers",
@@ -213,14 +174,17 @@ fn parse_tcp(frame: &[u8]) -> Result<TcpFrame, OffloadError> {
         ETHERTYPE_IPV6 => {
             let ip = frame
                 .get(l3..l3 + IPV6_HEADER_LEN)
+                .map(Ipv6Packet::new_unchecked)
                 .ok_or(OffloadError::Truncated)?;
-            if ip[0] >> 4 != 6 {
+            if ip.version() != 6 {
                 return Err(OffloadError::Malformed("IPv6 version field is not 6"));
             }
-            if ip[6] != IP_PROTO_TCP {
-                return Err(OffloadError::NotTcp { protocol: ip[6] });
+            if ip.next_header() != IP_PROTO_TCP {
+                return Err(OffloadError::NotTcp {
+                    protocol: ip.next_header(),
+                });
             }
-            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let plen = usize::from(ip.payload_len());
             if plen < TCP_MIN_HEADER_LEN {
                 return Err(OffloadError::Malformed(
                     "IPv6 payload length shorter than a TCP header (or a jumbogram)",
@@ -235,7 +199,7 @@ fn parse_tcp(frame: &[u8]) -> Result<TcpFrame, OffloadError> {
         _ => return Err(OffloadError::NotIp { ethertype }),
     };
     // l4 + 20 <= end <= frame.len() was checked above.
-    let doff = usize::from(frame[l4 + tcp::OFF_RESERVED] >> 4) * 4;
+    let doff = usize::from(frame[l4 + tcp::DATA_OFFSET] >> 4) * 4;
     if doff < TCP_MIN_HEADER_LEN {
         return Err(OffloadError::Malformed("TCP data offset below 5"));
     }
@@ -386,8 +350,8 @@ pub fn segment(
 
     let ip_hdr_len = h.l4 - h.l3;
     let tcp_hdr_len = h.payload - h.l4;
-    let id0 = be16(frame, h.l3 + 4).unwrap_or(0);
-    let seq0 = read32(frame, h.l4 + tcp::SEQ);
+    let id0 = get_u16(frame, h.l3 + 4).unwrap_or(0);
+    let seq0 = read_u32(frame, h.l4 + tcp::SEQ);
     let flags0 = frame[h.l4 + tcp::FLAGS];
 
     for (i, chunk) in payload
@@ -404,13 +368,13 @@ pub fn segment(
 
         let l3 = h.l3;
         if h.v6 {
-            put16(seg, l3 + 4, (tcp_hdr_len + chunk.len()) as u16);
+            write_u16(seg, l3 + 4, (tcp_hdr_len + chunk.len()) as u16);
         } else {
-            put16(seg, l3 + 2, (ip_hdr_len + tcp_hdr_len + chunk.len()) as u16);
-            put16(seg, l3 + 4, id0.wrapping_add(i as u16));
-            put16(seg, l3 + 10, 0);
+            write_u16(seg, l3 + 2, (ip_hdr_len + tcp_hdr_len + chunk.len()) as u16);
+            write_u16(seg, l3 + 4, id0.wrapping_add(i as u16));
+            write_u16(seg, l3 + 10, 0);
             let c = checksum(&seg[l3..h.l4]);
-            put16(seg, l3 + 10, c);
+            write_u16(seg, l3 + 10, c);
         }
 
         let l4 = h.l4;
@@ -418,17 +382,17 @@ pub fn segment(
         seg[l4 + tcp::SEQ..l4 + tcp::SEQ + 4].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
         if i + 1 != count {
-            flags &= !(tcp_flag::FIN | tcp_flag::PSH);
+            flags &= !(tcp::FLAG_FIN | tcp::FLAG_PSH);
         }
         if i != 0 {
-            flags &= !tcp_flag::CWR;
+            flags &= !tcp::FLAG_CWR;
         }
         seg[l4 + tcp::FLAGS] = flags;
-        put16(seg, l4 + tcp::CHECKSUM, 0);
+        write_u16(seg, l4 + tcp::CHECKSUM, 0);
         let tcp_len = tcp_hdr_len + chunk.len();
         let pseudo = pseudo_header_sum(seg, &h, tcp_len);
         let c = !fold(sum(pseudo, &seg[l4..hdr_len]) + payload_sum);
-        put16(seg, l4 + tcp::CHECKSUM, c);
+        write_u16(seg, l4 + tcp::CHECKSUM, c);
     }
 
     Ok(Segmented {
@@ -464,7 +428,7 @@ pub fn complete_csum(frame: &mut [u8], offload: &Offload) -> Result<(), OffloadE
         0 => 0xffff,
         c => c,
     };
-    put16(frame, field, c);
+    write_u16(frame, field, c);
     Ok(())
 }
 
@@ -693,16 +657,16 @@ fn coalescable(frame: &[u8], h: &TcpFrame) -> Option<bool> {
     if !h.v6 && (h.l4 - h.l3 != IPV4_MIN_HEADER_LEN || checksum(&frame[h.l3..h.l4]) != 0) {
         return None;
     }
-    if frame[h.l4 + tcp::OFF_RESERVED] & 0x0f != 0 {
+    if frame[h.l4 + tcp::DATA_OFFSET] & 0x0f != 0 {
         return None;
     }
     let flags = frame[h.l4 + tcp::FLAGS];
-    if flags & !(tcp_flag::ACK | tcp_flag::PSH) != 0 {
+    if flags & !(tcp::FLAG_ACK | tcp::FLAG_PSH) != 0 {
         return None;
     }
     // The TCP checksum is verified as the segment is copied in
     // (`Slot::start`, `Slot::try_append`), not in a pass of its own.
-    Some(flags & tcp_flag::PSH != 0)
+    Some(flags & tcp::FLAG_PSH != 0)
 }
 
 /// What [`Slot::try_append`] did with a segment.
@@ -728,7 +692,7 @@ impl Slot {
         self.flow = Some(Flow {
             key,
             h: *h,
-            next_seq: read32(frame, h.l4 + tcp::SEQ).wrapping_add(gso_size as u32),
+            next_seq: read_u32(frame, h.l4 + tcp::SEQ).wrapping_add(gso_size as u32),
             gso_size,
             segs: 1,
             closed: psh,
@@ -750,7 +714,7 @@ impl Slot {
             || plen > f.gso_size
             || ip_len + plen > MAX_IP_LEN
             || f.h.end + plen > self.buf.len()
-            || read32(frame, h.l4 + tcp::SEQ) != f.next_seq
+            || read_u32(frame, h.l4 + tcp::SEQ) != f.next_seq
         {
             return Append::NoFit;
         }
@@ -764,7 +728,7 @@ impl Slot {
         };
         let tcp_same = same(l4..l4 + tcp::SEQ)
             && same(l4 + 8..l4 + tcp::FLAGS)
-            && (buf[l4 + tcp::FLAGS] ^ frame[l4 + tcp::FLAGS]) & !tcp_flag::PSH == 0
+            && (buf[l4 + tcp::FLAGS] ^ frame[l4 + tcp::FLAGS]) & !tcp::FLAG_PSH == 0
             && same(l4 + tcp::WINDOW..l4 + tcp::CHECKSUM)
             && same(l4 + tcp::URGENT..h.payload);
         if !(same(0..l3) && ip_same && tcp_same) {
@@ -785,7 +749,7 @@ impl Slot {
         f.next_seq = f.next_seq.wrapping_add(plen as u32);
         f.segs += 1;
         if psh {
-            self.buf[l4 + tcp::FLAGS] |= tcp_flag::PSH;
+            self.buf[l4 + tcp::FLAGS] |= tcp::FLAG_PSH;
         }
         f.closed = psh || plen < f.gso_size;
         Append::Appended
@@ -800,15 +764,15 @@ impl Slot {
         let h = f.h;
         let frame = &mut self.buf[..h.end];
         if h.v6 {
-            put16(frame, h.l3 + 4, (h.end - h.l4) as u16);
+            write_u16(frame, h.l3 + 4, (h.end - h.l4) as u16);
         } else {
-            put16(frame, h.l3 + 2, (h.end - h.l3) as u16);
-            put16(frame, h.l3 + 10, 0);
+            write_u16(frame, h.l3 + 2, (h.end - h.l3) as u16);
+            write_u16(frame, h.l3 + 10, 0);
             let c = checksum(&frame[h.l3..h.l4]);
-            put16(frame, h.l3 + 10, c);
+            write_u16(frame, h.l3 + 10, c);
         }
         let partial = fold(pseudo_header_sum(frame, &h, h.end - h.l4));
-        put16(frame, h.l4 + tcp::CHECKSUM, partial);
+        write_u16(frame, h.l4 + tcp::CHECKSUM, partial);
         let gso = f.segs > 1;
         let offload = Offload {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,

@@ -23,10 +23,10 @@ use etherparse::{
     SlicedPacket, TransportSlice,
 };
 use ipnet::Ipv4Net;
+use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 // ---------------------------------------------------------------------------

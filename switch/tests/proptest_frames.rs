@@ -20,10 +20,10 @@ use etherparse::{ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4He
 use ipnet::Ipv4Net;
 use proptest::collection::vec;
 use proptest::prelude::*;
+use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
-use weft_switch::wire::MacAddr;
 use weft_switch::{NetworkId, PortId};
 
 const NETS: [NetworkId; 3] = [NetworkId(1), NetworkId(2), NetworkId(3)];

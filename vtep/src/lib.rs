@@ -26,6 +26,10 @@ pub use header::{Truncated, VxlanHeader, FLAG_VNI, HEADER_LEN};
 
 use core::fmt;
 
+use weft_packet::ipv4::{self, Ipv4Packet};
+use weft_packet::meta::FrameInfo;
+use weft_packet::{ETHERTYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP};
+
 /// IANA-assigned UDP destination port for VXLAN (RFC 7348 §5).
 pub const VXLAN_UDP_PORT: u16 = 4789;
 
@@ -151,12 +155,6 @@ pub fn udp_source_port(flow_hash: u32) -> u16 {
     SOURCE_PORT_MIN | spread as u16
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-
 /// FNV-1a, 32 bit: small, fast, stable across platforms and releases.
 struct Fnv1a(u32);
 
@@ -184,16 +182,11 @@ impl Fnv1a {
 /// Returns the IPv4 packet inside an Ethernet frame (skipping up to two
 /// 802.1Q / 802.1ad tags), or `None` for anything else.
 fn inner_ipv4(frame: &[u8]) -> Option<&[u8]> {
-    let mut offset = 12;
-    for _ in 0..3 {
-        let ty = frame.get(offset..offset + 2)?;
-        match u16::from_be_bytes([ty[0], ty[1]]) {
-            ETHERTYPE_IPV4 => return frame.get(offset + 2..),
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ => offset += 4,
-            _ => return None,
-        }
+    let info = FrameInfo::parse(frame)?;
+    if info.ethertype != ETHERTYPE_IPV4 {
+        return None;
     }
-    None
+    frame.get(info.l3..)
 }
 
 /// Hashes the headers that identify the flow of an inner Ethernet frame.
@@ -217,20 +210,19 @@ pub fn inner_flow_hash(frame: &[u8]) -> u32 {
 }
 
 fn hash_ipv4(h: &mut Fnv1a, ip: &[u8]) {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
+    // The header itself must be sound; the total length is not checked.
+    let ip = Ipv4Packet::new_unchecked(ip);
+    if ip.check_header().is_err() {
         return;
     }
-    let header_len = usize::from(ip[0] & 0x0f) * 4;
-    if header_len < 20 || ip.len() < header_len {
-        return;
-    }
-    let proto = ip[9];
+    let proto = ip.protocol();
     h.write(&[proto]);
-    h.write(&ip[12..20]);
+    h.write(&ip.as_bytes()[ipv4::SRC..ipv4::DST + 4]);
     // MF flag or fragment offset: ports are absent or not in every fragment.
-    let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    if matches!(proto, IPPROTO_TCP | IPPROTO_UDP) && !fragmented {
-        if let Some(ports) = ip.get(header_len..header_len + 4) {
+    let fragmented = ip.more_frags() || ip.frag_offset() != 0;
+    if matches!(proto, IP_PROTO_TCP | IP_PROTO_UDP) && !fragmented {
+        let header_len = ip.header_len();
+        if let Some(ports) = ip.as_bytes().get(header_len..header_len + 4) {
             h.write(ports);
         }
     }

@@ -42,8 +42,8 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use weft_datapath::Injector;
 use weft_dns::{Forwarder, FrameDecoder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
+use weft_packet::{ethernet, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP};
 use weft_switch::switch::{DnsQuery, DNS_PORT};
-use weft_switch::wire::{eth, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP};
 use weft_switch::{NetworkId, PortId};
 
 use super::names::NameTables;
@@ -445,9 +445,10 @@ impl Server {
                 continue;
             };
             let mut frame = vec![0u8; ETH_HEADER_LEN + packet.len()];
-            peer.client_mac.write(&mut frame, eth::DST);
-            peer.gateway_mac.write(&mut frame, eth::SRC);
-            frame[eth::ETHERTYPE..ETH_HEADER_LEN].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            peer.client_mac.write(&mut frame, ethernet::DST);
+            peer.gateway_mac.write(&mut frame, ethernet::SRC);
+            frame[ethernet::ETHERTYPE..ETH_HEADER_LEN]
+                .copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
             frame[ETH_HEADER_LEN..].copy_from_slice(&packet);
             self.injector.send(peer.port, frame);
         }

@@ -11,9 +11,9 @@ use super::names::NameTables;
 use crossbeam_channel::{Receiver, Sender};
 use weft_datapath::Injector;
 use weft_dns::{Forwarder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
-use weft_nat::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
+use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
+use weft_packet::{ethernet, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 use weft_switch::switch::{DnsQuery, DNS_PORT};
-use weft_switch::wire::{eth, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 /// Forwarded queries in flight at once.
 const MAX_FORWARDS: usize = 64;
@@ -87,9 +87,9 @@ fn udp_frame(query: &DnsQuery, payload: &[u8]) -> Vec<u8> {
     let udp_len = 8 + payload.len();
     let ip_len = 20 + udp_len;
     let mut f = vec![0u8; ETH_HEADER_LEN + ip_len];
-    query.client_mac.write(&mut f, eth::DST);
-    query.gateway_mac.write(&mut f, eth::SRC);
-    write_u16(&mut f, eth::ETHERTYPE, ETHERTYPE_IPV4);
+    query.client_mac.write(&mut f, ethernet::DST);
+    query.gateway_mac.write(&mut f, ethernet::SRC);
+    write_u16(&mut f, ethernet::ETHERTYPE, ETHERTYPE_IPV4);
     let ip = &mut f[ETH_HEADER_LEN..];
     ip[ipv4::VER_IHL] = 0x45;
     write_u16(ip, ipv4::TOTAL_LEN, ip_len as u16);

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
-use crate::wire::{eth, icmp, read_u16, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
+use weft_packet::{ethernet, icmp, read_u16, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 use super::{Ingress, Switch, Transmit};
 use crate::PortId;
@@ -51,7 +51,7 @@ impl Switch {
         let net = self
             .network(ingress.network)
             .ok_or(DropReason::NotRoutable)?;
-        let dst = MacAddr::read(frame, eth::DST);
+        let dst = MacAddr::read(frame, ethernet::DST);
         if dst.is_unicast() {
             match net.fdb.lookup(dst) {
                 Some(out) if out == ingress.id => return Err(DropReason::SamePort),
@@ -158,7 +158,7 @@ impl Switch {
 
 /// How a frame compares with an IP size limit.
 fn fit(frame: &[u8], offload: &Offload, limit: usize) -> Result<Fit, DropReason> {
-    let ethertype = read_u16(frame, eth::ETHERTYPE);
+    let ethertype = read_u16(frame, ethernet::ETHERTYPE);
     if ethertype != ETHERTYPE_IPV4 {
         let len = if is_gso(offload) {
             // TCP over IPv6: the segment headers plus gso_size.

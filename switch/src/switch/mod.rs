@@ -40,12 +40,12 @@ use crate::frame::{Offload, NO_OFFLOAD};
 use crate::gateway::{self, RateLimiter};
 use crate::mac_table::{LearnOutcome, Learned, MacTable, DEFAULT_AGING, DEFAULT_CAPACITY};
 use crate::neighbor::{Neighbor, NeighborTable};
-use crate::wire::{
-    arp, eth, read_ipv4, read_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_QINQ,
-    ETHERTYPE_VLAN, ETH_HEADER_LEN,
-};
 use crate::{NetworkId, PortId};
 use ipnet::Ipv4Net;
+use weft_packet::{
+    arp, ethernet, read_ipv4, read_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
+    ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN,
+};
 
 /// Where the core sends the frames it forwards or originates.
 pub trait Transmit {
@@ -482,7 +482,7 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Result<(), DropReason> {
-        if MacAddr::read(frame, eth::SRC) != port.mac {
+        if MacAddr::read(frame, ethernet::SRC) != port.mac {
             return Err(DropReason::SpoofedSourceMac);
         }
         let ingress = Ingress {
@@ -490,8 +490,8 @@ impl Switch {
             network: port.network,
             is_tunnel: false,
         };
-        let dst = MacAddr::read(frame, eth::DST);
-        let ethertype = read_u16(frame, eth::ETHERTYPE);
+        let dst = MacAddr::read(frame, ethernet::DST);
+        let ethertype = read_u16(frame, ethernet::ETHERTYPE);
         let (gateway_mac, gateway_ip) = {
             let net = self.network(port.network).ok_or(DropReason::NotRoutable)?;
             (net.cfg.gateway_mac, net.cfg.gateway_ip)
@@ -545,7 +545,7 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Result<(), DropReason> {
-        let src = MacAddr::read(frame, eth::SRC);
+        let src = MacAddr::read(frame, ethernet::SRC);
         if src.is_multicast() {
             return Err(DropReason::Malformed);
         }
@@ -554,14 +554,14 @@ impl Switch {
             network: tunnel.network,
             is_tunnel: true,
         };
-        let dst = MacAddr::read(frame, eth::DST);
+        let dst = MacAddr::read(frame, ethernet::DST);
         let (gateway_mac, gateway_ip, subnet) = {
             let net = self
                 .network(tunnel.network)
                 .ok_or(DropReason::NotRoutable)?;
             (net.cfg.gateway_mac, net.cfg.gateway_ip, net.cfg.subnet)
         };
-        match read_u16(frame, eth::ETHERTYPE) {
+        match read_u16(frame, ethernet::ETHERTYPE) {
             ETHERTYPE_ARP => {
                 if !arp_format_ok(frame) {
                     return Err(DropReason::Malformed);

@@ -26,18 +26,19 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use rustc_hash::{FxHashMap, FxHashSet};
 use weft_nat::conntrack::{Hit, Timestamp};
-use weft_nat::translate::{inspect, translate, TranslateOptions};
+use weft_nat::translate::{inspect_parsed, translate_parsed, TranslateOptions};
 use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
 
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
-use crate::gateway::{self, Ipv4Meta};
+use crate::gateway;
 use crate::neighbor::NeighborTable;
-use crate::wire::{
-    arp, eth, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP,
-    ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
-};
 use crate::{NetworkId, PortId};
+use weft_packet::meta::Ipv4Meta;
+use weft_packet::{
+    arp, ethernet, icmp, read_ipv4, read_u16, write_ipv4, write_u16, MacAddr, ARP_LEN,
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
+};
 
 use super::{arp_format_ok, Ingress, Switch, Transmit};
 
@@ -155,19 +156,19 @@ impl NatState {
 
 fn protocol_of(proto: u8) -> Option<Protocol> {
     match proto {
-        crate::wire::IP_PROTO_TCP => Some(Protocol::Tcp),
+        weft_packet::IP_PROTO_TCP => Some(Protocol::Tcp),
         IP_PROTO_UDP => Some(Protocol::Udp),
-        crate::wire::IP_PROTO_ICMP => Some(Protocol::Icmp),
+        weft_packet::IP_PROTO_ICMP => Some(Protocol::Icmp),
         _ => None,
     }
 }
 
 /// A 5-tuple hash for backend selection.
 fn flow_hash(key: &FlowKey) -> u64 {
-    let mut h = crate::wire::splitmix64(
+    let mut h = weft_packet::splitmix64(
         u64::from(u32::from(*key.src.ip())) << 16 | u64::from(key.src.port()),
     );
-    h = crate::wire::splitmix64(
+    h = weft_packet::splitmix64(
         h ^ (u64::from(u32::from(*key.dst.ip())) << 16 | u64::from(key.dst.port())),
     );
     h
@@ -270,7 +271,7 @@ impl Switch {
     ) -> Result<Option<Hit>, DropReason> {
         let ts = self.nat.now(now);
         let packet = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-        let Ok(info) = inspect(packet) else {
+        let Ok(info) = inspect_parsed(packet, meta) else {
             return Ok(None);
         };
         let ct = &mut self.nat.conntrack;
@@ -302,7 +303,7 @@ impl Switch {
         let opts = TranslateOptions {
             partial_csum: needs_csum(offload),
         };
-        translate(packet, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
+        translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
         Ok(Some(hit))
     }
 
@@ -356,7 +357,7 @@ impl Switch {
         }
         let proto = protocol_of(meta.proto)?;
         let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-        let info = inspect(packet).ok()?;
+        let info = inspect_parsed(packet, meta).ok()?;
         let key = (meta.dst, proto, info.key.dst.port());
         let gateway = self.network(ingress.network)?.cfg.gateway_ip;
         let service = self.nat.services.get_mut(&key)?;
@@ -407,7 +408,7 @@ impl Switch {
         let from_inside = self.network(ingress.network).map(|n| n.cfg.gateway_ip);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-            let info = inspect(packet).ok()?;
+            let info = inspect_parsed(packet, meta).ok()?;
             if info.icmp_error {
                 return None;
             }
@@ -496,8 +497,8 @@ impl Switch {
             Err(reason) => return Some(Err(reason)),
         }
         gateway::decrement_ttl(frame);
-        next_mac.write(frame, eth::DST);
-        uplink.mac.write(frame, eth::SRC);
+        next_mac.write(frame, ethernet::DST);
+        uplink.mac.write(frame, ethernet::SRC);
         let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
         tx.transmit(uplink.port, frame, offload);
         Some(Ok(()))
@@ -515,12 +516,12 @@ impl Switch {
             return Err(DropReason::NotRoutable);
         };
         let uplink = *uplink;
-        let dst = MacAddr::read(frame, eth::DST);
+        let dst = MacAddr::read(frame, ethernet::DST);
         if dst != uplink.mac && !dst.is_multicast() {
             // Promiscuous receive: another host's frame, not ours to count.
             return Ok(());
         }
-        match read_u16(frame, eth::ETHERTYPE) {
+        match read_u16(frame, ethernet::ETHERTYPE) {
             ETHERTYPE_ARP => {
                 if !arp_format_ok(frame) {
                     return Err(DropReason::Malformed);
@@ -588,9 +589,9 @@ impl Switch {
             return;
         };
         let f = &mut self.scratch[..ETH_HEADER_LEN + ARP_LEN];
-        MacAddr::BROADCAST.write(f, eth::DST);
-        uplink.mac.write(f, eth::SRC);
-        write_u16(f, eth::ETHERTYPE, ETHERTYPE_ARP);
+        MacAddr::BROADCAST.write(f, ethernet::DST);
+        uplink.mac.write(f, ethernet::SRC);
+        write_u16(f, ethernet::ETHERTYPE, ETHERTYPE_ARP);
         let a = &mut f[ETH_HEADER_LEN..];
         write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
         write_u16(a, arp::PTYPE, ETHERTYPE_IPV4);
@@ -625,7 +626,7 @@ impl Switch {
         let query = DnsQuery {
             port: ingress.id,
             network: ingress.network,
-            client_mac: MacAddr::read(frame, eth::SRC),
+            client_mac: MacAddr::read(frame, ethernet::SRC),
             client: SocketAddrV4::new(meta.src, read_u16(frame, udp)),
             gateway_mac: net.cfg.gateway_mac,
             gateway: meta.dst,

@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
-use crate::gateway::{self, IcmpError, Ipv4Meta};
-use crate::wire::{
-    arp, eth, icmp, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
+use crate::gateway::{self, IcmpError};
+use crate::{NetworkId, PortId};
+use weft_packet::meta::Ipv4Meta;
+use weft_packet::{
+    arp, ethernet, icmp, write_ipv4, write_u16, MacAddr, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
     ETH_HEADER_LEN, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP,
 };
-use crate::{NetworkId, PortId};
 
 use super::{Ingress, PortEntry, Switch, Transmit};
 
@@ -161,8 +162,8 @@ impl Switch {
         }
 
         gateway::decrement_ttl(frame);
-        out_mac.write(frame, eth::DST);
-        out_gw_mac.write(frame, eth::SRC);
+        out_mac.write(frame, ethernet::DST);
+        out_gw_mac.write(frame, ethernet::SRC);
         let frame = &mut frame[..ETH_HEADER_LEN + meta.total_len];
         if fits {
             tx.transmit(out_port, frame, offload);
@@ -230,9 +231,9 @@ impl Switch {
             return;
         };
         let f = &mut scratch[..ETH_HEADER_LEN + ARP_LEN];
-        MacAddr::BROADCAST.write(f, eth::DST);
-        net.cfg.gateway_mac.write(f, eth::SRC);
-        write_u16(f, eth::ETHERTYPE, ETHERTYPE_ARP);
+        MacAddr::BROADCAST.write(f, ethernet::DST);
+        net.cfg.gateway_mac.write(f, ethernet::SRC);
+        write_u16(f, ethernet::ETHERTYPE, ETHERTYPE_ARP);
         let a = &mut f[ETH_HEADER_LEN..];
         write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
         write_u16(a, arp::PTYPE, ETHERTYPE_IPV4);

@@ -1,128 +1,99 @@
-//! Field offsets and accessors for the headers the switch reads and writes:
-//! Ethernet II (IEEE 802.3), ARP (RFC 826), IPv4 (RFC 791) and ICMP (RFC 792).
+//! Ethernet II framing (IEEE 802.3 clause 3, with the ethertype of RFC 894)
+//! and IEEE 802 MAC addresses.
 //!
-//! Headers are read and written at fixed offsets into the frame buffer rather
-//! than by casting the buffer to packed structs: frames have no alignment
-//! guarantee, and offsets keep bounds checks explicit. Callers check lengths
-//! once (`*_LEN` constants) before using the accessors, which index directly.
+//! An Ethernet II header is the destination address, the source address and
+//! the ethertype, 14 bytes in all; IEEE 802.1Q / 802.1ad tags, where present,
+//! sit between the source address and the ethertype, 4 bytes each.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Length of an Ethernet II header: destination, source, ethertype.
-pub const ETH_HEADER_LEN: usize = 14;
-/// Minimum IPv4 header length (IHL = 5).
-pub const IPV4_MIN_HEADER_LEN: usize = 20;
-/// Length of an Ethernet/IPv4 ARP packet.
-pub const ARP_LEN: usize = 28;
-/// Length of the fixed ICMP header (type, code, checksum, 4 bytes of rest).
-pub const ICMP_HEADER_LEN: usize = 8;
+/// Field offsets within an Ethernet II header.
+pub const DST: usize = 0;
+pub const SRC: usize = 6;
+pub const ETHERTYPE: usize = 12;
 
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-pub const ETHERTYPE_QINQ: u16 = 0x88a8;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-
-pub const IP_PROTO_ICMP: u8 = 1;
-pub const IP_PROTO_TCP: u8 = 6;
-pub const IP_PROTO_UDP: u8 = 17;
-
-/// Offsets within an Ethernet II header.
-pub mod eth {
-    pub const DST: usize = 0;
-    pub const SRC: usize = 6;
-    pub const ETHERTYPE: usize = 12;
+/// Why a buffer does not hold an Ethernet header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Ethernet frame truncated: {len} bytes, header needs 14")]
+pub struct Truncated {
+    /// Bytes available.
+    pub len: usize,
 }
 
-/// Offsets within an Ethernet/IPv4 ARP packet (RFC 826).
-pub mod arp {
-    pub const HTYPE: usize = 0;
-    pub const PTYPE: usize = 2;
-    pub const HLEN: usize = 4;
-    pub const PLEN: usize = 5;
-    pub const OPER: usize = 6;
-    pub const SHA: usize = 8;
-    pub const SPA: usize = 14;
-    pub const THA: usize = 18;
-    pub const TPA: usize = 24;
-    pub const HTYPE_ETHERNET: u16 = 1;
-    pub const OP_REQUEST: u16 = 1;
-    pub const OP_REPLY: u16 = 2;
+/// A view of an Ethernet II frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
 }
 
-/// Offsets within an IPv4 header (RFC 791 §3.1).
-pub mod ipv4 {
-    pub const VER_IHL: usize = 0;
-    pub const TOTAL_LEN: usize = 2;
-    pub const IDENT: usize = 4;
-    pub const FLAGS_FRAG: usize = 6;
-    pub const TTL: usize = 8;
-    pub const PROTO: usize = 9;
-    pub const CHECKSUM: usize = 10;
-    pub const SRC: usize = 12;
-    pub const DST: usize = 16;
-    /// Don't Fragment, in the flags/fragment-offset word.
-    pub const FLAG_DF: u16 = 0x4000;
-    /// More Fragments, in the flags/fragment-offset word.
-    pub const FLAG_MF: u16 = 0x2000;
-    /// Fragment offset mask (in units of 8 bytes).
-    pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
-}
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// Wraps `buffer` without checks; getters panic on a short buffer.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Self {
+        EthernetFrame { buffer }
+    }
 
-/// ICMP types and codes used by the gateway (RFC 792, RFC 1812 §5.2.7.1).
-pub mod icmp {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    /// Second half of the "rest of header" word: next-hop MTU (RFC 1191).
-    pub const NEXT_HOP_MTU: usize = 6;
-    pub const ECHO_REPLY: u8 = 0;
-    pub const DEST_UNREACHABLE: u8 = 3;
-    pub const SOURCE_QUENCH: u8 = 4;
-    pub const REDIRECT: u8 = 5;
-    pub const ECHO_REQUEST: u8 = 8;
-    pub const TIME_EXCEEDED: u8 = 11;
-    pub const PARAMETER_PROBLEM: u8 = 12;
-    pub const CODE_NET_UNREACHABLE: u8 = 0;
-    pub const CODE_HOST_UNREACHABLE: u8 = 1;
-    pub const CODE_PROTOCOL_UNREACHABLE: u8 = 2;
-    pub const CODE_PORT_UNREACHABLE: u8 = 3;
-    pub const CODE_FRAG_NEEDED: u8 = 4;
-    pub const CODE_ADMIN_PROHIBITED: u8 = 13;
-    pub const CODE_TTL_EXCEEDED: u8 = 0;
+    /// Wraps `buffer` if it holds at least the 14-byte header.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, Truncated> {
+        let len = buffer.as_ref().len();
+        if len < crate::ETH_HEADER_LEN {
+            return Err(Truncated { len });
+        }
+        Ok(EthernetFrame { buffer })
+    }
 
-    /// Whether an ICMP type is an error message, about which no ICMP error
-    /// may be sent (RFC 1812 §4.3.2.7).
-    pub fn is_error(ty: u8) -> bool {
-        matches!(
-            ty,
-            DEST_UNREACHABLE | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAMETER_PROBLEM
-        )
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn dst_addr(&self) -> MacAddr {
+        MacAddr::read(self.buffer.as_ref(), DST)
+    }
+
+    #[inline]
+    pub fn src_addr(&self) -> MacAddr {
+        MacAddr::read(self.buffer.as_ref(), SRC)
+    }
+
+    /// The ethertype of the outer header (a VLAN TPID if tagged).
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        crate::bytes::read_u16(self.buffer.as_ref(), ETHERTYPE)
+    }
+
+    /// Everything after the 14-byte header.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[crate::ETH_HEADER_LEN..]
     }
 }
 
-#[inline]
-pub fn read_u16(buf: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([buf[at], buf[at + 1]])
-}
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
+    pub fn set_dst_addr(&mut self, mac: MacAddr) {
+        mac.write(self.buffer.as_mut(), DST);
+    }
 
-#[inline]
-pub fn write_u16(buf: &mut [u8], at: usize, value: u16) {
-    buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
-}
+    #[inline]
+    pub fn set_src_addr(&mut self, mac: MacAddr) {
+        mac.write(self.buffer.as_mut(), SRC);
+    }
 
-#[inline]
-pub fn read_ipv4(buf: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3])
-}
+    #[inline]
+    pub fn set_ethertype(&mut self, ethertype: u16) {
+        crate::bytes::write_u16(self.buffer.as_mut(), ETHERTYPE, ethertype);
+    }
 
-#[inline]
-pub fn write_ipv4(buf: &mut [u8], at: usize, addr: Ipv4Addr) {
-    buf[at..at + 4].copy_from_slice(&addr.octets());
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[crate::ETH_HEADER_LEN..]
+    }
 }
 
 /// An IEEE 802 MAC address.
@@ -251,6 +222,31 @@ impl<'de> Deserialize<'de> for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_view() {
+        let bytes = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x0a, 0x08, 0x06, 0xde, 0xad,
+        ];
+        let f = EthernetFrame::new_checked(&bytes[..]).unwrap();
+        assert_eq!(f.dst_addr(), MacAddr::BROADCAST);
+        assert_eq!(f.src_addr(), MacAddr([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(f.ethertype(), crate::ETHERTYPE_ARP);
+        assert_eq!(f.payload(), &[0xde, 0xad]);
+
+        let mut buf = [0xa5u8; 16];
+        let mut g = EthernetFrame::new_unchecked(&mut buf[..]);
+        g.set_dst_addr(MacAddr::BROADCAST);
+        g.set_src_addr(MacAddr([2, 0, 0, 0, 0, 0x0a]));
+        g.set_ethertype(crate::ETHERTYPE_ARP);
+        g.payload_mut().copy_from_slice(&[0xde, 0xad]);
+        assert_eq!(buf, bytes);
+
+        assert_eq!(
+            EthernetFrame::new_checked(&bytes[..13]),
+            Err(Truncated { len: 13 })
+        );
+    }
 
     #[test]
     fn mac_parses_and_prints() {
