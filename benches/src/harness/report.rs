@@ -328,6 +328,28 @@ mod tests {
     }
 
     #[test]
+    fn the_table_without_weft_baseline_is_unchanged() {
+        let run = run_with(&[(Switch::Weft, 9.8), (Switch::KernelBridge, 13.8)]);
+        let text = table(&[run], &[Test::Tcp1]);
+        // The format before --baseline-weft existed, byte for byte.
+        let expected = [
+            "",
+            "same-host (ratio to kernel-bridge in parentheses)",
+            "measurement                                       weft  kernel-bridge",
+            "---------------------------------------------------------------------",
+            "TCP 1 stream (Gbit/s) ↑                   9.80 (0.71×)  13.80 (1.00×)",
+            "TCP 1 stream, machine CPU (CPU s/Gbit) ↓             -              -",
+            "TCP 1 stream, switch CPU (CPU s/Gbit) ↓              -    (in kernel)",
+            "",
+            "↑ higher is better, ↓ lower is better. CPU s/Gbit: CPU seconds per gigabit \
+             received (machine: all CPUs busy time; switch: the switch's processes).",
+            "",
+        ]
+        .join("\n");
+        assert_eq!(text, expected);
+    }
+
+    #[test]
     fn no_baseline_means_no_ratio() {
         let run = run_with(&[(Switch::Weft, 9.8)]);
         assert_eq!(cell(&run, &run.switches[0], Metric::Tcp1Gbps), "9.80");
