@@ -18,7 +18,9 @@ as such and skipped.
 Examples:
   sudo weft bench
   sudo weft bench --scenario same-host --against kernel-bridge --duration 5
-  sudo weft bench --tests tcp1,rr --out /tmp/results";
+  sudo weft bench --tests tcp1,rr --out /tmp/results
+  sudo weft bench --scenario same-host --against kernel-bridge \\
+      --baseline-weft /tmp/weft-previous";
 
 /// `weft bench` options.
 #[derive(Debug, clap::Args)]
@@ -36,6 +38,11 @@ pub struct BenchArgs {
         default_value = "kernel-bridge,kernel-vxlan,ovs,ovs-tso,vde"
     )]
     against: Vec<Switch>,
+    /// Also measure another weft binary (e.g. the previous commit's) as
+    /// `weft-baseline`, in weft's own topologies, and show weft's ratio to
+    /// it
+    #[arg(long, value_name = "PATH")]
+    baseline_weft: Option<PathBuf>,
     /// Seconds each measurement runs
     #[arg(
         long,
@@ -100,6 +107,7 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         scenarios,
         against: args.against,
+        baseline_weft: args.baseline_weft,
         duration: args.duration,
         out: args.out,
         tests: args.tests,

@@ -17,6 +17,8 @@ const TOP: f64 = 60.0;
 fn color(sw: Switch) -> &'static str {
     match sw {
         Switch::Weft => "#d95f02",
+        // A lighter shade of weft's: the same switch, another binary.
+        Switch::WeftBaseline => "#fdae6b",
         Switch::KernelBridge | Switch::KernelVxlan => "#7570b3",
         Switch::Ovs => "#1b9e77",
         Switch::OvsTso => "#66a61e",

@@ -24,6 +24,13 @@ pub enum Error {
         /// The weft binary, for the suggested command.
         exe: PathBuf,
     },
+    /// `--baseline-weft` does not name a weft binary that can be run.
+    #[error("--baseline-weft {}: {reason}", path.display())]
+    BadBaseline {
+        path: PathBuf,
+        /// What is wrong with it and what to do.
+        reason: String,
+    },
     /// A tool every topology needs is not installed.
     #[error("`weft bench` needs `{tool}`: install it (apt install {package})")]
     MissingTool {

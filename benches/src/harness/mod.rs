@@ -6,7 +6,9 @@
 //! throughput, 64-byte UDP packet rate, UDP round trips and the CPU they
 //! cost, tears the topology down, and finally reports a table with each
 //! figure's ratio to the kernel baseline and writes results.json and
-//! chart.svg. Everything it creates is removed on success, failure and
+//! chart.svg. With [`Options::baseline_weft`] it also measures
+//! `weft-baseline`, weft's own topologies with daemons started from another
+//! weft binary, right after weft, and reports weft's ratio to it. Everything it creates is removed on success, failure and
 //! Ctrl-C (SIGINT and SIGTERM set a flag checked between steps and while
 //! waiting; guards do the work when dropped).
 //!
@@ -53,6 +55,9 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     /// The switches to compare weft with.
     pub against: Vec<Switch>,
+    /// Another weft binary (e.g. the previous commit's) to measure as
+    /// `weft-baseline`, in the same topologies as weft.
+    pub baseline_weft: Option<PathBuf>,
     /// Seconds each measurement runs.
     pub duration: u64,
     /// Where to write results.json and chart.svg; `./weft-bench-<timestamp>`
@@ -81,6 +86,11 @@ pub trait Reporter {
 /// Fails with [`Error::Interrupted`] on Ctrl-C or SIGTERM, once everything
 /// the run created has been removed.
 pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
+    let baseline = opts
+        .baseline_weft
+        .as_deref()
+        .map(check_weft_binary)
+        .transpose()?;
     if !client::is_root() {
         return Err(Error::NotRoot {
             exe: opts.exe.clone(),
@@ -100,7 +110,7 @@ pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("weft-bench-{}", timestamp())));
-    let result = bench(opts, &out_dir, report);
+    let result = bench(opts, baseline.as_ref(), &out_dir, report);
     if result.is_err() {
         // Created by this run and still empty: no reason to keep it.
         // Every guard has been dropped by now: nothing else is left behind.
@@ -109,12 +119,61 @@ pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
     result
 }
 
+/// A weft binary to start `weft-baseline`'s daemons from: its absolute
+/// path and the version it reports.
+#[derive(Debug, Clone)]
+struct Baseline {
+    exe: PathBuf,
+    version: String,
+}
+
+/// Checks that `path` is an executable weft binary (it answers `--version`
+/// with `weft ...`).
+fn check_weft_binary(path: &Path) -> Result<Baseline> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let bad = |reason: String| Error::BadBaseline {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file: give the path of a weft binary, \
+                e.g. one built from the previous commit"
+            .into()),
+        _ => bad(format!("cannot read it: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(bad("not a file: give the path of a weft binary".into()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(bad(format!("not executable (chmod +x {})", path.display())));
+    }
+    let exe = fs::canonicalize(path).map_err(|e| bad(format!("cannot resolve it: {e}")))?;
+    let out = sys::run_bounded(
+        &[exe.as_os_str(), "--version".as_ref()],
+        &[],
+        Duration::from_secs(10),
+    )
+    .map_err(|e| bad(format!("cannot run it: {}", e.message())))?;
+    let first = out.stdout.lines().next().unwrap_or("").trim();
+    match first.strip_prefix("weft ") {
+        Some(version) if out.status.success() => Ok(Baseline {
+            version: version.trim().to_string(),
+            exe,
+        }),
+        _ => Err(bad(format!(
+            "not a weft binary: `--version` printed {:?} ({})",
+            first, out.status
+        ))),
+    }
+}
+
 /// Estimated seconds for building and tearing down a topology.
 fn setup_estimate(switch: Switch) -> f64 {
     match switch {
         Switch::Ovs | Switch::OvsTso => 5.0,
         Switch::KernelBridge | Switch::KernelVxlan => 1.5,
-        Switch::Weft | Switch::Vde => 3.0,
+        Switch::Weft | Switch::WeftBaseline | Switch::Vde => 3.0,
     }
 }
 
@@ -157,7 +216,12 @@ fn not_installed(package: &str) -> String {
     format!("not installed (apt install {package})")
 }
 
-fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
+fn bench(
+    args: &Options,
+    baseline: Option<&Baseline>,
+    out_dir: &Path,
+    report: &dyn Reporter,
+) -> Result<()> {
     let scenarios = &args.scenarios;
     let mut tests: Vec<Test> = Vec::new();
     for t in &args.tests {
@@ -174,6 +238,7 @@ fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
     top.add_dir(&tmp)?;
     let ctx = Ctx {
         exe: &args.exe,
+        baseline_exe: baseline.map(|b| b.exe.as_path()),
         prefix: format!("weft-b{pid}"),
         tmp,
         report,
@@ -187,7 +252,11 @@ fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
                 .switches()
                 .iter()
                 .copied()
-                .filter(|sw| *sw == Switch::Weft || args.against.contains(sw))
+                .filter(|sw| match sw {
+                    Switch::Weft => true,
+                    Switch::WeftBaseline => baseline.is_some(),
+                    _ => args.against.contains(sw),
+                })
                 .collect();
             (*s, switches)
         })
@@ -217,6 +286,13 @@ fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
         tests.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
         out_dir.display()
     ));
+    if let Some(b) = baseline {
+        report.status(&format!(
+            "weft bench: weft-baseline runs {} (weft {})",
+            b.exe.display(),
+            b.version
+        ));
+    }
 
     let mut runs: Vec<ScenarioRun> = Vec::new();
     for (scenario, switches) in &plan {
@@ -262,7 +338,7 @@ fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
     drop(top);
 
     report.table(&report::table(&runs, &tests));
-    let header = json!({
+    let mut header = json!({
         "weft_version": args.version,
         "started_unix": SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -272,6 +348,13 @@ fn bench(args: &Options, out_dir: &Path, report: &dyn Reporter) -> Result<()> {
         "tests": tests.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "machine": report::machine(),
     });
+    if let Some(b) = baseline {
+        // Only with --baseline-weft: results.json is otherwise unchanged.
+        header["weft_baseline"] = json!({
+            "path": b.exe.display().to_string(),
+            "version": b.version,
+        });
+    }
     let doc = report::json(&runs, &tests, header);
     let results = out_dir.join("results.json");
     fs::write(
@@ -392,6 +475,40 @@ fn format_utc(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baseline_binaries_are_checked() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = std::env::temp_dir().join(format!("weft-bench-check-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let reason = |path: &Path| match check_weft_binary(path) {
+            Err(Error::BadBaseline { reason, .. }) => reason,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert!(reason(&dir.join("missing")).starts_with("no such file"));
+        assert!(reason(&dir).starts_with("not a file"));
+        let script = dir.join("fake-weft");
+        fs::write(&script, "#!/bin/sh\necho \"weft 9.9.9\"\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(reason(&script).starts_with("not executable (chmod +x "));
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let ok = check_weft_binary(&script);
+        let not_weft = dir.join("not-weft");
+        fs::write(&not_weft, "#!/bin/sh\necho \"ls (GNU coreutils) 9.1\"\n").unwrap();
+        fs::set_permissions(&not_weft, fs::Permissions::from_mode(0o755)).unwrap();
+        let not_weft = check_weft_binary(&not_weft);
+        let _ = fs::remove_dir_all(&dir);
+        let ok = ok.unwrap();
+        assert_eq!(ok.version, "9.9.9");
+        assert!(ok.exe.is_absolute());
+        match not_weft {
+            Err(Error::BadBaseline { reason, .. }) => {
+                assert!(reason.starts_with("not a weft binary"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

@@ -55,16 +55,34 @@ pub struct ScenarioRun {
 }
 
 impl ScenarioRun {
+    fn find(&self, switch: Switch) -> Option<&SwitchRun> {
+        self.switches.iter().find(|s| s.switch == switch)
+    }
+
     pub fn baseline(&self) -> Option<&SwitchRun> {
-        let b = self.scenario.baseline();
-        self.switches.iter().find(|s| s.switch == b)
+        self.find(self.scenario.baseline())
     }
 
     /// `value / baseline value` for `metric`.
     pub fn ratio(&self, run: &SwitchRun, metric: Metric) -> Option<f64> {
-        let base = self.baseline()?.value(metric)?;
+        self.ratio_to(self.scenario.baseline(), run, metric)
+    }
+
+    /// `value / base's value` for `metric`.
+    fn ratio_to(&self, base: Switch, run: &SwitchRun, metric: Metric) -> Option<f64> {
+        let base = self.find(base)?.value(metric)?;
         let v = run.value(metric)?;
         (base > 0.0).then(|| v / base)
+    }
+
+    /// Whether `weft-baseline` is one of the switches (`--baseline-weft`).
+    pub fn has_weft_baseline(&self) -> bool {
+        self.find(Switch::WeftBaseline).is_some()
+    }
+
+    /// `weft's value / weft-baseline's value` for `metric`.
+    pub fn weft_ratio(&self, metric: Metric) -> Option<f64> {
+        self.ratio_to(Switch::WeftBaseline, self.find(Switch::Weft)?, metric)
     }
 
     /// The metrics of the selected tests, in table order.
@@ -109,7 +127,17 @@ fn cell(run: &ScenarioRun, sw: &SwitchRun, metric: Metric) -> String {
     }
 }
 
-/// The table for people: rows are measurements, columns switches.
+/// The header of the last column with `--baseline-weft`.
+const WEFT_RATIO: &str = "weft / weft-baseline";
+
+/// The last column's cell with `--baseline-weft`.
+fn weft_ratio_cell(run: &ScenarioRun, metric: Metric) -> String {
+    run.weft_ratio(metric)
+        .map_or_else(|| "-".into(), |r| format!("{r:.2}×"))
+}
+
+/// The table for people: rows are measurements, columns switches; with
+/// `weft-baseline`, a last column gives weft's ratio to it.
 pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
     let mut out = String::new();
     for run in runs {
@@ -117,18 +145,27 @@ pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
         let have_base = run
             .baseline()
             .is_some_and(|b| matches!(b.status, Status::Ok));
+        let weft_col = run.has_weft_baseline();
         out.push_str(&format!(
-            "\n{} ({})\n",
+            "\n{} ({}{})\n",
             run.scenario.name(),
             if have_base {
                 format!("ratio to {base} in parentheses")
             } else {
                 format!("no ratios: baseline {base} not measured")
+            },
+            if weft_col {
+                format!("; last column: {WEFT_RATIO}")
+            } else {
+                String::new()
             }
         ));
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut header = vec!["measurement".to_string()];
         header.extend(run.switches.iter().map(|s| s.switch.name().to_string()));
+        if weft_col {
+            header.push(WEFT_RATIO.into());
+        }
         rows.push(header);
         for metric in run.metrics(tests) {
             let arrow = if metric.higher_is_better() {
@@ -138,6 +175,9 @@ pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
             };
             let mut row = vec![format!("{} ({}) {arrow}", metric.label(), metric.unit())];
             row.extend(run.switches.iter().map(|s| cell(run, s, metric)));
+            if weft_col {
+                row.push(weft_ratio_cell(run, metric));
+            }
             rows.push(row);
         }
         let cols = rows[0].len();
@@ -169,6 +209,12 @@ pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
         "\n↑ higher is better, ↓ lower is better. CPU s/Gbit: CPU seconds per gigabit \
                   received (machine: all CPUs busy time; switch: the switch's processes).\n",
     );
+    if runs.iter().any(ScenarioRun::has_weft_baseline) {
+        out.push_str(&format!(
+            "{WEFT_RATIO}: weft's figure over weft-baseline's (--baseline-weft), \
+             measured back to back in this run; above 1× is better in ↑ rows, below 1× in ↓ rows.\n"
+        ));
+    }
     let notes = notes(runs);
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
@@ -248,6 +294,8 @@ pub fn json(runs: &[ScenarioRun], tests: &[Test], header: Value) -> Value {
                         .filter(|m| !m.needs_switch_process() || sw.switch.is_userspace())
                         .map(|m| {
                             let test = sw.test_of(m);
+                            let weft_ratio = (sw.switch == Switch::Weft && run.has_weft_baseline())
+                                .then(|| run.weft_ratio(m).map_or(Value::Null, num));
                             let error = match test {
                                 Some((_, Err(e))) => Some(e.clone()),
                                 _ => None,
@@ -256,7 +304,7 @@ pub fn json(runs: &[ScenarioRun], tests: &[Test], header: Value) -> Value {
                                 Some((_, Ok(r))) => cpu_json(&r.cpu),
                                 _ => Value::Null,
                             };
-                            json!({
+                            let mut doc = json!({
                                 "id": m.id(),
                                 "label": m.label(),
                                 "value": sw.value(m).map_or(Value::Null, num),
@@ -265,7 +313,12 @@ pub fn json(runs: &[ScenarioRun], tests: &[Test], header: Value) -> Value {
                                 "ratio": run.ratio(sw, m).map_or(Value::Null, num),
                                 "cpu": cpu,
                                 "error": error,
-                            })
+                            });
+                            // Only weft's, only with --baseline-weft.
+                            if let Some(r) = weft_ratio {
+                                doc["ratio_to_weft_baseline"] = r;
+                            }
+                            doc
                         })
                         .collect();
                     json!({
@@ -325,6 +378,84 @@ mod tests {
         );
         let text = table(&[run], &[Test::Tcp1]);
         assert!(text.contains("kernel-bridge"), "{text}");
+    }
+
+    #[test]
+    fn the_table_without_weft_baseline_is_unchanged() {
+        let run = run_with(&[(Switch::Weft, 9.8), (Switch::KernelBridge, 13.8)]);
+        let text = table(&[run], &[Test::Tcp1]);
+        // The format before --baseline-weft existed, byte for byte.
+        let expected = [
+            "",
+            "same-host (ratio to kernel-bridge in parentheses)",
+            "measurement                                       weft  kernel-bridge",
+            "---------------------------------------------------------------------",
+            "TCP 1 stream (Gbit/s) ↑                   9.80 (0.71×)  13.80 (1.00×)",
+            "TCP 1 stream, machine CPU (CPU s/Gbit) ↓             -              -",
+            "TCP 1 stream, switch CPU (CPU s/Gbit) ↓              -    (in kernel)",
+            "",
+            "↑ higher is better, ↓ lower is better. CPU s/Gbit: CPU seconds per gigabit \
+             received (machine: all CPUs busy time; switch: the switch's processes).",
+            "",
+        ]
+        .join("\n");
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn weft_baseline_adds_a_column_with_weft_s_ratio_to_it() {
+        let run = run_with(&[
+            (Switch::Weft, 9.8),
+            (Switch::WeftBaseline, 9.0),
+            (Switch::KernelBridge, 13.8),
+        ]);
+        // weft-baseline is a switch like the others, with its ratio to the
+        // kernel baseline.
+        assert_eq!(
+            cell(&run, &run.switches[1], Metric::Tcp1Gbps),
+            "9.00 (0.65×)"
+        );
+        assert_eq!(weft_ratio_cell(&run, Metric::Tcp1Gbps), "1.09×");
+        assert_eq!(weft_ratio_cell(&run, Metric::Tcp1CpuPerGbit), "-");
+        let text = table(std::slice::from_ref(&run), &[Test::Tcp1]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "same-host (ratio to kernel-bridge in parentheses; last column: weft / weft-baseline)"
+        );
+        assert!(
+            lines[2].ends_with("weft  weft-baseline  kernel-bridge  weft / weft-baseline"),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with("9.80 (0.71×)   9.00 (0.65×)  13.80 (1.00×)                 1.09×"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nweft / weft-baseline: weft's figure over"),
+            "{text}"
+        );
+
+        let doc = json(&[run], &[Test::Tcp1], json!({}));
+        let switches = &doc["scenarios"][0]["switches"];
+        assert_eq!(switches[1]["switch"], "weft-baseline");
+        let r = switches[0]["measurements"][0]["ratio_to_weft_baseline"]
+            .as_f64()
+            .unwrap();
+        assert!((r - 9.8 / 9.0).abs() < 1e-9, "{doc}");
+        assert!(switches[0]["measurements"][1]["ratio_to_weft_baseline"].is_null());
+        // Only weft's measurements carry it.
+        assert!(switches[1]["measurements"][0]
+            .get("ratio_to_weft_baseline")
+            .is_none());
+    }
+
+    #[test]
+    fn without_weft_baseline_json_has_no_ratio_to_it() {
+        let run = run_with(&[(Switch::Weft, 9.8), (Switch::KernelBridge, 13.8)]);
+        let doc = json(&[run], &[Test::Tcp1], json!({}));
+        let m = &doc["scenarios"][0]["switches"][0]["measurements"][0];
+        assert!(m.get("ratio_to_weft_baseline").is_none(), "{doc}");
     }
 
     #[test]

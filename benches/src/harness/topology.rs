@@ -39,17 +39,21 @@ impl Scenario {
         }
     }
 
-    /// The switches of this scenario, weft first, in column order.
+    /// The switches of this scenario, weft first, in column and
+    /// measurement order. `weft-baseline` (measured only with
+    /// `--baseline-weft`) comes right after weft, so that the two are
+    /// measured back to back.
     pub fn switches(self) -> &'static [Switch] {
         match self {
             Scenario::SameHost => &[
                 Switch::Weft,
+                Switch::WeftBaseline,
                 Switch::KernelBridge,
                 Switch::Ovs,
                 Switch::OvsTso,
                 Switch::Vde,
             ],
-            Scenario::Overlay => &[Switch::Weft, Switch::KernelVxlan],
+            Scenario::Overlay => &[Switch::Weft, Switch::WeftBaseline, Switch::KernelVxlan],
         }
     }
 }
@@ -61,6 +65,10 @@ pub enum Switch {
     /// weft itself (always measured)
     #[cfg_attr(feature = "clap", value(skip))]
     Weft,
+    /// weft started from another binary (`--baseline-weft`), in the same
+    /// topologies as weft
+    #[cfg_attr(feature = "clap", value(skip))]
+    WeftBaseline,
     /// Linux bridge with veth pairs (same-host baseline)
     KernelBridge,
     /// Linux vxlan devices and bridges (overlay baseline)
@@ -77,6 +85,7 @@ impl Switch {
     pub fn name(self) -> &'static str {
         match self {
             Switch::Weft => "weft",
+            Switch::WeftBaseline => "weft-baseline",
             Switch::KernelBridge => "kernel-bridge",
             Switch::KernelVxlan => "kernel-vxlan",
             Switch::Ovs => "ovs",
@@ -90,6 +99,8 @@ impl Switch {
         match (self, scenario) {
             (Switch::Weft, Scenario::SameHost) => "weft",
             (Switch::Weft, Scenario::Overlay) => "oweft",
+            (Switch::WeftBaseline, Scenario::SameHost) => "bweft",
+            (Switch::WeftBaseline, Scenario::Overlay) => "obweft",
             (Switch::KernelBridge, _) => "kbr",
             (Switch::KernelVxlan, _) => "kvx",
             (Switch::Ovs, _) => "ovs",
@@ -107,7 +118,9 @@ impl Switch {
     /// A missing tool and the Debian package that has it, if any.
     pub fn missing(self) -> Option<(&'static str, &'static str)> {
         let (tools, package): (&[&str], _) = match self {
-            Switch::Weft | Switch::KernelBridge | Switch::KernelVxlan => (&[], ""),
+            Switch::Weft | Switch::WeftBaseline | Switch::KernelBridge | Switch::KernelVxlan => {
+                (&[], "")
+            }
             Switch::Ovs => (
                 &[
                     "ovsdb-tool",
@@ -147,6 +160,9 @@ const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 pub struct Ctx<'a> {
     /// The weft binary.
     pub exe: &'a Path,
+    /// The weft binary `weft-baseline` starts its daemons from
+    /// (`--baseline-weft`).
+    pub baseline_exe: Option<&'a Path>,
     /// `weft-b<pid>`.
     pub prefix: String,
     /// The run's temporary directory.
@@ -185,13 +201,24 @@ pub fn build<'r>(ctx: &Ctx<'r>, scenario: Scenario, switch: Switch) -> Result<To
         dir: dir.clone(),
         guard,
     };
+    // weft-baseline is weft's topology with daemons from another binary.
+    let weft_exe = match switch {
+        Switch::WeftBaseline => ctx
+            .baseline_exe
+            .context("weft-baseline needs a binary (--baseline-weft)")?,
+        _ => ctx.exe,
+    };
     match (scenario, switch) {
-        (Scenario::SameHost, Switch::Weft) => weft_same_host(ctx, &mut topo)?,
+        (Scenario::SameHost, Switch::Weft | Switch::WeftBaseline) => {
+            weft_same_host(weft_exe, &mut topo)?
+        }
         (Scenario::SameHost, Switch::KernelBridge) => kernel_bridge(&mut topo, &ns("sw"))?,
         (Scenario::SameHost, Switch::Ovs) => ovs(&mut topo, &ns("sw"), false)?,
         (Scenario::SameHost, Switch::OvsTso) => ovs(&mut topo, &ns("sw"), true)?,
         (Scenario::SameHost, Switch::Vde) => vde(&mut topo)?,
-        (Scenario::Overlay, Switch::Weft) => weft_overlay(ctx, &mut topo, [ns("h1"), ns("h2")])?,
+        (Scenario::Overlay, Switch::Weft | Switch::WeftBaseline) => {
+            weft_overlay(weft_exe, &mut topo, [ns("h1"), ns("h2")])?
+        }
         (Scenario::Overlay, Switch::KernelVxlan) => kernel_vxlan(&mut topo, [ns("h1"), ns("h2")])?,
         (scenario, switch) => {
             return Err(Error::Tool(format!(
@@ -271,9 +298,10 @@ fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts a weft daemon (in `netns` if given) and waits until it answers.
+/// Starts a weft daemon from `exe` (in `netns` if given) and waits until
+/// it answers.
 fn start_weft(
-    ctx: &Ctx,
+    exe: &Path,
     topo: &mut Topology,
     name: &str,
     netns: Option<&str>,
@@ -283,7 +311,7 @@ fn start_weft(
     let state = topo.dir.join(format!("{name}-state"));
     let log = topo.dir.join(format!("{name}.log"));
     let mut args: Vec<String> = vec![
-        ctx.exe.display().to_string(),
+        exe.display().to_string(),
         "daemon".into(),
         "--socket".into(),
         socket.display().to_string(),
@@ -350,8 +378,8 @@ fn weft_attach(socket: &Path, netns: &str, name: &str) -> Result<EndpointInfo> {
     serde_json::from_value(value).context("reading the reply to `weft attach`")
 }
 
-fn weft_same_host(ctx: &Ctx, topo: &mut Topology) -> Result<()> {
-    let socket = start_weft(ctx, topo, "weft", None, &[])?;
+fn weft_same_host(exe: &Path, topo: &mut Topology) -> Result<()> {
+    let socket = start_weft(exe, topo, "weft", None, &[])?;
     add_endpoints(topo)?;
     weft_network(&socket, "10.231.0.0/24", None, None)?;
     weft_attach(&socket, &topo.client_ns.clone(), "cli")?;
@@ -375,17 +403,17 @@ fn underlay(topo: &mut Topology, hosts: &[String; 2]) -> Result<()> {
     address(&hosts[1], "u0", "192.168.231.2/24")
 }
 
-fn weft_overlay(ctx: &Ctx, topo: &mut Topology, hosts: [String; 2]) -> Result<()> {
+fn weft_overlay(exe: &Path, topo: &mut Topology, hosts: [String; 2]) -> Result<()> {
     underlay(topo, &hosts)?;
     let s1 = start_weft(
-        ctx,
+        exe,
         topo,
         "h1",
         Some(&hosts[0]),
         &["--vtep-ip", "192.168.231.1"],
     )?;
     let s2 = start_weft(
-        ctx,
+        exe,
         topo,
         "h2",
         Some(&hosts[1]),
