@@ -17,9 +17,9 @@ use weft_nat::conntrack::{Conntrack, NatSpec, Timestamp};
 use weft_nat::translate::{inspect, translate, TranslateOptions};
 use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 use weft_packet::MacAddr;
-use weft_switch::counters::SwitchCounters;
+use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit, UplinkConfig};
+use weft_switch::switch::{NetworkConfig, PortConfig, Punt, Switch, Transmit, UplinkConfig};
 use weft_switch::{NetworkId, PortId};
 
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
@@ -222,6 +222,11 @@ struct CountingTx(u64);
 impl Transmit for CountingTx {
     fn transmit(&mut self, _port: PortId, frame: &[u8], _offload: &Offload) {
         self.0 += frame.len() as u64;
+    }
+
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason> {
+        self.0 += punt.message.len() as u64;
+        Ok(())
     }
 }
 

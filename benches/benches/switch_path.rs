@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_packet::MacAddr;
-use weft_switch::counters::SwitchCounters;
+use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::gateway::parse_ipv4;
 use weft_switch::mac_table::MacTable;
-use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
+use weft_switch::switch::{NetworkConfig, PortConfig, Punt, Switch, Transmit};
 use weft_switch::{NetworkId, PortId};
 
 /// Counts frames instead of sending them.
@@ -22,6 +22,11 @@ struct CountingTx(u64);
 impl Transmit for CountingTx {
     fn transmit(&mut self, _port: PortId, frame: &[u8], _offload: &Offload) {
         self.0 += frame.len() as u64;
+    }
+
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason> {
+        self.0 += punt.message.len() as u64;
+        Ok(())
     }
 }
 

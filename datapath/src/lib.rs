@@ -16,4 +16,4 @@ pub mod uplink;
 pub mod vxlan;
 mod worker;
 
-pub use worker::{Command, Datapath, DatapathError, Injector};
+pub use worker::{Command, Datapath, DatapathError, DnsQuery, Injector};

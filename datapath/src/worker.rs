@@ -19,10 +19,12 @@
 //! - after many deletions the conntrack index rehashes in place, an
 //!   occasional O(capacity) step that allocates nothing (the index is
 //!   sized for twice `capacity` at start);
-//! - a DNS query to a gateway is copied into a `Vec` and sent to the
-//!   resolver thread over a channel, whose send may take the channel's
-//!   internal lock to wake the resolver; DNS answers come back as `Vec`s
-//!   (see [`Injector`]) that the worker frees after sending.
+//! - a DNS query to a gateway, which the core hands to the worker's sink
+//!   ([`Transmit::punt`]) without copying, is copied here into a
+//!   [`DnsQuery`] and sent to the resolver thread over a channel, whose
+//!   send may take the channel's internal lock to wake the resolver; DNS
+//!   answers come back as `Vec`s (see [`Injector`]) that the worker frees
+//!   after sending.
 //!
 //! Claiming and releasing an SNAT port when a flow is created or removed is
 //! an atomic read-modify-write on the port bitmap (uncontended: only the
@@ -60,8 +62,8 @@ use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
 use weft_switch::offload::{Coalescer, Push};
 use weft_switch::switch::{
-    conntrack_time, ConfigError, DnsQuery, NetworkConfig, PortConfig, ServiceConfig, Switch,
-    Transmit, TunnelConfig, UplinkConfig,
+    conntrack_time, ConfigError, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit,
+    TunnelConfig, UplinkConfig,
 };
 use weft_switch::{NetworkId, PortId};
 
@@ -75,6 +77,39 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 const VTEP_TOKEN: Token = Token(usize::MAX - 1);
 /// TCP flows merged at once on the VXLAN receive path.
 const COALESCE_FLOWS: usize = 8;
+
+/// A DNS query to a gateway, handed to the resolver thread: the worker's
+/// copy of the core's [`Punt`].
+#[derive(Debug, Clone)]
+pub struct DnsQuery {
+    /// Where the answer goes back out.
+    pub port: PortId,
+    pub network: NetworkId,
+    pub client_mac: MacAddr,
+    pub client: SocketAddrV4,
+    pub gateway_mac: MacAddr,
+    pub gateway: Ipv4Addr,
+    /// UDP: the DNS message. TCP: the whole IPv4 packet (a TCP segment
+    /// for the gateway's port 53, for the DNS-over-TCP responder).
+    pub message: Vec<u8>,
+    pub tcp: bool,
+}
+
+impl DnsQuery {
+    /// Copies a punted query.
+    pub fn from_punt(punt: &Punt<'_>) -> Self {
+        DnsQuery {
+            port: punt.port,
+            network: punt.network,
+            client_mac: punt.client_mac,
+            client: punt.client,
+            gateway_mac: punt.gateway_mac,
+            gateway: punt.gateway,
+            message: punt.message.to_vec(),
+            tcp: punt.tcp,
+        }
+    }
+}
 
 /// A change to the forwarding state.
 pub enum Command {
@@ -257,6 +292,7 @@ impl Datapath {
             coalescer: Coalescer::new(COALESCE_FLOWS),
             counters: Arc::clone(&counters),
             injected: inject_rx,
+            dns: None,
         };
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
@@ -392,12 +428,15 @@ struct Worker {
     coalescer: Coalescer,
     counters: Arc<SwitchCounters>,
     injected: Receiver<(PortId, Vec<u8>)>,
+    /// Where DNS queries to the gateways go ([`Command::SetDns`]).
+    dns: Option<Sender<DnsQuery>>,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
 struct PortTx<'a> {
     ports: &'a mut [Option<PortSlot>],
     vtep: Option<&'a mut VxlanIo>,
+    dns: Option<&'a Sender<DnsQuery>>,
 }
 
 impl Transmit for PortTx<'_> {
@@ -420,6 +459,17 @@ impl Transmit for PortTx<'_> {
             }
             Err(_) => slot.counters.count_drop(DropReason::TxError),
         }
+    }
+
+    /// Copies a DNS query for the resolver thread; a full (or closed)
+    /// queue drops it.
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason> {
+        let Some(queries) = self.dns else {
+            return Err(DropReason::NotRoutable);
+        };
+        queries
+            .try_send(DnsQuery::from_punt(&punt))
+            .map_err(|_| DropReason::TxQueueFull)
     }
 }
 
@@ -504,6 +554,7 @@ impl Worker {
             ready,
             bufs,
             vtep,
+            dns,
             ..
         } = self;
         let mut i = 0;
@@ -537,6 +588,7 @@ impl Worker {
             let mut tx = PortTx {
                 ports,
                 vtep: vtep.as_mut(),
+                dns: dns.as_ref(),
             };
             for buf in &mut bufs[..received] {
                 counters.count_rx(buf.len());
@@ -567,6 +619,7 @@ impl Worker {
             tunnels,
             counters,
             coalescer,
+            dns,
             ..
         } = self;
         let Some(io) = vtep.as_mut() else {
@@ -633,6 +686,7 @@ impl Worker {
                 let mut tx = PortTx {
                     ports,
                     vtep: Some(&mut *io),
+                    dns: dns.as_ref(),
                 };
                 if current.as_ref().map(|c| c.0) != Some(port) {
                     if let Some((p, c)) = current.take() {
@@ -663,6 +717,7 @@ impl Worker {
             let mut tx = PortTx {
                 ports,
                 vtep: Some(&mut *io),
+                dns: dns.as_ref(),
             };
             coalescer.flush(|f, o| deliver(switch, &mut tx, p, &c, f, o, now));
         }
@@ -673,6 +728,7 @@ impl Worker {
         let mut tx = PortTx {
             ports: &mut self.ports,
             vtep: self.vtep.as_mut(),
+            dns: self.dns.as_ref(),
         };
         while let Ok((port, frame)) = self.injected.try_recv() {
             tx.transmit(port, &frame, &NO_OFFLOAD);
@@ -785,6 +841,7 @@ impl Worker {
                 let mut tx = PortTx {
                     ports: &mut self.ports,
                     vtep: self.vtep.as_mut(),
+                    dns: self.dns.as_ref(),
                 };
                 self.switch.resolve_uplink_gateway(now, &mut tx);
             }
@@ -807,7 +864,10 @@ impl Worker {
             Command::SetInternal { network, internal } => {
                 self.switch.set_internal(network, internal)
             }
-            Command::SetDns(queries) => self.switch.set_dns(queries),
+            Command::SetDns(queries) => {
+                self.switch.set_dns(queries.is_some());
+                self.dns = queries;
+            }
             Command::SetStaticMac { network, mac, port } => {
                 self.switch.set_static_mac(network, mac, port, now)?
             }

@@ -25,11 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use weft_switch::counters::SwitchCounters;
+use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_nat::Protocol;
 use weft_switch::switch::{
-    LoadBalance, NetworkConfig, PortConfig, ServiceConfig, Switch, Transmit, TunnelConfig,
+    LoadBalance, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit, TunnelConfig,
     UplinkConfig,
 };
 use weft_packet::MacAddr;
@@ -127,6 +127,15 @@ impl Transmit for Recorder {
             "transmitted to unconfigured {port:?}"
         );
         self.frames += 1;
+    }
+
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason> {
+        assert!(
+            CONFIGURED.contains(&punt.port.0),
+            "punted from unconfigured {:?}",
+            punt.port
+        );
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! Routing is open between A and B, closed to and from C.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use ipnet::Ipv4Net;
 use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, Switch, Transmit};
+use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, Punt, Switch, Transmit};
 use weft_switch::{NetworkId, PortId};
 
 // ---------------------------------------------------------------------------
@@ -49,14 +49,47 @@ const P8: PortId = PortId(8);
 const MTU_B: u32 = 1000;
 
 /// A `Transmit` that records every frame with its egress port, and (in the
-/// same order) the offload metadata it was sent with.
+/// same order) the offload metadata it was sent with; and every punted DNS
+/// query, refusing it with `.3` when that is set (a full resolver queue).
 #[derive(Debug, Default)]
-struct Rec(Vec<(PortId, Vec<u8>)>, Vec<Offload>);
+struct Rec(
+    Vec<(PortId, Vec<u8>)>,
+    Vec<Offload>,
+    Vec<Punted>,
+    Option<DropReason>,
+);
+
+/// A punted DNS query as the sink saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Punted {
+    port: PortId,
+    network: NetworkId,
+    client_mac: MacAddr,
+    client: SocketAddrV4,
+    gateway_mac: MacAddr,
+    gateway: Ipv4Addr,
+    message: Vec<u8>,
+    tcp: bool,
+}
 
 impl Transmit for Rec {
     fn transmit(&mut self, port: PortId, frame: &[u8], offload: &Offload) {
         self.0.push((port, frame.to_vec()));
         self.1.push(*offload);
+    }
+
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason> {
+        self.2.push(Punted {
+            port: punt.port,
+            network: punt.network,
+            client_mac: punt.client_mac,
+            client: punt.client,
+            gateway_mac: punt.gateway_mac,
+            gateway: punt.gateway,
+            message: punt.message.to_vec(),
+            tcp: punt.tcp,
+        });
+        self.3.map_or(Ok(()), Err)
     }
 }
 
@@ -1990,4 +2023,78 @@ fn arp_for_a_known_endpoint_is_answered_by_the_switch() {
             .load(std::sync::atomic::Ordering::Relaxed),
         before + 1
     );
+}
+
+// ---------------------------------------------------------------------------
+// DNS to the gateway: punted to the sink
+// ---------------------------------------------------------------------------
+
+/// A UDP DNS query from `port` to its gateway.
+fn dns_query(port: PortId, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let net = network_of(port);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(mac(port).0, gw_mac(net).0)
+        .ip(IpHeaders::Ipv4(
+            ipv4_header(ip(port), gw_ip(net), 64, false),
+            Default::default(),
+        ))
+        .udp(40001, dst_port)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+#[test]
+fn dns_to_the_gateway_is_punted_with_its_message() {
+    let mut fx = Fx::new();
+    fx.sw.set_dns(true);
+    let rec = fx.ok_at(P4, &dns_query(P4, 53, b"query"), 0);
+    assert!(rec.0.is_empty(), "nothing is sent: {:?}", rec.0);
+    assert_eq!(
+        rec.2,
+        vec![Punted {
+            port: P4,
+            network: NET_B,
+            client_mac: mac(P4),
+            client: SocketAddrV4::new(ip(P4), 40001),
+            gateway_mac: gw_mac(NET_B),
+            gateway: gw_ip(NET_B),
+            message: b"query".to_vec(),
+            tcp: false,
+        }]
+    );
+}
+
+#[test]
+fn dns_refused_by_the_sink_is_dropped_with_its_reason() {
+    let mut fx = Fx::new();
+    fx.sw.set_dns(true);
+    let mut rec = Rec {
+        3: Some(DropReason::TxQueueFull),
+        ..Rec::default()
+    };
+    let mut buf = dns_query(P1, 53, b"query");
+    let r = fx.sw.handle(P1, &mut buf, &NO_OFFLOAD, fx.t0, &mut rec);
+    assert_eq!(r, Err(DropReason::TxQueueFull));
+    assert_eq!(rec.2.len(), 1);
+    assert!(rec.0.is_empty());
+}
+
+#[test]
+fn with_dns_on_other_udp_ports_of_the_gateway_are_dropped_silently() {
+    let mut fx = Fx::new();
+    fx.sw.set_dns(true);
+    let (r, rec) = fx.send(P1, &dns_query(P1, 54, b"x"));
+    assert_eq!(r, Err(DropReason::NotRoutable));
+    assert!(rec.0.is_empty() && rec.2.is_empty());
+}
+
+#[test]
+fn without_dns_a_query_gets_port_unreachable() {
+    let mut fx = Fx::new();
+    let query = dns_query(P1, 53, b"query");
+    let (r, rec) = fx.send(P1, &query);
+    assert_eq!(r, Err(DropReason::NotRoutable));
+    assert!(rec.2.is_empty());
+    expect_icmp_error(&rec, P1, &query, 3, 3);
 }

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::switch::{NetworkConfig, PortConfig, Switch, Transmit};
+use weft_switch::switch::{NetworkConfig, PortConfig, Punt, Switch, Transmit};
 use weft_switch::{NetworkId, PortId};
 
 const NETS: [NetworkId; 3] = [NetworkId(1), NetworkId(2), NetworkId(3)];
@@ -35,6 +35,10 @@ struct Rec(Vec<(PortId, Vec<u8>)>);
 impl Transmit for Rec {
     fn transmit(&mut self, port: PortId, frame: &[u8], _offload: &Offload) {
         self.0.push((port, frame.to_vec()));
+    }
+
+    fn punt(&mut self, _punt: Punt<'_>) -> Result<(), DropReason> {
+        Ok(())
     }
 }
 

@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Sender};
+use weft_datapath::DnsQuery;
 use weft_datapath::Injector;
 use weft_dns::Forwarder;
-use weft_switch::switch::DnsQuery;
 
 pub use names::{table_for, NameTables};
 

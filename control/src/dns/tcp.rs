@@ -40,10 +40,11 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use weft_datapath::DnsQuery;
 use weft_datapath::Injector;
 use weft_dns::{Forwarder, FrameDecoder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
 use weft_packet::{ethernet, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP};
-use weft_switch::switch::{DnsQuery, DNS_PORT};
+use weft_switch::switch::DNS_PORT;
 use weft_switch::{NetworkId, PortId};
 
 use super::names::NameTables;

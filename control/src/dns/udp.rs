@@ -9,11 +9,12 @@ use std::sync::Arc;
 use super::names::NameTables;
 
 use crossbeam_channel::{Receiver, Sender};
+use weft_datapath::DnsQuery;
 use weft_datapath::Injector;
 use weft_dns::{Forwarder, NameTable, Outcome, Resolver, ResolverConfig, Transport};
 use weft_packet::checksum::{checksum, checksum_with, pseudo_header_sum_v4};
 use weft_packet::{ethernet, ipv4, write_ipv4, write_u16, ETHERTYPE_IPV4, ETH_HEADER_LEN};
-use weft_switch::switch::{DnsQuery, DNS_PORT};
+use weft_switch::switch::DNS_PORT;
 
 /// Forwarded queries in flight at once.
 const MAX_FORWARDS: usize = 64;

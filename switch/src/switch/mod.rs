@@ -26,9 +26,9 @@ mod bridge;
 mod nat;
 mod route;
 
-pub use nat::{conntrack_time, DnsQuery, LoadBalance, ServiceConfig, UplinkConfig, DNS_PORT};
+pub use nat::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig, DNS_PORT};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,32 @@ pub trait Transmit {
     /// Sends `frame`, with its offload metadata, out of `port`. Failures
     /// are the sink's to count.
     fn transmit(&mut self, port: PortId, frame: &[u8], offload: &Offload);
+
+    /// Takes a packet the core does not answer itself: a DNS query to a
+    /// gateway, for the resolver (see [`Punt`]). The core copies and
+    /// allocates nothing; a sink that keeps the query copies it.
+    ///
+    /// `Err` names why the query was dropped (e.g. the resolver's queue is
+    /// full: [`DropReason::TxQueueFull`]); the core returns it from
+    /// [`Switch::handle`], so it is counted against the ingress port.
+    fn punt(&mut self, punt: Punt<'_>) -> Result<(), DropReason>;
+}
+
+/// A DNS query to a gateway, borrowed from the received frame, that the
+/// core hands to its [`Transmit`] sink for the resolver.
+#[derive(Debug, Clone, Copy)]
+pub struct Punt<'a> {
+    /// The ingress port: where the answer goes back out.
+    pub port: PortId,
+    pub network: NetworkId,
+    pub client_mac: MacAddr,
+    pub client: SocketAddrV4,
+    pub gateway_mac: MacAddr,
+    pub gateway: Ipv4Addr,
+    /// UDP: the DNS message. TCP: the whole IPv4 packet (a TCP segment
+    /// for the gateway's port 53, for the DNS-over-TCP responder).
+    pub message: &'a [u8],
+    pub tcp: bool,
 }
 
 /// A network as the datapath needs to know it.

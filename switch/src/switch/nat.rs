@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use rustc_hash::{FxHashMap, FxHashSet};
 use weft_nat::conntrack::{Hit, Timestamp};
 use weft_nat::translate::{inspect_parsed, translate_parsed, TranslateOptions};
@@ -40,7 +39,7 @@ use weft_packet::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
 
-use super::{arp_format_ok, Ingress, Switch, Transmit};
+use super::{arp_format_ok, Ingress, Punt, Switch, Transmit};
 
 /// The DNS port the gateways answer on.
 pub const DNS_PORT: u16 = 53;
@@ -94,22 +93,6 @@ pub struct ServiceConfig {
     pub lb: LoadBalance,
 }
 
-/// A DNS query to a gateway, handed to the resolver thread.
-#[derive(Debug, Clone)]
-pub struct DnsQuery {
-    /// Where the answer goes back out.
-    pub port: PortId,
-    pub network: NetworkId,
-    pub client_mac: MacAddr,
-    pub client: SocketAddrV4,
-    pub gateway_mac: MacAddr,
-    pub gateway: Ipv4Addr,
-    /// UDP: the DNS message. TCP: the whole IPv4 packet (a TCP segment
-    /// for the gateway's port 53, for the DNS-over-TCP responder).
-    pub message: Vec<u8>,
-    pub tcp: bool,
-}
-
 struct Service {
     cfg: ServiceConfig,
     next: usize,
@@ -125,7 +108,8 @@ pub(super) struct NatState {
     /// (VIP, protocol, port) → service.
     services: FxHashMap<(Ipv4Addr, Protocol, u16), Service>,
     internal: FxHashSet<NetworkId>,
-    dns: Option<Sender<DnsQuery>>,
+    /// Whether DNS queries to the gateways are punted to the sink.
+    dns: bool,
 }
 
 /// The conntrack clock's origin, shared by the datapath and the control
@@ -145,7 +129,7 @@ impl NatState {
             published: FxHashMap::default(),
             services: FxHashMap::default(),
             internal: FxHashSet::default(),
-            dns: None,
+            dns: false,
         }
     }
 
@@ -227,10 +211,11 @@ impl Switch {
         self.nat.services.remove(&(vip, proto, port)).is_some()
     }
 
-    /// Where DNS queries to the gateways go; none: they are refused with
-    /// ICMP port unreachable like any closed port.
-    pub fn set_dns(&mut self, queries: Option<Sender<DnsQuery>>) {
-        self.nat.dns = queries;
+    /// Whether DNS queries to the gateways are handed to the sink
+    /// ([`Transmit::punt`]); if not, they are refused with ICMP port
+    /// unreachable like any closed port.
+    pub fn set_dns(&mut self, enabled: bool) {
+        self.nat.dns = enabled;
     }
 
     pub(super) fn is_vip(&self, network: NetworkId, ip: Ipv4Addr) -> bool {
@@ -336,8 +321,8 @@ impl Switch {
             Ok(_) => {}
         }
         let is_dns_transport = meta.proto == IP_PROTO_UDP || meta.proto == IP_PROTO_TCP;
-        if is_dns_transport && !meta.is_fragment() && self.nat.dns.is_some() {
-            return Some(self.punt_dns(ingress, frame, meta));
+        if is_dns_transport && !meta.is_fragment() && self.nat.dns {
+            return Some(self.punt_dns(ingress, frame, meta, tx));
         }
         None
     }
@@ -605,12 +590,13 @@ impl Switch {
         tx.transmit(uplink.port, f, &NO_OFFLOAD);
     }
 
-    /// Hands a DNS query for the gateway to the resolver thread.
-    fn punt_dns(
+    /// Hands a DNS query for the gateway to the sink, for the resolver.
+    fn punt_dns<T: Transmit>(
         &mut self,
         ingress: &Ingress,
         frame: &[u8],
         meta: &Ipv4Meta,
+        tx: &mut T,
     ) -> Result<(), DropReason> {
         let udp = ETH_HEADER_LEN + meta.header_len;
         let end = ETH_HEADER_LEN + meta.total_len;
@@ -619,11 +605,10 @@ impl Switch {
         if end < udp + min || read_u16(frame, udp + 2) != DNS_PORT {
             return Err(DropReason::NotRoutable);
         }
-        let (Some(queries), Some(net)) = (self.nat.dns.as_ref(), self.network(ingress.network))
-        else {
+        let Some(net) = self.network(ingress.network) else {
             return Err(DropReason::NotRoutable);
         };
-        let query = DnsQuery {
+        tx.punt(Punt {
             port: ingress.id,
             network: ingress.network,
             client_mac: MacAddr::read(frame, ethernet::SRC),
@@ -631,12 +616,11 @@ impl Switch {
             gateway_mac: net.cfg.gateway_mac,
             gateway: meta.dst,
             message: if tcp {
-                frame[ETH_HEADER_LEN..end].to_vec()
+                &frame[ETH_HEADER_LEN..end]
             } else {
-                frame[udp + 8..end].to_vec()
+                &frame[udp + 8..end]
             },
             tcp,
-        };
-        queries.try_send(query).map_err(|_| DropReason::TxQueueFull)
+        })
     }
 }
