@@ -144,6 +144,43 @@ impl PortEntry {
     }
 }
 
+/// What a forwarding stage did with a packet. [`Switch::route`] tries the
+/// NAT stages (own address, service VIP, masquerade) in turn: each either
+/// takes the packet — it sent or consumed it ([`Verdict::Handled`]) or
+/// dropped it ([`Verdict::Drop`], with the ICMP error it may have sent) —
+/// or leaves it to the next stage ([`Verdict::Pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+enum Verdict {
+    /// Sent, or consumed (e.g. punted): `Ok(())` from [`Switch::handle`].
+    Handled,
+    /// Dropped: `Err(reason)` from [`Switch::handle`].
+    Drop(DropReason),
+    /// Not this stage's packet: the next stage decides.
+    Pass,
+}
+
+impl Verdict {
+    /// The frame's outcome, with `reason` if no stage took it.
+    fn or_drop(self, reason: DropReason) -> Result<(), DropReason> {
+        match self {
+            Verdict::Handled => Ok(()),
+            Verdict::Drop(r) => Err(r),
+            Verdict::Pass => Err(reason),
+        }
+    }
+}
+
+impl From<Result<(), DropReason>> for Verdict {
+    /// A stage's outcome once it has taken the packet.
+    fn from(result: Result<(), DropReason>) -> Self {
+        match result {
+            Ok(()) => Verdict::Handled,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
 /// The port a frame came in on, as the forwarding steps need it.
 #[derive(Debug, Clone, Copy)]
 struct Ingress {

@@ -39,7 +39,7 @@ use weft_packet::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
 
-use super::{arp_format_ok, Ingress, Punt, Switch, Transmit};
+use super::{arp_format_ok, Ingress, Punt, Switch, Transmit, Verdict};
 
 /// The DNS port the gateways answer on.
 pub const DNS_PORT: u16 = 53;
@@ -294,7 +294,7 @@ impl Switch {
 
     /// Packets to one of weft's own addresses that belong to a translated
     /// flow (replies to hairpin and service connections), and DNS queries.
-    /// `None` when neither applies.
+    /// [`Verdict::Pass`] when neither applies.
     pub(super) fn nat_to_own_address<T: Transmit>(
         &mut self,
         ingress: &Ingress,
@@ -303,7 +303,7 @@ impl Switch {
         meta: &Ipv4Meta,
         now: Instant,
         tx: &mut T,
-    ) -> Option<Result<(), DropReason>> {
+    ) -> Verdict {
         if self
             .nat
             .uplink
@@ -314,17 +314,19 @@ impl Switch {
             return self.nat_published(ingress, frame, offload, meta, now, tx);
         }
         match self.nat_translate(frame, offload, meta, None, now) {
-            Err(reason) => return Some(Err(reason)),
+            Err(reason) => return Verdict::Drop(reason),
             Ok(Some(hit)) if !hit.rewrite.is_identity() => {
-                return Some(self.forward_translated(ingress, frame, offload, now, tx));
+                return self
+                    .forward_translated(ingress, frame, offload, now, tx)
+                    .into();
             }
             Ok(_) => {}
         }
         let is_dns_transport = meta.proto == IP_PROTO_UDP || meta.proto == IP_PROTO_TCP;
         if is_dns_transport && !meta.is_fragment() && self.nat.dns {
-            return Some(self.punt_dns(ingress, frame, meta, tx));
+            return self.punt_dns(ingress, frame, meta, tx).into();
         }
-        None
+        Verdict::Pass
     }
 
     /// New connections to a service VIP of the ingress network.
@@ -336,18 +338,27 @@ impl Switch {
         meta: &Ipv4Meta,
         now: Instant,
         tx: &mut T,
-    ) -> Option<Result<(), DropReason>> {
+    ) -> Verdict {
         if self.nat.services.is_empty() {
-            return None;
+            return Verdict::Pass;
         }
-        let proto = protocol_of(meta.proto)?;
+        let Some(proto) = protocol_of(meta.proto) else {
+            return Verdict::Pass;
+        };
         let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
-        let info = inspect_parsed(packet, meta).ok()?;
+        let Ok(info) = inspect_parsed(packet, meta) else {
+            return Verdict::Pass;
+        };
         let key = (meta.dst, proto, info.key.dst.port());
-        let gateway = self.network(ingress.network)?.cfg.gateway_ip;
-        let service = self.nat.services.get_mut(&key)?;
+        let Some(net) = self.network(ingress.network) else {
+            return Verdict::Pass;
+        };
+        let gateway = net.cfg.gateway_ip;
+        let Some(service) = self.nat.services.get_mut(&key) else {
+            return Verdict::Pass;
+        };
         if service.cfg.network != ingress.network {
-            return None;
+            return Verdict::Pass;
         }
         let backend = if service.cfg.backends.is_empty() {
             None
@@ -369,14 +380,16 @@ impl Switch {
             snat: Some(gateway),
             dnat: Some(b),
         });
-        Some(match self.nat_translate(frame, offload, meta, spec, now) {
-            Ok(Some(_)) => self.forward_translated(ingress, frame, offload, now, tx),
+        match self.nat_translate(frame, offload, meta, spec, now) {
+            Ok(Some(_)) => self
+                .forward_translated(ingress, frame, offload, now, tx)
+                .into(),
             Ok(None) => {
                 self.icmp_unreachable_pub(ingress, frame, meta, now, tx);
-                Err(DropReason::HostUnreachable)
+                Verdict::Drop(DropReason::HostUnreachable)
             }
-            Err(reason) => Err(reason),
-        })
+            Err(reason) => Verdict::Drop(reason),
+        }
     }
 
     /// Traffic to a published port on the uplink address, from inside
@@ -389,7 +402,7 @@ impl Switch {
         meta: &Ipv4Meta,
         now: Instant,
         tx: &mut T,
-    ) -> Option<Result<(), DropReason>> {
+    ) -> Verdict {
         let from_inside = self.network(ingress.network).map(|n| n.cfg.gateway_ip);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
@@ -404,14 +417,18 @@ impl Switch {
             })
         });
         match self.nat_translate(frame, offload, meta, spec, now) {
-            Ok(Some(_)) => Some(self.forward_translated(ingress, frame, offload, now, tx)),
-            Ok(None) => None,
-            Err(reason) => Some(Err(reason)),
+            Ok(Some(_)) => self
+                .forward_translated(ingress, frame, offload, now, tx)
+                .into(),
+            Ok(None) => Verdict::Pass,
+            Err(reason) => Verdict::Drop(reason),
         }
     }
 
     /// Traffic from an endpoint to outside weft: masquerade through the
-    /// uplink. `None` when there is no uplink or the network is internal.
+    /// uplink. [`Verdict::Pass`] when there is no uplink or the network is
+    /// internal, or the destination is off the uplink's subnet and it has no
+    /// gateway.
     pub(super) fn nat_egress<T: Transmit>(
         &mut self,
         ingress: &Ingress,
@@ -420,11 +437,13 @@ impl Switch {
         meta: &Ipv4Meta,
         now: Instant,
         tx: &mut T,
-    ) -> Option<Result<(), DropReason>> {
-        let (uplink, _) = self.nat.uplink.as_ref()?;
+    ) -> Verdict {
+        let Some((uplink, _)) = self.nat.uplink.as_ref() else {
+            return Verdict::Pass;
+        };
         let uplink = *uplink;
         if self.nat.internal.contains(&ingress.network) {
-            return None;
+            return Verdict::Pass;
         }
         if meta.ttl <= 1 {
             self.send_icmp_error(
@@ -437,15 +456,21 @@ impl Switch {
                 now,
                 tx,
             );
-            return Some(Err(DropReason::TtlExpired));
+            return Verdict::Drop(DropReason::TtlExpired);
         }
         let next_hop = if uplink.on_link(meta.dst) {
             meta.dst
         } else {
-            uplink.gateway?
+            let Some(gateway) = uplink.gateway else {
+                return Verdict::Pass;
+            };
+            gateway
         };
         let wire_len = if is_gso(offload) {
-            gateway::gso_segment_ip_len(frame, meta, offload)?
+            let Some(len) = gateway::gso_segment_ip_len(frame, meta, offload) else {
+                return Verdict::Pass;
+            };
+            len
         } else {
             meta.total_len
         };
@@ -461,7 +486,7 @@ impl Switch {
                 now,
                 tx,
             );
-            return Some(Err(DropReason::FragmentationNeeded));
+            return Verdict::Drop(DropReason::FragmentationNeeded);
         }
         let mac = self
             .nat
@@ -470,7 +495,7 @@ impl Switch {
             .and_then(|(_, n)| n.lookup(next_hop));
         let Some(next_mac) = mac else {
             self.arp_on_uplink(next_hop, now, tx);
-            return Some(Err(DropReason::NeighborUnknown));
+            return Verdict::Drop(DropReason::NeighborUnknown);
         };
         let spec = NatSpec {
             snat: Some(uplink.ip),
@@ -478,15 +503,15 @@ impl Switch {
         };
         match self.nat_translate(frame, offload, meta, Some(spec), now) {
             Ok(Some(_)) => {}
-            Ok(None) => return Some(Err(DropReason::NotRoutable)),
-            Err(reason) => return Some(Err(reason)),
+            Ok(None) => return Verdict::Drop(DropReason::NotRoutable),
+            Err(reason) => return Verdict::Drop(reason),
         }
         gateway::decrement_ttl(frame);
         next_mac.write(frame, ethernet::DST);
         uplink.mac.write(frame, ethernet::SRC);
         let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
         tx.transmit(uplink.port, frame, offload);
-        Some(Ok(()))
+        Verdict::Handled
     }
 
     /// Frames received on the uplink.
@@ -543,8 +568,10 @@ impl Switch {
                 {
                     return self.forward_translated(&ingress, frame, offload, now, tx);
                 }
-                if let Some(result) = self.nat_published(&ingress, frame, offload, &meta, now, tx) {
-                    return result;
+                match self.nat_published(&ingress, frame, offload, &meta, now, tx) {
+                    Verdict::Pass => {}
+                    Verdict::Handled => return Ok(()),
+                    Verdict::Drop(reason) => return Err(reason),
                 }
                 if gateway::is_valid_echo_request(frame, &meta) {
                     let len = gateway::echo_reply_in_place(frame, &meta, uplink.mac, uplink.ip);

@@ -18,7 +18,7 @@ use weft_packet::{
     ETH_HEADER_LEN, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP,
 };
 
-use super::{Ingress, PortEntry, Switch, Transmit};
+use super::{Ingress, PortEntry, Switch, Transmit, Verdict};
 
 /// Where a routed packet goes next.
 enum NextHop {
@@ -46,8 +46,10 @@ impl Switch {
             return Err(DropReason::Malformed);
         }
         if self.is_own_address(meta.dst) {
-            if let Some(result) = self.nat_to_own_address(ingress, frame, offload, meta, now, tx) {
-                return result;
+            match self.nat_to_own_address(ingress, frame, offload, meta, now, tx) {
+                Verdict::Pass => {}
+                Verdict::Handled => return Ok(()),
+                Verdict::Drop(reason) => return Err(reason),
             }
         }
         let in_net = self
@@ -63,12 +65,16 @@ impl Switch {
         {
             return Err(DropReason::NotRoutable);
         }
-        if let Some(result) = self.nat_service(ingress, frame, offload, meta, now, tx) {
-            return result;
+        match self.nat_service(ingress, frame, offload, meta, now, tx) {
+            Verdict::Pass => {}
+            Verdict::Handled => return Ok(()),
+            Verdict::Drop(reason) => return Err(reason),
         }
         let Some(target) = self.network_for(meta.dst) else {
-            if let Some(result) = self.nat_egress(ingress, frame, offload, meta, now, tx) {
-                return result;
+            match self.nat_egress(ingress, frame, offload, meta, now, tx) {
+                Verdict::Pass => {}
+                Verdict::Handled => return Ok(()),
+                Verdict::Drop(reason) => return Err(reason),
             }
             self.icmp_unreachable(ingress, frame, meta, icmp::CODE_NET_UNREACHABLE, now, tx);
             return Err(DropReason::NoRoute);
@@ -103,7 +109,7 @@ impl Switch {
             Some(target) => self.forward_to(ingress, target, frame, offload, &meta, now, tx),
             None => self
                 .nat_egress(ingress, frame, offload, &meta, now, tx)
-                .unwrap_or(Err(DropReason::NoRoute)),
+                .or_drop(DropReason::NoRoute),
         }
     }
 
