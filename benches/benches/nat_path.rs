@@ -256,7 +256,8 @@ fn switch_with_uplink() -> Switch {
         mac: UPLINK_MAC,
         gateway: Some(UPLINK_GW),
         mtu: 1500,
-    });
+    })
+    .unwrap();
     // The uplink gateway announces itself (ARP reply to weft).
     let mut arp = vec![0u8; 60];
     UPLINK_MAC.write(&mut arp, 0);

@@ -837,7 +837,10 @@ impl Worker {
                     self.remove_device(old.port);
                 }
                 self.register_device(cfg.port, io, counters)?;
-                self.switch.set_uplink(cfg);
+                if let Err(e) = self.switch.set_uplink(cfg) {
+                    self.remove_device(cfg.port);
+                    return Err(e.into());
+                }
                 let mut tx = PortTx {
                     ports: &mut self.ports,
                     vtep: self.vtep.as_mut(),

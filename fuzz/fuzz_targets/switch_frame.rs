@@ -94,7 +94,8 @@ fn topology() -> Switch {
         mac: mac(UPLINK_PORT),
         gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
         mtu: 1500,
-    });
+    })
+    .unwrap();
     sw.publish(
         Protocol::Tcp,
         8080,

@@ -26,7 +26,9 @@ use ipnet::Ipv4Net;
 use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, Punt, Switch, Transmit};
+use weft_switch::switch::{
+    ConfigError, NetworkConfig, PortConfig, Punt, Switch, Transmit, UplinkConfig,
+};
 use weft_switch::{NetworkId, PortId};
 
 // ---------------------------------------------------------------------------
@@ -2097,4 +2099,71 @@ fn without_dns_a_query_gets_port_unreachable() {
     assert_eq!(r, Err(DropReason::NotRoutable));
     assert!(rec.2.is_empty());
     expect_icmp_error(&rec, P1, &query, 3, 3);
+}
+
+// ---------------------------------------------------------------------------
+// The uplink: a port of its own kind, in no network
+// ---------------------------------------------------------------------------
+
+const UPLINK: PortId = PortId(100);
+
+fn uplink_cfg(port: PortId) -> UplinkConfig {
+    UplinkConfig {
+        port,
+        ip: Ipv4Addr::new(192, 0, 2, 10),
+        prefix_len: 24,
+        mac: MacAddr([0x02, 0, 0, 0x64, 0, 1]),
+        gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        mtu: 1500,
+    }
+}
+
+#[test]
+fn the_uplink_answers_arp_for_its_address() {
+    let mut fx = Fx::new();
+    fx.sw.set_uplink(uplink_cfg(UPLINK)).unwrap();
+    let asker = MacAddr([0x02, 0, 0, 0x65, 0, 1]);
+    let request = arp_frame(
+        asker,
+        MacAddr::BROADCAST,
+        ArpOperation::REQUEST,
+        asker,
+        Ipv4Addr::new(192, 0, 2, 1),
+        MacAddr::ZERO,
+        Ipv4Addr::new(192, 0, 2, 10),
+    );
+    let rec = fx.ok_at(UPLINK, &request, 0);
+    assert_eq!(rec.ports(), vec![UPLINK]);
+    assert_eq!(eth_src(&rec.0[0].1), uplink_cfg(UPLINK).mac);
+}
+
+#[test]
+fn the_uplink_is_not_an_endpoint_port() {
+    let mut fx = Fx::new();
+    assert_eq!(
+        fx.sw.set_uplink(uplink_cfg(P1)),
+        Err(ConfigError::DuplicatePort(P1))
+    );
+    fx.sw.set_uplink(uplink_cfg(UPLINK)).unwrap();
+    assert_eq!(
+        fx.sw.remove_port(UPLINK),
+        Err(ConfigError::UnknownPort(UPLINK))
+    );
+    let mut cfg = port_cfg(P1);
+    cfg.id = UPLINK;
+    assert_eq!(fx.sw.add_port(cfg), Err(ConfigError::DuplicatePort(UPLINK)));
+    // Replaced on another port: the old one is gone.
+    fx.sw.set_uplink(uplink_cfg(PortId(101))).unwrap();
+    assert_eq!(fx.sw.uplink_port(), Some(PortId(101)));
+    let (r, _) = fx.send(
+        UPLINK,
+        &routed_udp(P1, Ipv4Addr::new(8, 8, 8, 8), 64, false, b"x"),
+    );
+    assert_eq!(r, Err(DropReason::NotRoutable));
+    assert_eq!(fx.sw.remove_uplink().map(|u| u.port), Some(PortId(101)));
+    let (r, _) = fx.send(
+        PortId(101),
+        &routed_udp(P1, Ipv4Addr::new(8, 8, 8, 8), 64, false, b"x"),
+    );
+    assert_eq!(r, Err(DropReason::NotRoutable));
 }

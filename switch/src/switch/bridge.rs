@@ -49,14 +49,14 @@ impl Switch {
         tx: &mut T,
     ) -> Result<(), DropReason> {
         let net = self
-            .network(ingress.network)
+            .ingress_network(ingress)
             .ok_or(DropReason::NotRoutable)?;
         let dst = MacAddr::read(frame, ethernet::DST);
         if dst.is_unicast() {
             match net.fdb.lookup(dst) {
                 Some(out) if out == ingress.id => return Err(DropReason::SamePort),
                 Some(out) if self.is_tunnel(out) => {
-                    if ingress.is_tunnel {
+                    if ingress.is_tunnel() {
                         // Split horizon: the sending VTEP reaches it itself.
                         return Err(DropReason::SamePort);
                     }
@@ -81,7 +81,7 @@ impl Switch {
                 tx.transmit(out, frame, offload);
             }
         }
-        if ingress.is_tunnel || net.tunnels.is_empty() {
+        if ingress.is_tunnel() || net.tunnels.is_empty() {
             return Ok(());
         }
         // Flooding into the overlay: head-end replication to every VTEP.
@@ -102,8 +102,9 @@ impl Switch {
         let Switch {
             networks, scratch, ..
         } = self;
-        let net = networks
-            .get(ingress.network.0 as usize)
+        let net = ingress
+            .network()
+            .and_then(|n| networks.get(n.0 as usize))
             .and_then(Option::as_ref)
             .ok_or(DropReason::NotRoutable)?;
         let one;
@@ -137,7 +138,7 @@ impl Switch {
             }
             Fit::TooBig { icmp } => {
                 self.counters.tunnel_too_big.fetch_add(1, Ordering::Relaxed);
-                if icmp && !ingress.is_tunnel {
+                if icmp && !ingress.is_tunnel() {
                     let meta = gateway::parse_ipv4(frame).map_err(|_| DropReason::Malformed)?;
                     self.send_icmp_error(
                         ingress,

@@ -21,6 +21,12 @@
 //! table which VTEP a MAC sits behind, and are never flooded back into
 //! tunnels (split horizon: every VTEP replicates to all the others itself,
 //! RFC 7348 §4.2 head-end replication).
+//!
+//! A third kind of port belongs to no network: the *uplink*, a host
+//! interface where weft owns an address (see `nat`). [`Switch::handle`]
+//! dispatches on the port's kind; frames from the uplink are answered (ARP,
+//! ping) or translated back into a network (replies to masqueraded flows,
+//! published ports).
 
 mod bridge;
 mod nat;
@@ -129,17 +135,22 @@ pub enum ConfigError {
     TableFull(NetworkId),
 }
 
+/// What a port id is to the core.
 #[derive(Debug, Clone, Copy)]
 enum PortEntry {
     Endpoint(PortConfig),
     Tunnel(TunnelConfig),
+    /// The uplink (its configuration is the NAT state's): in no network.
+    Uplink,
 }
 
 impl PortEntry {
-    fn network(&self) -> NetworkId {
+    /// The network of an endpoint or tunnel; the uplink is in none.
+    fn network(&self) -> Option<NetworkId> {
         match self {
-            PortEntry::Endpoint(p) => p.network,
-            PortEntry::Tunnel(t) => t.network,
+            PortEntry::Endpoint(p) => Some(p.network),
+            PortEntry::Tunnel(t) => Some(t.network),
+            PortEntry::Uplink => None,
         }
     }
 }
@@ -185,8 +196,35 @@ impl From<Result<(), DropReason>> for Verdict {
 #[derive(Debug, Clone, Copy)]
 struct Ingress {
     id: PortId,
-    network: NetworkId,
-    is_tunnel: bool,
+    kind: IngressKind,
+}
+
+/// Which kind of port a frame came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IngressKind {
+    /// An endpoint of this network.
+    Endpoint(NetworkId),
+    /// A tunnel of this (overlay) network.
+    Tunnel(NetworkId),
+    /// The uplink, which belongs to no network: a reply to a masqueraded
+    /// flow or traffic to a published port, translated into a network.
+    Uplink,
+}
+
+impl Ingress {
+    /// The ingress network; none for the uplink.
+    #[inline]
+    fn network(&self) -> Option<NetworkId> {
+        match self.kind {
+            IngressKind::Endpoint(n) | IngressKind::Tunnel(n) => Some(n),
+            IngressKind::Uplink => None,
+        }
+    }
+
+    #[inline]
+    fn is_tunnel(&self) -> bool {
+        matches!(self.kind, IngressKind::Tunnel(_))
+    }
 }
 
 struct Network {
@@ -360,13 +398,17 @@ impl Switch {
     }
 
     /// Removes an endpoint or tunnel port and forgets what was learned on it.
+    /// The uplink is removed with [`Switch::remove_uplink`].
     pub fn remove_port(&mut self, id: PortId) -> Result<(), ConfigError> {
         let entry = self.port_entry(id).ok_or(ConfigError::UnknownPort(id))?;
+        let Some(network) = entry.network() else {
+            return Err(ConfigError::UnknownPort(id));
+        };
         self.ports[id.0 as usize] = None;
         let ports = &self.ports;
         if let Some(net) = self
             .networks
-            .get_mut(entry.network().0 as usize)
+            .get_mut(network.0 as usize)
             .and_then(Option::as_mut)
         {
             net.ports.retain(|&p| p != id);
@@ -396,7 +438,7 @@ impl Switch {
         port: PortId,
         now: Instant,
     ) -> Result<(), ConfigError> {
-        if self.port_entry(port).map(|p| p.network()) != Some(network) {
+        if self.port_entry(port).and_then(|p| p.network()) != Some(network) {
             return Err(ConfigError::UnknownPort(port));
         }
         let net = self
@@ -478,6 +520,12 @@ impl Switch {
             .and_then(Option::as_mut)
     }
 
+    /// The network a frame came in from; none for the uplink.
+    #[inline]
+    fn ingress_network(&self, ingress: &Ingress) -> Option<&Network> {
+        self.network(ingress.network()?)
+    }
+
     #[inline]
     fn port_entry(&self, id: PortId) -> Option<PortEntry> {
         self.ports.get(id.0 as usize).copied().flatten()
@@ -528,12 +576,10 @@ impl Switch {
         if frame.len() < ETH_HEADER_LEN {
             return Err(DropReason::Malformed);
         }
-        if self.uplink_port() == Some(ingress) {
-            return self.handle_uplink_frame(frame, offload, now, tx);
-        }
         match self.port_entry(ingress).ok_or(DropReason::NotRoutable)? {
             PortEntry::Endpoint(port) => self.handle_endpoint_frame(&port, frame, offload, now, tx),
             PortEntry::Tunnel(tunnel) => self.handle_tunnel_frame(&tunnel, frame, offload, now, tx),
+            PortEntry::Uplink => self.handle_uplink_frame(frame, offload, now, tx),
         }
     }
 
@@ -550,8 +596,7 @@ impl Switch {
         }
         let ingress = Ingress {
             id: port.id,
-            network: port.network,
-            is_tunnel: false,
+            kind: IngressKind::Endpoint(port.network),
         };
         let dst = MacAddr::read(frame, ethernet::DST);
         let ethertype = read_u16(frame, ethernet::ETHERTYPE);
@@ -614,8 +659,7 @@ impl Switch {
         }
         let ingress = Ingress {
             id: tunnel.id,
-            network: tunnel.network,
-            is_tunnel: true,
+            kind: IngressKind::Tunnel(tunnel.network),
         };
         let dst = MacAddr::read(frame, ethernet::DST);
         let (gateway_mac, gateway_ip, subnet) = {
@@ -660,9 +704,9 @@ impl Switch {
     /// Records that `mac` was seen as a source on the ingress port.
     #[inline]
     fn learn(&mut self, ingress: &Ingress, mac: MacAddr, now: Instant) {
-        let net = self
-            .networks
-            .get_mut(ingress.network.0 as usize)
+        let net = ingress
+            .network()
+            .and_then(|n| self.networks.get_mut(n.0 as usize))
             .and_then(Option::as_mut);
         if let Some(net) = net {
             if net.fdb.learn(mac, ingress.id, now) == LearnOutcome::Full {

@@ -39,7 +39,9 @@ use weft_packet::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP,
 };
 
-use super::{arp_format_ok, Ingress, Punt, Switch, Transmit, Verdict};
+use super::{
+    arp_format_ok, ConfigError, Ingress, IngressKind, PortEntry, Punt, Switch, Transmit, Verdict,
+};
 
 /// The DNS port the gateways answer on.
 pub const DNS_PORT: u16 = 53;
@@ -170,13 +172,25 @@ impl Switch {
         &mut self.nat.conntrack
     }
 
-    /// Attaches (or replaces) the uplink.
-    pub fn set_uplink(&mut self, cfg: UplinkConfig) {
+    /// Attaches (or replaces) the uplink as port `cfg.port`, which must not
+    /// be an endpoint's or a tunnel's.
+    pub fn set_uplink(&mut self, cfg: UplinkConfig) -> Result<(), ConfigError> {
+        if matches!(
+            self.port_entry(cfg.port),
+            Some(PortEntry::Endpoint(_) | PortEntry::Tunnel(_))
+        ) {
+            return Err(ConfigError::DuplicatePort(cfg.port));
+        }
+        self.remove_uplink();
+        self.insert_port(cfg.port, PortEntry::Uplink);
         self.nat.uplink = Some((cfg, NeighborTable::with_capacity(UPLINK_NEIGHBORS)));
+        Ok(())
     }
 
     pub fn remove_uplink(&mut self) -> Option<UplinkConfig> {
-        self.nat.uplink.take().map(|(cfg, _)| cfg)
+        let (cfg, _) = self.nat.uplink.take()?;
+        self.ports[cfg.port.0 as usize] = None;
+        Some(cfg)
     }
 
     pub fn uplink_port(&self) -> Option<PortId> {
@@ -350,14 +364,14 @@ impl Switch {
             return Verdict::Pass;
         };
         let key = (meta.dst, proto, info.key.dst.port());
-        let Some(net) = self.network(ingress.network) else {
+        let Some(net) = self.ingress_network(ingress) else {
             return Verdict::Pass;
         };
-        let gateway = net.cfg.gateway_ip;
+        let (in_network, gateway) = (net.cfg.id, net.cfg.gateway_ip);
         let Some(service) = self.nat.services.get_mut(&key) else {
             return Verdict::Pass;
         };
-        if service.cfg.network != ingress.network {
+        if service.cfg.network != in_network {
             return Verdict::Pass;
         }
         let backend = if service.cfg.backends.is_empty() {
@@ -403,7 +417,7 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
-        let from_inside = self.network(ingress.network).map(|n| n.cfg.gateway_ip);
+        let from_inside = self.ingress_network(ingress).map(|n| n.cfg.gateway_ip);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
             let info = inspect_parsed(packet, meta).ok()?;
@@ -442,7 +456,10 @@ impl Switch {
             return Verdict::Pass;
         };
         let uplink = *uplink;
-        if self.nat.internal.contains(&ingress.network) {
+        if ingress
+            .network()
+            .is_some_and(|n| self.nat.internal.contains(&n))
+        {
             return Verdict::Pass;
         }
         if meta.ttl <= 1 {
@@ -559,8 +576,7 @@ impl Switch {
                 }
                 let ingress = Ingress {
                     id: uplink.port,
-                    network: NetworkId(u32::MAX),
-                    is_tunnel: false,
+                    kind: IngressKind::Uplink,
                 };
                 if self
                     .nat_translate(frame, offload, &meta, None, now)?
@@ -632,12 +648,12 @@ impl Switch {
         if end < udp + min || read_u16(frame, udp + 2) != DNS_PORT {
             return Err(DropReason::NotRoutable);
         }
-        let Some(net) = self.network(ingress.network) else {
+        let Some(net) = self.ingress_network(ingress) else {
             return Err(DropReason::NotRoutable);
         };
         tx.punt(Punt {
             port: ingress.id,
-            network: ingress.network,
+            network: net.cfg.id,
             client_mac: MacAddr::read(frame, ethernet::SRC),
             client: SocketAddrV4::new(meta.src, read_u16(frame, udp)),
             gateway_mac: net.cfg.gateway_mac,

@@ -53,7 +53,7 @@ impl Switch {
             }
         }
         let in_net = self
-            .network(ingress.network)
+            .ingress_network(ingress)
             .ok_or(DropReason::NotRoutable)?;
         let in_ip = in_net.cfg.gateway_ip;
         if meta.dst == in_ip {
@@ -80,9 +80,9 @@ impl Switch {
             return Err(DropReason::NoRoute);
         };
         let in_net = self
-            .network(ingress.network)
+            .ingress_network(ingress)
             .ok_or(DropReason::NotRoutable)?;
-        if target != ingress.network && !in_net.routes_to.contains(&target) {
+        if Some(target) != ingress.network() && !in_net.routes_to.contains(&target) {
             self.icmp_unreachable(ingress, frame, meta, icmp::CODE_ADMIN_PROHIBITED, now, tx);
             return Err(DropReason::RouteDenied);
         }
@@ -266,7 +266,7 @@ impl Switch {
         tx: &mut T,
     ) -> Result<(), DropReason> {
         let gateway_mac = self
-            .network(ingress.network)
+            .ingress_network(ingress)
             .ok_or(DropReason::NotRoutable)?
             .cfg
             .gateway_mac;
@@ -344,9 +344,9 @@ impl Switch {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(net) = self
-            .networks
-            .get(ingress.network.0 as usize)
+        let Some(net) = ingress
+            .network()
+            .and_then(|n| self.networks.get(n.0 as usize))
             .and_then(Option::as_ref)
         else {
             return;
