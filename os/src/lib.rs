@@ -14,6 +14,8 @@
 //!   ([`packet::PacketSocket`]).
 //! - [`provision`]: creating and configuring a TAP port inside a workload's
 //!   namespace ([`provision::provision_tap`]).
+//! - [`privilege`]: whether this process has `CAP_NET_ADMIN` over the host
+//!   (what "root" means to weft's defaults).
 //! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
 //!   ([`udp::VxlanSocket`]).
 //!
@@ -31,6 +33,7 @@ pub mod ethtool;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod privilege;
 pub mod provision;
 pub mod tap;
 pub mod udp;
