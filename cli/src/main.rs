@@ -589,6 +589,14 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // The rootless helper (weft_os::userns) must stay single-threaded to
+    // enter a user namespace: dispatch before anything else runs.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(weft_os::userns::HELPER_ARG) {
+        let rest: Vec<String> = args.collect();
+        let code = weft_os::userns::helper_main(&rest);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,8 @@
 //!   namespace ([`provision::provision_tap`]).
 //! - [`privilege`]: whether this process has `CAP_NET_ADMIN` over the host
 //!   (what "root" means to weft's defaults).
+//! - [`userns`]: the rootless helper, a single-threaded child that enters a
+//!   user-owned namespace's user namespace and provisions the TAP there.
 //! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
 //!   ([`udp::VxlanSocket`]).
 //!
@@ -37,6 +39,7 @@ pub mod privilege;
 pub mod provision;
 pub mod tap;
 pub mod udp;
+pub mod userns;
 
 pub use netlink::{Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};
