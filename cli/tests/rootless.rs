@@ -22,6 +22,7 @@ use common::*;
 use nix::sys::signal::Signal;
 
 const INDEX: u8 = 96;
+const TUN: &str = "/dev/net/tun";
 
 /// A throwaway system user `weft-t<pid>-u`, deleted on drop.
 struct TestUser {
@@ -86,29 +87,32 @@ impl Drop for TestUser {
     }
 }
 
-/// `/dev/net/tun` at mode 0666 for the test (as most distributions ship
-/// it), its original mode restored on drop.
+/// `/dev/net/tun` at the test's mode (0666 as most distributions ship
+/// it, or 0600 to see the refusal), its original mode restored on drop.
 struct TunMode {
     original: u32,
 }
 
 impl TunMode {
-    fn open_to_all() -> TunMode {
-        let path = Path::new("/dev/net/tun");
-        let original = fs::metadata(path)
+    fn set(mode: u32) -> TunMode {
+        let original = fs::metadata(TUN)
             .expect("stat /dev/net/tun")
             .permissions()
             .mode()
             & 0o7777;
         let guard = TunMode { original };
-        fs::set_permissions(path, fs::Permissions::from_mode(0o666)).expect("chmod /dev/net/tun");
+        guard.chmod(mode);
         guard
+    }
+
+    fn chmod(&self, mode: u32) {
+        fs::set_permissions(TUN, fs::Permissions::from_mode(mode)).expect("chmod /dev/net/tun");
     }
 }
 
 impl Drop for TunMode {
     fn drop(&mut self) {
-        let _ = fs::set_permissions("/dev/net/tun", fs::Permissions::from_mode(self.original));
+        let _ = fs::set_permissions(TUN, fs::Permissions::from_mode(self.original));
     }
 }
 
@@ -251,7 +255,9 @@ fn unprivileged_daemon_attaches_user_owned_namespaces() {
         return;
     }
     let user = TestUser::new();
-    let _tun = TunMode::open_to_all();
+    // Closed to the user first (as this host may ship it), to see the
+    // refusal; opened to all once the daemon and namespaces are up.
+    let tun = TunMode::set(0o600);
     // /tmp/weft-t…: the CI leftover check looks for daemons there.
     let dir = TempDirAt::new(&unique_name("rootless"), user.uid, user.gid);
     let w = Rootless {
@@ -289,6 +295,15 @@ fn unprivileged_daemon_attaches_user_owned_namespaces() {
     let b = w.namespace();
     let net = subnet(INDEX, 1);
     w.weft_ok(&["network", "create", "n", "--subnet", &net]);
+    let out = w.weft(&["attach", "n", "--pid", &a.pid().to_string()]);
+    assert!(
+        !out.status.success(),
+        "attach with /dev/net/tun at 0600 succeeded"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("chmod 0666 /dev/net/tun"), "{err}");
+    tun.chmod(0o666);
+
     let ep_a = attach_pid(&w, "n", a.pid());
     let ep_b = attach_pid(&w, "n", b.pid());
     let gateway = addr(INDEX, 1, 1);
