@@ -16,10 +16,10 @@ use crate::{ApiError, Reply, Request};
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The socket every command uses when neither `--socket` nor `WEFT_SOCKET`
-/// is given: `/run/weft/weft.sock` as root, `$XDG_RUNTIME_DIR/weft/weft.sock`
-/// otherwise (or `/tmp/weft-UID/weft.sock` when `XDG_RUNTIME_DIR` is unset).
+/// is given: `/run/weft/weft.sock` when privileged ([`is_privileged`]),
+/// `$XDG_RUNTIME_DIR/weft/weft.sock` otherwise (or `/tmp/weft-UID/weft.sock` when `XDG_RUNTIME_DIR` is unset).
 pub fn default_socket_path() -> PathBuf {
-    socket_path_for(is_root(), env_dir("XDG_RUNTIME_DIR"), current_uid())
+    socket_path_for(is_privileged(), env_dir("XDG_RUNTIME_DIR"), current_uid())
 }
 
 fn socket_path_for(root: bool, runtime_dir: Option<PathBuf>, uid: u32) -> PathBuf {
@@ -32,9 +32,11 @@ fn socket_path_for(root: bool, runtime_dir: Option<PathBuf>, uid: u32) -> PathBu
     }
 }
 
-/// Whether this process runs with root's effective user id.
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Whether this process is "root" to weft: it has `CAP_NET_ADMIN` in the
+/// initial user namespace (see `weft_os::privilege`). Root inside a user
+/// namespace is not; it gets the per-user defaults.
+pub fn is_privileged() -> bool {
+    weft_os::privilege::is_privileged()
 }
 
 fn current_uid() -> u32 {

@@ -47,7 +47,7 @@ pub struct Interrupted;
 
 /// Runs the demo. `exe` is the weft binary to start the daemon from.
 pub fn run(exe: &Path) -> anyhow::Result<()> {
-    if !client::is_root() {
+    if !client::is_privileged() {
         bail!(
             "`weft demo` needs root (CAP_NET_ADMIN) to create network namespaces and TAP \
              devices; run it as `sudo {} demo`",

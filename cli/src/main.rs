@@ -572,10 +572,11 @@ fn parse_mac_aging(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
 }
 
-/// `/var/lib/weft` as root, `$XDG_STATE_HOME/weft` or `~/.local/state/weft`
-/// otherwise.
+/// `/var/lib/weft` when privileged (`CAP_NET_ADMIN` over the host, see
+/// [`client::is_privileged`]), `$XDG_STATE_HOME/weft` or
+/// `~/.local/state/weft` otherwise.
 fn default_state_dir() -> PathBuf {
-    if client::is_root() {
+    if client::is_privileged() {
         return PathBuf::from("/var/lib/weft");
     }
     if let Some(dir) = client::env_dir("XDG_STATE_HOME") {
@@ -588,6 +589,14 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // The rootless helper (weft_os::userns) must stay single-threaded to
+    // enter a user namespace: dispatch before anything else runs.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(weft_os::userns::HELPER_ARG) {
+        let rest: Vec<String> = args.collect();
+        let code = weft_os::userns::helper_main(&rest);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

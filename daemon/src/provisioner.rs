@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use weft_api::{ApiError, ErrorKind};
 use weft_control::error::source_chain;
@@ -13,9 +14,11 @@ use weft_control::{Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
 use weft_datapath::port::{Port, TapPort};
 use weft_datapath::uplink::UplinkPort;
 use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
-use weft_os::provision::{link_exists, provision_tap, ProvisionError, TapSpec};
+use weft_os::privilege::Privilege;
+use weft_os::provision::{link_exists, provision_tap, HelperErrorKind, ProvisionError, TapSpec};
 use weft_os::tap::TapOptions;
 use weft_os::udp::VxlanSocket;
+use weft_os::userns::{link_exists_via_helper, provision_tap_via_helper};
 
 /// Send sockets in the VTEP's pool, so outer source ports vary by flow.
 const VTEP_SEND_SOCKETS: usize = 8;
@@ -41,7 +44,15 @@ impl Provisioner for OsProvisioner {
     }
 
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError> {
-        link_exists(netns, ifname).map_err(|e| provision_error(e, netns))
+        let result = if needs_helper() {
+            link_exists_via_helper(netns, ifname)
+        } else {
+            match link_exists(netns, ifname) {
+                Err(e) if cannot_enter(&e) => link_exists_via_helper(netns, ifname),
+                other => other,
+            }
+        };
+        result.map_err(|e| provision_error(e, netns))
     }
 
     fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
@@ -58,7 +69,15 @@ impl Provisioner for OsProvisioner {
             },
             disable_ipv6: true,
         };
-        let device = provision_tap(netns, spec).map_err(|e| provision_error(e, netns))?;
+        let device = if needs_helper() {
+            provision_tap_via_helper(netns, spec)
+        } else {
+            match provision_tap(netns, spec.clone()) {
+                Err(e) if cannot_enter(&e) => provision_tap_via_helper(netns, spec),
+                other => other,
+            }
+        }
+        .map_err(|e| provision_error(e, netns))?;
         let port = TapPort::new(device).map_err(|e| {
             ApiError::new(
                 ErrorKind::System,
@@ -124,6 +143,24 @@ impl Provisioner for OsProvisioner {
     }
 }
 
+/// Whether this daemon lacks the capabilities to enter any namespace
+/// directly (CAP_SYS_ADMIN and CAP_NET_ADMIN over the host), so TAPs are
+/// made by the rootless helper (`weft_os::userns`) in namespaces its user
+/// owns. Read once: a process's capabilities do not grow.
+fn needs_helper() -> bool {
+    static NEEDS: OnceLock<bool> = OnceLock::new();
+    *NEEDS.get_or_init(|| !Privilege::current().can_enter_any_netns())
+}
+
+/// Whether the direct path failed only because `setns` was refused, so the
+/// helper, entering the namespace's user namespace first, may succeed.
+fn cannot_enter(e: &ProvisionError) -> bool {
+    matches!(
+        e,
+        ProvisionError::Netns(NetnsError::Permission { op: "enter", .. })
+    )
+}
+
 fn netns_error(e: NetnsError, target: &NetnsTarget) -> ApiError {
     match (&e, target) {
         (NetnsError::NotFound { .. }, NetnsTarget::Pid(pid)) => ApiError::new(
@@ -156,6 +193,17 @@ fn provision_error(e: ProvisionError, netns: &Path) -> ApiError {
                 _ => ErrorKind::InvalidArgument,
             };
             ApiError::new(kind, format!("{}: {inner}", netns.display()))
+        }
+        ProvisionError::Helper { kind, message } => {
+            let kind = match kind {
+                HelperErrorKind::NotFound => ErrorKind::NotFound,
+                HelperErrorKind::IfnameTaken => ErrorKind::AlreadyExists,
+                HelperErrorKind::Invalid => ErrorKind::InvalidArgument,
+                HelperErrorKind::Permission
+                | HelperErrorKind::TunAccess
+                | HelperErrorKind::System => ErrorKind::System,
+            };
+            ApiError::new(kind, message)
         }
         other => ApiError::new(
             ErrorKind::System,

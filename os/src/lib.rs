@@ -14,6 +14,10 @@
 //!   ([`packet::PacketSocket`]).
 //! - [`provision`]: creating and configuring a TAP port inside a workload's
 //!   namespace ([`provision::provision_tap`]).
+//! - [`privilege`]: whether this process has `CAP_NET_ADMIN` over the host
+//!   (what "root" means to weft's defaults).
+//! - [`userns`]: the rootless helper, a single-threaded child that enters a
+//!   user-owned namespace's user namespace and provisions the TAP there.
 //! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
 //!   ([`udp::VxlanSocket`]).
 //!
@@ -31,9 +35,11 @@ pub mod ethtool;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod privilege;
 pub mod provision;
 pub mod tap;
 pub mod udp;
+pub mod userns;
 
 pub use netlink::{Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};

@@ -52,7 +52,12 @@ pub enum NetnsError {
         source: Option<io::Error>,
     },
     /// The caller may not open or enter the namespace (needs CAP_SYS_ADMIN).
-    #[error("permission denied to {op} network namespace {} (are you root?)", path.display())]
+    #[error(
+        "permission denied to {op} network namespace {}: it belongs to another user; \
+         run the daemon as root, or attach a namespace this user created \
+         (for example with `unshare --user --map-root-user --net CMD`)",
+        path.display()
+    )]
     Permission {
         /// The namespace path.
         path: PathBuf,
@@ -121,7 +126,7 @@ pub fn netns_path_for_pid(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/net"))
 }
 
-fn open_ns(path: &Path) -> Result<File, NetnsError> {
+pub(crate) fn open_ns(path: &Path) -> Result<File, NetnsError> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)

@@ -23,6 +23,7 @@ use thiserror::Error;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::{run_in_netns, NetnsError};
 use crate::tap::{validate_ifname, Tap, TapError, TapOptions};
+pub use crate::userns::HelperErrorKind;
 
 /// What to create in the namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,15 @@ pub enum ProvisionError {
         #[source]
         source: TapError,
     },
+    /// The rootless helper ([`crate::userns`]) refused or failed; `message`
+    /// says what to do.
+    #[error("{message}")]
+    Helper {
+        /// What kind of failure it was.
+        kind: HelperErrorKind,
+        /// The helper's explanation.
+        message: String,
+    },
     /// The TAP was created but could not be found by name afterwards.
     #[error(
         "TAP {ifname} vanished from network namespace {} right after it was created",
@@ -164,7 +174,7 @@ impl ProvisionError {
     }
 }
 
-fn validate_spec(spec: &TapSpec) -> Result<(), String> {
+pub(crate) fn validate_spec(spec: &TapSpec) -> Result<(), String> {
     validate_ifname(&spec.ifname).map_err(str::to_owned)?;
     if spec.ifname.contains('%') {
         return Err("the name contains '%' (kernel name templates are not allowed here)".into());
@@ -199,7 +209,7 @@ pub fn provision_tap(netns: &Path, spec: TapSpec) -> Result<Tap, ProvisionError>
 }
 
 /// The body of [`provision_tap`], running inside the namespace.
-fn provision_inside(netns: PathBuf, spec: TapSpec) -> Result<Tap, ProvisionError> {
+pub(crate) fn provision_inside(netns: PathBuf, spec: TapSpec) -> Result<Tap, ProvisionError> {
     let ifname = spec.ifname.clone();
     let nl_err = |step: ProvisionStep| {
         let ifname = ifname.clone();

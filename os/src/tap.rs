@@ -261,6 +261,12 @@ impl Tap {
         })
     }
 
+    /// A TAP attached through a descriptor made elsewhere (received from
+    /// the rootless helper, [`crate::userns`]).
+    pub(crate) fn from_parts(fd: OwnedFd, name: String, vnet_hdr: bool) -> Tap {
+        Tap { fd, name, vnet_hdr }
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name

@@ -91,7 +91,7 @@ pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
         .as_deref()
         .map(check_weft_binary)
         .transpose()?;
-    if !client::is_root() {
+    if !client::is_privileged() {
         return Err(Error::NotRoot {
             exe: opts.exe.clone(),
         });
