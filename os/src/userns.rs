@@ -258,6 +258,11 @@ fn call_helper(request: &[u8]) -> Result<(Vec<String>, Option<OwnedFd>), Provisi
     drop(theirs);
     let reply = exchange(&ours, request);
     drop(ours);
+    if reply.is_err() {
+        // No reply in time (or a broken exchange): never wait on a helper
+        // that may be stuck, since every other request waits behind this one.
+        let _ = child.kill();
+    }
     let status = child.wait();
     let (bytes, fd) = match reply {
         Ok(r) => r,
