@@ -8,7 +8,7 @@
 
 use crate::ipam::parse_addr;
 use weft_api::{EndpointInfo, ErrorKind};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_packet::{stable_hash, MacAddr, MacParseError};
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::PortConfig;
@@ -128,7 +128,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let port = self.take_port_id();
         let counters = std::sync::Arc::new(PortCounters::default());
         self.datapath
-            .execute(Command::AddPort {
+            .apply(vec![Change::AddPort {
                 cfg: PortConfig {
                     id: port,
                     network: network_id,
@@ -137,18 +137,18 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 },
                 io,
                 counters: std::sync::Arc::clone(&counters),
-            })
+            }])
             .map_err(datapath_error)?;
         let net = self
             .networks
             .get_mut(&req.network)
             .expect("looked up above");
         if let Err(e) = net.pool.reserve(ip) {
-            let _ = self.datapath.execute(Command::RemovePort(port));
+            let _ = self.datapath.apply(vec![Change::RemovePort(port)]);
             return Err(ipam_error(e));
         }
         if let Err(e) = self.apply_publishes(&req.network, &name, ip, publishes) {
-            let _ = self.datapath.execute(Command::RemovePort(port));
+            let _ = self.datapath.apply(vec![Change::RemovePort(port)]);
             if let Some(net) = self.networks.get_mut(&req.network) {
                 net.pool.release(ip);
             }
@@ -193,7 +193,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .ok_or_else(|| no_endpoint(network, endpoint))?;
         let info = net.endpoint_info(ep);
         self.datapath
-            .execute(Command::RemovePort(ep.port))
+            .apply(vec![Change::RemovePort(ep.port)])
             .map_err(datapath_error)?;
         self.drop_publishes(network, endpoint);
         self.drop_backend(network, endpoint);

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::ipam::parse_addr;
 use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_nat::Protocol;
 use weft_packet::{stable_hash, MacAddr};
 use weft_switch::counters::PortCounters;
@@ -112,11 +112,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             mtu,
         };
         self.datapath
-            .execute(Command::SetUplink {
+            .apply(vec![Change::SetUplink {
                 cfg,
                 io: device.port,
                 counters: Arc::clone(&counters),
-            })
+            }])
             .map_err(datapath_error)?;
         self.nat.uplink = Some(Uplink {
             counters,
@@ -154,7 +154,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     pub fn uplink_remove(&mut self) -> ApiResult<UplinkInfo> {
         let info = self.uplink_show()?;
         self.datapath
-            .execute(Command::RemoveUplink)
+            .apply(vec![Change::RemoveUplink])
             .map_err(datapath_error)?;
         self.nat.uplink = None;
         Ok(info)
@@ -206,17 +206,17 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         list: Vec<Publish>,
     ) -> ApiResult<()> {
         for (i, p) in list.iter().enumerate() {
-            let published = self.datapath.execute(Command::Publish {
+            let published = self.datapath.apply(vec![Change::Publish {
                 proto: p.proto,
                 host_port: p.host_port,
                 target: SocketAddrV4::new(ip, p.port),
-            });
+            }]);
             if let Err(e) = published {
                 for done in &list[..i] {
-                    let _ = self.datapath.execute(Command::Unpublish {
+                    let _ = self.datapath.apply(vec![Change::Unpublish {
                         proto: done.proto,
                         host_port: done.host_port,
-                    });
+                    }]);
                 }
                 return Err(datapath_error(e));
             }
@@ -272,7 +272,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             return Err(not_published(network, endpoint, spec));
         };
         self.datapath
-            .execute(Command::Unpublish { proto, host_port })
+            .apply(vec![Change::Unpublish { proto, host_port }])
             .map_err(datapath_error)?;
         let list = self.nat.publishes.get_mut(&key).expect("looked up above");
         let p = list.remove(index);
@@ -286,10 +286,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     pub(crate) fn drop_publishes(&mut self, network: &str, endpoint: &str) {
         let key = (network.to_string(), endpoint.to_string());
         for p in self.nat.publishes.remove(&key).unwrap_or_default() {
-            let _ = self.datapath.execute(Command::Unpublish {
+            let _ = self.datapath.apply(vec![Change::Unpublish {
                 proto: p.proto,
                 host_port: p.host_port,
-            });
+            }]);
         }
     }
 
@@ -383,14 +383,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .filter_map(|b| self.endpoint_ip(&s.network, b).ok())
             .collect();
         self.datapath
-            .execute(Command::SetService(ServiceConfig {
+            .apply(vec![Change::SetService(ServiceConfig {
                 network: net.id,
                 vip: s.vip,
                 proto: s.proto,
                 port: s.port,
                 backends,
                 lb: s.lb,
-            }))
+            })])
             .map_err(datapath_error)
     }
 
@@ -435,7 +435,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let info = self.service_info(name);
         let (vip, proto, port, network) = (s.vip, s.proto, s.port, s.network.clone());
         self.datapath
-            .execute(Command::RemoveService { vip, proto, port })
+            .apply(vec![Change::RemoveService { vip, proto, port }])
             .map_err(datapath_error)?;
         self.nat.services.remove(name);
         self.release_vip(&network, vip);

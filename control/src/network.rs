@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::ipam::{parse_addr, parse_subnet, Pool, SubnetExt};
 use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_packet::{stable_hash, MacAddr};
 use weft_switch::switch::NetworkConfig;
 use weft_switch::{NetworkId, PortId};
@@ -197,21 +197,21 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             None => MacAddr::local_from_seed(stable_hash(&["gateway", &name])),
         };
         self.datapath
-            .execute(Command::AddNetwork(NetworkConfig {
+            .apply(vec![Change::AddNetwork(NetworkConfig {
                 id,
                 subnet,
                 gateway_ip: gateway,
                 gateway_mac,
                 mtu,
-            }))
+            })])
             .map_err(datapath_error)?;
         if spec.internal {
-            let internal = Command::SetInternal {
+            let internal = Change::SetInternal {
                 network: id,
                 internal: true,
             };
-            if let Err(e) = self.datapath.execute(internal) {
-                let _ = self.datapath.execute(Command::RemoveNetwork(id));
+            if let Err(e) = self.datapath.apply(vec![internal]) {
+                let _ = self.datapath.apply(vec![Change::RemoveNetwork(id)]);
                 return Err(datapath_error(e));
             }
         }
@@ -246,14 +246,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let tunnels: Vec<PortId> = net.tunnels.values().copied().collect();
         for port in tunnels {
             self.datapath
-                .execute(Command::RemovePort(port))
+                .apply(vec![Change::RemovePort(port)])
                 .map_err(datapath_error)?;
         }
         if let Some(net) = self.networks.get_mut(name) {
             net.tunnels.clear();
         }
         self.datapath
-            .execute(Command::RemoveNetwork(id))
+            .apply(vec![Change::RemoveNetwork(id)])
             .map_err(datapath_error)?;
         let net = self.networks.remove(name).expect("looked up above");
         self.routes.retain(|(a, b)| a != name && b != name);
@@ -288,11 +288,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ));
         }
         self.datapath
-            .execute(Command::SetRoute {
+            .apply(vec![Change::SetRoute {
                 a: ida,
                 b: idb,
                 allowed,
-            })
+            }])
             .map_err(datapath_error)?;
         if allowed {
             self.routes.insert(route_key(a, b));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::ipam::parse_addr;
 use weft_api::{ErrorKind, NeighborEntry, PeerInfo, StaticMac, StaticNeighbor};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::TunnelConfig;
 use weft_vtep::{Vni, VXLAN_UDP_PORT};
@@ -70,7 +70,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let socket = self.provisioner.bind_vtep(listen)?;
         let local = socket.local_addr();
         self.datapath
-            .execute(Command::BindVtep(socket))
+            .apply(vec![Change::BindVtep(socket)])
             .map_err(datapath_error)?;
         self.overlay.bound = Some(local);
         tracing::info!(%local, "serving VXLAN");
@@ -111,7 +111,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let (id, vni) = (net.id, vni);
         let port = self.take_port_id();
         self.datapath
-            .execute(Command::AddTunnel {
+            .apply(vec![Change::AddTunnel {
                 cfg: TunnelConfig {
                     id: port,
                     network: id,
@@ -119,7 +119,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 },
                 vni,
                 peer: addr,
-            })
+            }])
             .map_err(datapath_error)?;
         self.networks
             .get_mut(network)
@@ -138,7 +138,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             return Ok(());
         };
         self.datapath
-            .execute(Command::RemovePort(port))
+            .apply(vec![Change::RemovePort(port)])
             .map_err(datapath_error)?;
         if let Some(net) = self.networks.get_mut(network) {
             net.tunnels.remove(&peer);
@@ -210,10 +210,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         self.ensure_vtep()?;
         let counters = Arc::new(PortCounters::default());
         self.datapath
-            .execute(Command::AddPeer {
+            .apply(vec![Change::AddPeer {
                 ip,
                 counters: Arc::clone(&counters),
-            })
+            }])
             .map_err(datapath_error)?;
         self.overlay.peers.insert(ip, Peer { addr, counters });
         let networks = self.overlay_networks();
@@ -222,7 +222,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 for done in &networks[..i] {
                     let _ = self.remove_tunnel(done, ip);
                 }
-                let _ = self.datapath.execute(Command::RemovePeer(ip));
+                let _ = self.datapath.apply(vec![Change::RemovePeer(ip)]);
                 self.overlay.peers.remove(&ip);
                 return Err(e);
             }
@@ -245,7 +245,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             self.remove_tunnel(&network, ip)?;
         }
         self.datapath
-            .execute(Command::RemovePeer(ip))
+            .apply(vec![Change::RemovePeer(ip)])
             .map_err(datapath_error)?;
         self.overlay.peers.remove(&ip);
         tracing::info!(peer = %ip, "peer removed");
@@ -297,11 +297,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         };
         let id = net.id;
         self.datapath
-            .execute(Command::SetStaticMac {
+            .apply(vec![Change::SetStaticMac {
                 network: id,
                 mac,
                 port,
-            })
+            }])
             .map_err(datapath_error)?;
         Ok(StaticMac {
             network: network.to_string(),
@@ -322,11 +322,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let ip = parse_addr(ip).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
         let id = net.id;
         self.datapath
-            .execute(Command::SetStaticNeighbor {
+            .apply(vec![Change::SetStaticNeighbor {
                 network: id,
                 ip,
                 mac,
-            })
+            }])
             .map_err(datapath_error)?;
         Ok(StaticNeighbor {
             network: network.to_string(),
