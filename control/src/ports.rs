@@ -20,8 +20,8 @@ use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
 use weft_switch::NetworkId;
 
-/// The forwarding datapath as the control plane drives it: every change is
-/// batch of [`Change`]s, applied completely or refused.
+/// The forwarding datapath as the control plane drives it: a request's
+/// changes go as one batch of [`Change`]s, applied completely or refused.
 pub trait Datapath {
     /// Applies `changes` in order, all or nothing: on error none of them
     /// took effect. Removals come after every other change of a batch (see
