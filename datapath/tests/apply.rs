@@ -14,7 +14,7 @@ use weft_datapath::{Change, Datapath, DatapathError};
 use weft_nat::Conntrack;
 use weft_packet::MacAddr;
 use weft_switch::counters::PortCounters;
-use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig};
+use weft_switch::switch::{ConfigError, NetworkConfig, PortConfig, UplinkConfig};
 use weft_switch::{NetworkId, PortId};
 
 /// A device that is never readable and counts itself while open.
@@ -278,5 +278,76 @@ fn removals_are_checked_before_any_is_applied() {
     ])
     .unwrap();
     assert_eq!(open.load(Ordering::SeqCst), 0);
+    dp.shutdown();
+}
+
+#[test]
+fn the_same_batch_succeeds_once_what_made_it_fail_is_gone() {
+    let dp = start();
+    let open = Arc::new(AtomicUsize::new(0));
+    dp.apply(vec![network(1), port(1, 1, &open)]).unwrap();
+    let batch = |open: &Arc<AtomicUsize>| {
+        vec![
+            network(2),
+            port(2, 2, open),
+            // Port 1 is taken while the first batch stands.
+            port(1, 2, open),
+        ]
+    };
+    let (index, source) = batch_error(dp.apply(batch(&open)).unwrap_err());
+    assert_eq!(index, 2);
+    assert!(matches!(
+        source,
+        DatapathError::Config(ConfigError::DuplicatePort(PortId(1)))
+    ));
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+    dp.apply(vec![Change::RemovePort(PortId(1))]).unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 0);
+    // Network 2 and port 2 were undone: the identical batch applies.
+    dp.apply(batch(&open)).unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 2);
+    dp.shutdown();
+}
+
+fn uplink(id: u32, open: &Arc<AtomicUsize>) -> Change {
+    Change::SetUplink {
+        cfg: UplinkConfig {
+            port: PortId(id),
+            ip: Ipv4Addr::new(192, 0, 2, 50),
+            prefix_len: 24,
+            mac: mac(200),
+            gateway: None,
+            mtu: 1500,
+        },
+        io: FakePort::boxed(open),
+        counters: Arc::new(PortCounters::default()),
+    }
+}
+
+#[test]
+fn a_replaced_uplink_closes_only_when_its_batch_holds() {
+    let dp = start();
+    let open = Arc::new(AtomicUsize::new(0));
+    dp.apply(vec![network(1), uplink(10, &open)]).unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+
+    // A new uplink, then a failure: the new device closes, the old stays.
+    let e = dp
+        .apply(vec![uplink(11, &open), port(3, 9, &open)])
+        .unwrap_err();
+    assert_eq!(batch_error(e).0, 1);
+    assert_eq!(open.load(Ordering::SeqCst), 1);
+    // The old uplink is attached again: removing it works and closes it.
+    dp.apply(vec![Change::RemoveUplink]).unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 0);
+
+    dp.apply(vec![uplink(10, &open)]).unwrap();
+    dp.apply(vec![uplink(11, &open)]).unwrap();
+    assert_eq!(open.load(Ordering::SeqCst), 1, "the replaced uplink closed");
+    let e = dp
+        .apply(vec![Change::RemoveUplink, Change::RemoveUplink])
+        .unwrap_err();
+    assert!(matches!(batch_error(e), (1, DatapathError::NoUplink)));
+    assert_eq!(open.load(Ordering::SeqCst), 1);
     dp.shutdown();
 }
