@@ -8,7 +8,7 @@
 
 use crate::ipam::parse_addr;
 use weft_api::{EndpointInfo, ErrorKind};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_packet::{stable_hash, MacAddr, MacParseError};
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::PortConfig;
@@ -123,37 +123,44 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         };
         let (network_id, gateway) = (net.id, net.gateway);
 
-        // Every check passed: make the device and connect it.
-        let io = self.provisioner.create_tap(&netns.path, &tap)?;
-        let port = self.take_port_id();
-        let counters = std::sync::Arc::new(PortCounters::default());
-        self.datapath
-            .execute(Command::AddPort {
-                cfg: PortConfig {
-                    id: port,
-                    network: network_id,
-                    mac,
-                    ip,
-                },
-                io,
-                counters: std::sync::Arc::clone(&counters),
-            })
-            .map_err(datapath_error)?;
+        // Every check passed: take the address, make the device, and
+        // connect it with its published ports as one batch.
         let net = self
             .networks
             .get_mut(&req.network)
             .expect("looked up above");
-        if let Err(e) = net.pool.reserve(ip) {
-            let _ = self.datapath.execute(Command::RemovePort(port));
-            return Err(ipam_error(e));
-        }
-        if let Err(e) = self.apply_publishes(&req.network, &name, ip, publishes) {
-            let _ = self.datapath.execute(Command::RemovePort(port));
-            if let Some(net) = self.networks.get_mut(&req.network) {
+        net.pool.reserve(ip).map_err(ipam_error)?;
+        let release = |this: &mut Self| {
+            if let Some(net) = this.networks.get_mut(&req.network) {
                 net.pool.release(ip);
             }
-            return Err(e);
+        };
+        let io = match self.provisioner.create_tap(&netns.path, &tap) {
+            Ok(io) => io,
+            Err(e) => {
+                release(self);
+                return Err(e);
+            }
+        };
+        let port = self.take_port_id();
+        let counters = std::sync::Arc::new(PortCounters::default());
+        let mut changes = vec![Change::AddPort {
+            cfg: PortConfig {
+                id: port,
+                network: network_id,
+                mac,
+                ip,
+            },
+            io,
+            counters: std::sync::Arc::clone(&counters),
+        }];
+        changes.extend(Self::publish_changes(ip, &publishes));
+        if let Err(e) = self.datapath.apply(changes) {
+            // The worker closed the device.
+            release(self);
+            return Err(datapath_error(e));
         }
+        self.record_publishes(&req.network, &name, publishes);
         let resolv_conf = match (&req.netns, req.no_resolv_conf) {
             (Some(ns), false) if first_network => self.provisioner.write_resolv_conf(ns, gateway),
             _ => None,
@@ -192,11 +199,16 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .get(endpoint)
             .ok_or_else(|| no_endpoint(network, endpoint))?;
         let info = net.endpoint_info(ep);
-        self.datapath
-            .execute(Command::RemovePort(ep.port))
-            .map_err(datapath_error)?;
-        self.drop_publishes(network, endpoint);
-        self.drop_backend(network, endpoint);
+        let port = ep.port;
+        // Its published ports, the services it backs and the port leave
+        // the datapath as one batch, the removal last.
+        let mut changes = self.unpublish_changes(network, endpoint);
+        let (services, service_changes) = self.services_without(network, endpoint)?;
+        changes.extend(service_changes);
+        changes.push(Change::RemovePort(port));
+        self.datapath.apply(changes).map_err(datapath_error)?;
+        self.forget_publishes(network, endpoint);
+        self.record_services(services);
         let net = self.networks.get_mut(network).expect("looked up above");
         if let Some(ep) = net.endpoints.remove(endpoint) {
             net.pool.release(ep.ip);

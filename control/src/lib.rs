@@ -10,9 +10,10 @@
 //! fakes and run as an ordinary user.
 //!
 //! Every request is applied completely or not at all: each operation checks
-//! the whole request first and, when a later step fails (the datapath, the
-//! OS, or saving the state), undoes its earlier steps before it returns the
-//! error.
+//! the whole request first, sends the datapath all its changes as one batch
+//! ([`Datapath::apply`], which the worker applies all or nothing), and, when
+//! a step outside the datapath fails (the OS, the address pool, or saving
+//! the state), undoes its own earlier steps before it returns the error.
 //!
 //! Modules, lowest first: [`error`], [`ports`], [`persist`], [`dns`] (the
 //! gateways' DNS responders and the name tables they read), `state` (the

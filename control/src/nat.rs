@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::ipam::parse_addr;
 use weft_api::{ApiError, ErrorKind, FlowEntry, FlushInfo, PublishInfo, ServiceInfo, UplinkInfo};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_nat::Protocol;
 use weft_packet::{stable_hash, MacAddr};
 use weft_switch::counters::PortCounters;
@@ -76,6 +76,9 @@ fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
     Ok((ip, prefix))
 }
 
+/// Services by name.
+type ServicesByName = Vec<(String, Service)>;
+
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// `uplink set`: opens `interface` as the uplink, weft owning `ip`
     /// (`IP/PREFIX`) there, with `gateway` as next hop; replaces any uplink.
@@ -112,11 +115,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             mtu,
         };
         self.datapath
-            .execute(Command::SetUplink {
+            .apply(vec![Change::SetUplink {
                 cfg,
                 io: device.port,
                 counters: Arc::clone(&counters),
-            })
+            }])
             .map_err(datapath_error)?;
         self.nat.uplink = Some(Uplink {
             counters,
@@ -154,7 +157,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     pub fn uplink_remove(&mut self) -> ApiResult<UplinkInfo> {
         let info = self.uplink_show()?;
         self.datapath
-            .execute(Command::RemoveUplink)
+            .apply(vec![Change::RemoveUplink])
             .map_err(datapath_error)?;
         self.nat.uplink = None;
         Ok(info)
@@ -197,30 +200,19 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(())
     }
 
-    /// Publishes already-checked ports of an endpoint at `ip`.
-    pub(crate) fn apply_publishes(
-        &mut self,
-        network: &str,
-        endpoint: &str,
-        ip: Ipv4Addr,
-        list: Vec<Publish>,
-    ) -> ApiResult<()> {
-        for (i, p) in list.iter().enumerate() {
-            let published = self.datapath.execute(Command::Publish {
+    /// The changes that publish already-checked ports to `ip`.
+    pub(crate) fn publish_changes(ip: Ipv4Addr, list: &[Publish]) -> Vec<Change> {
+        list.iter()
+            .map(|p| Change::Publish {
                 proto: p.proto,
                 host_port: p.host_port,
                 target: SocketAddrV4::new(ip, p.port),
-            });
-            if let Err(e) = published {
-                for done in &list[..i] {
-                    let _ = self.datapath.execute(Command::Unpublish {
-                        proto: done.proto,
-                        host_port: done.host_port,
-                    });
-                }
-                return Err(datapath_error(e));
-            }
-        }
+            })
+            .collect()
+    }
+
+    /// Records ports the datapath has published for an endpoint.
+    pub(crate) fn record_publishes(&mut self, network: &str, endpoint: &str, list: Vec<Publish>) {
         if !list.is_empty() {
             self.nat
                 .publishes
@@ -228,6 +220,20 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 .or_default()
                 .extend(list);
         }
+    }
+
+    /// Publishes already-checked ports of an endpoint at `ip`, as one batch.
+    pub(crate) fn apply_publishes(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        ip: Ipv4Addr,
+        list: Vec<Publish>,
+    ) -> ApiResult<()> {
+        self.datapath
+            .apply(Self::publish_changes(ip, &list))
+            .map_err(datapath_error)?;
+        self.record_publishes(network, endpoint, list);
         Ok(())
     }
 
@@ -272,7 +278,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             return Err(not_published(network, endpoint, spec));
         };
         self.datapath
-            .execute(Command::Unpublish { proto, host_port })
+            .apply(vec![Change::Unpublish { proto, host_port }])
             .map_err(datapath_error)?;
         let list = self.nat.publishes.get_mut(&key).expect("looked up above");
         let p = list.remove(index);
@@ -282,15 +288,26 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(publish_info(network, endpoint, ip, &p))
     }
 
-    /// Unpublishes everything of a detaching endpoint.
-    pub(crate) fn drop_publishes(&mut self, network: &str, endpoint: &str) {
+    /// The changes that unpublish everything of a detaching endpoint.
+    pub(crate) fn unpublish_changes(&self, network: &str, endpoint: &str) -> Vec<Change> {
         let key = (network.to_string(), endpoint.to_string());
-        for p in self.nat.publishes.remove(&key).unwrap_or_default() {
-            let _ = self.datapath.execute(Command::Unpublish {
+        self.nat
+            .publishes
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|p| Change::Unpublish {
                 proto: p.proto,
                 host_port: p.host_port,
-            });
-        }
+            })
+            .collect()
+    }
+
+    /// Forgets the published ports of a detached endpoint.
+    pub(crate) fn forget_publishes(&mut self, network: &str, endpoint: &str) {
+        self.nat
+            .publishes
+            .remove(&(network.to_string(), endpoint.to_string()));
     }
 
     /// `publish ls`.
@@ -376,22 +393,27 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     }
 
     fn push_service(&self, s: &Service) -> ApiResult<()> {
+        let change = self.service_change(s)?;
+        self.datapath.apply(vec![change]).map_err(datapath_error)
+    }
+
+    /// The change that gives the datapath service `s` (its backends by
+    /// address).
+    fn service_change(&self, s: &Service) -> ApiResult<Change> {
         let net = self.network(&s.network)?;
         let backends = s
             .backends
             .iter()
             .filter_map(|b| self.endpoint_ip(&s.network, b).ok())
             .collect();
-        self.datapath
-            .execute(Command::SetService(ServiceConfig {
-                network: net.id,
-                vip: s.vip,
-                proto: s.proto,
-                port: s.port,
-                backends,
-                lb: s.lb,
-            }))
-            .map_err(datapath_error)
+        Ok(Change::SetService(ServiceConfig {
+            network: net.id,
+            vip: s.vip,
+            proto: s.proto,
+            port: s.port,
+            backends,
+            lb: s.lb,
+        }))
     }
 
     fn service_info(&self, name: &str) -> ServiceInfo {
@@ -435,7 +457,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let info = self.service_info(name);
         let (vip, proto, port, network) = (s.vip, s.proto, s.port, s.network.clone());
         self.datapath
-            .execute(Command::RemoveService { vip, proto, port })
+            .apply(vec![Change::RemoveService { vip, proto, port }])
             .map_err(datapath_error)?;
         self.nat.services.remove(name);
         self.release_vip(&network, vip);
@@ -484,18 +506,30 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(self.service_info(name))
     }
 
-    /// Drops a detaching endpoint from every service it backs.
-    pub(crate) fn drop_backend(&mut self, network: &str, endpoint: &str) {
-        let names: Vec<String> = self
-            .nat
-            .services
-            .iter()
-            .filter(|(_, s)| s.network == network && s.backends.iter().any(|b| b == endpoint))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            let _ = self.service_backend(&name, endpoint, false);
+    /// The services a detaching endpoint backs, without it: their names,
+    /// and the changes that give them to the datapath.
+    pub(crate) fn services_without(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> ApiResult<(ServicesByName, Vec<Change>)> {
+        let mut updated = Vec::new();
+        let mut changes = Vec::new();
+        for (name, s) in &self.nat.services {
+            if s.network != network || !s.backends.iter().any(|b| b == endpoint) {
+                continue;
+            }
+            let mut without = s.clone();
+            without.backends.retain(|b| b != endpoint);
+            changes.push(self.service_change(&without)?);
+            updated.push((name.clone(), without));
         }
+        Ok((updated, changes))
+    }
+
+    /// Records the services [`Control::services_without`] updated.
+    pub(crate) fn record_services(&mut self, updated: ServicesByName) {
+        self.nat.services.extend(updated);
     }
 
     /// `conntrack`: the tracked connections.

@@ -7,13 +7,14 @@
 //! tunnel port per peer.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use crate::ipam::{parse_addr, parse_subnet, Pool, SubnetExt};
 use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_packet::{stable_hash, MacAddr};
 use weft_switch::switch::NetworkConfig;
-use weft_switch::{NetworkId, PortId};
+use weft_switch::NetworkId;
 use weft_vtep::Vni;
 
 use crate::error::{check_name, datapath_error, err, ipam_error, ApiResult};
@@ -196,25 +197,31 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ])),
             None => MacAddr::local_from_seed(stable_hash(&["gateway", &name])),
         };
-        self.datapath
-            .execute(Command::AddNetwork(NetworkConfig {
-                id,
-                subnet,
-                gateway_ip: gateway,
-                gateway_mac,
-                mtu,
-            }))
-            .map_err(datapath_error)?;
+        // The network, its flag and its tunnels reach the datapath as one
+        // batch.
+        let mut changes = vec![Change::AddNetwork(NetworkConfig {
+            id,
+            subnet,
+            gateway_ip: gateway,
+            gateway_mac,
+            mtu,
+        })];
         if spec.internal {
-            let internal = Command::SetInternal {
+            changes.push(Change::SetInternal {
                 network: id,
                 internal: true,
-            };
-            if let Err(e) = self.datapath.execute(internal) {
-                let _ = self.datapath.execute(Command::RemoveNetwork(id));
-                return Err(datapath_error(e));
+            });
+        }
+        let mut tunnels = BTreeMap::new();
+        if let Some(vni) = vni {
+            let peers: Vec<Ipv4Addr> = self.overlay.peers.keys().copied().collect();
+            for peer in peers {
+                let (change, port) = self.tunnel_change(id, vni, peer);
+                changes.push(change);
+                tunnels.insert(peer, port);
             }
         }
+        self.datapath.apply(changes).map_err(datapath_error)?;
         self.next_network += 1;
         let net = Network {
             id,
@@ -227,34 +234,24 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             vni,
             pool,
             endpoints: BTreeMap::new(),
-            tunnels: BTreeMap::new(),
+            tunnels,
         };
         self.networks.insert(name.clone(), net);
-        if vni.is_some() {
-            if let Err(e) = self.connect_network_to_peers(&name) {
-                let _ = self.remove_network_now(&name);
-                return Err(e);
-            }
-        }
         Ok(self.networks[&name].info())
     }
 
-    /// Removes a network without endpoints, its tunnels first (not saved).
+    /// Removes a network without endpoints and its tunnels, as one batch
+    /// (not saved).
     pub(crate) fn remove_network_now(&mut self, name: &str) -> ApiResult<NetworkInfo> {
         let net = self.network(name)?;
         let id = net.id;
-        let tunnels: Vec<PortId> = net.tunnels.values().copied().collect();
-        for port in tunnels {
-            self.datapath
-                .execute(Command::RemovePort(port))
-                .map_err(datapath_error)?;
-        }
-        if let Some(net) = self.networks.get_mut(name) {
-            net.tunnels.clear();
-        }
-        self.datapath
-            .execute(Command::RemoveNetwork(id))
-            .map_err(datapath_error)?;
+        let mut changes: Vec<Change> = net
+            .tunnels
+            .values()
+            .map(|&port| Change::RemovePort(port))
+            .collect();
+        changes.push(Change::RemoveNetwork(id));
+        self.datapath.apply(changes).map_err(datapath_error)?;
         let net = self.networks.remove(name).expect("looked up above");
         self.routes.retain(|(a, b)| a != name && b != name);
         self.forget_names(id);
@@ -288,11 +285,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ));
         }
         self.datapath
-            .execute(Command::SetRoute {
+            .apply(vec![Change::SetRoute {
                 a: ida,
                 b: idb,
                 allowed,
-            })
+            }])
             .map_err(datapath_error)?;
         if allowed {
             self.routes.insert(route_key(a, b));

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use crate::ipam::parse_addr;
 use weft_api::{ErrorKind, NeighborEntry, PeerInfo, StaticMac, StaticNeighbor};
-use weft_datapath::Command;
+use weft_datapath::Change;
 use weft_switch::counters::PortCounters;
 use weft_switch::switch::TunnelConfig;
+use weft_switch::{NetworkId, PortId};
 use weft_vtep::{Vni, VXLAN_UDP_PORT};
 
 use crate::endpoint::parse_unicast_mac;
@@ -70,7 +71,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let socket = self.provisioner.bind_vtep(listen)?;
         let local = socket.local_addr();
         self.datapath
-            .execute(Command::BindVtep(socket))
+            .apply(vec![Change::BindVtep(socket)])
             .map_err(datapath_error)?;
         self.overlay.bound = Some(local);
         tracing::info!(%local, "serving VXLAN");
@@ -103,56 +104,27 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(vni)
     }
 
-    fn add_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> ApiResult<()> {
+    /// The change that adds the tunnel of overlay network `id` (VNI `vni`)
+    /// toward `peer`, with the port it takes.
+    pub(crate) fn tunnel_change(
+        &mut self,
+        id: NetworkId,
+        vni: Vni,
+        peer: Ipv4Addr,
+    ) -> (Change, PortId) {
         let addr = self.overlay.peers[&peer].addr;
         let max_ip_len = self.overlay.max_inner_ip_len();
-        let net = self.network(network)?;
-        let vni = net.vni.expect("overlay network");
-        let (id, vni) = (net.id, vni);
         let port = self.take_port_id();
-        self.datapath
-            .execute(Command::AddTunnel {
-                cfg: TunnelConfig {
-                    id: port,
-                    network: id,
-                    max_ip_len,
-                },
-                vni,
-                peer: addr,
-            })
-            .map_err(datapath_error)?;
-        self.networks
-            .get_mut(network)
-            .expect("looked up above")
-            .tunnels
-            .insert(peer, port);
-        Ok(())
-    }
-
-    fn remove_tunnel(&mut self, network: &str, peer: Ipv4Addr) -> ApiResult<()> {
-        let Some(&port) = self
-            .networks
-            .get(network)
-            .and_then(|n| n.tunnels.get(&peer))
-        else {
-            return Ok(());
+        let change = Change::AddTunnel {
+            cfg: TunnelConfig {
+                id: port,
+                network: id,
+                max_ip_len,
+            },
+            vni,
+            peer: addr,
         };
-        self.datapath
-            .execute(Command::RemovePort(port))
-            .map_err(datapath_error)?;
-        if let Some(net) = self.networks.get_mut(network) {
-            net.tunnels.remove(&peer);
-        }
-        Ok(())
-    }
-
-    /// Gives a new overlay network a tunnel to every peer.
-    pub(crate) fn connect_network_to_peers(&mut self, network: &str) -> ApiResult<()> {
-        let peers: Vec<Ipv4Addr> = self.overlay.peers.keys().copied().collect();
-        for peer in peers {
-            self.add_tunnel(network, peer)?;
-        }
-        Ok(())
+        (change, port)
     }
 
     fn overlay_networks(&self) -> Vec<String> {
@@ -209,22 +181,30 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         }
         self.ensure_vtep()?;
         let counters = Arc::new(PortCounters::default());
-        self.datapath
-            .execute(Command::AddPeer {
-                ip,
+        // The peer and its tunnels reach the datapath as one batch.
+        self.overlay.peers.insert(
+            ip,
+            Peer {
+                addr,
                 counters: Arc::clone(&counters),
-            })
-            .map_err(datapath_error)?;
-        self.overlay.peers.insert(ip, Peer { addr, counters });
-        let networks = self.overlay_networks();
-        for (i, network) in networks.iter().enumerate() {
-            if let Err(e) = self.add_tunnel(network, ip) {
-                for done in &networks[..i] {
-                    let _ = self.remove_tunnel(done, ip);
-                }
-                let _ = self.datapath.execute(Command::RemovePeer(ip));
-                self.overlay.peers.remove(&ip);
-                return Err(e);
+            },
+        );
+        let mut changes = vec![Change::AddPeer { ip, counters }];
+        let mut tunnels = Vec::new();
+        for network in self.overlay_networks() {
+            let net = &self.networks[&network];
+            let (id, vni) = (net.id, net.vni.expect("overlay network"));
+            let (change, port) = self.tunnel_change(id, vni, ip);
+            changes.push(change);
+            tunnels.push((network, port));
+        }
+        if let Err(e) = self.datapath.apply(changes) {
+            self.overlay.peers.remove(&ip);
+            return Err(datapath_error(e));
+        }
+        for (network, port) in tunnels {
+            if let Some(net) = self.networks.get_mut(&network) {
+                net.tunnels.insert(ip, port);
             }
         }
         tracing::info!(peer = %addr, "peer added");
@@ -241,12 +221,18 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ));
         };
         let info = self.peer_info(peer);
-        for network in self.overlay_networks() {
-            self.remove_tunnel(&network, ip)?;
+        // Its tunnels and the peer leave the datapath as one batch.
+        let mut changes: Vec<Change> = self
+            .networks
+            .values()
+            .filter_map(|n| n.tunnels.get(&ip))
+            .map(|&port| Change::RemovePort(port))
+            .collect();
+        changes.push(Change::RemovePeer(ip));
+        self.datapath.apply(changes).map_err(datapath_error)?;
+        for net in self.networks.values_mut() {
+            net.tunnels.remove(&ip);
         }
-        self.datapath
-            .execute(Command::RemovePeer(ip))
-            .map_err(datapath_error)?;
         self.overlay.peers.remove(&ip);
         tracing::info!(peer = %ip, "peer removed");
         Ok(info)
@@ -297,11 +283,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         };
         let id = net.id;
         self.datapath
-            .execute(Command::SetStaticMac {
+            .apply(vec![Change::SetStaticMac {
                 network: id,
                 mac,
                 port,
-            })
+            }])
             .map_err(datapath_error)?;
         Ok(StaticMac {
             network: network.to_string(),
@@ -322,11 +308,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let ip = parse_addr(ip).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?;
         let id = net.id;
         self.datapath
-            .execute(Command::SetStaticNeighbor {
+            .apply(vec![Change::SetStaticNeighbor {
                 network: id,
                 ip,
                 mac,
-            })
+            }])
             .map_err(datapath_error)?;
         Ok(StaticNeighbor {
             network: network.to_string(),

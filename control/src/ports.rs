@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use weft_api::ApiError;
 use weft_datapath::port::Port;
-use weft_datapath::{Command, DatapathError};
+use weft_datapath::{Change, DatapathError};
 use weft_nat::conntrack::FlowInfo;
 use weft_os::udp::VxlanSocket;
 use weft_packet::MacAddr;
@@ -20,11 +20,13 @@ use weft_switch::mac_table::Learned;
 use weft_switch::neighbor::Neighbor;
 use weft_switch::NetworkId;
 
-/// The forwarding datapath as the control plane drives it: every change is
-/// one [`Command`], applied completely or refused.
+/// The forwarding datapath as the control plane drives it: a request's
+/// changes go as one batch of [`Change`]s, applied completely or refused.
 pub trait Datapath {
-    /// Applies `command`; on error nothing of it took effect.
-    fn execute(&self, command: Command) -> Result<(), DatapathError>;
+    /// Applies `changes` in order, all or nothing: on error none of them
+    /// took effect. Removals come after every other change of a batch (see
+    /// [`Change`]).
+    fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError>;
     /// The learned (and static) MAC addresses of one network, or of all.
     fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError>;
     /// The remote IPv4 → MAC bindings of one network, or of all.
@@ -103,8 +105,8 @@ pub trait Provisioner {
 
 /// The real datapath worker.
 impl Datapath for weft_datapath::Datapath {
-    fn execute(&self, command: Command) -> Result<(), DatapathError> {
-        weft_datapath::Datapath::execute(self, command)
+    fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError> {
+        weft_datapath::Datapath::apply(self, changes)
     }
 
     fn fdb(&self, network: Option<NetworkId>) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {

@@ -259,8 +259,15 @@ fn internal_network_whose_flag_fails_is_removed_again() {
     if let Request::NetworkCreate { internal, .. } = &mut req {
         *internal = true;
     }
-    refused(&w, &mut c, req, ErrorKind::Internal);
-    assert_eq!(w.dp.count("RemoveNetwork"), 1);
+    let message = refused(&w, &mut c, req, ErrorKind::Internal);
+    assert!(
+        message.contains("change 1 of the batch (SetInternal)"),
+        "{message}"
+    );
+    // The network and its flag were one batch: the datapath never held it.
+    assert_eq!(w.dp.count("AddNetwork"), 0);
+    assert_eq!(w.dp.count("RemoveNetwork"), 0);
+    assert!(w.dp.model().networks.is_empty());
 }
 
 #[test]
@@ -700,7 +707,12 @@ fn attach_whose_second_port_fails_to_publish_undoes_everything() {
         }),
         ErrorKind::Internal,
     );
-    assert_eq!(w.dp.count("Unpublish"), 1, "the first port was unpublished");
+    // The port and its publishes were one batch: none of it was kept, and
+    // nothing needed undoing from outside.
+    assert_eq!(w.dp.count("Publish"), 0, "the first port was not kept");
+    assert_eq!(w.dp.count("AddPort"), 0);
+    assert_eq!(w.dp.count("Unpublish"), 0);
+    assert!(w.dp.model().publishes.is_empty());
     assert_eq!(w.prov.open_devices(), 0);
     assert_eq!(c.network_list()[0].free_addresses, 253);
 }
@@ -765,6 +777,49 @@ fn detach_frees_the_address_device_ports_backends_and_resolver() {
     assert!(c.service_list()[0].backends.is_empty());
     c.service_remove("web").unwrap();
     assert_eq!(w.seen(&c), before);
+}
+
+#[test]
+fn detach_is_one_batch_and_a_refused_one_changes_nothing() {
+    let w = World::new("detach-batch");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    c.uplink_set("eth9", "192.0.2.50/24", None).unwrap();
+    c.attach(AttachSpec {
+        publish: vec!["8080:80".into(), "5353:53/udp".into()],
+        ..attach("a", "ns1")
+    })
+    .unwrap();
+    c.service_create("web", "a", "10.1.0.100", "80", &["ns1".into()], None)
+        .unwrap();
+    assert_eq!(
+        w.dp.batches.lock().unwrap().last().unwrap(),
+        &["SetService"],
+    );
+    let attached = w.dp.batches.lock().unwrap()[2].clone();
+    assert_eq!(attached, ["AddPort", "Publish", "Publish"]);
+
+    // The port's removal fails: the publishes and the service stay.
+    w.dp.fail_after("RemovePort", 0);
+    refused(
+        &w,
+        &mut c,
+        Request::Detach {
+            network: "a".into(),
+            endpoint: "ns1".into(),
+        },
+        ErrorKind::Internal,
+    );
+    assert_eq!(w.dp.model().publishes.len(), 2);
+    assert_eq!(w.prov.open_devices(), 2, "the TAP and the uplink");
+
+    c.detach("a", "ns1").unwrap();
+    assert_eq!(
+        w.dp.batches.lock().unwrap().last().unwrap(),
+        &["Unpublish", "Unpublish", "SetService", "RemovePort"],
+    );
+    assert!(w.dp.model().publishes.is_empty());
+    assert_eq!(w.prov.open_devices(), 1, "the uplink");
 }
 
 #[test]

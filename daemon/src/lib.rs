@@ -137,7 +137,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let names: NameTables = Default::default();
     let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
         .map_err(io_error("starting the DNS thread"))?;
-    datapath.execute(weft_datapath::Command::SetDns(Some(queries)))?;
+    datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
         vtep_ip: weft_control::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),

@@ -7,13 +7,14 @@
 //!   AF_PACKET socket.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
 //!   encapsulation with UDP GSO, decapsulation of GRO batches.
-//! * [`Datapath`]: the handle the control plane holds; every change reaches
-//!   the worker as one [`Command`] through a queue and is acknowledged once
-//!   applied.
+//! * [`Datapath`]: the handle the control plane holds; changes reach the
+//!   worker as one batch ([`Command::Apply`] of [`Change`]s) through a queue,
+//!   are applied all or nothing between packet batches and acknowledged
+//!   once applied.
 
 pub mod port;
 pub mod uplink;
 pub mod vxlan;
 mod worker;
 
-pub use worker::{Command, Datapath, DatapathError, DnsQuery, Injector};
+pub use worker::{Change, Command, Datapath, DatapathError, DnsQuery, Injector};

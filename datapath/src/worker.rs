@@ -3,8 +3,10 @@
 //!
 //! The control plane never touches forwarding state directly. It sends
 //! [`Command`]s over a lock-free queue and wakes the worker with a
-//! [`mio::Waker`]; the worker applies them between batches and acknowledges
-//! each, so a control request returns only once the datapath has it.
+//! [`mio::Waker`]; the worker carries them out between packet batches and
+//! acknowledges each, so a control request returns only once the datapath
+//! has it. Changes travel as batches ([`Command::Apply`] of [`Change`]s)
+//! applied all or nothing, so packets never see half a request.
 //!
 //! The per-packet path takes no lock: buffers come from the worker's
 //! preallocated batch, counters are relaxed atomics, and the NAT's
@@ -58,8 +60,8 @@ use weft_nat::{Conntrack, Protocol};
 use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::mac_table::Learned;
-use weft_switch::neighbor::Neighbor;
+use weft_switch::mac_table::{Learned, SavedMac};
+use weft_switch::neighbor::{Neighbor, SavedNeighbor};
 use weft_switch::offload::{Coalescer, Push};
 use weft_switch::switch::{
     conntrack_time, ConfigError, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit,
@@ -111,8 +113,19 @@ impl DnsQuery {
     }
 }
 
-/// A change to the forwarding state.
-pub enum Command {
+/// One change to the forwarding state. Changes reach the worker in
+/// batches ([`Command::Apply`]) that it applies completely or not at all.
+///
+/// Most changes can be undone exactly, and the worker undoes them when a
+/// later change of their batch fails. The *removals* — [`Change::RemovePort`],
+/// [`Change::RemoveNetwork`], [`Change::RemoveUplink`] and
+/// [`Change::RemovePeer`] — cannot (a closed TAP cannot be reopened, and
+/// what was learned on a port or network is forgotten with it), so a batch
+/// lists them after every other change: the worker checks all of them
+/// against the state the earlier changes left before it applies the first,
+/// and once they are checked they cannot fail. A batch with a removal before
+/// another kind of change is refused as a whole ([`DatapathError::Order`]).
+pub enum Change {
     AddNetwork(NetworkConfig),
     RemoveNetwork(NetworkId),
     SetRoute {
@@ -156,7 +169,8 @@ pub enum Command {
         ip: Ipv4Addr,
         mac: MacAddr,
     },
-    /// Attaches the uplink device as port `cfg.port`.
+    /// Attaches the uplink device as port `cfg.port`, replacing (and, once
+    /// the batch has succeeded, closing) the attached one.
     SetUplink {
         cfg: UplinkConfig,
         io: Box<dyn Port>,
@@ -188,25 +202,106 @@ pub enum Command {
     },
     /// Where DNS queries to the gateways go.
     SetDns(Option<Sender<DnsQuery>>),
+    SetAging(Duration),
+}
+
+impl Change {
+    /// The change's name, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::AddNetwork(_) => "AddNetwork",
+            Change::RemoveNetwork(_) => "RemoveNetwork",
+            Change::SetRoute { .. } => "SetRoute",
+            Change::AddPort { .. } => "AddPort",
+            Change::RemovePort(_) => "RemovePort",
+            Change::BindVtep(_) => "BindVtep",
+            Change::AddPeer { .. } => "AddPeer",
+            Change::RemovePeer(_) => "RemovePeer",
+            Change::AddTunnel { .. } => "AddTunnel",
+            Change::SetStaticMac { .. } => "SetStaticMac",
+            Change::SetStaticNeighbor { .. } => "SetStaticNeighbor",
+            Change::SetUplink { .. } => "SetUplink",
+            Change::RemoveUplink => "RemoveUplink",
+            Change::Publish { .. } => "Publish",
+            Change::Unpublish { .. } => "Unpublish",
+            Change::SetService(_) => "SetService",
+            Change::RemoveService { .. } => "RemoveService",
+            Change::SetInternal { .. } => "SetInternal",
+            Change::SetDns(_) => "SetDns",
+            Change::SetAging(_) => "SetAging",
+        }
+    }
+
+    /// Whether the change is a removal, which cannot be undone and so comes
+    /// after every other change of its batch (see [`Change`]).
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Change::RemovePort(_)
+                | Change::RemoveNetwork(_)
+                | Change::RemoveUplink
+                | Change::RemovePeer(_)
+        )
+    }
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// A request to the worker: a batch of changes, or a question.
+pub enum Command {
+    /// Applies the changes in order, all or nothing: on the first failure
+    /// the applied ones are undone in reverse order and the error names the
+    /// failed change ([`DatapathError::Batch`]).
+    Apply(Vec<Change>),
     /// Answers with the remote IPv4 → MAC bindings of one network or all.
     DumpNeighbors {
         network: Option<NetworkId>,
         reply: Sender<Vec<(NetworkId, Neighbor)>>,
     },
-    SetAging(Duration),
     /// Answers with the learned addresses of one network or all.
     DumpFdb {
         network: Option<NetworkId>,
         reply: Sender<Vec<(NetworkId, Learned)>>,
     },
     /// Answers with every live tracked connection.
-    DumpConntrack {
-        reply: Sender<Vec<FlowInfo>>,
-    },
+    DumpConntrack { reply: Sender<Vec<FlowInfo>> },
     /// Removes every tracked connection; answers how many there were.
-    FlushConntrack {
-        reply: Sender<usize>,
+    FlushConntrack { reply: Sender<usize> },
+}
+
+/// How to take back one applied change: computed from the state just
+/// before it.
+enum Undo {
+    RemoveNetwork(NetworkId),
+    SetRoute {
+        a: NetworkId,
+        b: NetworkId,
+        allowed: bool,
     },
+    /// Removes an added endpoint port and closes its device.
+    RemovePort(PortId),
+    /// Removes an added tunnel port.
+    RemoveTunnel(PortId),
+    UnbindVtep,
+    /// Puts back a peer's previous counters (`None`: forgets the peer).
+    RestorePeer(Ipv4Addr, Option<Arc<PortCounters>>),
+    RestoreMac(NetworkId, MacAddr, Option<SavedMac>),
+    RestoreNeighbor(NetworkId, Ipv4Addr, Option<SavedNeighbor>),
+    /// Removes the new uplink (closing its device) and puts back the one it
+    /// replaced, whose device was kept open.
+    RestoreUplink {
+        new: PortId,
+        old: Option<(UplinkConfig, PortSlot)>,
+    },
+    RestorePublish(Protocol, u16, Option<SocketAddrV4>),
+    RestoreService(Ipv4Addr, Protocol, u16, Option<ServiceConfig>),
+    SetInternal(NetworkId, bool),
+    SetDns(Option<Sender<DnsQuery>>),
+    SetAging(Duration),
 }
 
 /// Why the datapath did not carry out a command.
@@ -230,6 +325,15 @@ pub enum DatapathError {
     NoVtep,
     #[error("no uplink is attached")]
     NoUplink,
+    #[error("a removal must come after every other change of its batch")]
+    Order,
+    /// Change `index` (from 0) of a batch failed; the batch was undone.
+    #[error("change {index} of the batch ({kind}) failed: {source}")]
+    Batch {
+        index: usize,
+        kind: &'static str,
+        source: Box<DatapathError>,
+    },
 }
 
 type Ack = Sender<Result<(), DatapathError>>;
@@ -347,6 +451,20 @@ impl Datapath {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(COMMAND_TIMEOUT)),
             Err(RecvTimeoutError::Disconnected) => Err(DatapathError::Stopped),
+        }
+    }
+
+    /// Applies `changes` in order, all or nothing (see [`Change`] for the
+    /// rule on removals); waits until the worker has done so.
+    pub fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError> {
+        self.execute(Command::Apply(changes))
+    }
+
+    /// Applies one change: a batch of one, whose error is the change's own.
+    pub fn apply_one(&self, change: Change) -> Result<(), DatapathError> {
+        match self.apply(vec![change]) {
+            Err(DatapathError::Batch { source, .. }) => Err(*source),
+            other => other,
         }
     }
 
@@ -752,10 +870,7 @@ impl Worker {
     fn apply(&mut self, command: Command) -> Result<(), DatapathError> {
         let now = Instant::now();
         match command {
-            Command::AddNetwork(cfg) => self.switch.add_network(cfg)?,
-            Command::RemoveNetwork(id) => self.switch.remove_network(id)?,
-            Command::SetRoute { a, b, allowed } => self.switch.set_route(a, b, allowed)?,
-            Command::SetAging(aging) => self.switch.set_aging(aging),
+            Command::Apply(changes) => self.apply_batch(changes, now)?,
             Command::DumpFdb { network, reply } => {
                 let _ = reply.send(self.switch.fdb(network, now));
             }
@@ -769,24 +884,165 @@ impl Worker {
             Command::DumpNeighbors { network, reply } => {
                 let _ = reply.send(self.switch.neighbors(network, now));
             }
-            Command::AddPort { cfg, io, counters } => self.add_port(cfg, io, counters)?,
-            Command::RemovePort(id) => {
-                self.switch.remove_port(id)?;
-                if let Some(slot) = self.ports.get_mut(id.0 as usize).and_then(Option::take) {
-                    match slot.io {
-                        PortIo::Device(io) => {
-                            if let Some(fd) = io.poll_fd() {
-                                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                            }
-                        }
-                        PortIo::Tunnel { vni, peer } => {
-                            self.tunnels.remove(&(*peer.ip(), vni.get()));
-                        }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch all or nothing. The changes before the first removal
+    /// are applied in order, each recording its undo; then every removal is
+    /// checked against the state they left, and only then applied (they
+    /// cannot fail once checked). On a failure the applied changes are
+    /// undone in reverse order.
+    fn apply_batch(&mut self, changes: Vec<Change>, now: Instant) -> Result<(), DatapathError> {
+        let fail = |index: usize, kind: &'static str, e: DatapathError| DatapathError::Batch {
+            index,
+            kind,
+            source: Box::new(e),
+        };
+        let first_removal = changes
+            .iter()
+            .position(Change::is_removal)
+            .unwrap_or(changes.len());
+        if let Some(i) = changes[first_removal..]
+            .iter()
+            .position(|c| !c.is_removal())
+        {
+            let index = first_removal + i;
+            return Err(fail(index, changes[index].kind(), DatapathError::Order));
+        }
+        let mut undo = Vec::with_capacity(first_removal);
+        let mut changes = changes.into_iter().enumerate();
+        for (index, change) in changes.by_ref().take(first_removal) {
+            let kind = change.kind();
+            match self.apply_change(change, now) {
+                Ok(u) => undo.push(u),
+                Err(e) => {
+                    self.undo(undo, now);
+                    return Err(fail(index, kind, e));
+                }
+            }
+        }
+        let removals: Vec<(usize, Change)> = changes.collect();
+        if let Err((index, e)) = self.check_removals(&removals) {
+            self.undo(undo, now);
+            return Err(fail(index, removals[index - first_removal].1.kind(), e));
+        }
+        for (index, change) in removals {
+            let kind = change.kind();
+            // Checked above: a failure here is a bug in the check, and
+            // the earlier changes stay applied.
+            self.remove(change).map_err(|e| fail(index, kind, e))?;
+        }
+        // The devices the batch replaced close here, now that it holds.
+        drop(undo);
+        Ok(())
+    }
+
+    /// Checks that every removal of a batch will succeed, in order, on the
+    /// current state; `Err` names the first that would not.
+    fn check_removals(&self, removals: &[(usize, Change)]) -> Result<(), (usize, DatapathError)> {
+        let mut ports: Vec<PortId> = Vec::new();
+        let mut networks: Vec<NetworkId> = Vec::new();
+        let mut peers: Vec<Ipv4Addr> = Vec::new();
+        let mut uplink = false;
+        for (index, change) in removals {
+            let result = match change {
+                Change::RemovePort(id) => {
+                    if self.switch.port_network(*id).is_none() || ports.contains(id) {
+                        Err(ConfigError::UnknownPort(*id).into())
+                    } else {
+                        ports.push(*id);
+                        Ok(())
                     }
                 }
-                self.ready.retain(|&p| p != id);
+                Change::RemoveNetwork(id) => match self.switch.network_ports(*id) {
+                    Some(_) if networks.contains(id) => {
+                        Err(ConfigError::UnknownNetwork(*id).into())
+                    }
+                    Some(left) if left.iter().all(|p| ports.contains(p)) => {
+                        networks.push(*id);
+                        Ok(())
+                    }
+                    Some(_) => Err(ConfigError::NetworkBusy(*id).into()),
+                    None => Err(ConfigError::UnknownNetwork(*id).into()),
+                },
+                Change::RemoveUplink => {
+                    if self.switch.uplink_port().is_none() || uplink {
+                        Err(DatapathError::NoUplink)
+                    } else {
+                        uplink = true;
+                        Ok(())
+                    }
+                }
+                Change::RemovePeer(ip) => {
+                    if !self.peers.contains_key(ip) || peers.contains(ip) {
+                        Err(DatapathError::UnknownPeer(*ip))
+                    } else {
+                        peers.push(*ip);
+                        Ok(())
+                    }
+                }
+                _ => Err(DatapathError::Order),
+            };
+            result.map_err(|e| (*index, e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies one removal (checked by [`Worker::check_removals`]).
+    fn remove(&mut self, change: Change) -> Result<(), DatapathError> {
+        match change {
+            Change::RemoveNetwork(id) => self.switch.remove_network(id)?,
+            Change::RemovePort(id) => {
+                self.switch.remove_port(id)?;
+                if let Some(slot) = self.take_slot(id) {
+                    if let PortIo::Tunnel { vni, peer } = slot.io {
+                        self.tunnels.remove(&(*peer.ip(), vni.get()));
+                    }
+                }
             }
-            Command::BindVtep(socket) => {
+            Change::RemoveUplink => {
+                let old = self.switch.remove_uplink().ok_or(DatapathError::NoUplink)?;
+                self.remove_device(old.port);
+            }
+            Change::RemovePeer(ip) => {
+                self.peers
+                    .remove(&ip)
+                    .ok_or(DatapathError::UnknownPeer(ip))?;
+            }
+            _ => return Err(DatapathError::Order),
+        }
+        Ok(())
+    }
+
+    /// Applies one change that is not a removal and says how to undo it.
+    fn apply_change(&mut self, change: Change, now: Instant) -> Result<Undo, DatapathError> {
+        Ok(match change {
+            Change::AddNetwork(cfg) => {
+                let id = cfg.id;
+                self.switch.add_network(cfg)?;
+                Undo::RemoveNetwork(id)
+            }
+            Change::SetRoute { a, b, allowed } => {
+                let before = self.switch.route_allowed(a, b);
+                self.switch.set_route(a, b, allowed)?;
+                Undo::SetRoute {
+                    a,
+                    b,
+                    allowed: before,
+                }
+            }
+            Change::SetAging(aging) => {
+                let before = self.switch.aging();
+                self.switch.set_aging(aging);
+                Undo::SetAging(before)
+            }
+            Change::AddPort { cfg, io, counters } => {
+                let id = cfg.id;
+                self.add_port(cfg, io, counters)?;
+                Undo::RemovePort(id)
+            }
+            Change::BindVtep(socket) => {
                 if self.vtep.is_some() {
                     return Err(DatapathError::VtepBound);
                 }
@@ -799,16 +1055,13 @@ impl Worker {
                 socket.enable_gro();
                 self.vtep = Some(VxlanIo::new(socket));
                 self.vtep_ready = true;
+                Undo::UnbindVtep
             }
-            Command::AddPeer { ip, counters } => {
-                self.peers.insert(ip, counters);
+            Change::AddPeer { ip, counters } => {
+                let before = self.peers.insert(ip, counters);
+                Undo::RestorePeer(ip, before)
             }
-            Command::RemovePeer(ip) => {
-                self.peers
-                    .remove(&ip)
-                    .ok_or(DatapathError::UnknownPeer(ip))?;
-            }
-            Command::AddTunnel { cfg, vni, peer } => {
+            Change::AddTunnel { cfg, vni, peer } => {
                 if self.vtep.is_none() {
                     return Err(DatapathError::NoVtep);
                 }
@@ -831,54 +1084,205 @@ impl Worker {
                     ready: false,
                 });
                 self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
+                Undo::RemoveTunnel(cfg.id)
             }
-            Command::SetUplink { cfg, io, counters } => {
-                if let Some(old) = self.switch.remove_uplink() {
-                    self.remove_device(old.port);
+            Change::SetUplink { cfg, io, counters } => {
+                if matches!(self.ports.get(cfg.port.0 as usize), Some(Some(_)))
+                    && self.switch.uplink_port() != Some(cfg.port)
+                {
+                    return Err(ConfigError::DuplicatePort(cfg.port).into());
                 }
-                self.register_device(cfg.port, io, counters)?;
-                if let Err(e) = self.switch.set_uplink(cfg) {
-                    self.remove_device(cfg.port);
-                    return Err(e.into());
-                }
-                let mut tx = PortTx {
-                    ports: &mut self.ports,
-                    vtep: self.vtep.as_mut(),
-                    dns: self.dns.as_ref(),
+                // The old uplink's device stays open until the batch holds.
+                let old = self.switch.remove_uplink().map(|old| {
+                    let slot = self.take_slot(old.port).expect("the uplink has a device");
+                    (old, slot)
+                });
+                let attached = match self.register_device(cfg.port, io, counters) {
+                    Ok(()) => self.switch.set_uplink(cfg).map_err(|e| {
+                        self.remove_device(cfg.port);
+                        e.into()
+                    }),
+                    Err(e) => Err(e),
                 };
-                self.switch.resolve_uplink_gateway(now, &mut tx);
+                if let Err(e) = attached {
+                    if let Some((old_cfg, slot)) = old {
+                        self.restore_uplink(old_cfg, slot, now);
+                    }
+                    return Err(e);
+                }
+                self.resolve_uplink_gateway(now);
+                Undo::RestoreUplink { new: cfg.port, old }
             }
-            Command::RemoveUplink => {
-                let old = self.switch.remove_uplink().ok_or(DatapathError::NoUplink)?;
-                self.remove_device(old.port);
-            }
-            Command::Publish {
+            Change::Publish {
                 proto,
                 host_port,
                 target,
-            } => self.switch.publish(proto, host_port, target),
-            Command::Unpublish { proto, host_port } => {
+            } => {
+                let before = self.switch.published(proto, host_port);
+                self.switch.publish(proto, host_port, target);
+                Undo::RestorePublish(proto, host_port, before)
+            }
+            Change::Unpublish { proto, host_port } => {
+                let before = self.switch.published(proto, host_port);
                 self.switch.unpublish(proto, host_port);
+                Undo::RestorePublish(proto, host_port, before)
             }
-            Command::SetService(cfg) => self.switch.set_service(cfg),
-            Command::RemoveService { vip, proto, port } => {
+            Change::SetService(cfg) => {
+                let (vip, proto, port) = (cfg.vip, cfg.proto, cfg.port);
+                let before = self.switch.service(vip, proto, port);
+                self.switch.set_service(cfg);
+                Undo::RestoreService(vip, proto, port, before)
+            }
+            Change::RemoveService { vip, proto, port } => {
+                let before = self.switch.service(vip, proto, port);
                 self.switch.remove_service(vip, proto, port);
+                Undo::RestoreService(vip, proto, port, before)
             }
-            Command::SetInternal { network, internal } => {
-                self.switch.set_internal(network, internal)
+            Change::SetInternal { network, internal } => {
+                let before = self.switch.is_internal(network);
+                self.switch.set_internal(network, internal);
+                Undo::SetInternal(network, before)
             }
-            Command::SetDns(queries) => {
+            Change::SetDns(queries) => {
                 self.switch.set_dns(queries.is_some());
-                self.dns = queries;
+                Undo::SetDns(std::mem::replace(&mut self.dns, queries))
             }
-            Command::SetStaticMac { network, mac, port } => {
-                self.switch.set_static_mac(network, mac, port, now)?
+            Change::SetStaticMac { network, mac, port } => {
+                let before = self.switch.mac_entry(network, mac);
+                self.switch.set_static_mac(network, mac, port, now)?;
+                Undo::RestoreMac(network, mac, before)
             }
-            Command::SetStaticNeighbor { network, ip, mac } => {
-                self.switch.set_static_neighbor(network, ip, mac, now)?
+            Change::SetStaticNeighbor { network, ip, mac } => {
+                let before = self.switch.neighbor_entry(network, ip);
+                self.switch.set_static_neighbor(network, ip, mac, now)?;
+                Undo::RestoreNeighbor(network, ip, before)
+            }
+            Change::RemoveNetwork(_)
+            | Change::RemovePort(_)
+            | Change::RemoveUplink
+            | Change::RemovePeer(_) => return Err(DatapathError::Order),
+        })
+    }
+
+    /// Takes back applied changes, last first.
+    fn undo(&mut self, undo: Vec<Undo>, now: Instant) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::RemoveNetwork(id) => {
+                    let _ = self.switch.remove_network(id);
+                }
+                Undo::SetRoute { a, b, allowed } => {
+                    let _ = self.switch.set_route(a, b, allowed);
+                }
+                Undo::RemovePort(id) => {
+                    let _ = self.switch.remove_port(id);
+                    self.remove_device(id);
+                }
+                Undo::RemoveTunnel(id) => {
+                    let _ = self.switch.remove_port(id);
+                    if let Some(slot) = self.take_slot(id) {
+                        if let PortIo::Tunnel { vni, peer } = slot.io {
+                            self.tunnels.remove(&(*peer.ip(), vni.get()));
+                        }
+                    }
+                }
+                Undo::UnbindVtep => {
+                    if let Some(vtep) = self.vtep.take() {
+                        let fd = vtep.socket().recv_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                    self.vtep_ready = false;
+                }
+                Undo::RestorePeer(ip, before) => match before {
+                    Some(counters) => {
+                        self.peers.insert(ip, counters);
+                    }
+                    None => {
+                        self.peers.remove(&ip);
+                    }
+                },
+                Undo::RestoreMac(network, mac, before) => {
+                    self.switch.restore_mac_entry(network, mac, before)
+                }
+                Undo::RestoreNeighbor(network, ip, before) => {
+                    self.switch.restore_neighbor_entry(network, ip, before)
+                }
+                Undo::RestoreUplink { new, old } => {
+                    self.switch.remove_uplink();
+                    self.remove_device(new);
+                    if let Some((cfg, slot)) = old {
+                        self.restore_uplink(cfg, slot, now);
+                    }
+                }
+                Undo::RestorePublish(proto, host_port, before) => match before {
+                    Some(target) => self.switch.publish(proto, host_port, target),
+                    None => {
+                        self.switch.unpublish(proto, host_port);
+                    }
+                },
+                Undo::RestoreService(vip, proto, port, before) => match before {
+                    Some(cfg) => self.switch.set_service(cfg),
+                    None => {
+                        self.switch.remove_service(vip, proto, port);
+                    }
+                },
+                Undo::SetInternal(network, internal) => self.switch.set_internal(network, internal),
+                Undo::SetDns(queries) => {
+                    self.switch.set_dns(queries.is_some());
+                    self.dns = queries;
+                }
+                Undo::SetAging(aging) => self.switch.set_aging(aging),
             }
         }
-        Ok(())
+    }
+
+    /// Puts back an uplink taken out by [`Change::SetUplink`].
+    fn restore_uplink(&mut self, cfg: UplinkConfig, slot: PortSlot, now: Instant) {
+        self.restore_slot(cfg.port, slot);
+        if self.switch.set_uplink(cfg).is_ok() {
+            self.resolve_uplink_gateway(now);
+        }
+    }
+
+    fn resolve_uplink_gateway(&mut self, now: Instant) {
+        let mut tx = PortTx {
+            ports: &mut self.ports,
+            vtep: self.vtep.as_mut(),
+            dns: self.dns.as_ref(),
+        };
+        self.switch.resolve_uplink_gateway(now, &mut tx);
+    }
+
+    /// Stops polling port `id` and hands back its slot, device still open.
+    fn take_slot(&mut self, id: PortId) -> Option<PortSlot> {
+        let slot = self.ports.get_mut(id.0 as usize).and_then(Option::take)?;
+        if let PortIo::Device(io) = &slot.io {
+            if let Some(fd) = io.poll_fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+        self.ready.retain(|&p| p != id);
+        Some(slot)
+    }
+
+    /// Puts back a slot [`Worker::take_slot`] took, polling it again.
+    fn restore_slot(&mut self, id: PortId, mut slot: PortSlot) {
+        let index = id.0 as usize;
+        if let PortIo::Device(io) = &slot.io {
+            if let Some(fd) = io.poll_fd() {
+                let _ = self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    Token(index),
+                    Interest::READABLE,
+                );
+            }
+        }
+        if self.ports.len() <= index {
+            self.ports.resize_with(index + 1, || None);
+        }
+        slot.ready = false;
+        self.ports[index] = Some(slot);
+        self.mark_ready(id);
     }
 
     fn add_port(
@@ -930,13 +1334,6 @@ impl Worker {
 
     /// Stops polling port `id` and closes its device.
     fn remove_device(&mut self, id: PortId) {
-        if let Some(slot) = self.ports.get_mut(id.0 as usize).and_then(Option::take) {
-            if let PortIo::Device(io) = slot.io {
-                if let Some(fd) = io.poll_fd() {
-                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                }
-            }
-        }
-        self.ready.retain(|&p| p != id);
+        drop(self.take_slot(id));
     }
 }

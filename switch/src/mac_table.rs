@@ -27,6 +27,11 @@ struct Entry {
     is_static: bool,
 }
 
+/// A copy of one table entry, to put back exactly as it was
+/// ([`MacTable::entry`], [`MacTable::restore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedMac(Entry);
+
 /// One learned address, as reported to the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Learned {
@@ -109,6 +114,24 @@ impl MacTable {
             },
         );
         true
+    }
+
+    /// A copy of `mac`'s entry, learned or static.
+    pub fn entry(&self, mac: MacAddr) -> Option<SavedMac> {
+        self.entries.get(&mac.to_u64()).copied().map(SavedMac)
+    }
+
+    /// Puts `mac`'s entry back as [`MacTable::entry`] copied it (`None`:
+    /// removes it).
+    pub fn restore(&mut self, mac: MacAddr, saved: Option<SavedMac>) {
+        match saved {
+            Some(SavedMac(e)) => {
+                self.entries.insert(mac.to_u64(), e);
+            }
+            None => {
+                self.entries.remove(&mac.to_u64());
+            }
+        }
     }
 
     /// Removes an entry, static or learned.

@@ -22,6 +22,11 @@ struct Entry {
     is_static: bool,
 }
 
+/// A copy of one binding, to put back exactly as it was
+/// ([`NeighborTable::entry`], [`NeighborTable::restore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedNeighbor(Entry);
+
 /// A neighbour binding as reported to the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
@@ -83,6 +88,24 @@ impl NeighborTable {
             },
         );
         true
+    }
+
+    /// A copy of `ip`'s binding, learned or static.
+    pub fn entry(&self, ip: Ipv4Addr) -> Option<SavedNeighbor> {
+        self.entries.get(&ip).copied().map(SavedNeighbor)
+    }
+
+    /// Puts `ip`'s binding back as [`NeighborTable::entry`] copied it
+    /// (`None`: removes it).
+    pub fn restore(&mut self, ip: Ipv4Addr, saved: Option<SavedNeighbor>) {
+        match saved {
+            Some(SavedNeighbor(e)) => {
+                self.entries.insert(ip, e);
+            }
+            None => {
+                self.entries.remove(&ip);
+            }
+        }
     }
 
     pub fn remove(&mut self, ip: Ipv4Addr) -> bool {

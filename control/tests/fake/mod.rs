@@ -3,8 +3,10 @@
 //! packet socket.
 //!
 //! [`FakeDatapath`] keeps a model of what the real worker would hold
-//! (networks, routes, ports, published ports, services, peers, ...), applied
-//! command by command, and can be told to refuse the next command of a kind.
+//! (networks, routes, ports, published ports, services, peers, ...), applies
+//! each batch of changes to a copy that it keeps only if the whole batch
+//! succeeded, and can be told to refuse the batch holding the next change of
+//! a kind.
 //! [`FakeProvisioner`] knows a few namespaces, counts the devices it made that
 //! are still open, and can be told to fail. Together they let a test check
 //! that a refused request left the datapath, the devices and the registry
@@ -27,7 +29,7 @@ use weft_control::{
     VxlanSettings,
 };
 use weft_datapath::port::{Offload, PacketBuf, Port, PortCapabilities};
-use weft_datapath::{Command, DatapathError};
+use weft_datapath::{Change, DatapathError};
 use weft_nat::conntrack::FlowInfo;
 use weft_os::udp::VxlanSocket;
 use weft_switch::counters::SwitchCounters;
@@ -58,9 +60,12 @@ pub struct Model {
 #[derive(Default)]
 pub struct FakeDatapath {
     pub model: Mutex<Model>,
-    /// Every command accepted, by kind, in order.
+    /// Every change of the batches accepted, by kind, in order.
     pub log: Mutex<Vec<&'static str>>,
-    /// Refuse the command of this kind after letting `skip` of them pass.
+    /// The batches accepted, each as the kinds of its changes.
+    pub batches: Mutex<Vec<Vec<&'static str>>>,
+    /// Refuse the batch holding the change of this kind after letting
+    /// `skip` of them pass.
     fail: Mutex<Option<(&'static str, usize)>>,
     /// Devices handed over, kept open as the worker would.
     devices: Mutex<BTreeMap<u32, Box<dyn Port>>>,
@@ -70,39 +75,14 @@ pub struct FakeDatapath {
     pub flows: Mutex<usize>,
 }
 
-/// The kind of a command, as the fake's log and failure switch name it.
-pub fn kind(command: &Command) -> &'static str {
-    match command {
-        Command::AddNetwork(_) => "AddNetwork",
-        Command::RemoveNetwork(_) => "RemoveNetwork",
-        Command::SetRoute { .. } => "SetRoute",
-        Command::AddPort { .. } => "AddPort",
-        Command::RemovePort(_) => "RemovePort",
-        Command::BindVtep(_) => "BindVtep",
-        Command::AddPeer { .. } => "AddPeer",
-        Command::RemovePeer(_) => "RemovePeer",
-        Command::AddTunnel { .. } => "AddTunnel",
-        Command::SetStaticMac { .. } => "SetStaticMac",
-        Command::SetStaticNeighbor { .. } => "SetStaticNeighbor",
-        Command::SetUplink { .. } => "SetUplink",
-        Command::RemoveUplink => "RemoveUplink",
-        Command::Publish { .. } => "Publish",
-        Command::Unpublish { .. } => "Unpublish",
-        Command::SetService(_) => "SetService",
-        Command::RemoveService { .. } => "RemoveService",
-        Command::SetInternal { .. } => "SetInternal",
-        Command::SetDns(_) => "SetDns",
-        Command::DumpNeighbors { .. } => "DumpNeighbors",
-        Command::SetAging(_) => "SetAging",
-        Command::DumpFdb { .. } => "DumpFdb",
-        Command::DumpConntrack { .. } => "DumpConntrack",
-        Command::FlushConntrack { .. } => "FlushConntrack",
-    }
+/// The kind of a change, as the fake's log and failure switch name it.
+pub fn kind(change: &Change) -> &'static str {
+    change.kind()
 }
 
 impl FakeDatapath {
-    /// Makes the datapath refuse the first command of `kind` after `skip`
-    /// of them passed; later ones pass again.
+    /// Makes the datapath refuse the batch holding the first change of
+    /// `kind` after `skip` of them passed; later ones pass again.
     pub fn fail_after(&self, kind: &'static str, skip: usize) {
         *self.fail.lock().unwrap() = Some((kind, skip));
     }
@@ -136,26 +116,32 @@ impl FakeDatapath {
         }
     }
 
-    fn apply(&self, command: Command) -> Result<(), DatapathError> {
-        let mut m = self.model.lock().unwrap();
+    /// Applies one change to `m`; devices handed over go to `added`, the
+    /// ones to close once the batch holds to `closed`.
+    fn apply_change(
+        m: &mut Model,
+        change: Change,
+        added: &mut BTreeMap<u32, Box<dyn Port>>,
+        closed: &mut Vec<u32>,
+    ) -> Result<(), DatapathError> {
         let proto = |p: weft_nat::Protocol| format!("{p:?}");
-        match command {
-            Command::AddNetwork(cfg) => {
+        match change {
+            Change::AddNetwork(cfg) => {
                 assert!(m.networks.insert(cfg.id.0), "network added twice");
             }
-            Command::RemoveNetwork(id) => {
+            Change::RemoveNetwork(id) => {
                 assert!(m.networks.remove(&id.0), "unknown network removed");
                 m.internal.remove(&id.0);
                 m.routes.retain(|(a, b)| *a != id.0 && *b != id.0);
             }
-            Command::SetInternal { network, internal } => {
+            Change::SetInternal { network, internal } => {
                 if internal {
                     m.internal.insert(network.0);
                 } else {
                     m.internal.remove(&network.0);
                 }
             }
-            Command::SetRoute { a, b, allowed } => {
+            Change::SetRoute { a, b, allowed } => {
                 let key = (a.0.min(b.0), a.0.max(b.0));
                 if allowed {
                     m.routes.insert(key);
@@ -163,7 +149,7 @@ impl FakeDatapath {
                     m.routes.remove(&key);
                 }
             }
-            Command::AddPort { cfg, io, .. } => {
+            Change::AddPort { cfg, io, .. } => {
                 assert!(
                     m.networks.contains(&cfg.network.0),
                     "port on unknown network"
@@ -172,9 +158,9 @@ impl FakeDatapath {
                     m.ports.insert(cfg.id.0, "endpoint").is_none(),
                     "port id reused"
                 );
-                self.devices.lock().unwrap().insert(cfg.id.0, io);
+                added.insert(cfg.id.0, io);
             }
-            Command::AddTunnel { cfg, .. } => {
+            Change::AddTunnel { cfg, .. } => {
                 assert!(
                     m.networks.contains(&cfg.network.0),
                     "tunnel on unknown network"
@@ -185,97 +171,115 @@ impl FakeDatapath {
                     "port id reused"
                 );
             }
-            Command::RemovePort(id) => {
+            Change::RemovePort(id) => {
                 assert!(m.ports.remove(&id.0).is_some(), "unknown port removed");
-                self.devices.lock().unwrap().remove(&id.0);
+                closed.push(id.0);
             }
-            Command::BindVtep(_) => {
+            Change::BindVtep(_) => {
                 if m.vtep_bound {
                     return Err(DatapathError::VtepBound);
                 }
                 m.vtep_bound = true;
             }
-            Command::AddPeer { ip, .. } => {
+            Change::AddPeer { ip, .. } => {
                 if !m.vtep_bound {
                     return Err(DatapathError::NoVtep);
                 }
                 m.peers.insert(ip);
             }
-            Command::RemovePeer(ip) => {
+            Change::RemovePeer(ip) => {
                 if !m.peers.remove(&ip) {
                     return Err(DatapathError::UnknownPeer(ip));
                 }
             }
-            Command::SetStaticMac { network, mac, port } => {
+            Change::SetStaticMac { network, mac, port } => {
                 m.static_macs.insert((network.0, mac.to_string(), port.0));
             }
-            Command::SetStaticNeighbor { network, ip, mac } => {
+            Change::SetStaticNeighbor { network, ip, mac } => {
                 m.static_neighbors.insert((network.0, ip, mac.to_string()));
             }
-            Command::SetUplink { cfg, io, .. } => {
+            Change::SetUplink { cfg, io, .. } => {
                 if let Some(old) = m.uplink.take() {
                     m.ports.remove(&old);
-                    self.devices.lock().unwrap().remove(&old);
+                    closed.push(old);
                 }
                 m.uplink = Some(cfg.port.0);
                 m.ports.insert(cfg.port.0, "uplink");
-                self.devices.lock().unwrap().insert(cfg.port.0, io);
+                added.insert(cfg.port.0, io);
             }
-            Command::RemoveUplink => {
+            Change::RemoveUplink => {
                 let old = m.uplink.take().ok_or(DatapathError::NoUplink)?;
                 m.ports.remove(&old);
-                self.devices.lock().unwrap().remove(&old);
+                closed.push(old);
             }
-            Command::Publish {
+            Change::Publish {
                 proto: p,
                 host_port,
                 target,
             } => {
                 m.publishes.insert((proto(p), host_port), target);
             }
-            Command::Unpublish {
+            Change::Unpublish {
                 proto: p,
                 host_port,
             } => {
                 m.publishes.remove(&(proto(p), host_port));
             }
-            Command::SetService(s) => {
+            Change::SetService(s) => {
                 m.services
                     .insert((s.vip, proto(s.proto), s.port), s.backends);
             }
-            Command::RemoveService {
+            Change::RemoveService {
                 vip,
                 proto: p,
                 port,
             } => {
                 m.services.remove(&(vip, proto(p), port));
             }
-            Command::SetDns(_) | Command::SetAging(_) => {}
-            Command::DumpNeighbors { reply, .. } => {
-                let _ = reply.send(self.neighbors.lock().unwrap().clone());
-            }
-            Command::DumpFdb { reply, .. } => {
-                let _ = reply.send(self.fdb.lock().unwrap().clone());
-            }
-            Command::DumpConntrack { reply } => {
-                let _ = reply.send(Vec::new());
-            }
-            Command::FlushConntrack { reply } => {
-                let _ = reply.send(std::mem::take(&mut *self.flows.lock().unwrap()));
-            }
+            Change::SetDns(_) | Change::SetAging(_) => {}
         }
         Ok(())
     }
 }
 
 impl Datapath for &FakeDatapath {
-    fn execute(&self, command: Command) -> Result<(), DatapathError> {
-        let k = kind(&command);
-        if self.should_fail(k) {
-            return Err(DatapathError::Stopped);
+    /// Applies the batch to a copy of the model and keeps the copy only if
+    /// every change succeeded; devices handed over by a refused batch are
+    /// closed, as the worker's undo closes them.
+    fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError> {
+        let kinds: Vec<&'static str> = changes.iter().map(kind).collect();
+        if let Some(first) = changes.iter().position(Change::is_removal) {
+            assert!(
+                changes[first..].iter().all(Change::is_removal),
+                "a removal before another change in {kinds:?}"
+            );
         }
-        self.apply(command)?;
-        self.log.lock().unwrap().push(k);
+        let mut m = self.model();
+        let mut added = BTreeMap::new();
+        let mut closed = Vec::new();
+        for (index, change) in changes.into_iter().enumerate() {
+            let k = kinds[index];
+            let result = if self.should_fail(k) {
+                Err(DatapathError::Stopped)
+            } else {
+                FakeDatapath::apply_change(&mut m, change, &mut added, &mut closed)
+            };
+            if let Err(e) = result {
+                return Err(DatapathError::Batch {
+                    index,
+                    kind: k,
+                    source: Box::new(e),
+                });
+            }
+        }
+        *self.model.lock().unwrap() = m;
+        let mut devices = self.devices.lock().unwrap();
+        for id in closed {
+            devices.remove(&id);
+        }
+        devices.append(&mut added);
+        self.log.lock().unwrap().extend(kinds.iter().copied());
+        self.batches.lock().unwrap().push(kinds);
         Ok(())
     }
 

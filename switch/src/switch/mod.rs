@@ -44,8 +44,10 @@ use rustc_hash::FxHashMap;
 use crate::counters::{DropReason, SwitchCounters};
 use crate::frame::{Offload, NO_OFFLOAD};
 use crate::gateway::{self, RateLimiter};
-use crate::mac_table::{LearnOutcome, Learned, MacTable, DEFAULT_AGING, DEFAULT_CAPACITY};
-use crate::neighbor::{Neighbor, NeighborTable};
+use crate::mac_table::{
+    LearnOutcome, Learned, MacTable, SavedMac, DEFAULT_AGING, DEFAULT_CAPACITY,
+};
+use crate::neighbor::{Neighbor, NeighborTable, SavedNeighbor};
 use crate::{NetworkId, PortId};
 use ipnet::Ipv4Net;
 use weft_packet::{
@@ -467,6 +469,57 @@ impl Switch {
         } else {
             Err(ConfigError::TableFull(network))
         }
+    }
+
+    /// A copy of `mac`'s forwarding entry in `network`, to restore later.
+    pub fn mac_entry(&self, network: NetworkId, mac: MacAddr) -> Option<SavedMac> {
+        self.network(network)?.fdb.entry(mac)
+    }
+
+    /// Puts back what [`Switch::mac_entry`] copied (`None`: no entry).
+    pub fn restore_mac_entry(&mut self, network: NetworkId, mac: MacAddr, saved: Option<SavedMac>) {
+        if let Some(net) = self.network_mut(network) {
+            net.fdb.restore(mac, saved);
+        }
+    }
+
+    /// A copy of `ip`'s neighbour binding in `network`, to restore later.
+    pub fn neighbor_entry(&self, network: NetworkId, ip: Ipv4Addr) -> Option<SavedNeighbor> {
+        self.network(network)?.neighbors.entry(ip)
+    }
+
+    /// Puts back what [`Switch::neighbor_entry`] copied (`None`: no binding).
+    pub fn restore_neighbor_entry(
+        &mut self,
+        network: NetworkId,
+        ip: Ipv4Addr,
+        saved: Option<SavedNeighbor>,
+    ) {
+        if let Some(net) = self.network_mut(network) {
+            net.neighbors.restore(ip, saved);
+        }
+    }
+
+    /// Whether routing from `a` to `b` is allowed.
+    pub fn route_allowed(&self, a: NetworkId, b: NetworkId) -> bool {
+        self.network(a).is_some_and(|n| n.routes_to.contains(&b))
+    }
+
+    /// Whether network `id` exists.
+    pub fn has_network(&self, id: NetworkId) -> bool {
+        self.network(id).is_some()
+    }
+
+    /// The endpoint and tunnel ports of network `id`.
+    pub fn network_ports(&self, id: NetworkId) -> Option<Vec<PortId>> {
+        let net = self.network(id)?;
+        Some(net.ports.iter().chain(&net.tunnels).copied().collect())
+    }
+
+    /// The network of endpoint or tunnel port `id` (none for the uplink or
+    /// an unknown port).
+    pub fn port_network(&self, id: PortId) -> Option<NetworkId> {
+        self.port_entry(id)?.network()
     }
 
     /// Ages out MAC table and neighbour entries; call about once a second.

@@ -206,6 +206,24 @@ impl Switch {
         }
     }
 
+    /// Whether network `id` is marked internal.
+    pub fn is_internal(&self, network: NetworkId) -> bool {
+        self.nat.internal.contains(&network)
+    }
+
+    /// Where traffic for `host_port` is published to, if anywhere.
+    pub fn published(&self, proto: Protocol, host_port: u16) -> Option<SocketAddrV4> {
+        self.nat.published.get(&(proto, host_port)).copied()
+    }
+
+    /// The configuration of a service, if there is one.
+    pub fn service(&self, vip: Ipv4Addr, proto: Protocol, port: u16) -> Option<ServiceConfig> {
+        self.nat
+            .services
+            .get(&(vip, proto, port))
+            .map(|s| s.cfg.clone())
+    }
+
     pub fn publish(&mut self, proto: Protocol, host_port: u16, target: SocketAddrV4) {
         self.nat.published.insert((proto, host_port), target);
     }
