@@ -46,7 +46,9 @@ pub enum Request {
     },
     Attach {
         network: String,
-        /// A name under `/var/run/netns` (exclusive with `pid`).
+        /// A name under `/var/run/netns`, or the absolute path of any
+        /// network namespace file (`/run/netns/X`, `/proc/PID/ns/net`, a
+        /// bind mount): exclusive with `pid`.
         #[serde(default)]
         netns: Option<String>,
         /// A process whose network namespace to join (exclusive with `netns`).
@@ -69,6 +71,10 @@ pub enum Request {
         /// Leave `/etc/netns/NAME/resolv.conf` alone.
         #[serde(default)]
         no_resolv_conf: bool,
+        /// Who the endpoint belongs to (a CNI plugin's container and
+        /// interface), to find it by later.
+        #[serde(default)]
+        owner: Option<EndpointOwner>,
     },
     Detach {
         network: String,
@@ -397,6 +403,17 @@ pub struct EndpointInfo {
     pub mac: String,
     /// The switch port number, as shown by `fdb` and `stats`.
     pub port: u32,
+    /// Who the endpoint belongs to, when the client said so on attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<EndpointOwner>,
+}
+
+/// The owner of an endpoint as a container runtime names it: the
+/// container's ID and the interface name inside it (CNI's attachment key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointOwner {
+    pub container_id: String,
+    pub ifname: String,
 }
 
 /// A pair of networks allowed to route to each other.

@@ -340,6 +340,7 @@ impl Api<'_> {
                 publish: Vec::new(),
                 aliases: Vec::new(),
                 no_resolv_conf: true,
+                owner: None,
             },
             "attach",
         )

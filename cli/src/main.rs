@@ -88,8 +88,9 @@ enum Command {
 
     /// Put a TAP device into a network namespace and connect it to a network
     ///
-    /// The namespace is named (`ip netns add NAME`) or given by the PID of a
-    /// process inside it. The daemon picks a free address from the network's
+    /// The namespace is named (`ip netns add NAME`), given by its path
+    /// (`/run/netns/X`, `/proc/PID/ns/net`, a bind mount), or by the PID of
+    /// a process inside it. The daemon picks a free address from the network's
     /// subnet unless --ip is given, configures the interface (plus a default
     /// route via the gateway for the namespace's first network), and prints
     /// the endpoint's name, interface, IP/prefix and MAC.
@@ -269,7 +270,8 @@ enum NetworkCommand {
 struct AttachArgs {
     /// The network to connect to
     network: String,
-    /// A named network namespace (as made by `ip netns add NAME`)
+    /// A named network namespace (as made by `ip netns add NAME`), or the
+    /// path of any network namespace file when it starts with `/`
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
     /// A process whose network namespace to use (e.g. a container's PID)
@@ -673,6 +675,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     publish: args.publish,
                     aliases: args.alias,
                     no_resolv_conf: args.no_resolv_conf,
+                    owner: None,
                 },
                 "attach",
             )?;

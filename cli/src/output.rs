@@ -501,6 +501,7 @@ mod tests {
             ip: "10.1.0.2/24".parse().unwrap(),
             mac: "02:42:0a:01:00:02".into(),
             port,
+            owner: None,
         }
     }
 

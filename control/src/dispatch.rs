@@ -48,6 +48,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 publish,
                 aliases,
                 no_resolv_conf,
+                owner,
             } => Response::Endpoint(self.attach(AttachSpec {
                 network,
                 netns,
@@ -59,6 +60,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 publish,
                 aliases,
                 no_resolv_conf,
+                owner,
             })?),
             Request::Detach { network, endpoint } => {
                 Response::Endpoint(self.detach(&network, &endpoint)?)

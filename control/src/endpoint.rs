@@ -7,7 +7,7 @@
 //! one is undone, so nothing of a refused attach remains.
 
 use crate::ipam::parse_addr;
-use weft_api::{EndpointInfo, ErrorKind};
+use weft_api::{EndpointInfo, EndpointOwner, ErrorKind};
 use weft_datapath::Change;
 use weft_packet::{stable_hash, MacAddr, MacParseError};
 use weft_switch::counters::PortCounters;
@@ -22,7 +22,8 @@ use crate::state::{no_endpoint, Control, Endpoint, Network};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttachSpec {
     pub network: String,
-    /// A name under `/var/run/netns` (exclusive with `pid`).
+    /// A name under `/var/run/netns`, or an absolute path to any network
+    /// namespace file (exclusive with `pid`).
     pub netns: Option<String>,
     /// A process whose namespace to join (exclusive with `netns`).
     pub pid: Option<u32>,
@@ -37,6 +38,8 @@ pub struct AttachSpec {
     pub aliases: Vec<String>,
     /// Leave the namespace's resolv.conf alone.
     pub no_resolv_conf: bool,
+    /// Who the endpoint belongs to (a CNI container and interface).
+    pub owner: Option<EndpointOwner>,
 }
 
 /// Interface names tried for a new endpoint: eth0 … eth99.
@@ -47,12 +50,17 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     pub fn attach(&mut self, req: AttachSpec) -> ApiResult<EndpointInfo> {
         let net = self.network(&req.network)?;
         let (target, default_name) = match (&req.netns, req.pid) {
+            (Some(path), None) if path.starts_with('/') => {
+                let path = std::path::PathBuf::from(path);
+                let name = default_name_for_path(&path);
+                (NetnsTarget::Path(path), name)
+            }
             (Some(name), None) => (NetnsTarget::Name(name.clone()), name.clone()),
             (None, Some(pid)) => (NetnsTarget::Pid(pid), format!("pid-{pid}")),
             _ => {
                 return Err(err(
                     ErrorKind::InvalidArgument,
-                    "give exactly one of --netns NAME or --pid PID",
+                    "give exactly one of --netns NAME|PATH or --pid PID",
                 ))
             }
         };
@@ -161,8 +169,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             return Err(datapath_error(e));
         }
         self.record_publishes(&req.network, &name, publishes);
-        let resolv_conf = match (&req.netns, req.no_resolv_conf) {
-            (Some(ns), false) if first_network => self.provisioner.write_resolv_conf(ns, gateway),
+        // Only a named namespace has a resolv.conf of its own
+        // (`/etc/netns/NAME`); whoever made a namespace by path sets its own.
+        let resolv_conf = match (&target, req.no_resolv_conf) {
+            (NetnsTarget::Name(ns), false) if first_network => {
+                self.provisioner.write_resolv_conf(ns, gateway)
+            }
             _ => None,
         };
         let endpoint = Endpoint {
@@ -176,6 +188,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             counters,
             aliases: req.aliases.clone(),
             resolv_conf,
+            owner: req.owner.clone(),
         };
         let net = self
             .networks
@@ -236,6 +249,24 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 IFNAME_CANDIDATES - 1
             ),
         ))
+    }
+}
+
+/// The default endpoint name for a namespace given by path:
+/// `pid-PID` for `/proc/PID/ns/net`, else the file's name (`X` for
+/// `/run/netns/X`).
+fn default_name_for_path(path: &std::path::Path) -> String {
+    let parts: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => p.to_str(),
+            _ => None,
+        })
+        .collect();
+    match parts.as_slice() {
+        ["proc", pid, "ns", "net"] if pid.parse::<u32>().is_ok() => format!("pid-{pid}"),
+        [.., last] => (*last).to_owned(),
+        [] => String::new(),
     }
 }
 

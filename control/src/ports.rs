@@ -51,6 +51,9 @@ pub enum NetnsTarget {
     Name(String),
     /// The namespace of a process.
     Pid(u32),
+    /// Any file that is a network namespace: `/run/netns/X`,
+    /// `/proc/PID/ns/net`, a bind mount elsewhere (as CNI's `CNI_NETNS`).
+    Path(PathBuf),
 }
 
 /// A network namespace found and checked by the provisioner.

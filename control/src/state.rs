@@ -41,7 +41,8 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// One attached endpoint: a TAP device in a namespace.
 pub struct Endpoint {
     pub name: String,
-    /// As the user named it: `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    /// As the user named it: `/var/run/netns/NAME`, `/proc/PID/ns/net` or
+    /// the path given.
     pub netns: PathBuf,
     /// Device and inode of the namespace, to recognise it under any path.
     pub netns_id: (u64, u64),
@@ -54,6 +55,8 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// The resolv.conf weft wrote for the namespace, to remove on detach.
     pub resolv_conf: Option<PathBuf>,
+    /// Who the endpoint belongs to, as the client said on attach.
+    pub owner: Option<weft_api::EndpointOwner>,
 }
 
 /// One network: a subnet, its gateway, its address pool and endpoints.
@@ -98,6 +101,7 @@ impl Network {
             ip: weft_api::Ipv4Net::new(ep.ip, self.subnet.prefix_len()).expect("a valid prefix"),
             mac: ep.mac.to_string(),
             port: ep.port.0,
+            owner: ep.owner.clone(),
         }
     }
 

@@ -141,6 +141,7 @@ fn attach_req(spec: AttachSpec) -> Request {
         publish: spec.publish,
         aliases: spec.aliases,
         no_resolv_conf: spec.no_resolv_conf,
+        owner: spec.owner,
     }
 }
 
@@ -757,6 +758,94 @@ fn attach_can_leave_the_resolver_alone() {
     })
     .unwrap();
     assert!(w.prov.resolv_confs.lock().unwrap().is_empty());
+}
+
+#[test]
+fn attach_takes_a_namespace_path() {
+    let w = World::new("attach-path");
+    w.prov
+        .paths
+        .lock()
+        .unwrap()
+        .insert(PathBuf::from("/run/user/1000/netns/cni-1234"), (1, 500));
+    w.prov.pids.lock().unwrap().insert(4242, (1, 501));
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    let bind = c
+        .attach(attach("a", "/run/user/1000/netns/cni-1234"))
+        .unwrap();
+    assert_eq!(bind.netns, "/run/user/1000/netns/cni-1234");
+    assert_eq!(bind.name, "cni-1234", "named after the file by default");
+    let proc = c.attach(attach("a", "/proc/4242/ns/net")).unwrap();
+    assert_eq!(proc.name, "pid-4242");
+    // A named namespace under its path is the same namespace: its second
+    // network does not set the default route again.
+    create(&mut c, net("b", "10.2.0.0/24"));
+    c.attach(attach("a", "ns1")).unwrap();
+    let by_path = c
+        .attach(AttachSpec {
+            name: Some("ns1-b".into()),
+            ..attach("b", "/run/netns/ns1")
+        })
+        .unwrap();
+    assert_eq!(by_path.netns, "/run/netns/ns1");
+    let taps = w.prov.taps.lock().unwrap();
+    assert!(taps[0].1.default_gateway.is_some());
+    assert_eq!(taps[3].1.default_gateway, None);
+    assert_eq!(
+        w.prov.resolv_confs.lock().unwrap().len(),
+        1,
+        "only the named attach writes a resolver file"
+    );
+}
+
+#[test]
+fn attach_refuses_a_missing_namespace_path() {
+    let w = World::new("attach-path-missing");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    refused(
+        &w,
+        &mut c,
+        attach_req(attach("a", "/run/netns/nope")),
+        ErrorKind::NotFound,
+    );
+}
+
+#[test]
+fn endpoints_remember_their_owner() {
+    let w = World::new("attach-owner");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    let owner = weft_api::EndpointOwner {
+        container_id: "c0ffee".into(),
+        ifname: "eth0".into(),
+    };
+    let info = c
+        .attach(AttachSpec {
+            owner: Some(owner.clone()),
+            ..attach("a", "ns1")
+        })
+        .unwrap();
+    assert_eq!(info.owner.as_ref(), Some(&owner));
+    let plain = c.attach(attach("a", "ns2")).unwrap();
+    assert_eq!(plain.owner, None);
+    let listed = c.endpoint_list(Some("a")).unwrap();
+    let found: Vec<_> = listed
+        .iter()
+        .filter(|e| e.owner.as_ref() == Some(&owner))
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(found, ["ns1"]);
+    // On the wire: present when set, absent when not, and old requests
+    // without an owner still decode.
+    let json = serde_json::to_value(&info).unwrap();
+    assert_eq!(json["owner"]["container_id"], "c0ffee");
+    assert_eq!(json["owner"]["ifname"], "eth0");
+    assert!(serde_json::to_value(&plain).unwrap().get("owner").is_none());
+    let old: Request =
+        serde_json::from_str(r#"{"op":"attach","network":"a","netns":"ns3"}"#).unwrap();
+    assert!(matches!(old, Request::Attach { owner: None, .. }));
 }
 
 #[test]

@@ -35,6 +35,7 @@ impl Provisioner for OsProvisioner {
             NetnsTarget::Name(name) => netns_path_for_name(name)
                 .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.to_string()))?,
             NetnsTarget::Pid(pid) => netns_path_for_pid(*pid),
+            NetnsTarget::Path(path) => path.clone(),
         };
         check_netns(&path).map_err(|e| netns_error(e, target))?;
         let id = std::fs::metadata(&path)
@@ -171,6 +172,13 @@ fn netns_error(e: NetnsError, target: &NetnsTarget) -> ApiError {
             ErrorKind::NotFound,
             format!(
                 "network namespace `{name}` not found: create it with `ip netns add {name}` or check `ip netns list`"
+            ),
+        ),
+        (NetnsError::NotFound { .. }, NetnsTarget::Path(path)) => ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "network namespace {} not found: check the path (is the container still running?)",
+                path.display()
             ),
         ),
         (NetnsError::Permission { .. }, _) => ApiError::new(ErrorKind::System, e.to_string()),

@@ -353,6 +353,8 @@ impl Port for FakePort {
 pub struct FakeProvisioner {
     /// Named namespaces that exist, with their identity.
     pub namespaces: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Namespace files at other paths (bind mounts), with their identity.
+    pub paths: Mutex<BTreeMap<PathBuf, (u64, u64)>>,
     /// Processes that exist, with their namespace's identity.
     pub pids: Mutex<BTreeMap<u32, (u64, u64)>>,
     /// Interfaces present per namespace path.
@@ -382,6 +384,22 @@ impl FakeProvisioner {
         p
     }
 
+    /// The namespace at `path`: a bind mount, a named namespace under
+    /// `/run/netns` or `/var/run/netns`, or a process's `/proc/PID/ns/net`.
+    fn path_netns(&self, path: &Path) -> Option<(u64, u64)> {
+        if let Some(id) = self.paths.lock().unwrap().get(path) {
+            return Some(*id);
+        }
+        let text = path.to_str()?;
+        for dir in ["/run/netns/", "/var/run/netns/"] {
+            if let Some(name) = text.strip_prefix(dir) {
+                return self.namespaces.lock().unwrap().get(name).copied();
+            }
+        }
+        let pid = text.strip_prefix("/proc/")?.strip_suffix("/ns/net")?;
+        self.pids.lock().unwrap().get(&pid.parse().ok()?).copied()
+    }
+
     pub fn open_devices(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
@@ -409,6 +427,7 @@ impl Provisioner for &FakeProvisioner {
                 .unwrap()
                 .get(pid)
                 .map(|id| (PathBuf::from(format!("/proc/{pid}/ns/net")), *id)),
+            NetnsTarget::Path(path) => self.path_netns(path).map(|id| (path.clone(), id)),
         };
         let (path, id) = found
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("{target:?} not found")))?;
