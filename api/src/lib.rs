@@ -272,7 +272,7 @@ impl Reply {
 ///
 /// On the wire it is the bare value (`untagged`), so the JSON of every reply
 /// is exactly what `docs/api.md` shows for its request; a client knows from
-/// its own request which variant to decode (see [`client::Client`]).
+/// its own request which variant to decode (see [`client::call_as`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Response {

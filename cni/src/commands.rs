@@ -279,6 +279,14 @@ fn gc(config: &Config) -> Result<(), CniError> {
     let Some(list) = endpoints(config, &socket)? else {
         return Ok(());
     };
+    if config.valid_attachments.is_none() && list.iter().any(|ep| ep.owner.is_some()) {
+        // Without the list every container's endpoint would look stale:
+        // refuse rather than detach them all.
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            "GC needs `cni.dev/valid-attachments` (the attachments still in use); nothing was removed",
+        ));
+    }
     for ep in &list {
         // Endpoints without an owner were attached by hand: not CNI's.
         if let Some(owner) = &ep.owner {

@@ -62,14 +62,3 @@ pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
         ))
     }
 }
-
-/// The messages of an error's sources, joined by `: `.
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
-}

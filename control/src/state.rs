@@ -328,12 +328,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// The address of an endpoint.
     pub(crate) fn endpoint_ip(&self, network: &str, endpoint: &str) -> ApiResult<Ipv4Addr> {
         let net = self.network(network)?;
-        net.endpoints.get(endpoint).map(|e| e.ip).ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                format!("network `{network}` has no endpoint named `{endpoint}`: see `weft endpoints {network}`"),
-            )
-        })
+        net.endpoints
+            .get(endpoint)
+            .map(|e| e.ip)
+            .ok_or_else(|| no_endpoint(network, endpoint))
     }
 
     /// Takes a service VIP out of the network's pool.

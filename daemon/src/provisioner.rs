@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use weft_api::{ApiError, ErrorKind};
-use weft_control::error::source_chain;
 use weft_control::{Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
 use weft_datapath::port::{Port, TapPort};
 use weft_datapath::uplink::UplinkPort;
@@ -213,9 +212,6 @@ fn provision_error(e: ProvisionError, netns: &Path) -> ApiError {
             };
             ApiError::new(kind, message)
         }
-        other => ApiError::new(
-            ErrorKind::System,
-            format!("{other}: {}", source_chain(&other)),
-        ),
+        other => ApiError::new(ErrorKind::System, weft_os::error_chain(&other)),
     }
 }

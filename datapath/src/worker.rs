@@ -585,6 +585,11 @@ impl Transmit for PortTx<'_> {
         let Some(queries) = self.dns else {
             return Err(DropReason::NotRoutable);
         };
+        // Check before copying, so a flood into a full queue costs no
+        // allocation per dropped query.
+        if queries.is_full() {
+            return Err(DropReason::TxQueueFull);
+        }
         queries
             .try_send(DnsQuery::from_punt(&punt))
             .map_err(|_| DropReason::TxQueueFull)

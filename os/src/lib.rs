@@ -45,6 +45,19 @@ pub use netlink::{Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};
 pub use tap::{Tap, TapError, TapOptions, VirtioNetHdr};
 
+/// An error's message followed by its sources', joined by `: `: what a
+/// person needs from an OS error chain in one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// Helpers for tests that need a scratch network namespace.
 #[cfg(test)]
 pub(crate) mod testns {

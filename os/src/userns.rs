@@ -432,7 +432,7 @@ fn describe_provision_error(e: ProvisionError) -> (HelperErrorKind, String) {
         {
             (HelperErrorKind::TunAccess, tun_access_message())
         }
-        _ => (HelperErrorKind::System, chain(&e)),
+        _ => (HelperErrorKind::System, crate::error_chain(&e)),
     }
 }
 
@@ -447,17 +447,6 @@ fn tun_access_message() -> String {
     )
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// Enters the user namespace owning the network namespace at `netns` (if
 /// it is not this process's own), then the network namespace.
 fn enter(netns: &Path) -> HelperResult<()> {
@@ -470,7 +459,7 @@ fn enter(netns: &Path) -> HelperResult<()> {
             ),
         ),
         NetnsError::Permission { .. } => (HelperErrorKind::Permission, not_owned(netns)),
-        other => (HelperErrorKind::System, chain(&other)),
+        other => (HelperErrorKind::System, crate::error_chain(&other)),
     })?;
     // SAFETY: NS_GET_USERNS takes no argument; it returns a new descriptor
     // (or -1) for the namespace file `net`, which is open during the call.

@@ -316,7 +316,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
         let old_word = read_u16(b, TTL);
-        b[TTL] -= 1;
+        // Callers drop TTL ≤ 1 first (RFC 1812 §5.3.1); wrap rather than
+        // panic if one does not.
+        b[TTL] = b[TTL].wrapping_sub(1);
         let new_word = read_u16(b, TTL);
         let sum = checksum::update16(read_u16(b, CHECKSUM), old_word, new_word);
         write_u16(b, CHECKSUM, sum);

@@ -102,26 +102,55 @@ fn temp_dir_is_removed_on_drop() {
 #[test]
 fn netns_is_deleted_with_its_processes_also_on_panic() {
     require_root!();
-    let name = std::thread::spawn(|| {
-        let ns = Netns::new("tk");
-        let name = ns.name.clone();
-        assert!(netns_list().contains(&name));
-        let sleeper = ns.spawn(&["sleep", "30"], Stdio::null(), Stdio::null());
-        // Leaked on purpose: the namespace guard must still kill it.
-        std::mem::forget(sleeper);
-        assert_eq!(ns.pids().len(), 1);
-        let lo = ns.run(|| std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr());
-        assert!(lo.is_ok(), "{lo:?}");
-        std::panic::panic_any(name)
+    let ns = Netns::new("tk");
+    let name = ns.name.clone();
+    assert!(netns_list().contains(&name));
+    let sleeper = ns.spawn(&["sleep", "30"], Stdio::null(), Stdio::null());
+    let sleeper_pid = i32::try_from(sleeper.pid()).expect("pid fits");
+    // Leaked on purpose: the namespace guard must still kill it.
+    std::mem::forget(sleeper);
+    let joined = wait_for(Duration::from_secs(5), || {
+        ns.pids().contains(&sleeper_pid).then_some(())
+    });
+    assert!(
+        joined.is_some(),
+        "sleeper {sleeper_pid} never joined {name}"
+    );
+    let lo = ns.run(|| std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr());
+    assert!(lo.is_ok(), "{lo:?}");
+    // Only the guard moves into the thread that panics.
+    let panic = std::thread::spawn(move || {
+        let _ns = ns;
+        std::panic::panic_any("guard test panics on purpose")
     })
     .join()
-    .expect_err("the thread panics")
-    .downcast::<String>()
-    .expect("the namespace name");
+    .expect_err("the thread panics");
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"guard test panics on purpose")
+    );
     assert!(!netns_list().contains(&name), "{name} left behind");
+    // Killed but never reaped (its Bg was forgotten): a zombie is gone.
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!process_exists(sleeper_pid) || is_zombie(sleeper_pid)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "sleeper {sleeper_pid} still runs after the guard"
+    );
 }
 
-#[test]
-fn root_check_agrees_with_the_skip_helper() {
-    assert_eq!(skip_without_root("root_check"), !is_root());
+/// Whether `pid` has exited and waits to be reaped (state `Z` in
+/// `/proc/PID/stat`).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, after_name) = stat.rsplit_once(')')?;
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state == "Z")
+        })
+        .unwrap_or(true)
 }

@@ -172,11 +172,6 @@ pub fn port_drops(daemon: &Daemon, port: u64, reason: &str) -> u64 {
     p["drops"][reason].as_u64().unwrap_or(0)
 }
 
-/// `ip netns exec NS ARGS...` with [`CMD_TIMEOUT`].
-pub fn ns_exec(ns: &Netns, args: &[&str]) -> Output {
-    ns.exec(args)
-}
-
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> [u8; 6] {
     let parts: Vec<u8> = s
