@@ -409,9 +409,15 @@ pub struct EndpointInfo {
 }
 
 /// The owner of an endpoint as a container runtime names it: the
-/// container's ID and the interface name inside it (CNI's attachment key).
+/// runtime's network, the container's ID and the interface name inside it
+/// (CNI's attachment key). The daemon gives one owner at most one endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointOwner {
+    /// The runtime's name for the network (CNI: the configuration's
+    /// `name`), which may differ from the weft network's; empty when the
+    /// client gave none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
     pub container_id: String,
     pub ifname: String,
 }

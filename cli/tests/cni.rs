@@ -4,12 +4,13 @@
 //!
 //! The tests that attach need root (namespaces, TAP devices) and print
 //! `skipped: needs root` without it; those about versions, bad input and a
-//! missing daemon run as anyone. Subnets: `10.97.k.0/24` (see
-//! `common/mod.rs`).
+//! missing daemon run as anyone. Subnets: `10.97.k.0/24`, the uplink
+//! 192.168.97.0/24 (see `common/mod.rs`).
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -284,7 +285,7 @@ fn add_check_gc_del_as_a_runtime_does() {
     assert_eq!(eps[0]["name"], "cni-weft-t-c1-01");
     assert_eq!(
         eps[0]["owner"],
-        json!({"container_id": c1.id, "ifname": "eth0"})
+        json!({"network": net, "container_id": c1.id, "ifname": "eth0"})
     );
 
     // CHECK against the ADD result: fine; against a changed one: refused.
@@ -389,4 +390,223 @@ fn check_after_detach_fails_and_del_succeeds() {
     let msg = c.run("CHECK", &with_prev).err(110);
     assert!(msg.contains(c.id), "{msg}");
     c.run("DEL", &with_prev).ok();
+}
+
+/// The names of `network`'s endpoints.
+fn names(daemon: &Daemon, network: &str) -> Vec<String> {
+    let mut names: Vec<String> = endpoints(daemon, network)
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The interfaces of namespace `ns` other than `lo`.
+fn links(ns: &Netns) -> Vec<String> {
+    let shown: Value =
+        serde_json::from_str(&ns.ip_ok(&["-j", "link", "show"])).expect("ip -j link");
+    let mut names: Vec<String> = shown
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| *n != "lo")
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn one_endpoint_per_owner_and_one_name_per_interface() {
+    require_root!();
+    let daemon = Daemon::start();
+    let net = unique_name("cnim");
+    create_network(&daemon, &net, &subnet(INDEX, 3), &[]);
+    let ns = Netns::new("cnim");
+    let cfg = config("1.0.0", &net, &daemon.socket);
+    let eth0 = Container {
+        id: "weft-t-multi-0123456789",
+        netns: ns.path().display().to_string(),
+        ifname: "eth0",
+        args: "IgnoreUnknown=1;K8S_POD_NAME=weft-t-multi",
+    };
+    let first = eth0.run("ADD", &cfg).ok();
+    assert_eq!(names(&daemon, &net), ["weft-t-multi"]);
+
+    // The same container interface again (under another name): refused,
+    // with the endpoint it has, and nothing changes.
+    let again = Container {
+        args: "IgnoreUnknown=1;K8S_POD_NAME=weft-t-again",
+        netns: eth0.netns.clone(),
+        ..eth0
+    };
+    let msg = again.run("ADD", &cfg).err(100);
+    assert!(msg.contains(eth0.id), "{msg}");
+    assert!(msg.contains("`weft-t-multi`"), "{msg}");
+    assert!(msg.contains("DEL"), "{msg}");
+    assert_eq!(names(&daemon, &net), ["weft-t-multi"]);
+    assert_eq!(links(&ns), ["eth0"]);
+
+    // A second interface of the container on the same network: the name
+    // gets the interface; the alias that is the first one's name stays
+    // with the first.
+    let eth1 = Container {
+        ifname: "eth1",
+        netns: eth0.netns.clone(),
+        ..eth0
+    };
+    let mut cfg1 = cfg.clone();
+    cfg1["runtimeConfig"] = json!({"aliases": {(net.as_str()): ["weft-t-multi", "weft-t-m1"]}});
+    let second = eth1.run("ADD", &cfg1).ok();
+    assert_eq!(second["interfaces"][0]["name"], "eth1");
+    assert_eq!(names(&daemon, &net), ["weft-t-multi", "weft-t-multi-eth1"]);
+    assert_eq!(links(&ns), ["eth0", "eth1"]);
+    // The default route stays with the first.
+    assert_eq!(second["routes"], json!([]), "{second}");
+    assert_ne!(first["ips"][0]["address"], second["ips"][0]["address"]);
+
+    // DEL of one interface leaves the other.
+    eth1.run("DEL", &cfg1).ok();
+    assert_eq!(names(&daemon, &net), ["weft-t-multi"]);
+    assert_eq!(links(&ns), ["eth0"]);
+    eth0.run("DEL", &cfg).ok();
+    assert_eq!(names(&daemon, &net), Vec::<String>::new());
+}
+
+#[test]
+fn gc_and_del_touch_only_their_own_network_configuration() {
+    require_root!();
+    let daemon = Daemon::start();
+    let net = unique_name("cnig");
+    create_network(&daemon, &net, &subnet(INDEX, 4), &[]);
+    let (ns1, ns2) = (Netns::new("cnig1"), Netns::new("cnig2"));
+    // Two runtimes' configurations for the same weft network.
+    let mut cfg_a = config("1.1.0", &net, &daemon.socket);
+    cfg_a["name"] = json!("weft-t-runtime-a");
+    cfg_a["network"] = json!(net);
+    let mut cfg_b = cfg_a.clone();
+    cfg_b["name"] = json!("weft-t-runtime-b");
+    let c1 = Container {
+        id: "weft-t-gc-a",
+        netns: ns1.path().display().to_string(),
+        ifname: "eth0",
+        args: "K8S_POD_NAME=weft-t-ga",
+    };
+    let c2 = Container {
+        id: "weft-t-gc-b",
+        netns: ns2.path().display().to_string(),
+        ifname: "eth0",
+        args: "K8S_POD_NAME=weft-t-gb",
+    };
+    c1.run("ADD", &cfg_a).ok();
+    c2.run("ADD", &cfg_b).ok();
+    let owner = &endpoints(&daemon, &net)
+        .into_iter()
+        .find(|e| e["name"] == "weft-t-gb")
+        .expect("weft-t-gb listed")["owner"];
+    assert_eq!(owner["network"], "weft-t-runtime-b");
+
+    // A's GC with nothing valid removes A's endpoint only.
+    let mut gc_a = cfg_a.clone();
+    gc_a["cni.dev/valid-attachments"] = json!([]);
+    plugin(&gc_env(), &gc_a.to_string()).ok();
+    assert_eq!(names(&daemon, &net), ["weft-t-gb"]);
+    assert_eq!(links(&ns1), Vec::<String>::new());
+    // Without the list: refused when the configuration has endpoints, a
+    // no-op when it has none.
+    let msg = plugin(&gc_env(), &cfg_b.to_string()).err(7);
+    assert!(msg.contains("valid-attachments"), "{msg}");
+    plugin(&gc_env(), &cfg_a.to_string()).ok();
+    assert_eq!(names(&daemon, &net), ["weft-t-gb"]);
+    // DEL through the other configuration is not this attachment's.
+    c2.run("DEL", &cfg_a).ok();
+    assert_eq!(names(&daemon, &net), ["weft-t-gb"]);
+    c2.run("DEL", &cfg_b).ok();
+    assert_eq!(names(&daemon, &net), Vec::<String>::new());
+}
+
+/// Accepts one TCP connection on `listener` within 10 s and greets it
+/// with `hello PEER`.
+fn greet_once(listener: TcpListener) -> std::thread::JoinHandle<std::io::Result<SocketAddr>> {
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    stream.set_nonblocking(false)?;
+                    writeln!(stream, "hello {peer}")?;
+                    return Ok(peer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
+
+/// Connects from namespace `ns` to `dst` and reads one line.
+fn fetch_line(ns: &Netns, dst: SocketAddr) -> std::io::Result<String> {
+    ns.run(move || {
+        let stream = TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line)
+    })
+}
+
+#[test]
+fn port_mappings_publish_on_the_uplink() {
+    require_root!();
+    let w = Uplinked::new(INDEX);
+    let net = unique_name("cnip");
+    create_network(&w.daemon, &net, &subnet(INDEX, 5), &[]);
+    let ns = Netns::new("cnip");
+    let mut cfg = config("1.0.0", &net, &w.daemon.socket);
+    cfg["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 18097, "containerPort": 8080, "protocol": "tcp", "hostIP": ""},
+    ]});
+    let c = Container {
+        id: "weft-t-ports",
+        netns: ns.path().display().to_string(),
+        ifname: "eth0",
+        args: "IgnoreUnknown=1;K8S_POD_NAME=weft-t-web",
+    };
+    c.run("ADD", &cfg).ok();
+    let published = json(&w.daemon, &["publish", "ls"]).to_string();
+    assert!(published.contains("18097"), "{published}");
+    assert!(published.contains("weft-t-web"), "{published}");
+
+    // From the outside, the uplink's port reaches the container's server,
+    // which sees the outside's own address.
+    let listener = ns
+        .run(|| TcpListener::bind("0.0.0.0:8080"))
+        .expect("listen in the container");
+    let server = greet_once(listener);
+    let dst: SocketAddr = format!("{}:18097", w.uplink_ip()).parse().unwrap();
+    let line = wait_for(Duration::from_secs(10), || fetch_line(&w.o, dst).ok())
+        .expect("no answer through the published port");
+    let peer = server.join().expect("server thread").expect("accept");
+    assert_eq!(peer.ip().to_string(), w.outside_ip());
+    assert_eq!(line.trim(), format!("hello {peer}"));
+
+    // DEL takes the published port away with the endpoint.
+    c.run("DEL", &cfg).ok();
+    let published = json(&w.daemon, &["publish", "ls"]).to_string();
+    assert!(!published.contains("18097"), "{published}");
+    let _listener = ns
+        .run(|| TcpListener::bind("0.0.0.0:8080"))
+        .expect("listen again");
+    assert!(
+        fetch_line(&w.o, dst).is_err(),
+        "the port still answers after DEL"
+    );
 }

@@ -13,9 +13,9 @@
 //! /usr/sbin/runc` and `--ulimit host`.
 //!
 //! The daemon runs in a "router" namespace R whose uplink `up0` is a veth
-//! to an "outside" namespace O (192.168.98.1/24; weft owns 192.168.98.2),
-//! as in `nat.rs`, so a published port (`-p`) is reached from O through
-//! the uplink. Podman makes the containers' namespaces itself
+//! to an "outside" namespace O (192.168.98.1/24; weft owns 192.168.98.2;
+//! `common::Uplinked`), so a published port (`-p`) is reached from O
+//! through the uplink. Podman makes the containers' namespaces itself
 //! (`/run/netns/netns-<uuid>`) and removes them with the containers.
 //!
 //! Needs root; skipped (with the reason printed) when podman is not
@@ -56,55 +56,6 @@ fn which(program: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-}
-
-// ---------------------------------------------------------------------------
-// The router and the outside
-// ---------------------------------------------------------------------------
-
-/// The daemon in R with its uplink to O (see the module doc). The daemon
-/// is declared first so it stops before the namespaces go.
-struct World {
-    d: Daemon,
-    _r: Netns,
-    o: Netns,
-}
-
-impl World {
-    fn new() -> World {
-        let r = Netns::new("pr");
-        let o = Netns::new("po");
-        r.add_veth("up0", &o, "o0");
-        let _ = r.exec(&["sysctl", "-qw", "net.ipv6.conf.up0.disable_ipv6=1"]);
-        r.ip_ok(&["link", "set", "up0", "up"]);
-        o.ip_ok(&["addr", "add", &format!("{}/24", outside_ip()), "dev", "o0"]);
-        o.ip_ok(&["link", "set", "o0", "up"]);
-        let d = Daemon::start_in(&r, &[]);
-        weft_ok(
-            &d,
-            &[
-                "uplink",
-                "set",
-                "--interface",
-                "up0",
-                "--ip",
-                &format!("{}/24", uplink_ip()),
-                "--gateway",
-                &outside_ip(),
-            ],
-        );
-        World { d, _r: r, o }
-    }
-}
-
-/// O's address (the uplink's next hop).
-fn outside_ip() -> String {
-    format!("192.168.{INDEX}.1")
-}
-
-/// weft's address on the uplink.
-fn uplink_ip() -> String {
-    format!("192.168.{INDEX}.2")
 }
 
 // ---------------------------------------------------------------------------
@@ -378,12 +329,12 @@ fn podman_containers_on_a_weft_network() {
         );
         return;
     }
-    let w = World::new();
+    let w = Uplinked::new(INDEX);
     let net = unique_name("pnet");
-    create_network(&w.d, &net, &subnet(INDEX, 1), &[]);
+    create_network(&w.daemon, &net, &subnet(INDEX, 1), &[]);
     let gateway = addr(INDEX, 1, 1);
     let marker = unique_name("hello");
-    let pod = Podman::new(&net, &w.d.socket, &marker);
+    let pod = Podman::new(&net, &w.daemon.socket, &marker);
 
     // Two containers, one serving HTTP on port 80 published as HOST_PORT.
     let a = unique_name("pa");
@@ -399,11 +350,14 @@ fn podman_containers_on_a_weft_network() {
 
     // Each is an endpoint named after the container, owned by it, with an
     // address from the subnet, in the namespace podman made.
-    let eps = endpoints(&w.d, &net);
+    let eps = endpoints(&w.daemon, &net);
     assert_eq!(eps.len(), 2, "{eps:?}");
     let (ep_a, ep_b) = (endpoint(&eps, &a), endpoint(&eps, &b));
     for (ep, id) in [(ep_a, &id_a), (ep_b, &id_b)] {
-        assert_eq!(ep["owner"], json!({"container_id": id, "ifname": "eth0"}));
+        assert_eq!(
+            ep["owner"],
+            json!({"network": net, "container_id": id, "ifname": "eth0"})
+        );
         assert!(
             ep["ip"]
                 .as_str()
@@ -447,9 +401,9 @@ fn podman_containers_on_a_weft_network() {
     assert_eq!(page.trim(), marker);
 
     // The outside is reached through the uplink (masquerade)…
-    pod.exec_ok(&a, &["ping", "-c", "1", "-W", "2", &outside_ip()]);
+    pod.exec_ok(&a, &["ping", "-c", "1", "-W", "2", &w.outside_ip()]);
     // …and the published port reaches b from the outside.
-    let url = format!("http://{}:{HOST_PORT}/", uplink_ip());
+    let url = format!("http://{}:{HOST_PORT}/", w.uplink_ip());
     let fetched = wait_for(Duration::from_secs(10), || {
         let out = w.o.exec(&["curl", "-sS", "--max-time", "3", &url]);
         out.status.success().then(|| text(&out.stdout))
@@ -462,14 +416,14 @@ fn podman_containers_on_a_weft_network() {
 
     // `podman rm` runs DEL: no endpoint, no TAP, no namespace, no CNI
     // cache entry is left.
-    assert_eq!(tap_fds(w.d.pid()), 2, "the daemon's TAPs before rm");
+    assert_eq!(tap_fds(w.daemon.pid()), 2, "the daemon's TAPs before rm");
     let netns: Vec<PathBuf> = [ep_a, ep_b]
         .iter()
         .map(|e| PathBuf::from(e["netns"].as_str().unwrap_or_default()))
         .collect();
     pod.ok(&["rm", "-f", "-t", "0", &a, &b]);
-    assert_eq!(endpoints(&w.d, &net), Vec::<Value>::new());
-    assert_eq!(tap_fds(w.d.pid()), 0, "TAPs left open after podman rm");
+    assert_eq!(endpoints(&w.daemon, &net), Vec::<Value>::new());
+    assert_eq!(tap_fds(w.daemon.pid()), 0, "TAPs left open after podman rm");
     for ns in &netns {
         assert!(!ns.exists(), "{} left behind", ns.display());
     }

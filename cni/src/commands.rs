@@ -3,14 +3,18 @@
 //!
 //! * `ADD` ("ADD: Add container to network"): `attach` with the namespace
 //!   path of `CNI_NETNS`, the interface `CNI_IFNAME`, the endpoint named
-//!   after `K8S_POD_NAME` (else the container ID), and the owner (container
-//!   ID, interface) that `DEL`, `CHECK` and `GC` find it by;
+//!   after `K8S_POD_NAME` (else the container ID; a container's second
+//!   interface on the network adds `-IFNAME`), and the owner that `DEL`,
+//!   `CHECK` and `GC` find it by: the attachment key of section "GC"
+//!   (network name, container ID, interface). The daemon refuses a second
+//!   endpoint for one owner;
 //! * `DEL` ("DEL: Remove container from network"): `detach` the owner's
 //!   endpoint; one already gone is no error;
 //! * `CHECK` ("CHECK: Check container's networking is as expected"): the
 //!   endpoint exists with `prevResult`'s address and MAC;
-//! * `GC` ("GC: Clean up any stale resources"): detach the network's
-//!   endpoints whose owner is not in `cni.dev/valid-attachments`;
+//! * `GC` ("GC: Clean up any stale resources"): detach the endpoints this
+//!   network configuration made (their owner names its `name`) whose
+//!   owner is not in `cni.dev/valid-attachments`;
 //! * `STATUS` ("STATUS: Check plugin status"): the daemon answers;
 //! * `VERSION` ("VERSION: probe plugin version support").
 //!
@@ -76,22 +80,35 @@ fn version(stdin: &[u8]) -> Result<Value, CniError> {
     }
 }
 
-fn owner(env: &Env) -> EndpointOwner {
+/// The attachment key of this invocation.
+fn owner(config: &Config, env: &Env) -> EndpointOwner {
     EndpointOwner {
+        network: config.name.clone(),
         container_id: env.container_id.clone().unwrap_or_default(),
         ifname: env.ifname.clone().unwrap_or_default(),
     }
 }
 
 /// The endpoint's name: `K8S_POD_NAME`, else `cni-` and the container
-/// ID's first 12 characters.
-fn endpoint_name(env: &Env) -> String {
-    match env.arg("K8S_POD_NAME").filter(|n| !n.is_empty()) {
+/// ID's first 12 characters; with `-IFNAME` appended when the container
+/// already has another interface among `existing` (the network's
+/// endpoints), so each of its interfaces gets a name of its own.
+fn endpoint_name(env: &Env, existing: &[EndpointInfo]) -> String {
+    let id = env.container_id.as_deref().unwrap_or_default();
+    let base = match env.arg("K8S_POD_NAME").filter(|n| !n.is_empty()) {
         Some(name) => name.to_owned(),
-        None => {
-            let id = env.container_id.as_deref().unwrap_or_default();
-            format!("cni-{}", &id[..id.len().min(12)])
-        }
+        None => format!("cni-{}", &id[..id.len().min(12)]),
+    };
+    let ifname = env.ifname.as_deref().unwrap_or_default();
+    let another = existing.iter().any(|e| {
+        e.owner
+            .as_ref()
+            .is_some_and(|o| o.container_id == id && o.ifname != ifname)
+    });
+    if another {
+        format!("{base}-{ifname}")
+    } else {
+        base
     }
 }
 
@@ -140,16 +157,25 @@ fn detach(config: &Config, socket: &Path, endpoint: &str) -> Result<(), CniError
 fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
     let socket = config.socket();
     let netns = env.netns.clone().unwrap_or_default();
-    let name = endpoint_name(env);
     let publish = config.publish()?;
     let ip = config.static_ip()?;
+    let net = network(config, &socket)?;
+    let existing = endpoints(config, &socket)?.unwrap_or_default();
+    let name = endpoint_name(env, &existing);
+    // The runtime gives every interface of a container the same aliases;
+    // the container's first interface keeps those that are its name.
+    let id = env.container_id.as_deref().unwrap_or_default();
+    let taken = |alias: &str| {
+        existing
+            .iter()
+            .any(|e| e.name == alias && e.owner.as_ref().is_some_and(|o| o.container_id == id))
+    };
     let mut aliases: Vec<String> = Vec::new();
     for alias in config.aliases() {
-        if alias != name && !aliases.contains(&alias) {
+        if alias != name && !aliases.contains(&alias) && !taken(&alias) {
             aliases.push(alias);
         }
     }
-    let net = network(config, &socket)?;
     let endpoint: EndpointInfo = call_as(
         &socket,
         &Request::Attach {
@@ -163,7 +189,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
             publish,
             aliases,
             no_resolv_conf: true,
-            owner: Some(owner(env)),
+            owner: Some(owner(config, env)),
         },
     )
     .map_err(from_client)?;
@@ -185,7 +211,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
 
 fn del(config: &Config, env: &Env) -> Result<(), CniError> {
     let socket = config.socket();
-    let owner = owner(env);
+    let owner = owner(config, env);
     let Some(list) = endpoints(config, &socket)? else {
         return Ok(());
     };
@@ -197,7 +223,7 @@ fn del(config: &Config, env: &Env) -> Result<(), CniError> {
 
 fn check(config: &Config, env: &Env) -> Result<(), CniError> {
     let socket = config.socket();
-    let owner = owner(env);
+    let owner = owner(config, env);
     let netns = env.netns.as_deref().unwrap_or_default();
     let prev = config.prev_result.as_ref().ok_or_else(|| {
         CniError::new(
@@ -272,14 +298,19 @@ fn gc(config: &Config) -> Result<(), CniError> {
         .iter()
         .flatten()
         .map(|a| EndpointOwner {
+            network: config.name.clone(),
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
         })
         .collect();
-    let Some(list) = endpoints(config, &socket)? else {
+    let Some(mut list) = endpoints(config, &socket)? else {
         return Ok(());
     };
-    if config.valid_attachments.is_none() && list.iter().any(|ep| ep.owner.is_some()) {
+    // Only what this network configuration made: endpoints attached by
+    // hand have no owner, and other configurations may share the weft
+    // network.
+    list.retain(|ep| ep.owner.as_ref().is_some_and(|o| o.network == config.name));
+    if config.valid_attachments.is_none() && !list.is_empty() {
         // Without the list every container's endpoint would look stale:
         // refuse rather than detach them all.
         return Err(CniError::new(
@@ -288,11 +319,8 @@ fn gc(config: &Config) -> Result<(), CniError> {
         ));
     }
     for ep in &list {
-        // Endpoints without an owner were attached by hand: not CNI's.
-        if let Some(owner) = &ep.owner {
-            if !valid.contains(owner) {
-                detach(config, &socket, &ep.name)?;
-            }
+        if ep.owner.as_ref().is_some_and(|o| !valid.contains(o)) {
+            detach(config, &socket, &ep.name)?;
         }
     }
     Ok(())

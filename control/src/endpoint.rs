@@ -49,6 +49,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// `attach`: connects a namespace to a network.
     pub fn attach(&mut self, req: AttachSpec) -> ApiResult<EndpointInfo> {
         let net = self.network(&req.network)?;
+        if let Some(owner) = &req.owner {
+            self.check_owner_free(owner)?;
+        }
         let (target, default_name) = match (&req.netns, req.pid) {
             (Some(path), None) if path.starts_with('/') => {
                 let path = std::path::PathBuf::from(path);
@@ -232,6 +235,33 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         self.refresh_names(network);
         tracing::info!(%endpoint, %network, "detached");
         Ok(info)
+    }
+
+    /// An owner (a runtime's container interface) has one endpoint at
+    /// most: refuse a second attach of the same one.
+    fn check_owner_free(&self, owner: &EndpointOwner) -> ApiResult<()> {
+        let taken = self.networks.values().find_map(|n| {
+            n.endpoints
+                .values()
+                .find(|e| e.owner.as_ref() == Some(owner))
+                .map(|e| (n.name.as_str(), e.name.as_str()))
+        });
+        match taken {
+            None => Ok(()),
+            Some((network, endpoint)) => Err(err(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "container {} already has interface `{}`{} attached as endpoint `{endpoint}` of network `{network}`: detach it first (CNI DEL)",
+                    owner.container_id,
+                    owner.ifname,
+                    if owner.network.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on runtime network `{}`", owner.network)
+                    },
+                ),
+            )),
+        }
     }
 
     /// The first of eth0, eth1, … that the namespace does not have yet.

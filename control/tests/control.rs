@@ -818,6 +818,7 @@ fn endpoints_remember_their_owner() {
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
     let owner = weft_api::EndpointOwner {
+        network: "front".into(),
         container_id: "c0ffee".into(),
         ifname: "eth0".into(),
     };
@@ -837,11 +838,40 @@ fn endpoints_remember_their_owner() {
         .map(|e| e.name.as_str())
         .collect();
     assert_eq!(found, ["ns1"]);
+    // One endpoint per owner, in any network: a second attach of the same
+    // container interface is refused and changes nothing.
+    create(&mut c, net("b", "10.2.0.0/24"));
+    for network in ["a", "b"] {
+        let again = AttachSpec {
+            owner: Some(owner.clone()),
+            name: Some("again".into()),
+            ..attach(network, "ns4")
+        };
+        let msg = refused(&w, &mut c, attach_req(again), ErrorKind::AlreadyExists);
+        assert!(msg.contains("c0ffee"), "{msg}");
+        assert!(msg.contains("`ns1`"), "{msg}");
+    }
+    assert_eq!(c.endpoint_list(None).unwrap().len(), 2);
+    // The same container and interface on another runtime network is
+    // another owner.
+    let other = weft_api::EndpointOwner {
+        network: "back".into(),
+        ..owner.clone()
+    };
+    c.attach(AttachSpec {
+        owner: Some(other),
+        ..attach("b", "ns3")
+    })
+    .unwrap();
     // On the wire: present when set, absent when not, and old requests
     // without an owner still decode.
     let json = serde_json::to_value(&info).unwrap();
     assert_eq!(json["owner"]["container_id"], "c0ffee");
     assert_eq!(json["owner"]["ifname"], "eth0");
+    assert_eq!(json["owner"]["network"], "front");
+    let unnamed: weft_api::EndpointOwner =
+        serde_json::from_str(r#"{"container_id":"c","ifname":"eth0"}"#).unwrap();
+    assert_eq!(unnamed.network, "");
     assert!(serde_json::to_value(&plain).unwrap().get("owner").is_none());
     let old: Request =
         serde_json::from_str(r#"{"op":"attach","network":"a","netns":"ns3"}"#).unwrap();

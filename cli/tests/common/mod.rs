@@ -16,8 +16,8 @@
 //! `<index>` is unique per test across all test files (switching: 10..=19,
 //! bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59, overlay:
 //! 60..=69, whose underlays also use 192.168.60..=69.0/24; nat: 80..=89,
-//! whose uplinks also use 192.168.80..=89.0/24; dns_tcp: 95; rootless: 96; cni: 97; podman: 98, whose uplink
-//! uses 192.168.98.0/24). Networks of
+//! whose uplinks also use 192.168.80..=89.0/24; dns_tcp: 95; rootless: 96; cni: 97; podman: 98; cni and podman
+//! uplinks ([`Uplinked`]) use 192.168.97.0/24 and 192.168.98.0/24). Networks of
 //! different daemons never meet anyway, since each namespace belongs to
 //! exactly one test, but distinct ranges keep logs readable.
 
@@ -180,4 +180,59 @@ pub fn parse_mac(s: &str) -> [u8; 6] {
         .map(|p| u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("bad MAC {s}")))
         .collect();
     parts.try_into().unwrap_or_else(|_| panic!("bad MAC {s}"))
+}
+
+/// A daemon running in a "router" namespace R whose uplink `up0` is a veth
+/// to an "outside" namespace O: O has 192.168.<index>.1/24, weft owns
+/// 192.168.<index>.2 on `up0` (no kernel address there) with O as its next
+/// hop, so published ports are reached from O through the uplink. The
+/// daemon is declared first so it stops before the namespaces go.
+pub struct Uplinked {
+    pub daemon: Daemon,
+    pub r: Netns,
+    pub o: Netns,
+    pub index: u8,
+}
+
+impl Uplinked {
+    pub fn new(index: u8) -> Uplinked {
+        let r = Netns::new("r");
+        let o = Netns::new("o");
+        r.add_veth("up0", &o, "o0");
+        let _ = r.exec(&["sysctl", "-qw", "net.ipv6.conf.up0.disable_ipv6=1"]);
+        r.ip_ok(&["link", "set", "up0", "up"]);
+        o.ip_ok(&["addr", "add", &format!("192.168.{index}.1/24"), "dev", "o0"]);
+        o.ip_ok(&["link", "set", "o0", "up"]);
+        let daemon = Daemon::start_in(&r, &[]);
+        let w = Uplinked {
+            daemon,
+            r,
+            o,
+            index,
+        };
+        weft_ok(
+            &w.daemon,
+            &[
+                "uplink",
+                "set",
+                "--interface",
+                "up0",
+                "--ip",
+                &format!("{}/24", w.uplink_ip()),
+                "--gateway",
+                &w.outside_ip(),
+            ],
+        );
+        w
+    }
+
+    /// weft's own address on the uplink, 192.168.<index>.2.
+    pub fn uplink_ip(&self) -> String {
+        format!("192.168.{}.2", self.index)
+    }
+
+    /// O's address, 192.168.<index>.1 (the uplink's next hop).
+    pub fn outside_ip(&self) -> String {
+        format!("192.168.{}.1", self.index)
+    }
 }
