@@ -100,6 +100,11 @@ fn config(version: &str, network: &str, socket: &Path) -> Value {
     })
 }
 
+/// [`config`] 1.0.0 for weft network `weft-tnet` on `socket`.
+fn good_value(socket: &Path) -> Value {
+    config("1.0.0", "weft-tnet", socket)
+}
+
 /// One container as the runtime sees it.
 struct Container<'a> {
     id: &'a str,
@@ -191,6 +196,13 @@ fn bad_environment_and_configuration_have_their_codes() {
     let mut cfg = config("1.0.0", "weft-tnet", &socket);
     cfg["runtimeConfig"] = json!({"ips": ["fd00::2/64"]});
     c.run("ADD", &cfg).err(2);
+    let v6 = Container {
+        args: "IgnoreUnknown=1;IP=fd00::2",
+        netns: c.netns.clone(),
+        ..c
+    };
+    let msg = v6.run("ADD", &good_value(&socket)).err(2);
+    assert!(msg.contains("CNI_ARGS IP"), "{msg}");
     cfg["runtimeConfig"] =
         json!({"portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]});
     c.run("ADD", &cfg).err(2);
@@ -452,15 +464,23 @@ fn one_endpoint_per_owner_and_one_name_per_interface() {
     // A second interface of the container on the same network: the name
     // gets the interface; the alias that is the first one's name stays
     // with the first.
+    // Its static address and MAC come in CNI_ARGS, as podman sends them
+    // for `--ip` and `--mac-address`.
+    let static_ip = addr(INDEX, 3, 40);
+    let args =
+        format!("IgnoreUnknown=1;K8S_POD_NAME=weft-t-multi;MAC=02:aa:bb:cc:dd:40;IP={static_ip}");
     let eth1 = Container {
         ifname: "eth1",
         netns: eth0.netns.clone(),
+        args: &args,
         ..eth0
     };
     let mut cfg1 = cfg.clone();
     cfg1["runtimeConfig"] = json!({"aliases": {(net.as_str()): ["weft-t-multi", "weft-t-m1"]}});
     let second = eth1.run("ADD", &cfg1).ok();
     assert_eq!(second["interfaces"][0]["name"], "eth1");
+    assert_eq!(second["interfaces"][0]["mac"], "02:aa:bb:cc:dd:40");
+    assert_eq!(second["ips"][0]["address"], format!("{static_ip}/24"));
     assert_eq!(names(&daemon, &net), ["weft-t-multi", "weft-t-multi-eth1"]);
     assert_eq!(links(&ns), ["eth0", "eth1"]);
     // The default route stays with the first.

@@ -339,7 +339,16 @@ fn podman_containers_on_a_weft_network() {
     // Two containers, one serving HTTP on port 80 published as HOST_PORT.
     let a = unique_name("pa");
     let b = unique_name("pb");
-    let id_a = pod.start(&a, &net, &[], &["sleep", "600"]);
+    // a asks for its address and MAC (podman passes them in CNI_ARGS;
+    // podman 4.3 then passes no aliases or port mappings for it).
+    let static_ip = addr(INDEX, 1, 50);
+    let static_mac = "02:aa:bb:cc:dd:50";
+    let id_a = pod.start(
+        &a,
+        &net,
+        &["--ip", &static_ip, "--mac-address", static_mac],
+        &["sleep", "600"],
+    );
     let published = format!("{HOST_PORT}:80");
     let id_b = pod.start(
         &b,
@@ -372,6 +381,8 @@ fn podman_containers_on_a_weft_network() {
         );
     }
     let (ip_a, ip_b) = (ip_of(ep_a), ip_of(ep_b));
+    assert_eq!(ip_a, static_ip);
+    assert_eq!(ep_a["mac"], static_mac);
     // Podman saw the plugin's result: the container's address and MAC.
     let shown = pod.inspect(&a, &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}} {{{{(index .NetworkSettings.Networks \"{net}\").MacAddress}}}}"));
     assert_eq!(
@@ -392,9 +403,11 @@ fn podman_containers_on_a_weft_network() {
     // podman gives as an alias; ping by name goes through it too.
     let out = pod.exec_ok(&a, &["nslookup", &b, &gateway]);
     assert_eq!(looked_up(&out, &b), Some(ip_b.clone()), "{out}");
-    let short_a = &id_a[..12];
-    let out = pod.exec_ok(&b, &["nslookup", short_a, &gateway]);
-    assert_eq!(looked_up(&out, short_a), Some(ip_a.clone()), "{out}");
+    let out = pod.exec_ok(&b, &["nslookup", &a, &gateway]);
+    assert_eq!(looked_up(&out, &a), Some(ip_a.clone()), "{out}");
+    let short_b = &id_b[..12];
+    let out = pod.exec_ok(&a, &["nslookup", short_b, &gateway]);
+    assert_eq!(looked_up(&out, short_b), Some(ip_b.clone()), "{out}");
     let out = pod.exec_ok(&a, &["ping", "-c", "1", "-W", "2", &b]);
     assert!(out.contains(&ip_b), "ping {b} went elsewhere:\n{out}");
     let page = pod.exec_ok(&a, &["wget", "-q", "-O", "-", &format!("http://{b}/")]);

@@ -7,7 +7,8 @@
 //!   interface on the network adds `-IFNAME`), and the owner that `DEL`,
 //!   `CHECK` and `GC` find it by: the attachment key of section "GC"
 //!   (network name, container ID, interface). The daemon refuses a second
-//!   endpoint for one owner;
+//!   endpoint for one owner. A static address and MAC come from the `ips`
+//!   and `mac` capabilities, else from `IP` and `MAC` in `CNI_ARGS`;
 //! * `DEL` ("DEL: Remove container from network"): `detach` the owner's
 //!   endpoint; one already gone is no error;
 //! * `CHECK` ("CHECK: Check container's networking is as expected"): the
@@ -158,7 +159,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
     let socket = config.socket();
     let netns = env.netns.clone().unwrap_or_default();
     let publish = config.publish()?;
-    let ip = config.static_ip()?;
+    let ip = config.static_ip(env.arg("IP"))?;
     let net = network(config, &socket)?;
     let existing = endpoints(config, &socket)?.unwrap_or_default();
     let name = endpoint_name(env, &existing);
@@ -184,7 +185,7 @@ fn add(config: &Config, env: &Env) -> Result<Value, CniError> {
             pid: None,
             name: Some(name),
             ip,
-            mac: config.runtime_config.mac.clone(),
+            mac: config.static_mac(env.arg("MAC")),
             ifname: env.ifname.clone(),
             publish,
             aliases,

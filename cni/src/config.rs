@@ -166,24 +166,48 @@ impl Config {
             .collect()
     }
 
-    /// The static address asked for, without its prefix.
-    pub fn static_ip(&self) -> Result<Option<String>, CniError> {
-        match self.runtime_config.ips.as_slice() {
+    /// The static address asked for, without its prefix: the `ips`
+    /// capability, else `args_ip`, the `IP` key of `CNI_ARGS` (the CNI
+    /// conventions' older way, which podman uses for `--ip`; a comma
+    /// separates several).
+    pub fn static_ip(&self, args_ip: Option<&str>) -> Result<Option<String>, CniError> {
+        let from_args: Vec<String>;
+        let (what, list) = if !self.runtime_config.ips.is_empty() {
+            ("runtimeConfig.ips", self.runtime_config.ips.as_slice())
+        } else {
+            from_args = args_ip
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_owned)
+                .collect();
+            ("CNI_ARGS IP", from_args.as_slice())
+        };
+        match list {
             [] => Ok(None),
             [one] => {
                 let addr = one.split('/').next().unwrap_or_default();
                 if addr.parse::<std::net::Ipv4Addr>().is_err() {
-                    return Err(self.unsupported(format!(
-                        "runtimeConfig.ips `{one}`: weft networks are IPv4"
-                    )));
+                    return Err(self.unsupported(format!("{what} `{one}`: weft networks are IPv4")));
                 }
                 Ok(Some(addr.to_owned()))
             }
             many => Err(self.unsupported(format!(
-                "runtimeConfig.ips `{}`: weft gives an endpoint one address",
+                "{what} `{}`: weft gives an endpoint one address",
                 many.join(",")
             ))),
         }
+    }
+
+    /// The static MAC asked for: the `mac` capability, else `args_mac`,
+    /// the `MAC` key of `CNI_ARGS` (which podman uses for
+    /// `--mac-address`).
+    pub fn static_mac(&self, args_mac: Option<&str>) -> Option<String> {
+        self.runtime_config
+            .mac
+            .clone()
+            .or_else(|| args_mac.filter(|m| !m.is_empty()).map(str::to_owned))
     }
 
     /// An error of this configuration (code 7).
@@ -230,7 +254,19 @@ mod tests {
         assert_eq!(c.network(), "front");
         assert_eq!(c.aliases(), ["web", "abc123"]);
         assert_eq!(c.publish().unwrap(), ["18081:80/tcp"]);
-        assert_eq!(c.static_ip().unwrap(), None);
+        assert_eq!(c.static_ip(None).unwrap(), None);
+        assert_eq!(
+            c.static_ip(Some("10.1.0.9")).unwrap().as_deref(),
+            Some("10.1.0.9")
+        );
+        assert_eq!(
+            c.static_mac(Some("02:00:00:00:00:09")).as_deref(),
+            Some("02:00:00:00:00:09")
+        );
+        assert_eq!(
+            c.static_ip(Some("10.1.0.9,fd00::9")).unwrap_err().code,
+            UNSUPPORTED_FIELD
+        );
     }
 
     #[test]
@@ -258,6 +294,11 @@ mod tests {
             br#"{"cniVersion":"1.1.0","name":"a","runtimeConfig":{"ips":["fd00::1/64"]}}"#,
         )
         .unwrap();
-        assert_eq!(c.static_ip().unwrap_err().code, UNSUPPORTED_FIELD);
+        assert_eq!(c.static_ip(None).unwrap_err().code, UNSUPPORTED_FIELD);
+        // The capability wins over CNI_ARGS.
+        assert_eq!(
+            c.static_ip(Some("10.1.0.9")).unwrap_err().code,
+            UNSUPPORTED_FIELD
+        );
     }
 }
