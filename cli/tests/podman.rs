@@ -12,6 +12,16 @@
 //! `default_ulimits = []`, `cgroup_manager = "cgroupfs"`, `--runtime
 //! /usr/sbin/runc` and `--ulimit host`.
 //!
+//! Outside the scratch dir podman still touches a few host paths, and the
+//! test checks each is clean afterwards: the containers' namespaces under
+//! `/run/netns`, runc's state `/run/runc/<id>` and libcni's cache
+//! `/var/lib/cni/results/<network>-<id>-eth0`. The import runs in a private
+//! mount namespace with a tmpfs on `/var/lib`, so that podman's host-wide
+//! blob cache (`/var/lib/containers/cache`) is not written. While `b` runs,
+//! conmon holds the published host port open in the host's namespace
+//! (podman's port reservation); traffic only flows inside the test's
+//! namespaces.
+//!
 //! The daemon runs in a "router" namespace R whose uplink `up0` is a veth
 //! to an "outside" namespace O (192.168.98.1/24; weft owns 192.168.98.2;
 //! `common::Uplinked`), so a published port (`-p`) is reached from O
