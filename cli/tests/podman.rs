@@ -437,6 +437,26 @@ fn podman_containers_on_a_weft_network() {
         "curl {url} from the outside namespace"
     );
 
+    // `podman restart` runs DEL then ADD for the same container: b comes
+    // back under its name, still published.
+    let before = endpoint(&endpoints(&w.daemon, &net), &b).clone();
+    pod.ok(&["restart", "-t", "0", &b]);
+    let eps = endpoints(&w.daemon, &net);
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    let after = endpoint(&eps, &b);
+    assert_eq!(after["owner"], before["owner"]);
+    assert_ne!(after["netns"], before["netns"], "a new namespace");
+    let fetched = wait_for(Duration::from_secs(10), || {
+        let out = w.o.exec(&["curl", "-sS", "--max-time", "3", &url]);
+        out.status.success().then(|| text(&out.stdout))
+    });
+    assert_eq!(
+        fetched.as_deref().map(str::trim),
+        Some(marker.as_str()),
+        "curl {url} after podman restart"
+    );
+    let ep_b = after;
+
     // `podman rm` runs DEL: no endpoint, no TAP, no namespace, no CNI
     // cache entry is left.
     assert_eq!(tap_fds(w.daemon.pid()), 2, "the daemon's TAPs before rm");
