@@ -1188,6 +1188,7 @@ fn uplink_is_refused_inside_a_network_or_on_a_missing_interface() {
         interface: i.into(),
         ip: ip.into(),
         gateway: None,
+        sockets: false,
     };
     refused(
         &w,
@@ -1240,6 +1241,7 @@ fn publishing_is_refused_for_taken_ports_internal_networks_and_strangers() {
         network: n.into(),
         endpoint: e.into(),
         spec: s.into(),
+        host_ip: None,
     };
     let msg = refused(
         &w,
