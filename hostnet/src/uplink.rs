@@ -196,6 +196,9 @@ struct Flow {
     kind: Kind,
     /// In the ready list (host data may be waiting).
     queued: bool,
+    /// An ACK is queued ([`Pending::Ack`]): one carries everything, and
+    /// several identical ones would look like duplicate ACKs.
+    ack_queued: bool,
     last: Instant,
 }
 
@@ -212,9 +215,12 @@ enum Pending {
         to_mac: MacAddr,
         to_ip: Ipv4Addr,
     },
-    /// A segment of flow `idx` (if still generation `gen`): ACK, SYN-ACK or
-    /// SYN as its state says, with `flags`.
+    /// A segment of flow `idx` (if still generation `gen`) with `flags`:
+    /// SYN, SYN-ACK, or a deliberate duplicate ACK.
     Tcp { idx: u32, gen: u32, flags: u8 },
+    /// The ACK of flow `idx`, at most one queued per flow, built with the
+    /// latest sequence numbers and window.
+    Ack { idx: u32, gen: u32 },
     /// A RST for a segment that has no flow.
     Rst {
         key: Key,
@@ -453,6 +459,23 @@ impl SocketUplink {
         self.wake();
     }
 
+    /// Queues flow `idx`'s ACK unless one is queued already.
+    fn push_ack(&mut self, idx: u32, gen: u32) {
+        let Some(flow) = self.slots[idx as usize].flow.as_mut() else {
+            return;
+        };
+        if !flow.ack_queued {
+            flow.ack_queued = true;
+            self.push_pending(Pending::Ack { idx, gen });
+            // A full queue dropped it: let a later segment queue another.
+            if !matches!(self.pending.back(), Some(Pending::Ack { idx: i, .. }) if *i == idx) {
+                if let Some(flow) = self.slots[idx as usize].flow.as_mut() {
+                    flow.ack_queued = false;
+                }
+            }
+        }
+    }
+
     fn enqueue(&mut self, idx: u32) {
         if let Some(flow) = self.slots[idx as usize].flow.as_mut() {
             if !flow.queued {
@@ -527,6 +550,7 @@ impl SocketUplink {
             key,
             kind,
             queued: false,
+            ack_queued: false,
             last: now,
         });
         self.map.insert(key, idx);
@@ -725,12 +749,8 @@ impl SocketUplink {
             return;
         }
         if closed {
-            self.push_pending(Pending::Tcp {
-                idx,
-                gen,
-                flags: ACK,
-            });
-            // The ACK above is built from the flow; keep it until sent.
+            // The ACK is built from the flow, which goes once it is sent.
+            self.push_ack(idx, gen);
             return;
         }
         if rx.syn_ack {
@@ -741,11 +761,7 @@ impl SocketUplink {
             });
         }
         if rx.ack_now || rx.established {
-            self.push_pending(Pending::Tcp {
-                idx,
-                gen,
-                flags: ACK,
-            });
+            self.push_ack(idx, gen);
         }
         if rx.may_send || rx.rewind || rx.established {
             self.enqueue(idx);
@@ -1222,12 +1238,19 @@ impl SocketUplink {
                 let off = wire::finish_tcp(&mut out[..TCP_HEADERS], 20, tcp::DEFAULT_MSS);
                 Some((TCP_HEADERS, off))
             }
-            Pending::Tcp { idx, gen, flags } => {
+            Pending::Ack { idx, gen } | Pending::Tcp { idx, gen, .. } => {
+                let flags = match p {
+                    Pending::Tcp { flags, .. } => flags,
+                    _ => ACK,
+                };
                 let slot = self.slots.get_mut(idx as usize)?;
                 if slot.gen != gen {
                     return None;
                 }
                 let flow = slot.flow.as_mut()?;
+                if matches!(p, Pending::Ack { .. }) {
+                    flow.ack_queued = false;
+                }
                 let key = flow.key;
                 let Kind::Tcp {
                     sock,
