@@ -268,6 +268,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 format!("network `{network}` is internal: nothing reaches it from outside, so its ports cannot be published"),
             ));
         }
+        if !list.is_empty() && self.nat.uplink.is_none() {
+            return Err(err(
+                ErrorKind::Conflict,
+                "no uplink is set, so a published port would reach nothing: set one first with `weft uplink set --sockets` (the daemon's host sockets, no privilege needed) or `weft uplink set --interface IF --ip IP/PREFIX`",
+            ));
+        }
         for (i, p) in list.iter().enumerate() {
             if let Some((net, ep)) = self.nat.owner_of(p.proto, p.host_port) {
                 return Err(err(
