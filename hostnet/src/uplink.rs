@@ -459,6 +459,18 @@ impl SocketUplink {
         self.wake();
     }
 
+    /// Asks for a writable event on flow `idx`'s socket once its send
+    /// buffer has room: re-registering makes epoll poll the socket now,
+    /// which marks it as waiting for space if it has none, so the kernel
+    /// wakes it when space comes back, with no write having failed.
+    fn watch_writable(&mut self, idx: u32, fd: RawFd) {
+        let _ = self.poll.registry().reregister(
+            &mut SourceFd(&fd),
+            Token(FLOW_BASE + idx as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+    }
+
     /// Queues flow `idx`'s ACK unless one is queued already.
     fn push_ack(&mut self, idx: u32, gen: u32) {
         let Some(flow) = self.slots[idx as usize].flow.as_mut() else {
@@ -1062,19 +1074,23 @@ impl SocketUplink {
                     }
                     return;
                 }
-                if writable && (*short_write || *want_update) {
-                    // One window update, then three duplicates if data was
-                    // refused, so the endpoint resends it now (RFC 5681 §3.2).
-                    let dups = if *short_write { 4 } else { 1 };
+                if writable && *short_write {
+                    // A window update, then three duplicates, so the
+                    // endpoint resends what the socket refused now
+                    // (RFC 5681 §3.2).
                     *short_write = false;
                     *want_update = false;
-                    for _ in 0..dups {
+                    for _ in 0..4 {
                         self.push_pending(Pending::Tcp {
                             idx,
                             gen,
                             flags: ACK,
                         });
                     }
+                } else if writable && *want_update {
+                    // The send buffer drained: say the window opened.
+                    *want_update = false;
+                    self.push_ack(idx, gen);
                 }
                 if readable {
                     self.enqueue(idx);
@@ -1261,7 +1277,10 @@ impl SocketUplink {
                 else {
                     return None;
                 };
-                let free = free_space(sock);
+                let (free, small) = free_space(sock);
+                let watch = small && !*want_update;
+                *want_update |= small;
+                let fd = sock.as_raw_fd();
                 let (seq, ack, window, opts) = if flags & SYN != 0 {
                     let wscale = (conn.our_wscale > 0).then_some(tcp::OUR_WSCALE);
                     let ack = if flags & ACK != 0 { conn.rcv_nxt } else { 0 };
@@ -1275,9 +1294,6 @@ impl SocketUplink {
                 } else {
                     (conn.snd_nxt, conn.rcv_nxt, conn.window_field(free), None)
                 };
-                if free < 65536 {
-                    *want_update = true;
-                }
                 let closed = conn.closed();
                 let hdr = 20 + if opts.is_some() { 8 } else { 0 };
                 let l3 = wire::write_ipv4(
@@ -1303,6 +1319,8 @@ impl SocketUplink {
                 let off = wire::finish_tcp(&mut out[..len], hdr, tcp::DEFAULT_MSS);
                 if closed {
                     self.remove(idx);
+                } else if watch {
+                    self.watch_writable(idx, fd);
                 }
                 Some((len, off))
             }
@@ -1322,8 +1340,10 @@ impl SocketUplink {
                 sock,
                 conn,
                 progress,
+                want_update,
                 ..
             } => {
+                let mut watch = None;
                 let room = conn
                     .send_room()
                     .min(MAX_TCP_PAYLOAD)
@@ -1350,7 +1370,12 @@ impl SocketUplink {
                 } else {
                     conn.sent(n);
                 }
-                let window = conn.window_field(free_space(sock));
+                let (free, small) = free_space(sock);
+                let window = conn.window_field(free);
+                if small && !*want_update {
+                    *want_update = true;
+                    watch = Some(sock.as_raw_fd());
+                }
                 let l3 = wire::write_ipv4(
                     out,
                     &link,
@@ -1372,6 +1397,9 @@ impl SocketUplink {
                 );
                 let len = TCP_HEADERS + n;
                 let off = wire::finish_tcp(&mut out[..len], 20, conn.mss);
+                if let Some(fd) = watch {
+                    self.watch_writable(idx, fd);
+                }
                 Some((len, off))
             }
             Kind::Udp { sock, replied } => loop {
@@ -1482,11 +1510,17 @@ impl SocketUplink {
 }
 
 /// Room in a host TCP socket's send buffer: what it will take now, less an
-/// eighth for the kernel's per-buffer overhead.
-fn free_space(sock: &TcpStream) -> usize {
+/// eighth for the kernel's per-buffer overhead; and whether that is small
+/// (under an eighth of the buffer) so the window advertised from it needs
+/// an update once the socket drains. The kernel calls a TCP socket
+/// writable again once its free space reaches half of what it holds
+/// (`sk_stream_is_writeable`), which always leaves more than an eighth
+/// here, so a watch for writability never fires into another one.
+fn free_space(sock: &TcpStream) -> (usize, bool) {
     let buf = socket2::SockRef::from(sock).send_buffer_size().unwrap_or(0);
     let queued = hostsock::outq(sock.as_fd()).unwrap_or(buf);
-    buf.saturating_sub(queued).saturating_sub(buf / 8)
+    let free = buf.saturating_sub(queued).saturating_sub(buf / 8);
+    (free, free < buf / 8)
 }
 
 fn libc_einprogress() -> i32 {
