@@ -1127,6 +1127,11 @@ impl SocketUplink {
                 continue;
             }
             let _ = sock.set_nodelay(true);
+            // Host data leaves by peeking, from the start of the queue.
+            if hostsock::set_peek_off(sock.as_fd(), 0).is_err() {
+                bump(&self.counters.socket_errors);
+                continue;
+            }
             let key = Key {
                 proto: IP_PROTO_TCP,
                 port,

@@ -324,6 +324,26 @@ fn published_tcp_port_opens_a_flow_from_the_client() {
     client.write_all(b"hi").unwrap();
     let got = recv_until(&mut up, |g| !g.payload.is_empty());
     assert_eq!(got.last().unwrap().payload, b"hi");
+    let ack = |n: u32| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(UMAC, HMAC)
+            .ipv4(UPLINK.octets(), HOST.octets(), 64)
+            .tcp(hp, peer.port(), 9001, 4096)
+            .ack(syn.seq.wrapping_add(1 + n))
+            .write(&mut f, &[])
+            .unwrap();
+        f
+    };
+    // More data before the first is acknowledged: only the new bytes go
+    // out (the peek offset moved past those in flight).
+    client.write_all(b"there").unwrap();
+    let got = recv_until(&mut up, |g| !g.payload.is_empty());
+    let g = got.last().unwrap();
+    assert_eq!(
+        (g.payload.as_slice(), g.seq),
+        (&b"there"[..], syn.seq.wrapping_add(3))
+    );
+    up.send_frame(&ack(7), Instant::now());
     let mut f = Vec::new();
     PacketBuilder::ethernet2(UMAC, HMAC)
         .ipv4(UPLINK.octets(), HOST.octets(), 64)

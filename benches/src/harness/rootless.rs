@@ -263,6 +263,11 @@ fn build<'r>(
                     "--config-net",
                     "--foreground",
                     "--quiet",
+                    // Run as root by the bench: stay root and join the
+                    // namespace alone (no user namespace to enter).
+                    "--netns-only",
+                    "--runas",
+                    "0",
                     "-m",
                     &mtu.min(65520).to_string(),
                     "-t",
