@@ -20,7 +20,8 @@ Examples:
   sudo weft bench --scenario same-host --against kernel-bridge --duration 5
   sudo weft bench --tests tcp1,rr --out /tmp/results
   sudo weft bench --scenario same-host --against kernel-bridge \\
-      --baseline-weft /tmp/weft-previous";
+      --baseline-weft /tmp/weft-previous
+  sudo weft bench --scenario rootless --duration 10";
 
 /// `weft bench` options.
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,26 @@ pub struct BenchArgs {
         default_value = "tcp1,tcp4,udp64,rr"
     )]
     tests: Vec<Test>,
+    /// With --scenario rootless: the paths to measure (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "PATH,...",
+        default_value = "weft,slirp4netns,pasta,veth"
+    )]
+    paths: Vec<RootlessPath>,
+}
+
+/// A way out of a namespace, for --scenario rootless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RootlessPath {
+    /// weft's socket uplink
+    Weft,
+    Slirp4netns,
+    Pasta,
+    /// A veth pair made as root, for reference
+    Veth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,7 +166,16 @@ fn run_rootless(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         exe: exe.to_path_buf(),
         duration: args.duration,
         out,
-        ways: Way::ALL.to_vec(),
+        ways: args
+            .paths
+            .iter()
+            .map(|p| match p {
+                RootlessPath::Weft => Way::Weft,
+                RootlessPath::Slirp4netns => Way::Slirp4netns,
+                RootlessPath::Pasta => Way::Pasta,
+                RootlessPath::Veth => Way::Veth,
+            })
+            .collect(),
         mtus: MTUS.to_vec(),
     };
     match rootless::run(&opts, &Terminal) {

@@ -295,8 +295,8 @@ fn build<'r>(
             gw
         }
         Way::Veth => {
-            let host_if = format!("wbr{}h", std::process::id() % 100_000);
-            let ns_if = format!("wbr{}n", std::process::id() % 100_000);
+            let host_if = format!("weft-b{}h", std::process::id());
+            let ns_if = format!("weft-b{}n", std::process::id());
             sys::run(&[
                 "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
             ])?;
