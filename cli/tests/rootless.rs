@@ -242,14 +242,24 @@ impl Rootless {
 /// `weft daemon` as the test user, with EXTRA arguments; waits until it
 /// answers.
 fn start_daemon(w: &Rootless, extra: &[&str]) -> Proc {
-    let state = w.dir.join("state");
-    let log = File::create(&w.log).expect("create daemon log");
-    chown(&w.log, Some(w.user.uid), Some(w.user.gid)).expect("chown log");
+    start_daemon_at(w, &w.socket, &w.log, &w.dir.join("state"), extra)
+}
+
+/// [`start_daemon`] with its own socket, log and state directory.
+fn start_daemon_at(
+    w: &Rootless,
+    socket: &Path,
+    log_path: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> Proc {
+    let log = File::create(log_path).expect("create daemon log");
+    chown(log_path, Some(w.user.uid), Some(w.user.gid)).expect("chown log");
     let mut args = vec![
         WEFT,
         "daemon",
         "--socket",
-        w.socket.to_str().unwrap(),
+        socket.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
     ];
@@ -258,12 +268,16 @@ fn start_daemon(w: &Rootless, extra: &[&str]) -> Proc {
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut daemon = Proc::spawn(cmd, "weft daemon");
     let ready = wait_for(Duration::from_secs(10), || {
-        (daemon.exited() || w.weft(&["status"]).status.success()).then_some(())
+        let status = [WEFT, "--socket", socket.to_str().unwrap(), "status"];
+        let up = run_timeout(&mut w.user.command(&w.dir, &status), CMD_TIMEOUT)
+            .status
+            .success();
+        (daemon.exited() || up).then_some(())
     });
     assert!(
         ready.is_some() && !daemon.exited(),
         "the unprivileged daemon did not start; log:\n{}",
-        fs::read_to_string(&w.log).unwrap_or_default()
+        fs::read_to_string(log_path).unwrap_or_default()
     );
     daemon
 }
@@ -726,4 +740,89 @@ fn socket_uplink_serves_an_unprivileged_user() {
 
     drop(daemon);
     drop(a);
+}
+
+#[test]
+fn two_unprivileged_daemons_join_by_the_overlay() {
+    if skip_without_root("rootless overlay") || user_namespaces_disabled() {
+        return;
+    }
+    let _serial = serial();
+    let user = TestUser::new();
+    let _tun = TunMode::set(0o666);
+    let dir = TempDirAt::new(&unique_name("rootless-overlay"), user.uid, user.gid);
+    let w = Rootless {
+        socket: dir.0.join("h1.sock"),
+        log: dir.0.join("h1.log"),
+        dir: dir.0.clone(),
+        user,
+    };
+    // Two "hosts" on two loopback addresses, VXLAN on a port no privilege
+    // is needed for.
+    let port = free_port();
+    let (ip1, ip2) = (format!("127.0.{INDEX}.1"), format!("127.0.{INDEX}.2"));
+    let h2_sock = w.dir.join("h2.sock");
+    let listen1 = format!("{ip1}:{port}");
+    let listen2 = format!("{ip2}:{port}");
+    let d1 = start_daemon(&w, &["--vxlan-listen", &listen1]);
+    let d2 = start_daemon_at(
+        &w,
+        &h2_sock,
+        &w.dir.join("h2.log"),
+        &w.dir.join("state2"),
+        &["--vxlan-listen", &listen2],
+    );
+    let h2 = |args: &[&str]| {
+        let mut all = vec![WEFT, "--socket", h2_sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = run_timeout(&mut w.user.command(&w.dir, &all), CMD_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "h2: weft {args:?} failed: {}\nlog:\n{}",
+            describe(&out),
+            fs::read_to_string(w.dir.join("h2.log")).unwrap_or_default()
+        );
+        text(&out.stdout)
+    };
+    let net = subnet(INDEX, 3);
+    // Each host hands out its own part of the subnet.
+    let base = net.trim_end_matches(".0/24");
+    let (r1, r2) = (format!("{base}.64/26"), format!("{base}.128/26"));
+    w.weft_ok(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        &net,
+        "--vni",
+        "4242",
+        "--ip-range",
+        &r1,
+    ]);
+    h2(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        &net,
+        "--vni",
+        "4242",
+        "--ip-range",
+        &r2,
+    ]);
+    w.weft_ok(&["peer", "add", &listen2]);
+    h2(&["peer", "add", &listen1]);
+    let a = w.namespace();
+    let b = w.namespace();
+    let ep_a = attach_pid(&w, "ov", a.pid());
+    let out = h2(&["attach", "ov", "--pid", &b.pid().to_string(), "--json"]);
+    let ep_b = Endpoint::from_json(&serde_json::from_str(&out).expect("attach JSON"));
+    assert_ne!(
+        ep_a.ip, ep_b.ip,
+        "the two hosts handed out the same address"
+    );
+    w.ping(a.pid(), &ep_b.ip);
+    w.ping(b.pid(), &ep_a.ip);
+    drop((d1, d2));
+    drop((a, b));
 }
