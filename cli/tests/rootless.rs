@@ -826,3 +826,195 @@ fn two_unprivileged_daemons_join_by_the_overlay() {
     drop((d1, d2));
     drop((a, b));
 }
+
+/// A one-request-at-a-time HTTP server on the host's loopback answering
+/// every request with `body`.
+fn http_server(body: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind HTTP server");
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// The user's rootless podman, as the test user with its own storage and
+/// configuration under the test directory; `podman rm -f` of what it
+/// started and its pause process killed on drop.
+struct Podman<'w> {
+    w: &'w Rootless,
+    containers: Vec<String>,
+}
+
+impl Podman<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["podman"];
+        all.extend_from_slice(args);
+        run_timeout(
+            &mut self.w.user.command(&self.w.dir, &all),
+            Duration::from_secs(120),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "podman {args:?}: {}", describe(&out));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = self.run(&["rm", "-f", "-t", "0", c]);
+        }
+        // Rootless podman keeps a pause process holding its user namespace.
+        let pause = self.w.dir.join("libpod/tmp/pause.pid");
+        if let Some(pid) = fs::read_to_string(pause)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn rootless_podman_container_attached_by_pid() {
+    if skip_without_root("rootless podman") || user_namespaces_disabled() {
+        return;
+    }
+    if Command::new("podman").arg("--version").output().is_err() {
+        eprintln!("skipping test rootless podman: podman is not installed");
+        return;
+    }
+    let _serial = serial();
+    let user = TestUser::new();
+    // Rootless podman maps the container's users onto subordinate ids.
+    let base = 400_000 + (std::process::id() % 1000) * 65_536;
+    let range = format!("{base}-{}", base + 65_535);
+    let out = run_timeout(
+        Command::new("usermod")
+            .args(["--add-subuids", &range, "--add-subgids", &range])
+            .arg(&user.name),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "usermod: {}", describe(&out));
+    let _tun = TunMode::set(0o666);
+    let dir = TempDirAt::new(&unique_name("rootless-podman"), user.uid, user.gid);
+    let w = Rootless {
+        socket: dir.0.join("weft.sock"),
+        log: dir.0.join("daemon.log"),
+        dir: dir.0.clone(),
+        user,
+    };
+    // HOME and XDG_RUNTIME_DIR are the test directory: podman's
+    // configuration, storage (vfs) and runtime files live there.
+    let conf = w.dir.join(".config/containers");
+    fs::create_dir_all(&conf).unwrap();
+    fs::write(
+        conf.join("containers.conf"),
+        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    fs::write(conf.join("storage.conf"), "[storage]\ndriver = \"vfs\"\n").unwrap();
+    // An image made here: a static busybox.
+    let root = w.dir.join("rootfs");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tar = w.dir.join("rootfs.tar");
+    let out = run_timeout(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "tar: {}", describe(&out));
+    let chown_all = run_timeout(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", w.user.uid, w.user.gid))
+            .arg(&w.dir),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        chown_all.status.success(),
+        "chown: {}",
+        describe(&chown_all)
+    );
+    let daemon = start_daemon(&w, &[]);
+    let mut podman = Podman {
+        w: &w,
+        containers: Vec::new(),
+    };
+    podman.ok(&["import", tar.to_str().unwrap(), "weft-t-busybox"]);
+    let name = format!("{}c", name_prefix());
+    podman.containers.push(name.clone());
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--runtime",
+        "/usr/sbin/runc",
+        "--ulimit",
+        "host",
+        "weft-t-busybox",
+        "/bin/sleep",
+        "300",
+    ]);
+    let pid: u32 = podman
+        .ok(&["inspect", "-f", "{{.State.Pid}}", &name])
+        .trim()
+        .parse()
+        .expect("the container's PID");
+
+    let net = subnet(INDEX, 4);
+    w.weft_ok(&["network", "create", "pod", "--subnet", &net]);
+    let ep = attach_pid(&w, "pod", pid);
+    assert_eq!(ep.ip, addr(INDEX, 4, 2));
+    w.weft_ok(&["uplink", "set", "--sockets"]);
+    let port = http_server("from the host");
+    let out = podman.run(&[
+        "exec",
+        &name,
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://10.0.2.2:{port}/"),
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "from the host",
+        "wget in the container: {}",
+        describe(&out)
+    );
+    drop(podman);
+    drop(daemon);
+}
