@@ -904,7 +904,11 @@ impl SocketUplink {
                 let sock = match Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProto::ICMPV4)) {
                     Ok(s) => s,
                     Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied) => {
-                        bump(&self.counters.ping_refused);
+                        if self.counters.ping_refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(
+                                "pings from endpoints are dropped: this daemon's group may not open ping sockets; allow it with `sysctl net.ipv4.ping_group_range=\"0 2147483647\"` (or a range holding its group)"
+                            );
+                        }
                         return;
                     }
                     Err(_) => {
