@@ -124,20 +124,31 @@ pub enum Request {
         network: Option<String>,
     },
     /// Attaches the uplink: an interface of the daemon's namespace where
-    /// weft owns `ip` (`IP/PREFIX`), with `gateway` as next hop.
+    /// weft owns `ip` (`IP/PREFIX`), with `gateway` as next hop; or, with
+    /// `sockets`, the socket uplink (the daemon's own host sockets, no
+    /// privilege), where `ip` and `gateway` are optional and name weft's
+    /// side and the host's side of its virtual link.
     UplinkSet {
+        #[serde(default)]
         interface: String,
+        #[serde(default)]
         ip: String,
         #[serde(default)]
         gateway: Option<String>,
+        #[serde(default)]
+        sockets: bool,
     },
     UplinkShow,
     UplinkRemove,
-    /// Publishes `spec` (`HOSTPORT:PORT[/proto]`) of an endpoint.
+    /// Publishes `spec` (`HOSTPORT:PORT[/proto]`) of an endpoint; with the
+    /// socket uplink, the host listens on `host_ip` (default: every
+    /// address).
     PublishAdd {
         network: String,
         endpoint: String,
         spec: String,
+        #[serde(default)]
+        host_ip: Option<String>,
     },
     PublishList,
     /// Removes a published port: `spec` is `HOSTPORT[/proto]`.
@@ -178,7 +189,11 @@ pub enum Request {
 /// The uplink.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UplinkInfo {
+    /// The interface; empty for the socket uplink.
     pub interface: String,
+    /// Whether this is the socket uplink (the daemon's host sockets).
+    #[serde(default)]
+    pub sockets: bool,
     /// The address weft owns on the link, with the link's prefix length.
     pub ip: Ipv4Net,
     pub mac: String,

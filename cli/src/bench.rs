@@ -20,7 +20,8 @@ Examples:
   sudo weft bench --scenario same-host --against kernel-bridge --duration 5
   sudo weft bench --tests tcp1,rr --out /tmp/results
   sudo weft bench --scenario same-host --against kernel-bridge \\
-      --baseline-weft /tmp/weft-previous";
+      --baseline-weft /tmp/weft-previous
+  sudo weft bench --scenario rootless --duration 10";
 
 /// `weft bench` options.
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,26 @@ pub struct BenchArgs {
         default_value = "tcp1,tcp4,udp64,rr"
     )]
     tests: Vec<Test>,
+    /// With --scenario rootless: the paths to measure (comma-separated)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "PATH,...",
+        default_value = "weft,slirp4netns,pasta,veth"
+    )]
+    paths: Vec<RootlessPath>,
+}
+
+/// A way out of a namespace, for --scenario rootless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RootlessPath {
+    /// weft's socket uplink
+    Weft,
+    Slirp4netns,
+    Pasta,
+    /// A veth pair made as root, for reference
+    Veth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,8 +93,12 @@ enum ScenarioArg {
     SameHost,
     /// Two hosts joined by a VXLAN overlay
     Overlay,
-    /// Both
+    /// Same-host and overlay
     All,
+    /// A namespace reaching the host and reached from it: weft's socket
+    /// uplink against slirp4netns, pasta and a root veth, MTU 1500 and
+    /// 65520, both directions
+    Rootless,
 }
 
 /// Progress and warnings on stderr, the table on stdout.
@@ -101,6 +126,7 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         ScenarioArg::SameHost => vec![Scenario::SameHost],
         ScenarioArg::Overlay => vec![Scenario::Overlay],
         ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
+        ScenarioArg::Rootless => return run_rootless(exe, args),
     };
     let opts = Options {
         exe: exe.to_path_buf(),
@@ -118,5 +144,46 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
             std::process::exit(EXIT_INTERRUPTED);
         }
         result => Ok(result?),
+    }
+}
+
+/// `weft bench --scenario rootless`.
+fn run_rootless(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    use weft_benches::harness::rootless::{self, RootlessOptions, Way, MTUS};
+    if !weft_api::client::is_privileged() {
+        anyhow::bail!(
+            "`weft bench --scenario rootless` needs root to build its reference veth and namespaces; run it as `sudo {} bench --scenario rootless`",
+            exe.display()
+        );
+    }
+    let out = args.out.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("weft-bench-rootless-{secs}"))
+    });
+    let opts = RootlessOptions {
+        exe: exe.to_path_buf(),
+        duration: args.duration,
+        out,
+        ways: args
+            .paths
+            .iter()
+            .map(|p| match p {
+                RootlessPath::Weft => Way::Weft,
+                RootlessPath::Slirp4netns => Way::Slirp4netns,
+                RootlessPath::Pasta => Way::Pasta,
+                RootlessPath::Veth => Way::Veth,
+            })
+            .collect(),
+        mtus: MTUS.to_vec(),
+    };
+    match rootless::run(&opts, &Terminal) {
+        Err(e) if e.is_interrupted() => {
+            eprintln!("weft bench: interrupted; everything it created has been removed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
     }
 }

@@ -157,6 +157,10 @@ enum Command {
         /// HOSTPORT:PORT[/tcp|/udp]
         #[arg(value_name = "HOSTPORT:PORT[/PROTO]")]
         spec: Option<String>,
+        /// With the socket uplink: the host address to listen on (default:
+        /// every address)
+        #[arg(long, value_name = "IP")]
+        host_ip: Option<String>,
     },
 
     /// Service VIPs load-balanced over endpoints
@@ -308,15 +312,29 @@ struct AttachArgs {
 #[derive(Debug, Subcommand)]
 enum UplinkCommand {
     /// Use an interface of the daemon's namespace as the uplink, with an
-    /// address (and MAC) of weft's own on that link
+    /// address (and MAC) of weft's own on that link; or, with --sockets,
+    /// the daemon's own host sockets (no privilege needed)
     Set {
-        /// The interface (weft reads and writes it with AF_PACKET)
-        #[arg(long, value_name = "IF")]
-        interface: String,
-        /// weft's address on the link, IP/PREFIX
-        #[arg(long, value_name = "IP/PREFIX")]
-        ip: String,
-        /// The next hop for everything off the link
+        /// The interface (weft reads and writes it with AF_PACKET; needs
+        /// CAP_NET_RAW)
+        #[arg(
+            long,
+            value_name = "IF",
+            required_unless_present = "sockets",
+            conflicts_with = "sockets"
+        )]
+        interface: Option<String>,
+        /// Reach the world through the daemon's own TCP, UDP and ping
+        /// sockets: works unprivileged; published ports listen on the host
+        #[arg(long)]
+        sockets: bool,
+        /// weft's address on the link, IP/PREFIX (with --sockets: its side
+        /// of the virtual link, default 10.0.2.15/24)
+        #[arg(long, value_name = "IP/PREFIX", required_unless_present = "sockets")]
+        ip: Option<String>,
+        /// The next hop for everything off the link (with --sockets: the
+        /// host's side, which also stands for the host's loopback; default
+        /// 10.0.2.2)
         #[arg(long, value_name = "IP")]
         gateway: Option<String>,
     },
@@ -784,15 +802,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Uplink(UplinkCommand::Set {
             interface,
+            sockets,
             ip,
             gateway,
         }) => {
             let result = request(
                 &socket,
                 Request::UplinkSet {
-                    interface,
-                    ip,
+                    interface: interface.unwrap_or_default(),
+                    ip: ip.unwrap_or_default(),
                     gateway,
+                    sockets,
                 },
                 "uplink set",
             )?;
@@ -849,6 +869,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             network: Some(network),
             endpoint: Some(endpoint),
             spec: Some(spec),
+            host_ip,
         } => {
             let result = request(
                 &socket,
@@ -856,6 +877,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     network,
                     endpoint,
                     spec,
+                    host_ip,
                 },
                 "publish",
             )?;

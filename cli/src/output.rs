@@ -240,7 +240,14 @@ pub fn peers(list: &[PeerInfo]) -> String {
 /// `weft uplink show`.
 pub fn uplink(u: &crate::api::UplinkInfo) -> String {
     key_values(&[
-        ("interface", u.interface.clone()),
+        (
+            "interface",
+            if u.sockets {
+                "(host sockets)".to_string()
+            } else {
+                u.interface.clone()
+            },
+        ),
         ("ip", u.ip.to_string()),
         ("mac", u.mac.clone()),
         (

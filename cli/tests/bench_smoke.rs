@@ -132,3 +132,87 @@ fn bench_against_the_kernel_bridge() {
         "temporary directory left behind"
     );
 }
+
+#[test]
+fn rootless_scenario_measures_weft_and_the_veth() {
+    require_root!();
+    if !have("iperf3") {
+        eprintln!("skipped: needs iperf3 (apt install iperf3)");
+        return;
+    }
+    let out = TempDir::new("bench-smoke-rootless");
+    let mut child = Command::new(WEFT)
+        .args([
+            "bench",
+            "--scenario",
+            "rootless",
+            "--paths",
+            "weft,veth",
+            "--duration",
+            "1",
+            "--out",
+        ])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft bench");
+    let pid = child.id();
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weft bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // `pid` is our unreaped child; SIGINT makes it clean up.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+            let _ = child.wait();
+            panic!("weft bench did not finish within {} s", TIMEOUT.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let dump = format!("status: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(status.success(), "{dump}");
+    assert!(
+        stdout.contains("weft-sockets") && stdout.contains("veth (root)"),
+        "{dump}"
+    );
+    let text = std::fs::read_to_string(out.path().join("results-rootless.json"))
+        .expect("read results-rootless.json");
+    let doc: Value = serde_json::from_str(&text).expect("results-rootless.json is JSON");
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 4, "two paths at two MTUs: {text}");
+    for row in rows {
+        for dir in ["namespace_to_host", "host_to_namespace"] {
+            assert!(
+                row[dir]["gbit_s"].as_f64().is_some_and(|g| g > 0.0),
+                "no rate for {} {dir}: {text}",
+                row["path"]
+            );
+        }
+    }
+    // weft's published port handed the endpoint the client's address (a
+    // loopback client appears as the host's side of the uplink, 10.0.2.2).
+    let weft = &rows[0];
+    assert_eq!(weft["path"], "weft-sockets");
+    let want = match doc["client_address"].as_str() {
+        Some("127.0.0.1") | None => "10.0.2.2",
+        Some(ip) => ip,
+    };
+    assert_eq!(weft["host_to_namespace"]["client_seen"], want, "{text}");
+    let prefix = format!("weft-b{pid}-");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
+        "temporary directory left behind"
+    );
+}

@@ -89,14 +89,26 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 interface,
                 ip,
                 gateway,
-            } => Response::Uplink(self.uplink_set(&interface, &ip, gateway.as_deref())?),
+                sockets,
+            } => Response::Uplink(self.uplink_set_kind(
+                &interface,
+                &ip,
+                gateway.as_deref(),
+                sockets,
+            )?),
             Request::UplinkShow => Response::Uplink(self.uplink_show()?),
             Request::UplinkRemove => Response::Uplink(self.uplink_remove()?),
             Request::PublishAdd {
                 network,
                 endpoint,
                 spec,
-            } => Response::Publish(self.publish_add(&network, &endpoint, &spec)?),
+                host_ip,
+            } => Response::Publish(self.publish_add_on(
+                &network,
+                &endpoint,
+                &spec,
+                host_ip.as_deref(),
+            )?),
             Request::PublishList => Response::Publishes(self.publish_list()),
             Request::PublishRemove {
                 network,

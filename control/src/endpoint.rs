@@ -165,7 +165,15 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             io,
             counters: std::sync::Arc::clone(&counters),
         }];
-        changes.extend(Self::publish_changes(ip, &publishes));
+        match self.publish_changes(ip, &publishes) {
+            Ok(more) => changes.extend(more),
+            Err(e) => {
+                // Dropping the changes closes the new device.
+                drop(changes);
+                release(self);
+                return Err(e);
+            }
+        }
         if let Err(e) = self.datapath.apply(changes) {
             // The worker closed the device.
             release(self);

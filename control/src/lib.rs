@@ -44,5 +44,7 @@ pub use nat::parse_publish;
 pub use network::NetworkSpec;
 pub use overlay::resolve_vtep_ip;
 pub use persist::{PersistError, StateFile};
-pub use ports::{Datapath, Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+pub use ports::{
+    Datapath, Netns, NetnsTarget, Provisioner, SocketUplinkConfig, TapRequest, UplinkDevice,
+};
 pub use state::{Control, VxlanSettings, DEFAULT_MTU, VXLAN_OVERHEAD};

@@ -17,7 +17,7 @@ use weft_switch::counters::PortCounters;
 use weft_switch::switch::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig};
 
 use crate::error::{check_name, datapath_error, err, ApiResult};
-use crate::ports::{Datapath, Provisioner};
+use crate::ports::{Datapath, Provisioner, SocketUplinkConfig};
 use crate::state::{Control, Publish, Service, Uplink};
 
 /// A parsed `HOSTPORT:PORT[/proto]`.
@@ -39,6 +39,7 @@ pub fn parse_publish(spec: &str) -> ApiResult<Publish> {
         proto,
         host_port,
         port,
+        host_ip: None,
     })
 }
 
@@ -76,34 +77,114 @@ fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
     Ok((ip, prefix))
 }
 
+/// The socket uplink's own address unless told otherwise (the address
+/// slirp4netns gives its guest).
+pub const SOCKET_UPLINK_IP: &str = "10.0.2.15/24";
+/// The host's side of the socket uplink unless told otherwise: endpoints
+/// reach the host's loopback at this address, and loopback clients of
+/// published ports appear as it.
+pub const SOCKET_UPLINK_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
 /// Services by name.
 type ServicesByName = Vec<(String, Service)>;
 
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// `uplink set`: opens `interface` as the uplink, weft owning `ip`
-    /// (`IP/PREFIX`) there, with `gateway` as next hop; replaces any uplink.
+    /// (`IP/PREFIX`) there, with `gateway` as next hop. Replaces any
+    /// uplink.
     pub fn uplink_set(
         &mut self,
         interface: &str,
         ip: &str,
         gateway: Option<&str>,
     ) -> ApiResult<UplinkInfo> {
-        let (ip, prefix_len) = parse_prefixed(ip)?;
+        self.uplink_set_kind(interface, ip, gateway, false)
+    }
+
+    /// `uplink set --sockets`: the socket uplink, weft's side `ip`
+    /// (`IP/PREFIX`, default [`SOCKET_UPLINK_IP`]), the host's side
+    /// `gateway` (default [`SOCKET_UPLINK_HOST`]).
+    pub fn uplink_set_sockets(
+        &mut self,
+        ip: Option<&str>,
+        gateway: Option<&str>,
+    ) -> ApiResult<UplinkInfo> {
+        self.uplink_set_kind("", ip.unwrap_or(""), gateway, true)
+    }
+
+    /// `uplink set`, either kind.
+    pub fn uplink_set_kind(
+        &mut self,
+        interface: &str,
+        ip: &str,
+        gateway: Option<&str>,
+        sockets: bool,
+    ) -> ApiResult<UplinkInfo> {
+        if sockets && !interface.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "give either --sockets or --interface IF, not both",
+            ));
+        }
+        if !sockets && interface.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "say what to reach the world through: --interface IF --ip IP/PREFIX (an interface weft reads with AF_PACKET, needs CAP_NET_RAW), or --sockets (the daemon's own host sockets, no privilege)",
+            ));
+        }
+        if !sockets && ip.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "--interface {interface} needs weft's address on that link: --ip IP/PREFIX"
+                ),
+            ));
+        }
+        let ip_text = if ip.is_empty() { SOCKET_UPLINK_IP } else { ip };
+        let (ip, prefix_len) = parse_prefixed(ip_text)?;
         let gateway = match gateway {
             Some(g) => {
                 Some(parse_addr(g).map_err(|e| err(ErrorKind::InvalidArgument, e.to_string()))?)
             }
+            None if sockets => Some(SOCKET_UPLINK_HOST),
             None => None,
         };
         if let Some(net) = self.networks.values().find(|n| n.subnet.contains(&ip)) {
             return Err(err(
                 ErrorKind::Conflict,
-                format!("{ip} is inside network `{}`: the uplink address must be outside weft's networks", net.name),
+                format!("{ip} is inside network `{}`: the uplink address must be outside weft's networks (pass another --ip)", net.name),
             ));
         }
-        let device = self.provisioner.open_uplink(interface)?;
+        let seed_name = if sockets { "sockets" } else { interface };
+        let mac = MacAddr::local_from_seed(stable_hash(&["uplink", seed_name, &ip.to_string()]));
+        let device = if sockets {
+            let host_ip = gateway.expect("set above for sockets");
+            if host_ip == ip {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("--gateway {host_ip} is the uplink's own address: the host side needs another"),
+                ));
+            }
+            if let Some(net) = self.networks.values().find(|n| n.subnet.contains(&host_ip)) {
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!("{host_ip} is inside network `{}`: the host's side of the socket uplink must be outside weft's networks (pass another --gateway)", net.name),
+                ));
+            }
+            self.provisioner.open_socket_uplink(SocketUplinkConfig {
+                uplink_ip: ip,
+                uplink_mac: mac,
+                host_ip,
+                host_mac: MacAddr::local_from_seed(stable_hash(&[
+                    "uplink-host",
+                    &host_ip.to_string(),
+                ])),
+                max_flows: weft_hostnet::uplink::DEFAULT_MAX_FLOWS,
+            })?
+        } else {
+            self.provisioner.open_uplink(interface)?
+        };
         let mtu = device.mtu;
-        let mac = MacAddr::local_from_seed(stable_hash(&["uplink", interface, &ip.to_string()]));
         let id = self.take_port_id();
         let counters = Arc::new(PortCounters::default());
         let cfg = UplinkConfig {
@@ -114,16 +195,23 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             gateway,
             mtu,
         };
-        self.datapath
-            .apply(vec![Change::SetUplink {
-                cfg,
-                io: device.port,
-                counters: Arc::clone(&counters),
-            }])
-            .map_err(datapath_error)?;
+        let mut changes = vec![Change::SetUplink {
+            cfg,
+            io: device.port,
+            counters: Arc::clone(&counters),
+        }];
+        if sockets {
+            // Ports published before keep working through the new uplink.
+            let all: Vec<Publish> = self.nat.publishes.values().flatten().cloned().collect();
+            for p in &all {
+                changes.push(Change::Listen(self.bind_published(p)?));
+            }
+        }
+        self.datapath.apply(changes).map_err(datapath_error)?;
         self.nat.uplink = Some(Uplink {
             counters,
             interface: interface.to_string(),
+            sockets,
             ip,
             prefix_len,
             mac,
@@ -131,8 +219,15 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             mtu,
             port: id,
         });
-        tracing::info!(%interface, %ip, prefix_len, %mac, "uplink set");
+        tracing::info!(%interface, sockets, %ip, prefix_len, %mac, "uplink set");
         self.uplink_show()
+    }
+
+    /// Binds the host socket of a port published through the socket
+    /// uplink, with refusals that say what to do.
+    fn bind_published(&self, p: &Publish) -> ApiResult<weft_datapath::port::HostListener> {
+        let host = SocketAddrV4::new(p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port);
+        self.provisioner.listen_host(p.proto == Protocol::Tcp, host)
     }
 
     /// `uplink show`.
@@ -140,11 +235,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let u = self.nat.uplink.as_ref().ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
-                "no uplink is set: set one with `weft uplink set --interface IF --ip IP/PREFIX`",
+                "no uplink is set: set one with `weft uplink set --sockets` (no privilege needed) or `weft uplink set --interface IF --ip IP/PREFIX`",
             )
         })?;
         Ok(UplinkInfo {
             interface: u.interface.clone(),
+            sockets: u.sockets,
             ip: weft_api::Ipv4Net::new(u.ip, u.prefix_len).expect("prefix checked when set"),
             mac: u.mac.to_string(),
             gateway: u.gateway,
@@ -170,6 +266,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             return Err(err(
                 ErrorKind::Conflict,
                 format!("network `{network}` is internal: nothing reaches it from outside, so its ports cannot be published"),
+            ));
+        }
+        if !list.is_empty() && self.nat.uplink.is_none() {
+            return Err(err(
+                ErrorKind::Conflict,
+                "no uplink is set, so a published port would reach nothing: set one first with `weft uplink set --sockets` (the daemon's host sockets, no privilege needed) or `weft uplink set --interface IF --ip IP/PREFIX`",
             ));
         }
         for (i, p) in list.iter().enumerate() {
@@ -200,15 +302,22 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(())
     }
 
-    /// The changes that publish already-checked ports to `ip`.
-    pub(crate) fn publish_changes(ip: Ipv4Addr, list: &[Publish]) -> Vec<Change> {
-        list.iter()
-            .map(|p| Change::Publish {
+    /// The changes that publish already-checked ports to `ip`: with the
+    /// socket uplink, each with its bound host socket.
+    pub(crate) fn publish_changes(&self, ip: Ipv4Addr, list: &[Publish]) -> ApiResult<Vec<Change>> {
+        let sockets = self.nat.uplink.as_ref().is_some_and(|u| u.sockets);
+        let mut changes = Vec::with_capacity(list.len() * 2);
+        for p in list {
+            changes.push(Change::Publish {
                 proto: p.proto,
                 host_port: p.host_port,
                 target: SocketAddrV4::new(ip, p.port),
-            })
-            .collect()
+            });
+            if sockets {
+                changes.push(Change::Listen(self.bind_published(p)?));
+            }
+        }
+        Ok(changes)
     }
 
     /// Records ports the datapath has published for an endpoint.
@@ -230,9 +339,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         ip: Ipv4Addr,
         list: Vec<Publish>,
     ) -> ApiResult<()> {
-        self.datapath
-            .apply(Self::publish_changes(ip, &list))
-            .map_err(datapath_error)?;
+        let changes = self.publish_changes(ip, &list)?;
+        self.datapath.apply(changes).map_err(datapath_error)?;
         self.record_publishes(network, endpoint, list);
         Ok(())
     }
@@ -244,8 +352,35 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         endpoint: &str,
         spec: &str,
     ) -> ApiResult<PublishInfo> {
+        self.publish_add_on(network, endpoint, spec, None)
+    }
+
+    /// `publish add --host-ip IP`: as [`Self::publish_add`], the socket
+    /// uplink listening on `host_ip` only.
+    pub fn publish_add_on(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        spec: &str,
+        host_ip: Option<&str>,
+    ) -> ApiResult<PublishInfo> {
         let ip = self.endpoint_ip(network, endpoint)?;
-        let p = parse_publish(spec)?;
+        let mut p = parse_publish(spec)?;
+        if let Some(text) = host_ip {
+            let addr: Ipv4Addr = text.parse().map_err(|_| {
+                err(
+                    ErrorKind::InvalidArgument,
+                    format!("`{text}` is not an IPv4 address for --host-ip"),
+                )
+            })?;
+            if !self.nat.uplink.as_ref().is_some_and(|u| u.sockets) {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    "--host-ip needs the socket uplink (`weft uplink set --sockets`); an interface uplink publishes on its own address",
+                ));
+            }
+            p.host_ip = Some(addr);
+        }
         self.check_publishes(network, std::slice::from_ref(&p))?;
         self.apply_publishes(network, endpoint, ip, vec![p.clone()])?;
         Ok(publish_info(network, endpoint, ip, &p))
@@ -277,9 +412,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         else {
             return Err(not_published(network, endpoint, spec));
         };
-        self.datapath
-            .apply(vec![Change::Unpublish { proto, host_port }])
-            .map_err(datapath_error)?;
+        let mut changes = vec![Change::Unpublish { proto, host_port }];
+        if self.nat.uplink.as_ref().is_some_and(|u| u.sockets) {
+            changes.push(Change::Unlisten {
+                tcp: proto == Protocol::Tcp,
+                host_port,
+            });
+        }
+        self.datapath.apply(changes).map_err(datapath_error)?;
         let list = self.nat.publishes.get_mut(&key).expect("looked up above");
         let p = list.remove(index);
         if list.is_empty() {
@@ -291,16 +431,21 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// The changes that unpublish everything of a detaching endpoint.
     pub(crate) fn unpublish_changes(&self, network: &str, endpoint: &str) -> Vec<Change> {
         let key = (network.to_string(), endpoint.to_string());
-        self.nat
-            .publishes
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .map(|p| Change::Unpublish {
+        let sockets = self.nat.uplink.as_ref().is_some_and(|u| u.sockets);
+        let mut changes = Vec::new();
+        for p in self.nat.publishes.get(&key).into_iter().flatten() {
+            changes.push(Change::Unpublish {
                 proto: p.proto,
                 host_port: p.host_port,
-            })
-            .collect()
+            });
+            if sockets {
+                changes.push(Change::Unlisten {
+                    tcp: p.proto == Protocol::Tcp,
+                    host_port: p.host_port,
+                });
+            }
+        }
+        changes
     }
 
     /// Forgets the published ports of a detached endpoint.
@@ -597,7 +742,8 @@ mod tests {
             Publish {
                 proto: Protocol::Tcp,
                 host_port: 8080,
-                port: 80
+                port: 80,
+                host_ip: None,
             }
         );
         assert_eq!(parse_publish("5353:53/UDP").unwrap().proto, Protocol::Udp);

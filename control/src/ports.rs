@@ -10,8 +10,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use weft_api::ApiError;
-use weft_datapath::port::Port;
+use weft_datapath::port::{HostListener, Port};
 use weft_datapath::{Change, DatapathError};
+pub use weft_hostnet::Config as SocketUplinkConfig;
 use weft_nat::conntrack::FlowInfo;
 use weft_os::udp::VxlanSocket;
 use weft_packet::MacAddr;
@@ -97,6 +98,23 @@ pub trait Provisioner {
     fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError>;
     /// Opens `interface` of the daemon's namespace as the NAT uplink.
     fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError>;
+    /// Makes the socket uplink (the daemon's own host sockets).
+    fn open_socket_uplink(&self, cfg: SocketUplinkConfig) -> Result<UplinkDevice, ApiError> {
+        let _ = cfg;
+        Err(ApiError::new(
+            weft_api::ErrorKind::Internal,
+            "this daemon cannot make a socket uplink",
+        ))
+    }
+    /// Binds a host socket for a port published through the socket uplink
+    /// (`tcp`: a listener; otherwise UDP).
+    fn listen_host(&self, tcp: bool, addr: SocketAddrV4) -> Result<HostListener, ApiError> {
+        let _ = (tcp, addr);
+        Err(ApiError::new(
+            weft_api::ErrorKind::Internal,
+            "this daemon cannot listen on host ports",
+        ))
+    }
     /// Binds the VXLAN socket on `listen`.
     fn bind_vtep(&self, listen: SocketAddrV4) -> Result<VxlanSocket, ApiError>;
     /// Points a named namespace's resolver at `gateway`; returns the file

@@ -188,12 +188,17 @@ pub struct Publish {
     pub proto: Protocol,
     pub host_port: u16,
     pub port: u16,
+    /// Where the socket uplink listens (`None`: every host address).
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 /// The NAT uplink.
 pub struct Uplink {
     pub counters: Arc<PortCounters>,
+    /// The interface; empty for the socket uplink.
     pub interface: String,
+    /// The socket uplink: published ports are served by host listeners.
+    pub sockets: bool,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub mac: MacAddr,

@@ -604,6 +604,7 @@ fn attach_refuses_bad_addresses_macs_aliases_and_ports() {
     let w = World::new("attach-bad");
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
+    c.uplink_set("eth9", "192.0.2.50/24", None).unwrap();
     let cases = [
         AttachSpec {
             ip: Some("10.2.0.5".into()),
@@ -698,6 +699,7 @@ fn attach_whose_second_port_fails_to_publish_undoes_everything() {
     let w = World::new("attach-publish");
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
+    c.uplink_set("eth9", "192.0.2.50/24", None).unwrap();
     w.dp.fail_after("Publish", 1);
     refused(
         &w,
@@ -714,7 +716,7 @@ fn attach_whose_second_port_fails_to_publish_undoes_everything() {
     assert_eq!(w.dp.count("AddPort"), 0);
     assert_eq!(w.dp.count("Unpublish"), 0);
     assert!(w.dp.model().publishes.is_empty());
-    assert_eq!(w.prov.open_devices(), 0);
+    assert_eq!(w.prov.open_devices(), 1, "only the uplink");
     assert_eq!(c.network_list()[0].free_addresses, 253);
 }
 
@@ -1218,6 +1220,7 @@ fn uplink_is_refused_inside_a_network_or_on_a_missing_interface() {
         interface: i.into(),
         ip: ip.into(),
         gateway: None,
+        sockets: false,
     };
     refused(
         &w,
@@ -1237,10 +1240,31 @@ fn uplink_is_refused_inside_a_network_or_on_a_missing_interface() {
 }
 
 #[test]
+fn publishing_with_no_uplink_is_refused_with_what_to_do() {
+    let w = World::new("publish-no-uplink");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    c.attach(attach("a", "ns1")).unwrap();
+    let e = c.publish_add("a", "ns1", "8080:80").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.message.contains("uplink set --sockets"), "{}", e.message);
+    let e = c
+        .attach(AttachSpec {
+            publish: vec!["8081:80".into()],
+            ..attach("a", "ns2")
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(c.publish_list().is_empty());
+    assert_eq!(w.dp.count("Publish"), 0);
+}
+
+#[test]
 fn ports_are_published_listed_and_removed() {
     let w = World::new("publish");
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
+    c.uplink_set("eth9", "192.0.2.50/24", None).unwrap();
     c.attach(attach("a", "ns1")).unwrap();
     let p = c.publish_add("a", "ns1", "8080:80").unwrap();
     assert_eq!((p.proto.as_str(), p.host_port, p.port), ("tcp", 8080, 80));
@@ -1257,6 +1281,7 @@ fn publishing_is_refused_for_taken_ports_internal_networks_and_strangers() {
     let w = World::new("publish-bad");
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
+    c.uplink_set("eth9", "192.0.2.50/24", None).unwrap();
     c.network_create(NetworkSpec {
         internal: true,
         ..net("in", "10.3.0.0/24")
@@ -1270,6 +1295,7 @@ fn publishing_is_refused_for_taken_ports_internal_networks_and_strangers() {
         network: n.into(),
         endpoint: e.into(),
         spec: s.into(),
+        host_ip: None,
     };
     let msg = refused(
         &w,

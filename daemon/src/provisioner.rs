@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use weft_api::{ApiError, ErrorKind};
-use weft_control::{Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+use weft_control::{Netns, NetnsTarget, Provisioner, SocketUplinkConfig, TapRequest, UplinkDevice};
+use weft_datapath::port::HostListener;
 use weft_datapath::port::{Port, TapPort};
+use weft_datapath::sockets::SocketUplinkPort;
 use weft_datapath::uplink::UplinkPort;
+use weft_hostnet::SocketUplink;
 use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
 use weft_os::privilege::Privilege;
 use weft_os::provision::{link_exists, provision_tap, HelperErrorKind, ProvisionError, TapSpec};
@@ -98,6 +101,49 @@ impl Provisioner for OsProvisioner {
         Ok(UplinkDevice {
             port: Box::new(port),
             mtu,
+        })
+    }
+
+    fn open_socket_uplink(&self, cfg: SocketUplinkConfig) -> Result<UplinkDevice, ApiError> {
+        let uplink = SocketUplink::new(cfg).map_err(|e| {
+            ApiError::new(
+                ErrorKind::System,
+                format!(
+                    "cannot make the socket uplink: {}",
+                    weft_os::error_chain(&e)
+                ),
+            )
+        })?;
+        Ok(UplinkDevice {
+            port: Box::new(SocketUplinkPort::new(uplink)),
+            // No link below: the switch never needs to cut anything for it.
+            mtu: u32::from(u16::MAX),
+        })
+    }
+
+    fn listen_host(&self, tcp: bool, addr: SocketAddrV4) -> Result<HostListener, ApiError> {
+        let proto = if tcp { "tcp" } else { "udp" };
+        HostListener::bind(tcp, addr).map_err(|e| {
+            let port = addr.port();
+            let (kind, hint) = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => (
+                    ErrorKind::System,
+                    format!("port {port} is privileged (below net.ipv4.ip_unprivileged_port_start, 1024 by default) and this daemon has no CAP_NET_BIND_SERVICE: publish a host port of 1024 or more, e.g. {}:PORT", 8000 + port),
+                ),
+                std::io::ErrorKind::AddrInUse => (
+                    ErrorKind::AlreadyExists,
+                    format!("something on this host already uses {addr}/{proto}: pick another host port"),
+                ),
+                std::io::ErrorKind::AddrNotAvailable => (
+                    ErrorKind::InvalidArgument,
+                    format!("{} is not an address of this host: pass one of its addresses to --host-ip, or leave it out", addr.ip()),
+                ),
+                _ => (ErrorKind::System, "check the address and port".to_string()),
+            };
+            ApiError::new(
+                kind,
+                format!("cannot listen on host port {addr}/{proto}: {e}; {hint}"),
+            )
         })
     }
 

@@ -5,6 +5,8 @@
 //!   worker owns, send with offload metadata) and the TAP port.
 //! * [`uplink`]: the NAT uplink, a port on a host interface through an
 //!   AF_PACKET socket.
+//! * [`sockets`]: the socket uplink, a port over the daemon's own host
+//!   sockets (`weft_hostnet`), for daemons without privilege.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
 //!   encapsulation with UDP GSO, decapsulation of GRO batches.
 //! * [`Datapath`]: the handle the control plane holds; changes reach the
@@ -13,6 +15,7 @@
 //!   once applied.
 
 pub mod port;
+pub mod sockets;
 pub mod uplink;
 pub mod vxlan;
 mod worker;

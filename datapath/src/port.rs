@@ -14,6 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+pub use weft_hostnet::uplink::HostListener;
 use weft_switch::frame::{is_gso, needs_csum};
 pub use weft_switch::frame::{Offload, MAX_FRAME_LEN, NO_OFFLOAD};
 
@@ -107,6 +108,22 @@ pub trait Port: Send {
     fn poll_fd(&self) -> Option<RawFd>;
 
     fn capabilities(&self) -> PortCapabilities;
+
+    /// Serves a published port on a bound host socket: only the socket
+    /// uplink does.
+    fn listen(&mut self, listener: HostListener) -> io::Result<()> {
+        let _ = listener;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only the socket uplink listens on host ports",
+        ))
+    }
+
+    /// Stops serving a published port and gives its socket back.
+    fn unlisten(&mut self, tcp: bool, host_port: u16) -> Option<HostListener> {
+        let _ = (tcp, host_port);
+        None
+    }
 }
 
 /// Offloads a TAP port takes from its namespace's kernel: checksum and TCP

@@ -53,7 +53,7 @@ use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
 use weft_vtep::Vni;
 
-use crate::port::{PacketBuf, Port, HEADROOM};
+use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::{Conntrack, Protocol};
@@ -188,6 +188,14 @@ pub enum Change {
         proto: Protocol,
         host_port: u16,
     },
+    /// Hands the uplink a bound host socket to serve a published port on
+    /// (the socket uplink; any other uplink refuses).
+    Listen(HostListener),
+    /// Stops the uplink serving a published port.
+    Unlisten {
+        tcp: bool,
+        host_port: u16,
+    },
     /// Adds or replaces a service VIP.
     SetService(ServiceConfig),
     RemoveService {
@@ -224,6 +232,8 @@ impl Change {
             Change::RemoveUplink => "RemoveUplink",
             Change::Publish { .. } => "Publish",
             Change::Unpublish { .. } => "Unpublish",
+            Change::Listen(_) => "Listen",
+            Change::Unlisten { .. } => "Unlisten",
             Change::SetService(_) => "SetService",
             Change::RemoveService { .. } => "RemoveService",
             Change::SetInternal { .. } => "SetInternal",
@@ -298,6 +308,12 @@ enum Undo {
         old: Option<(UplinkConfig, PortSlot)>,
     },
     RestorePublish(Protocol, u16, Option<SocketAddrV4>),
+    /// The change changed nothing.
+    Nothing,
+    /// Stops serving a host port the batch started serving.
+    Unlisten(bool, u16),
+    /// Serves again a host port the batch stopped serving.
+    Relisten(HostListener),
     RestoreService(Ipv4Addr, Protocol, u16, Option<ServiceConfig>),
     SetInternal(NetworkId, bool),
     SetDns(Option<Sender<DnsQuery>>),
@@ -325,6 +341,8 @@ pub enum DatapathError {
     NoVtep,
     #[error("no uplink is attached")]
     NoUplink,
+    #[error("the uplink cannot serve a published port")]
+    Listen(#[source] io::Error),
     #[error("a removal must come after every other change of its batch")]
     Order,
     /// Change `index` (from 0) of a batch failed; the batch was undone.
@@ -1132,6 +1150,18 @@ impl Worker {
                 self.switch.unpublish(proto, host_port);
                 Undo::RestorePublish(proto, host_port, before)
             }
+            Change::Listen(listener) => {
+                let (tcp, port) = listener.port();
+                let io = self.uplink_io().ok_or(DatapathError::NoUplink)?;
+                io.listen(listener).map_err(DatapathError::Listen)?;
+                Undo::Unlisten(tcp, port)
+            }
+            Change::Unlisten { tcp, host_port } => {
+                match self.uplink_io().and_then(|io| io.unlisten(tcp, host_port)) {
+                    Some(l) => Undo::Relisten(l),
+                    None => Undo::Nothing,
+                }
+            }
             Change::SetService(cfg) => {
                 let (vip, proto, port) = (cfg.vip, cfg.proto, cfg.port);
                 let before = self.switch.service(vip, proto, port);
@@ -1225,6 +1255,17 @@ impl Worker {
                         self.switch.unpublish(proto, host_port);
                     }
                 },
+                Undo::Nothing => {}
+                Undo::Unlisten(tcp, port) => {
+                    if let Some(io) = self.uplink_io() {
+                        drop(io.unlisten(tcp, port));
+                    }
+                }
+                Undo::Relisten(l) => {
+                    if let Some(io) = self.uplink_io() {
+                        let _ = io.listen(l);
+                    }
+                }
                 Undo::RestoreService(vip, proto, port, before) => match before {
                     Some(cfg) => self.switch.set_service(cfg),
                     None => {
@@ -1259,6 +1300,18 @@ impl Worker {
     }
 
     /// Stops polling port `id` and hands back its slot, device still open.
+    /// The uplink's device, if one is attached.
+    fn uplink_io(&mut self) -> Option<&mut Box<dyn Port>> {
+        let id = self.switch.uplink_port()?;
+        match self.ports.get_mut(id.0 as usize) {
+            Some(Some(PortSlot {
+                io: PortIo::Device(io),
+                ..
+            })) => Some(io),
+            _ => None,
+        }
+    }
+
     fn take_slot(&mut self, id: PortId) -> Option<PortSlot> {
         let slot = self.ports.get_mut(id.0 as usize).and_then(Option::take)?;
         if let PortIo::Device(io) = &slot.io {

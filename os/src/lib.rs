@@ -18,6 +18,8 @@
 //!   (what "root" means to weft's defaults).
 //! - [`userns`]: the rootless helper, a single-threaded child that enters a
 //!   user-owned namespace's user namespace and provisions the TAP there.
+//! - [`hostsock`]: peek offsets, copy-free discard and send-queue depth
+//!   for the socket uplink's host TCP sockets.
 //! - [`udp`]: the VTEP's UDP sockets, with batched receive, UDP GSO and GRO
 //!   ([`udp::VxlanSocket`]).
 //!
@@ -32,6 +34,7 @@
 
 mod cmsg;
 pub mod ethtool;
+pub mod hostsock;
 pub mod netlink;
 pub mod netns;
 pub mod packet;

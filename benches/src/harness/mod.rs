@@ -21,11 +21,14 @@
 //! - `chart`: chart.svg.
 //! - `sys`: processes, namespaces, commands and interruption.
 //! - `error`: [`Error`].
+//! - [`rootless`]: the rootless scenario (weft's socket uplink against
+//!   slirp4netns, pasta and a root veth).
 
 mod chart;
 mod error;
 mod measure;
 mod report;
+pub mod rootless;
 mod sys;
 mod topology;
 

@@ -50,6 +50,8 @@ pub struct Model {
     pub uplink: Option<u32>,
     /// (protocol, host port) → target.
     pub publishes: BTreeMap<(String, u16), SocketAddrV4>,
+    /// Host ports a socket uplink serves: (tcp, port).
+    pub listening: BTreeSet<(bool, u16)>,
     /// (VIP, protocol, port) → backend addresses.
     pub services: BTreeMap<(Ipv4Addr, String, u16), Vec<Ipv4Addr>>,
     pub static_macs: BTreeSet<(u32, String, u32)>,
@@ -224,6 +226,12 @@ impl FakeDatapath {
                 host_port,
             } => {
                 m.publishes.remove(&(proto(p), host_port));
+            }
+            Change::Listen(l) => {
+                m.listening.insert(l.port());
+            }
+            Change::Unlisten { tcp, host_port } => {
+                m.listening.remove(&(tcp, host_port));
             }
             Change::SetService(s) => {
                 m.services
