@@ -430,13 +430,15 @@ pub async fn run(shared: Arc<Shared>, events: Sender<ClusterEvent>) {
 }
 
 /// The first session's work, done before the daemon serves: check that the
-/// store answers, register, and read everything.
+/// store answers, read everything, and register.
 pub async fn start(shared: &Shared, events: &Sender<ClusterEvent>) -> Result<(), String> {
     let mut client = connect(&shared.config).await?;
     bounded(client.get("weft-probe", Some(GetOptions::new().with_count_only()))).await?;
     shared.lock().client = Some(client.clone());
-    register(shared, &mut client).await?;
+    // Read first: address blocks this host held before a restart (under
+    // its old lease) are then written again under the new one.
     full_read(shared, &mut client, events).await?;
+    register(shared, &mut client).await?;
     let mut state = shared.lock();
     state.connected = true;
     Ok(())
