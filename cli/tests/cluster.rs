@@ -388,7 +388,7 @@ fn three_hosts_share_one_network_without_peers_or_ranges() {
     assert!(hosts[1].has_network("ov"));
 
     // Detach withdraws an endpoint from every other host.
-    let (c1, rest) = (&cs[1], &cs);
+    let c1 = &cs[1];
     hosts[1].weft(&["detach", "ov", &c1.ep.name]);
     converge("a detached endpoint is withdrawn", CONVERGE_TIMEOUT, || {
         !hosts[0].remote_macs("ov").contains(&c1.ep.mac)
@@ -397,7 +397,6 @@ fn three_hosts_share_one_network_without_peers_or_ranges() {
                 .iter()
                 .any(|n| n.starts_with(&format!("{} ", c1.ep.ip)))
     });
-    let _ = rest;
 
     // A host killed with SIGKILL is withdrawn when its lease expires.
     let dead = &hosts[2];
@@ -438,8 +437,7 @@ fn concurrent_attaches_on_every_host_never_collide() {
     let etcd = Etcd::start(&ul.ns, &ul.addr(254));
     let prefix = prefix();
     let hosts: Vec<Host> = (1..=3).map(|n| ul.host(n, &etcd.url(), &prefix)).collect();
-    // A /27: 2 blocks of 16... each host needs its own, so use a /24
-    // (16 blocks of 16) and enough endpoints to need two blocks on one host.
+    // A /24 is cut into blocks of 16 addresses: every host leases its own.
     assert_ok(
         &hosts[0].weft(&[
             "network",
@@ -481,11 +479,10 @@ fn concurrent_attaches_on_every_host_never_collide() {
     let macs: BTreeSet<&str> = endpoints.iter().map(|e| e.mac.as_str()).collect();
     assert_eq!(macs.len(), endpoints.len(), "two endpoints got one MAC");
     // Every host installed all the others' endpoints.
-    for (i, h) in hosts.iter().enumerate() {
+    for h in &hosts {
         converge("remote endpoints installed", CONVERGE_TIMEOUT, || {
             h.remote_macs("ov").len() == PER_HOST * (hosts.len() - 1)
         });
-        let _ = i;
     }
     // And an explicit address held elsewhere is refused with its holder.
     let ns = Netns::new("c");
@@ -568,6 +565,83 @@ fn forwarding_survives_a_store_outage_and_the_daemons_resync() {
         || hosts[0].remote_macs("ov").contains(&c.ep.mac),
     );
     assert_reaches(&a.ns, &c.ep.ip);
+}
+
+#[test]
+fn a_host_cut_off_while_the_store_compacts_reads_everything_again() {
+    require_root!();
+    let ul = Underlay::new(73);
+    let etcd = Etcd::start(&ul.ns, &ul.addr(254));
+    let prefix = prefix();
+    let hosts: Vec<Host> = (1..=2).map(|n| ul.host(n, &etcd.url(), &prefix)).collect();
+    assert_ok(
+        &hosts[0].weft(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            &subnet(73, 0),
+            "--vni",
+            "73",
+        ]),
+        "network create",
+    );
+    converge("the network reaches every host", CONVERGE_TIMEOUT, || {
+        hosts.iter().all(|h| h.has_network("ov"))
+    });
+    let a = hosts[0].container("ov");
+    let b = hosts[1].container("ov");
+    converge("remote endpoints installed", CONVERGE_TIMEOUT, || {
+        hosts[1].remote_macs("ov").contains(&a.ep.mac)
+    });
+
+    // Cut host 2 off the underlay until it notices.
+    assert_ok(
+        &hosts[1]._ns.ip(&["link", "set", "ul0", "down"]),
+        "ul0 down",
+    );
+    converge("host 2 notices", Duration::from_secs(9), || {
+        hosts[1].store()["connected"] == false
+    });
+    // Meanwhile host 1 adds one endpoint and withdraws another, and the
+    // store compacts that history away.
+    let c = hosts[0].container("ov");
+    hosts[0].weft(&["detach", "ov", &a.ep.name]);
+    let etcdctl = |args: &[&str]| {
+        let endpoint = format!("http://{}:{ETCD_PORT}", ul.addr(254));
+        let mut all = vec!["etcdctl", "--endpoints", endpoint.as_str()];
+        all.extend_from_slice(args);
+        ul.ns.exec(&all)
+    };
+    let out = etcdctl(&["endpoint", "status", "--write-out", "json"]);
+    assert_ok(&out, "etcdctl endpoint status");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("etcdctl json");
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("a revision");
+    assert_ok(
+        &etcdctl(&["compact", &revision.to_string()]),
+        "etcdctl compact",
+    );
+
+    assert_ok(&hosts[1]._ns.ip(&["link", "set", "ul0", "up"]), "ul0 up");
+    converge("host 2 reconnects", Duration::from_secs(20), || {
+        hosts[1].store()["connected"] == true
+    });
+    converge("host 2 caught up", CONVERGE_TIMEOUT, || {
+        let macs = hosts[1].remote_macs("ov");
+        macs.contains(&c.ep.mac) && !macs.contains(&a.ep.mac)
+    });
+    assert!(
+        hosts[1].store()["revision"].as_i64().unwrap_or(0) >= revision,
+        "host 2's view is older than the compaction"
+    );
+    let log = std::fs::read_to_string(&hosts[1].daemon.log).unwrap_or_default();
+    assert!(
+        log.contains("compacted"),
+        "host 2 did not resynchronise from a full read:\n{log}"
+    );
+    assert_reaches(&b.ns, &c.ep.ip);
 }
 
 #[test]
