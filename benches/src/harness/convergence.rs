@@ -8,8 +8,10 @@
 //! host on an overlay network created once. Then it attaches endpoints one
 //! at a time on hosts picked at random and measures, for each, the time
 //! from the attach request's return until every other host can reach it:
-//! the endpoint's MAC is in that host's forwarding database and a ping from
-//! that host's probe is answered. It reports p50, p99 and the maximum, the
+//! the endpoint's MAC is in that host's forwarding database and an ICMP echo
+//! from that host's probe is answered (sent from a thread inside the probe's
+//! namespace, so that probing many hosts at once measures weft rather than
+//! process start-up). It reports p50, p99 and the maximum, the
 //! etcd requests per second during the attaches (from etcd's own gRPC
 //! counters), and each daemon's resident memory, and writes results.json
 //! and chart.svg (the distribution).
@@ -378,19 +380,18 @@ fn converge(
         }
     }
     let fdb = attached.elapsed();
+    let target: std::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| Error::Tool(format!("attach returned `{ip}`, not an address")))?;
     let reached: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(seq, h)| {
                 s.spawn(move || {
+                    let ns = Path::new("/var/run/netns").join(&h.probe);
                     sys::wait_until("a ping answered", CONVERGE_TIMEOUT, || {
-                        Ok(sys::run_bounded(
-                            &in_ns(&h.probe, &["ping", "-n", "-c", "1", "-W", "1", ip]),
-                            &[],
-                            Duration::from_secs(3),
-                        )?
-                        .status
-                        .success())
+                        echo(&ns, target, seq as u16)
                     })
                 })
             })
@@ -407,6 +408,70 @@ fn converge(
         r?;
     }
     Ok((fdb, attached.elapsed()))
+}
+
+/// One ICMP echo (RFC 792) from inside namespace `ns` to `target`, sent on
+/// a raw socket by the calling thread after it joined the namespace (a
+/// thread of its own: `setns` changes only the caller); whether the reply
+/// came within a second. No process is started, so many hosts can be
+/// probed at once without the probes' own start-up cost.
+fn echo(ns: &Path, target: std::net::Ipv4Addr, seq: u16) -> Result<bool> {
+    use nix::sys::socket::{
+        recvfrom, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
+        SockProtocol, SockType, SockaddrIn,
+    };
+    let file = fs::File::open(ns).with_context(|| format!("cannot open {}", ns.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot enter {}", ns.display()))?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Icmp,
+    )
+    .map_err(std::io::Error::from)
+    .context("cannot open a raw ICMP socket")?;
+    setsockopt(
+        &sock,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(1, 0),
+    )
+    .map_err(std::io::Error::from)
+    .context("cannot set the ICMP socket's timeout")?;
+    let id = (std::process::id() & 0xffff) as u16;
+    // Type 8 (echo request), code 0, checksum, identifier, sequence, data.
+    let mut req = [0u8; 16];
+    req[0] = 8;
+    req[4..6].copy_from_slice(&id.to_be_bytes());
+    req[6..8].copy_from_slice(&seq.to_be_bytes());
+    req[8..].copy_from_slice(b"weftconv");
+    let sum = weft_packet::checksum::checksum(&req);
+    req[2..4].copy_from_slice(&sum.to_be_bytes());
+    let to = SockaddrIn::from(std::net::SocketAddrV4::new(target, 0));
+    use std::os::fd::AsRawFd as _;
+    sendto(sock.as_raw_fd(), &req, &to, MsgFlags::empty())
+        .map_err(std::io::Error::from)
+        .context("cannot send an ICMP echo")?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let Ok((len, from)) = recvfrom::<SockaddrIn>(sock.as_raw_fd(), &mut buf) else {
+            return Ok(false);
+        };
+        // A raw socket hands over the IPv4 header too.
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        let icmp = &buf[ihl.min(len)..len];
+        let ours = from.is_some_and(|a| a.ip() == target)
+            && icmp.len() >= 8
+            && icmp[0] == 0
+            && icmp[4..6] == id.to_be_bytes()
+            && icmp[6..8] == seq.to_be_bytes();
+        if ours {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The distribution of convergence times as a cumulative plot.
