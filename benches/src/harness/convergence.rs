@@ -8,7 +8,7 @@
 //! host on an overlay network created once. Then it attaches endpoints one
 //! at a time on hosts picked at random and measures, for each, the time
 //! from the attach request's return until every other host can reach it:
-//! the endpoint's MAC is in that host's forwarding database and an ICMP echo
+//! the endpoint's MAC is in that host's forwarding database, and until an ICMP echo
 //! from that host's probe is answered (sent from a thread inside the probe's
 //! namespace, so that probing many hosts at once measures weft rather than
 //! process start-up). It reports p50, p99 and the maximum, the
@@ -66,7 +66,8 @@ fn call(socket: &Path, req: serde_json::Value, what: &str) -> Result<serde_json:
     client::call(socket, &req).with_context(|| format!("`weft {what}` failed"))
 }
 
-/// etcd's handled gRPC requests so far, from its metrics.
+/// gRPC messages etcd received so far (unary requests and the messages of
+/// watch and keep-alive streams), from its metrics.
 fn etcd_requests(ul: &str, ip: &str) -> Option<f64> {
     let out = run(&in_ns(
         ul,
@@ -81,7 +82,7 @@ fn etcd_requests(ul: &str, ip: &str) -> Option<f64> {
     .ok()?;
     Some(
         out.lines()
-            .filter(|l| l.starts_with("grpc_server_handled_total"))
+            .filter(|l| l.starts_with("grpc_server_msg_received_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
