@@ -528,6 +528,29 @@ pub struct StatusInfo {
     /// The address peers reach this host at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep_ip: Option<Ipv4Addr>,
+    /// The cluster store, when the daemon runs with `--store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreInfo>,
+}
+
+/// The cluster store as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The store's address as given to `--store` (`etcd://HOST:PORT,...`).
+    pub url: String,
+    /// The key prefix weft's records live under.
+    pub prefix: String,
+    /// Whether the daemon is connected to the store and watching it.
+    pub connected: bool,
+    /// The store revision the daemon's view reflects.
+    pub revision: i64,
+    /// Hosts registered in the store, this one included.
+    pub hosts: usize,
+    /// Endpoints of other hosts installed here.
+    pub remote_endpoints: usize,
+    /// The last store error, while disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[cfg(test)]

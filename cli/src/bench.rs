@@ -19,6 +19,7 @@ Examples:
   sudo weft bench
   sudo weft bench --scenario same-host --against kernel-bridge --duration 5
   sudo weft bench --tests tcp1,rr --out /tmp/results
+  sudo weft bench --scenario convergence --hosts 50 --endpoints 100
   sudo weft bench --scenario same-host --against kernel-bridge \\
       --baseline-weft /tmp/weft-previous
   sudo weft bench --scenario rootless --duration 10";
@@ -74,6 +75,12 @@ pub struct BenchArgs {
         default_value = "weft,slirp4netns,pasta,veth"
     )]
     paths: Vec<RootlessPath>,
+    /// Hosts of the convergence scenario
+    #[arg(long, value_name = "N", default_value = "10", value_parser = clap::value_parser!(u16).range(2..=200))]
+    hosts: u16,
+    /// Endpoints the convergence scenario attaches, one at a time
+    #[arg(long, value_name = "N", default_value = "30", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    endpoints: u16,
 }
 
 /// A way out of a namespace, for --scenario rootless.
@@ -99,6 +106,9 @@ enum ScenarioArg {
     /// uplink against slirp4netns, pasta and a root veth, MTU 1500 and
     /// 65520, both directions
     Rootless,
+    /// --hosts daemons joined through one etcd (--store): how long a new
+    /// endpoint takes to be reachable from every other host
+    Convergence,
 }
 
 /// Progress and warnings on stderr, the table on stdout.
@@ -127,6 +137,24 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         ScenarioArg::Overlay => vec![Scenario::Overlay],
         ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
         ScenarioArg::Rootless => return run_rootless(exe, args),
+        ScenarioArg::Convergence => {
+            let opts = harness::ConvergenceOptions {
+                exe: exe.to_path_buf(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                hosts: usize::from(args.hosts),
+                endpoints: usize::from(args.endpoints),
+                out: args
+                    .out
+                    .unwrap_or_else(|| PathBuf::from("weft-bench-convergence")),
+            };
+            return match harness::run_convergence(&opts, &Terminal) {
+                Err(e) if e.is_interrupted() => {
+                    eprintln!("weft bench: interrupted; everything it created has been removed");
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
+                result => Ok(result?),
+            };
+        }
     };
     let opts = Options {
         exe: exe.to_path_buf(),

@@ -543,6 +543,28 @@ struct DaemonArgs {
     /// How to write log lines: `text` for people, `json` for collectors
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: weft_daemon::LogFormat,
+    /// Join a cluster of hosts sharing an etcd store,
+    /// etcd://HOST:PORT[,HOST:PORT...]: overlay networks, address blocks,
+    /// hosts and endpoints then come from the store [default: this host
+    /// alone]
+    #[arg(long, value_name = "URL", env = "WEFT_STORE")]
+    store: Option<String>,
+    /// Key prefix of weft's records in the store
+    #[arg(long, value_name = "PREFIX", default_value = weft_cluster::DEFAULT_PREFIX, requires = "store")]
+    store_prefix: String,
+    /// etcd user, when etcd has authentication on (the password comes from
+    /// --store-password or WEFT_STORE_PASSWORD)
+    #[arg(long, value_name = "USER", requires = "store")]
+    store_user: Option<String>,
+    /// Password of --store-user
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "WEFT_STORE_PASSWORD",
+        hide_env_values = true,
+        requires = "store_user"
+    )]
+    store_password: Option<String>,
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -656,19 +678,37 @@ fn report(err: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = cli.socket.unwrap_or_else(client::default_socket_path);
     match cli.command {
-        Command::Daemon(args) => Ok(weft_daemon::run(weft_daemon::DaemonOptions {
-            socket,
-            state_dir: args.state_dir.unwrap_or_else(default_state_dir),
-            mac_aging: args.mac_aging,
-            vxlan_listen: args.vxlan_listen,
-            vtep_ip: args.vtep_ip,
-            underlay_mtu: args.underlay_mtu,
-            conntrack_max: args.conntrack_max,
-            snat_ports: args.snat_ports,
-            dns_upstreams: args.dns_upstream,
-            log_level: args.log_level,
-            log_format: args.log_format,
-        })?),
+        Command::Daemon(args) => {
+            let user = match (args.store_user, args.store_password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (Some(user), None) => anyhow::bail!(
+                    "--store-user {user} needs a password: pass --store-password or set WEFT_STORE_PASSWORD"
+                ),
+                _ => None,
+            };
+            let store = match &args.store {
+                Some(url) => Some(weft_cluster::StoreConfig::parse(
+                    url,
+                    &args.store_prefix,
+                    user,
+                )?),
+                None => None,
+            };
+            Ok(weft_daemon::run(weft_daemon::DaemonOptions {
+                socket,
+                state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+                mac_aging: args.mac_aging,
+                vxlan_listen: args.vxlan_listen,
+                vtep_ip: args.vtep_ip,
+                underlay_mtu: args.underlay_mtu,
+                conntrack_max: args.conntrack_max,
+                snat_ports: args.snat_ports,
+                dns_upstreams: args.dns_upstream,
+                log_level: args.log_level,
+                log_format: args.log_format,
+                store,
+            })?)
+        }
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;
             demo::run(&exe)

@@ -426,14 +426,33 @@ pub fn created(n: &NetworkInfo) -> String {
 
 /// `weft status`.
 pub fn status(s: &StatusInfo, socket: &std::path::Path) -> String {
-    let mut out = key_values(&[
+    let mut rows = vec![
         ("daemon", format!("running (pid {})", s.pid)),
         ("socket", socket.display().to_string()),
         ("version", s.version.clone()),
         ("api version", s.api_version.to_string()),
         ("networks", s.networks.to_string()),
         ("endpoints", s.endpoints.to_string()),
-    ]);
+    ];
+    if let Some(vtep) = s.vtep_ip {
+        rows.push(("vtep", vtep.to_string()));
+    }
+    if let Some(store) = &s.store {
+        let state = if store.connected {
+            "connected".to_string()
+        } else {
+            format!(
+                "DISCONNECTED ({}), forwarding on the last known state",
+                store.last_error.as_deref().unwrap_or("reconnecting")
+            )
+        };
+        rows.push(("store", format!("{} ({})", store.url, store.prefix)));
+        rows.push(("store state", state));
+        rows.push(("store revision", store.revision.to_string()));
+        rows.push(("hosts", store.hosts.to_string()));
+        rows.push(("remote endpoints", store.remote_endpoints.to_string()));
+    }
+    let mut out = key_values(&rows);
     if s.api_version != API_VERSION {
         let _ = writeln!(
             out,

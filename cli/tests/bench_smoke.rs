@@ -3,7 +3,10 @@
 //! that nothing is left behind. No figure is asserted: speed is for the
 //! benchmark, not for tests.
 //!
-//! Needs root (and iperf3); without them it prints why and returns.
+//! Also the rootless and convergence scenarios (the latter on three hosts and
+//! a real etcd).
+//!
+//! Needs root (and iperf3, etcd); without them it prints why and returns.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -213,6 +216,87 @@ fn rootless_scenario_measures_weft_and_the_veth() {
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert!(
         !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
+        "temporary directory left behind"
+    );
+}
+
+/// `--scenario convergence` on three hosts joined through a real etcd.
+#[test]
+fn bench_convergence_on_three_hosts() {
+    require_root!();
+    if !have("etcd") || !have("etcdctl") {
+        eprintln!("skipped: needs etcd (apt install etcd-server etcd-client)");
+        return;
+    }
+    let out = TempDir::new("bench-conv");
+    let mut child = Command::new(WEFT)
+        .args([
+            "bench",
+            "--scenario",
+            "convergence",
+            "--hosts",
+            "3",
+            "--endpoints",
+            "3",
+            "--out",
+        ])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft bench");
+    let pid = child.id();
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weft bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // `pid` is our unreaped child; SIGINT makes it clean up.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+            let _ = child.wait();
+            panic!("weft bench did not finish within {} s", TIMEOUT.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let dump = format!("status: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(status.success(), "{dump}");
+    assert!(
+        stdout.contains("convergence, 3 hosts, 3 endpoints"),
+        "{dump}"
+    );
+
+    let text = std::fs::read_to_string(out.path().join("results.json")).expect("read results.json");
+    let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
+    assert_eq!(doc["hosts"], 3, "{text}");
+    assert_eq!(
+        doc["convergence_ms"]["each"].as_array().map(Vec::len),
+        Some(3),
+        "{text}"
+    );
+    assert!(doc["convergence_ms"]["p99"].as_f64().is_some(), "{text}");
+    assert!(
+        doc["daemon_rss_mib"]["max"].as_f64().unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    let svg = std::fs::read_to_string(out.path().join("chart.svg")).expect("read chart.svg");
+    assert!(svg.starts_with("<svg"));
+
+    let prefix = format!("weft-b{pid}-");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !std::env::temp_dir()
+            .join(format!("weft-b{pid}-conv"))
+            .exists(),
         "temporary directory left behind"
     );
 }

@@ -97,11 +97,13 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     .map_err(|e| in_network(ipam_error(e), &net.name))?;
                 ip
             }
+            None if self.cluster_allocates(&req.network) => self.cluster_address(&req.network)?,
             None => net
                 .pool
                 .next_free()
                 .map_err(|e| in_network(ipam_error(e), &net.name))?,
         };
+        let net = self.network(&req.network)?;
         let mac = match &req.mac {
             Some(text) => {
                 let mac = parse_unicast_mac(text)?;
@@ -112,6 +114,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     ));
                 }
                 mac
+            }
+            // Endpoint names are per host: on a cluster-wide network the
+            // host's address keeps two hosts' `web` apart.
+            None if self.cluster_wide(&req.network) => {
+                let host = self.overlay.vtep_ip().map(|a| a.to_string());
+                derive_mac(net, &format!("{name}@{}", host.unwrap_or_default()))
             }
             None => derive_mac(net, &name),
         };
@@ -124,7 +132,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .values()
             .flat_map(|n| n.endpoints.values())
             .any(|e| e.netns_id == netns.id);
-        let tap = TapRequest {
+        let mut tap = TapRequest {
             ifname: ifname.clone(),
             mac,
             ip,
@@ -141,7 +149,17 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .get_mut(&req.network)
             .expect("looked up above");
         net.pool.reserve(ip).map_err(ipam_error)?;
+        // On a cluster-wide network the address is published before the
+        // device exists, so that no other host hands it out meanwhile.
+        let ip = if self.cluster_wide(&req.network) {
+            let ip = self.cluster_publish(&req.network, &name, ip, mac, req.ip.is_none())?;
+            tap.ip = ip;
+            ip
+        } else {
+            ip
+        };
         let release = |this: &mut Self| {
+            this.cluster_withdraw(&req.network, ip);
             if let Some(net) = this.networks.get_mut(&req.network) {
                 net.pool.release(ip);
             }
@@ -233,6 +251,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         self.datapath.apply(changes).map_err(datapath_error)?;
         self.forget_publishes(network, endpoint);
         self.record_services(services);
+        self.cluster_withdraw(network, info.ip.addr());
         let net = self.networks.get_mut(network).expect("looked up above");
         if let Some(ep) = net.endpoints.remove(endpoint) {
             net.pool.release(ep.ip);

@@ -216,6 +216,16 @@ impl Pool {
         Ok(Ipv4Addr::from(candidate))
     }
 
+    /// The lowest free host address inside `block` (an address block the
+    /// host leased from a cluster store), without reserving it.
+    pub fn next_free_in(&self, block: Ipv4Net) -> Option<Ipv4Addr> {
+        let first = u32::from(self.subnet.first_host()).max(u32::from(block.network()));
+        let last = u32::from(self.subnet.last_host()).min(u32::from(block.broadcast()));
+        (first..=last)
+            .map(Ipv4Addr::from)
+            .find(|a| !self.taken.contains(a))
+    }
+
     /// Returns an address to the pool.
     pub fn release(&mut self, addr: Ipv4Addr) -> bool {
         self.taken.remove(&addr)
@@ -308,6 +318,27 @@ mod tests {
             Pool::with_range(net("10.0.0.0/24"), net("10.0.1.0/25")),
             Err(IpamError::RangeOutsideSubnet { .. })
         ));
+    }
+
+    #[test]
+    fn free_addresses_inside_a_block() {
+        let mut p = Pool::new(net("10.0.0.0/24"));
+        p.reserve(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+        // The first block starts at the network address, which is never
+        // handed out, and the gateway is taken.
+        assert_eq!(
+            p.next_free_in(net("10.0.0.0/28")),
+            Some(Ipv4Addr::new(10, 0, 0, 2))
+        );
+        assert_eq!(
+            p.next_free_in(net("10.0.0.240/28")),
+            Some(Ipv4Addr::new(10, 0, 0, 240))
+        );
+        for n in 240..=254 {
+            p.reserve(Ipv4Addr::new(10, 0, 0, n)).unwrap();
+        }
+        // .255 is the broadcast address.
+        assert_eq!(p.next_free_in(net("10.0.0.240/28")), None);
     }
 
     #[test]

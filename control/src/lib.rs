@@ -15,6 +15,10 @@
 //! a step outside the datapath fails (the OS, the address pool, or saving
 //! the state), undoes its own earlier steps before it returns the error.
 //!
+//! A multi-host control plane plugs in through [`cluster`]: a
+//! [`cluster::ClusterStore`] the operations publish to, and
+//! [`Control::cluster_event`] for what other hosts did.
+//!
 //! Modules, lowest first: [`error`], [`ports`], [`persist`], [`dns`] (the
 //! gateways' DNS responders and the name tables they read), `state` (the
 //! registry and shared lookups), then one module per group of operations
@@ -23,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod dns;
 pub mod error;
 pub mod ipam;

@@ -42,6 +42,19 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             let _ = self.remove_network_now(&name);
             return Err(e);
         }
+        if self.cluster_wide(&name) {
+            let published = self.network_record(&name).and_then(|rec| {
+                self.cluster
+                    .as_ref()
+                    .expect("cluster_wide checked")
+                    .publish_network(&rec)
+            });
+            if let Err(e) = published {
+                let _ = self.remove_network_now(&name);
+                let _ = self.save();
+                return Err(e);
+            }
+        }
         tracing::info!(network = %name, subnet = %info.subnet, vni = ?info.vni, "network created");
         Ok(info)
     }
@@ -74,6 +87,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     services.join(", ")
                 ),
             ));
+        }
+        if self.cluster_wide(name) {
+            // Refused while any host has endpoints on it.
+            self.cluster
+                .as_ref()
+                .expect("cluster_wide checked")
+                .remove_network(name)?;
+            self.remote.endpoints.retain(|(n, _), _| n != name);
         }
         let spec = self.spec_of(name)?;
         let routes = self.routes_of(name);

@@ -23,6 +23,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             endpoints: self.networks.values().map(|n| n.endpoints.len()).sum(),
             vxlan_listen: self.overlay.bound,
             vtep_ip: self.overlay.vtep_ip(),
+            store: self.store_status(),
         }
     }
 

@@ -23,6 +23,7 @@ use weft_switch::switch::LoadBalance;
 use weft_switch::{NetworkId, PortId};
 use weft_vtep::Vni;
 
+use crate::cluster::{ClusterStore, Remote};
 use crate::dns::{table_for, NameTables};
 use crate::error::{err, in_network, ipam_error, ApiResult};
 use crate::persist::{SavedNetwork, SavedState, StateFile};
@@ -270,6 +271,10 @@ pub struct Control<D: Datapath, P: Provisioner> {
     pub(crate) nat: Nat,
     /// DNS name tables, shared with the DNS responders.
     pub(crate) names: NameTables,
+    /// The cluster store, with `--store`.
+    pub(crate) cluster: Option<Box<dyn ClusterStore>>,
+    /// What the cluster store says of the other hosts.
+    pub(crate) remote: Remote,
 }
 
 impl<D: Datapath, P: Provisioner> Control<D, P> {
@@ -292,6 +297,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             overlay: Overlay::new(vxlan),
             nat: Nat::default(),
             names,
+            cluster: None,
+            remote: Remote::default(),
         }
     }
 
@@ -377,16 +384,37 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .collect()
     }
 
-    /// Writes networks, routes and peers to the state file.
+    /// Writes networks, routes and peers to the state file. With a cluster
+    /// store, overlay networks and the peers it brought live in the store
+    /// instead.
     pub(crate) fn save(&self) -> ApiResult<()> {
+        let clustered = self.cluster.is_some();
         let saved = SavedState {
-            networks: self.networks.values().map(Network::saved).collect(),
-            routes: self.routes.iter().cloned().collect(),
+            networks: self
+                .networks
+                .values()
+                .filter(|n| !(clustered && n.vni.is_some()))
+                .map(Network::saved)
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .filter(|(a, b)| {
+                    !clustered
+                        || [a, b].iter().all(|n| {
+                            self.networks
+                                .get(n.as_str())
+                                .is_some_and(|n| n.vni.is_none())
+                        })
+                })
+                .cloned()
+                .collect(),
             peers: self
                 .overlay
                 .peers
-                .values()
-                .map(|p| p.addr.to_string())
+                .iter()
+                .filter(|(ip, _)| !self.remote.peers.contains(ip))
+                .map(|(_, p)| p.addr.to_string())
                 .collect(),
         };
         self.state.save(&saved).map_err(|e| {

@@ -52,6 +52,8 @@ pub enum DaemonError {
     /// The saved state could not be applied.
     #[error("{0}")]
     Restore(String),
+    #[error(transparent)]
+    Cluster(#[from] weft_cluster::ClusterError),
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -86,6 +88,8 @@ pub struct DaemonOptions {
     pub log_level: Option<String>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The cluster store (`--store`); `None`: this host alone.
+    pub store: Option<weft_cluster::StoreConfig>,
 }
 
 /// Longest request accepted, in bytes.
@@ -151,6 +155,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     let control = Arc::new(Mutex::new(Some(control)));
+    if let Some(config) = opts.store.clone() {
+        if let Err(e) = join_cluster(config, &vxlan, &control) {
+            let _ = std::fs::remove_file(&opts.socket);
+            return Err(e);
+        }
+    }
 
     {
         let control = Arc::clone(&control);
@@ -193,6 +203,44 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             tracing::warn!(error = %e, "could not start a thread for a client");
         }
     }
+    Ok(())
+}
+
+/// Registers this host in the cluster store, hands the control plane the
+/// store's hooks, and starts the thread that applies what other hosts do
+/// (under the control-plane lock, like any request).
+fn join_cluster(
+    config: weft_cluster::StoreConfig,
+    vxlan: &VxlanSettings,
+    control: &Arc<Mutex<Option<DaemonControl>>>,
+) -> Result<(), DaemonError> {
+    let vtep_ip = vxlan.vtep_ip.ok_or(weft_cluster::ClusterError::NoVtep)?;
+    let me = weft_control::cluster::HostRecord {
+        vtep: std::net::SocketAddrV4::new(vtep_ip, vxlan.listen.port()),
+        underlay_mtu: vxlan.underlay_mtu,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store = weft_cluster::start(config, me, tx)?;
+    control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .expect("not shut down yet")
+        .set_cluster(Box::new(store));
+    let control = Arc::clone(control);
+    std::thread::Builder::new()
+        .name("weft-cluster".into())
+        .spawn(move || {
+            for event in rx {
+                let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
+                match guard.as_mut() {
+                    Some(control) => control.cluster_event(event),
+                    None => return,
+                }
+            }
+        })
+        .map_err(io_error("starting the cluster thread"))?;
     Ok(())
 }
 

@@ -169,6 +169,17 @@ pub enum Change {
         ip: Ipv4Addr,
         mac: MacAddr,
     },
+    /// Forgets `mac` in `network`, static or learned (a remote endpoint
+    /// withdrawn by the cluster's store).
+    ClearMac {
+        network: NetworkId,
+        mac: MacAddr,
+    },
+    /// Forgets the IPv4 → MAC binding of `ip` in `network`.
+    ClearNeighbor {
+        network: NetworkId,
+        ip: Ipv4Addr,
+    },
     /// Attaches the uplink device as port `cfg.port`, replacing (and, once
     /// the batch has succeeded, closing) the attached one.
     SetUplink {
@@ -228,6 +239,8 @@ impl Change {
             Change::AddTunnel { .. } => "AddTunnel",
             Change::SetStaticMac { .. } => "SetStaticMac",
             Change::SetStaticNeighbor { .. } => "SetStaticNeighbor",
+            Change::ClearMac { .. } => "ClearMac",
+            Change::ClearNeighbor { .. } => "ClearNeighbor",
             Change::SetUplink { .. } => "SetUplink",
             Change::RemoveUplink => "RemoveUplink",
             Change::Publish { .. } => "Publish",
@@ -1190,6 +1203,16 @@ impl Worker {
             Change::SetStaticNeighbor { network, ip, mac } => {
                 let before = self.switch.neighbor_entry(network, ip);
                 self.switch.set_static_neighbor(network, ip, mac, now)?;
+                Undo::RestoreNeighbor(network, ip, before)
+            }
+            Change::ClearMac { network, mac } => {
+                let before = self.switch.mac_entry(network, mac);
+                self.switch.restore_mac_entry(network, mac, None);
+                Undo::RestoreMac(network, mac, before)
+            }
+            Change::ClearNeighbor { network, ip } => {
+                let before = self.switch.neighbor_entry(network, ip);
+                self.switch.restore_neighbor_entry(network, ip, None);
                 Undo::RestoreNeighbor(network, ip, before)
             }
             Change::RemoveNetwork(_)

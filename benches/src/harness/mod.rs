@@ -16,6 +16,7 @@
 //! that shows progress: the library prints nothing itself.
 //!
 //! - `topology`: builds and tears down each switch's namespaces.
+//! - `convergence`: the multi-host scenario on etcd ([`run_convergence`]).
 //! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
 //! - `report`: the results, the table and results.json.
 //! - `chart`: chart.svg.
@@ -25,6 +26,7 @@
 //!   slirp4netns, pasta and a root veth).
 
 mod chart;
+mod convergence;
 mod error;
 mod measure;
 mod report;
@@ -43,6 +45,7 @@ use report::{ScenarioRun, Status, SwitchRun};
 use topology::Ctx;
 use weft_api::client;
 
+pub use convergence::ConvergenceOptions;
 pub use error::{Error, Result};
 pub use measure::Test;
 pub use topology::{Scenario, Switch};
@@ -120,6 +123,27 @@ pub fn run(opts: &Options, report: &dyn Reporter) -> Result<()> {
         let _ = fs::remove_dir(&out_dir);
     }
     result
+}
+
+/// Runs the convergence scenario (`--scenario convergence`): N daemons
+/// joined through one etcd; see the `convergence` module.
+pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Result<()> {
+    if !client::is_privileged() {
+        return Err(Error::NotRoot {
+            exe: opts.exe.clone(),
+        });
+    }
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("etcdctl", "etcd-client"),
+    ] {
+        if sys::find_in_path(tool).is_none() {
+            return Err(Error::MissingTool { tool, package });
+        }
+    }
+    sys::catch_interrupts()?;
+    convergence::run_convergence(opts, report)
 }
 
 /// A weft binary to start `weft-baseline`'s daemons from: its absolute

@@ -200,6 +200,15 @@ impl FakeDatapath {
             Change::SetStaticNeighbor { network, ip, mac } => {
                 m.static_neighbors.insert((network.0, ip, mac.to_string()));
             }
+            Change::ClearMac { network, mac } => {
+                let mac = mac.to_string();
+                m.static_macs
+                    .retain(|(n, m, _)| !(*n == network.0 && *m == mac));
+            }
+            Change::ClearNeighbor { network, ip } => {
+                m.static_neighbors
+                    .retain(|(n, i, _)| !(*n == network.0 && *i == ip));
+            }
             Change::SetUplink { cfg, io, .. } => {
                 if let Some(old) = m.uplink.take() {
                     m.ports.remove(&old);

@@ -1,0 +1,70 @@
+//! weft's multi-host control plane on etcd (the v3 API, over gRPC with the
+//! `etcd-client` crate).
+//!
+//! With `weft daemon --store etcd://HOST:PORT`, every daemon registers its
+//! host (VTEP address, underlay MTU, version) under a lease it keeps alive,
+//! and watches the store for the others. Through the control plane's
+//! [`ClusterStore`](weft_control::cluster::ClusterStore) hooks, overlay
+//! networks are created and removed cluster-wide, addresses come from
+//! blocks each host leases on demand (as Calico's IPAM blocks), and
+//! endpoints are published so every host installs every remote endpoint's
+//! MAC and address before the first packet. The records and their keys are
+//! described in [`layout`].
+//!
+//! The client runs on a small tokio runtime of its own (one worker thread);
+//! the datapath is untouched, and keeps forwarding on the last known state
+//! while the store is away ([`agent`] explains the reconnection).
+//!
+//! Modules: [`config`] (`--store`), [`error`], [`layout`] (keys and
+//! records), [`agent`] (registration, watch, resynchronisation) and
+//! [`store`] (the hooks' transactions).
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod store;
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+pub use config::{StoreConfig, DEFAULT_LEASE_TTL, DEFAULT_PREFIX};
+pub use error::ClusterError;
+pub use store::EtcdStore;
+use weft_control::cluster::{ClusterEvent, HostRecord};
+
+/// Connects to the store, registers this host, reads every record (their
+/// events are in `events` when this returns) and starts the agent that
+/// follows the store from then on. Fails with a clear error when the store
+/// does not answer.
+pub fn start(
+    config: StoreConfig,
+    me: HostRecord,
+    events: Sender<ClusterEvent>,
+) -> Result<EtcdStore, ClusterError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weft-store")
+        .enable_all()
+        .build()
+        .map_err(ClusterError::Runtime)?;
+    let shared = Arc::new(agent::Shared {
+        config,
+        me,
+        state: Mutex::new(agent::State::default()),
+    });
+    runtime
+        .block_on(agent::start(&shared, &events))
+        .map_err(|why| ClusterError::Unreachable {
+            url: shared.config.url.clone(),
+            why,
+        })?;
+    tracing::info!(url = %shared.config.url, prefix = %shared.config.prefix, revision = shared.lock().revision, "joined the cluster store");
+    runtime.spawn(agent::run(Arc::clone(&shared), events));
+    Ok(EtcdStore {
+        shared,
+        runtime: Arc::new(runtime),
+    })
+}
