@@ -136,6 +136,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let counters = nonzero(&[
             ("arp_suppressed", &c.arp_suppressed),
             ("icmp_errors_sent", &c.icmp_errors_sent),
+            ("conntrack_early_evicted", &c.conntrack_early_evicted),
         ]);
         Stats {
             ports,

@@ -64,8 +64,8 @@ use weft_switch::mac_table::{Learned, SavedMac};
 use weft_switch::neighbor::{Neighbor, SavedNeighbor};
 use weft_switch::offload::{Coalescer, Push};
 use weft_switch::switch::{
-    conntrack_time, ConfigError, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit,
-    TunnelConfig, UplinkConfig,
+    conntrack_time, ConfigError, NetworkConfig, NetworkNat, PortConfig, Punt, ServiceConfig,
+    Switch, Transmit, TunnelConfig, UplinkConfig,
 };
 use weft_switch::{NetworkId, PortId};
 
@@ -200,6 +200,11 @@ pub enum Change {
         network: NetworkId,
         internal: bool,
     },
+    /// Sets a network's NAT behaviour (filtering, per-endpoint limits).
+    SetNetworkNat {
+        network: NetworkId,
+        nat: NetworkNat,
+    },
     /// Where DNS queries to the gateways go.
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
@@ -227,6 +232,7 @@ impl Change {
             Change::SetService(_) => "SetService",
             Change::RemoveService { .. } => "RemoveService",
             Change::SetInternal { .. } => "SetInternal",
+            Change::SetNetworkNat { .. } => "SetNetworkNat",
             Change::SetDns(_) => "SetDns",
             Change::SetAging(_) => "SetAging",
         }
@@ -300,6 +306,7 @@ enum Undo {
     RestorePublish(Protocol, u16, Option<SocketAddrV4>),
     RestoreService(Ipv4Addr, Protocol, u16, Option<ServiceConfig>),
     SetInternal(NetworkId, bool),
+    SetNetworkNat(NetworkId, NetworkNat),
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
 }
@@ -1148,6 +1155,11 @@ impl Worker {
                 self.switch.set_internal(network, internal);
                 Undo::SetInternal(network, before)
             }
+            Change::SetNetworkNat { network, nat } => {
+                let before = self.switch.network_nat(network);
+                self.switch.set_network_nat(network, nat);
+                Undo::SetNetworkNat(network, before)
+            }
             Change::SetDns(queries) => {
                 self.switch.set_dns(queries.is_some());
                 Undo::SetDns(std::mem::replace(&mut self.dns, queries))
@@ -1232,6 +1244,7 @@ impl Worker {
                     }
                 },
                 Undo::SetInternal(network, internal) => self.switch.set_internal(network, internal),
+                Undo::SetNetworkNat(network, nat) => self.switch.set_network_nat(network, nat),
                 Undo::SetDns(queries) => {
                     self.switch.set_dns(queries.is_some());
                     self.dns = queries;

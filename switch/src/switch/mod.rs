@@ -32,7 +32,9 @@ mod bridge;
 mod nat;
 mod route;
 
-pub use nat::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig, DNS_PORT};
+pub use nat::{
+    conntrack_time, Filtering, LoadBalance, NetworkNat, ServiceConfig, UplinkConfig, DNS_PORT,
+};
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use weft_nat::conntrack::{Hit, Timestamp};
+use weft_nat::conntrack::{Hit, HostLimits, Timestamp};
 use weft_nat::translate::{inspect_parsed, translate_parsed, TranslateOptions};
 use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
 
@@ -100,6 +100,28 @@ struct Service {
     next: usize,
 }
 
+/// Which inbound packets a mapping admits (RFC 4787 §5 and REQ-8, RFC
+/// 5382 REQ-3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Filtering {
+    /// From any address and port the endpoint has sent to from that
+    /// mapping's address: from any port of such an address.
+    #[default]
+    AddressDependent,
+    /// From anyone, while the mapping lives (what peer-to-peer software
+    /// likes best).
+    EndpointIndependent,
+}
+
+/// A network's NAT behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkNat {
+    pub filtering: Filtering,
+    /// What each endpoint of the network may hold in the conntrack table
+    /// and the SNAT port pool.
+    pub limits: HostLimits,
+}
+
 /// The switch's NAT state.
 pub(super) struct NatState {
     /// Owned by the switch (so by the datapath worker): no lock.
@@ -110,6 +132,8 @@ pub(super) struct NatState {
     /// (VIP, protocol, port) → service.
     services: FxHashMap<(Ipv4Addr, Protocol, u16), Service>,
     internal: FxHashSet<NetworkId>,
+    /// Networks whose NAT behaviour is not the default.
+    policies: FxHashMap<NetworkId, NetworkNat>,
     /// Whether DNS queries to the gateways are punted to the sink.
     dns: bool,
 }
@@ -131,6 +155,7 @@ impl NatState {
             published: FxHashMap::default(),
             services: FxHashMap::default(),
             internal: FxHashSet::default(),
+            policies: FxHashMap::default(),
             dns: false,
         }
     }
@@ -204,6 +229,27 @@ impl Switch {
         } else {
             self.nat.internal.remove(&network);
         }
+    }
+
+    /// Sets network `network`'s NAT behaviour.
+    pub fn set_network_nat(&mut self, network: NetworkId, nat: NetworkNat) {
+        if nat == NetworkNat::default() {
+            self.nat.policies.remove(&network);
+        } else {
+            self.nat.policies.insert(network, nat);
+        }
+    }
+
+    /// Network `network`'s NAT behaviour.
+    pub fn network_nat(&self, network: NetworkId) -> NetworkNat {
+        self.nat.policies.get(&network).copied().unwrap_or_default()
+    }
+
+    /// The NAT behaviour of the network `ip` is in (the default outside).
+    fn nat_policy_of(&self, ip: Ipv4Addr) -> NetworkNat {
+        self.network_for(ip)
+            .map(|n| self.network_nat(n))
+            .unwrap_or_default()
     }
 
     /// Whether network `id` is marked internal.
@@ -292,6 +338,7 @@ impl Switch {
             return Ok(None);
         };
         let ct = &mut self.nat.conntrack;
+        let evicted = ct.early_evicted();
         let hit = if info.icmp_error {
             ct.lookup(&info.key, ts)
         } else {
@@ -305,6 +352,9 @@ impl Switch {
                                 self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
                                 return Err(DropReason::ConntrackFull);
                             }
+                            Err(ConntrackError::HostLimit { .. }) => {
+                                return Err(DropReason::NatEndpointLimit)
+                            }
                             // No free source port (or reply tuple) for SNAT:
                             // the table has room, the port range does not.
                             Err(_) => return Err(DropReason::NatNoPort),
@@ -314,6 +364,12 @@ impl Switch {
                 },
             }
         };
+        let now_evicted = self.nat.conntrack.early_evicted();
+        if now_evicted != evicted {
+            self.counters
+                .conntrack_early_evicted
+                .fetch_add(now_evicted - evicted, Ordering::Relaxed);
+        }
         let Some(hit) = hit else {
             return Ok(None);
         };
@@ -322,6 +378,65 @@ impl Switch {
         };
         translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
         Ok(Some(hit))
+    }
+
+    /// A packet from outside to the uplink address that no flow and no
+    /// published port claims: if an endpoint's mapping holds its
+    /// destination port and the endpoint's network's filter admits its
+    /// source, opens a flow to the endpoint and translates the packet.
+    /// `Ok(false)`: no mapping holds the port.
+    fn nat_inbound_mapping(
+        &mut self,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+    ) -> Result<bool, DropReason> {
+        let Some((uplink, _)) = self.nat.uplink.as_ref() else {
+            return Ok(false);
+        };
+        let uplink_ip = uplink.ip;
+        let packet = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
+        let Ok(info) = inspect_parsed(packet, meta) else {
+            return Ok(false);
+        };
+        let key = info.key;
+        if info.icmp_error || key.proto == Protocol::Icmp {
+            return Ok(false);
+        }
+        let ct = &self.nat.conntrack;
+        let Some(owner) = ct.mapping_owner(key.proto, uplink_ip, key.dst.port()) else {
+            return Ok(false);
+        };
+        let policy = self.nat_policy_of(*owner.ip());
+        let admitted = policy.filtering == Filtering::EndpointIndependent
+            || ct.permits(key.proto, owner, *key.src.ip());
+        if !admitted {
+            return Err(DropReason::NatFiltered);
+        }
+        let ts = self.nat.now(now);
+        let hit = match self.nat.conntrack.create_inbound(
+            &key,
+            owner,
+            policy.limits,
+            info.len,
+            info.tcp_flags,
+            ts,
+        ) {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return Ok(false),
+            Err(ConntrackError::TableFull { .. }) => {
+                self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
+                return Err(DropReason::ConntrackFull);
+            }
+            Err(ConntrackError::HostLimit { .. }) => return Err(DropReason::NatEndpointLimit),
+            Err(_) => return Err(DropReason::NatNoPort),
+        };
+        let opts = TranslateOptions {
+            partial_csum: needs_csum(offload),
+        };
+        translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
+        Ok(true)
     }
 
     /// Packets to one of weft's own addresses that belong to a translated
@@ -408,9 +523,11 @@ impl Switch {
         };
         // An existing connection keeps its backend even if it was removed;
         // a new one with no backend left is refused.
+        let limits = self.network_nat(in_network).limits;
         let spec = backend.map(|b| NatSpec {
             snat: Some(gateway),
             dnat: Some(b),
+            limits,
         });
         match self.nat_translate(frame, offload, meta, spec, now) {
             Ok(Some(_)) => self
@@ -425,7 +542,11 @@ impl Switch {
     }
 
     /// Traffic to a published port on the uplink address, from inside
-    /// (hairpin) or outside.
+    /// (hairpin) or outside; from inside, also traffic to an endpoint's
+    /// mapping (hairpinning, RFC 4787 REQ-9, RFC 5382 REQ-8). Hairpinned
+    /// packets present the sender's own mapping, the uplink address and
+    /// its external port (REQ-9a), so both sides see each other as a peer
+    /// outside would.
     fn nat_published<T: Transmit>(
         &mut self,
         ingress: &Ingress,
@@ -435,17 +556,31 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
-        let from_inside = self.ingress_network(ingress).map(|n| n.cfg.gateway_ip);
+        let uplink_ip = self.nat.uplink.as_ref().map(|(u, _)| u.ip);
+        let from_inside = self.ingress_network(ingress).map(|n| n.cfg.id);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
             let info = inspect_parsed(packet, meta).ok()?;
             if info.icmp_error {
                 return None;
             }
-            let target = *self.nat.published.get(&(proto, info.key.dst.port()))?;
+            let port = info.key.dst.port();
+            let target = match self.nat.published.get(&(proto, port)) {
+                Some(&target) => target,
+                None if proto != Protocol::Icmp => {
+                    from_inside?;
+                    self.nat.conntrack.mapping_owner(proto, uplink_ip?, port)?
+                }
+                None => return None,
+            };
+            let limits = match from_inside {
+                Some(net) => self.network_nat(net).limits,
+                None => self.nat_policy_of(*target.ip()).limits,
+            };
             Some(NatSpec {
-                snat: from_inside,
+                snat: from_inside.and(uplink_ip),
                 dnat: Some(target),
+                limits,
             })
         });
         match self.nat_translate(frame, offload, meta, spec, now) {
@@ -532,9 +667,14 @@ impl Switch {
             self.arp_on_uplink(next_hop, now, tx);
             return Verdict::Drop(DropReason::NeighborUnknown);
         };
+        let limits = ingress
+            .network()
+            .map(|n| self.network_nat(n).limits)
+            .unwrap_or_default();
         let spec = NatSpec {
             snat: Some(uplink.ip),
             dnat: None,
+            limits,
         };
         match self.nat_translate(frame, offload, meta, Some(spec), now) {
             Ok(Some(_)) => {}
@@ -606,6 +746,9 @@ impl Switch {
                     Verdict::Pass => {}
                     Verdict::Handled => return Ok(()),
                     Verdict::Drop(reason) => return Err(reason),
+                }
+                if self.nat_inbound_mapping(frame, offload, &meta, now)? {
+                    return self.forward_translated(&ingress, frame, offload, now, tx);
                 }
                 if gateway::is_valid_echo_request(frame, &meta) {
                     let len = gateway::echo_reply_in_place(frame, &meta, uplink.mac, uplink.ip);
