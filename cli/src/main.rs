@@ -525,9 +525,11 @@ struct DaemonArgs {
     /// Most connections NAT tracks at once; new ones are refused beyond it
     #[arg(long, value_name = "N", default_value = "65536")]
     conntrack_max: usize,
-    /// Source ports masquerade hands out, FIRST-LAST
-    #[arg(long, value_name = "FIRST-LAST", default_value = "32768-60999", value_parser = parse_port_range)]
-    snat_ports: (u16, u16),
+    /// Source ports masquerade hands out, FIRST-LAST; when given, only
+    /// these [default: 32768-60999, and a free source port outside it is
+    /// kept]
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    snat_ports: Option<(u16, u16)>,
     /// Apply the RFC minimum NAT timeouts where Linux's are shorter: UDP
     /// 120 s even without a reply (RFC 4787 REQ-5), transitory TCP states
     /// 240 s (RFC 5382 REQ-5), ICMP query 60 s (RFC 5508 REQ-1). Explicit

@@ -77,8 +77,9 @@ pub struct DaemonOptions {
     pub underlay_mtu: u32,
     /// Most connections tracked at once.
     pub conntrack_max: usize,
-    /// Source ports SNAT hands out.
-    pub snat_ports: (u16, u16),
+    /// Source ports SNAT hands out (`None`: Linux's ephemeral range, and a
+    /// free source port outside it is kept; `Some`: only these).
+    pub snat_ports: Option<(u16, u16)>,
     /// NAT idle timeouts.
     pub nat_timeouts: NatTimeoutOptions,
     /// DNS servers names outside weft's networks are forwarded to (empty:
@@ -157,8 +158,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             opts.underlay_mtu
         )));
     }
-    let ports = weft_nat::PortRange::new(opts.snat_ports.0, opts.snat_ports.1)
-        .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?;
+    let ports = match opts.snat_ports {
+        Some((first, last)) => weft_nat::PortRange::new(first, last)
+            .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?,
+        None => weft_nat::PortRange::default(),
+    };
     if opts.conntrack_max == 0 {
         return Err(DaemonError::InvalidOption(
             "--conntrack-max must be at least 1".into(),
@@ -173,6 +177,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
         port_range: ports,
+        range_only: opts.snat_ports.is_some(),
         timeouts: opts.nat_timeouts.timeouts(),
         ..weft_nat::ConntrackConfig::default()
     });

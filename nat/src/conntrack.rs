@@ -335,6 +335,9 @@ pub struct ConntrackConfig {
     /// When the original port is taken, prefer a port of the same parity
     /// (RFC 4787 REQ-4).
     pub preserve_parity: bool,
+    /// Only ever hand out ports of `port_range`, even when the original
+    /// port lies outside it and is free (otherwise it is kept there).
+    pub range_only: bool,
 }
 
 impl Default for ConntrackConfig {
@@ -346,6 +349,7 @@ impl Default for ConntrackConfig {
             port_range: PortRange::default(),
             preserve_ports: true,
             preserve_parity: true,
+            range_only: false,
         }
     }
 }
@@ -732,7 +736,8 @@ impl Conntrack {
             segment: capacity.div_ceil(segments).max(1),
             ports: PortAllocator::new(config.port_range)
                 .with_port_preservation(config.preserve_ports)
-                .with_parity_preservation(config.preserve_parity),
+                .with_parity_preservation(config.preserve_parity)
+                .with_range_only(config.range_only),
             // At most one mapping, permit and host per flow; twice that
             // so they never grow (see `index`).
             mappings: HashMap::with_capacity(capacity.saturating_mul(2)),

@@ -8,16 +8,16 @@
 //! `net.ipv4.ip_local_port_range`); a port is in use while a flow holds
 //! it, whatever the flow's destination, so no two live flows of the same
 //! protocol on the same external address ever share a source port — the
-//! "port overloading" RFC 4787 REQ-3 forbids cannot happen. Mappings are
-//! per flow, not endpoint-independent (RFC 4787 REQ-1): a second flow
-//! from the same internal endpoint to another destination gets another
-//! external port (Linux's MASQUERADE can reuse it there, since its
-//! uniqueness is per reply tuple).
+//! "port overloading" RFC 4787 REQ-3 forbids cannot happen. The conntrack
+//! table holds one port per internal endpoint (its endpoint-independent
+//! mapping, RFC 4787 REQ-1) and shares it among that endpoint's flows.
 //!
 //! Allocation:
 //!
 //! 1. *Port preservation* (RFC 4787 §4.2.1): the original source port is
-//!    tried first if it lies in the range and is free, as Linux does.
+//!    tried first if it is free, as Linux does (through `&mut`, also a
+//!    port outside the range; see [`PortAllocator::allocate_owned`] for
+//!    privileged ports and parity, RFC 4787 REQ-3a and REQ-4).
 //! 2. Otherwise the search starts at a point derived from a
 //!    caller-supplied hash (the conntrack table hashes the flow with a
 //!    per-process random key, so ports are hard to predict, in the spirit
@@ -223,10 +223,13 @@ pub struct PortAllocator {
     range: PortRange,
     preserve: bool,
     parity: bool,
+    /// Never hand out a port outside the range, not even a kept one.
+    range_only: bool,
     pools: RwLock<HashMap<(Protocol, Ipv4Addr), Arc<Pool>>>,
-    /// Ports 0..=1023 per (protocol, address), for source ports below
-    /// 1024 outside the range (RFC 4787 REQ-3a); owner only.
-    low_pools: HashMap<(Protocol, Ipv4Addr), Pool>,
+    /// Every port per (protocol, address), for the ports outside the
+    /// range that are kept (port preservation) or privileged (RFC 4787
+    /// REQ-3a); owner only.
+    outside_pools: HashMap<(Protocol, Ipv4Addr), Pool>,
     exhausted: AtomicU64,
 }
 
@@ -255,10 +258,20 @@ impl PortAllocator {
             range,
             preserve: true,
             parity: false,
+            range_only: false,
             pools: RwLock::new(HashMap::new()),
-            low_pools: HashMap::new(),
+            outside_pools: HashMap::new(),
             exhausted: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps [`allocate_owned`](Self::allocate_owned) inside the range
+    /// even for a source port outside it that is free (as Linux's
+    /// `MASQUERADE --to-ports` does; without it, like plain
+    /// `MASQUERADE`, a free source port is kept wherever it is).
+    pub fn with_range_only(mut self, range_only: bool) -> PortAllocator {
+        self.range_only = range_only;
+        self
     }
 
     /// Turns port parity preservation (RFC 4787 REQ-4: an even source
@@ -350,11 +363,12 @@ impl PortAllocator {
     /// Beyond [`allocate`](Self::allocate), it follows RFC 4787 REQ-3a/b
     /// and REQ-4:
     ///
-    /// * a `preferred` TCP or UDP port below 1024 that is not in the range is kept
-    ///   if free, else replaced by a free port of the same parity in
+    /// * a `preferred` TCP or UDP port outside the range is kept if free,
+    ///   as Linux's masquerade does; a privileged one (below 1024) that
+    ///   is taken is replaced by a free port of the same parity in
     ///   `1..=511` (for `preferred < 512`) or `600..=1023`, the windows
-    ///   Linux uses, so a privileged port maps to a privileged one; only
-    ///   when those are full does it fall back to the range;
+    ///   Linux uses, so that it stays privileged; otherwise, or when
+    ///   those are full, a port of the range is picked;
     /// * with parity preservation on, a port of the range with the parity
     ///   of `preferred` is searched first, then any.
     pub fn allocate_owned(
@@ -366,12 +380,12 @@ impl PortAllocator {
     ) -> Result<u16, PortAllocError> {
         let range = self.range;
         if self.preserve
+            && !self.range_only
             && proto != Protocol::Icmp
             && preferred != 0
-            && preferred < 1024
             && !range.contains(preferred)
         {
-            if let Some(port) = self.allocate_low(proto, ip, preferred, hash) {
+            if let Some(port) = self.allocate_outside(proto, ip, preferred, hash) {
                 return Ok(port);
             }
         }
@@ -410,22 +424,27 @@ impl PortAllocator {
         }
     }
 
-    /// A privileged port for a privileged `preferred` (see
+    /// `preferred` (outside the range) if free, or a privileged port for
+    /// a privileged `preferred` (see
     /// [`allocate_owned`](Self::allocate_owned)).
-    fn allocate_low(
+    fn allocate_outside(
         &mut self,
         proto: Protocol,
         ip: Ipv4Addr,
         preferred: u16,
         hash: u64,
     ) -> Option<u16> {
-        let pool = self.low_pools.entry((proto, ip)).or_insert_with(|| {
-            let p = Pool::new(1024);
+        let range = self.range;
+        let pool = self.outside_pools.entry((proto, ip)).or_insert_with(|| {
+            let p = Pool::new(65536);
             p.claim(0);
             p
         });
         if pool.claim(usize::from(preferred)) {
             return Some(preferred);
+        }
+        if preferred >= 1024 {
+            return None;
         }
         let (lo, hi) = if preferred < 512 {
             (1, 511)
@@ -436,7 +455,10 @@ impl PortAllocator {
         let start = (hash % n as u64) as usize;
         for step in 0..n {
             let port = lo + (start + step) % n;
-            if port % 2 == usize::from(preferred % 2) && pool.claim(port) {
+            if port % 2 == usize::from(preferred % 2)
+                && !range.contains(port as u16)
+                && pool.claim(port)
+            {
                 return Some(port as u16);
             }
         }
@@ -446,11 +468,10 @@ impl PortAllocator {
     /// [`release`](Self::release) through `&mut self`, without locking.
     pub fn release_owned(&mut self, proto: Protocol, ip: Ipv4Addr, port: u16) -> bool {
         if !self.range.contains(port) {
-            return port < 1024
-                && self
-                    .low_pools
-                    .get(&(proto, ip))
-                    .is_some_and(|p| port != 0 && p.release(usize::from(port)));
+            return self
+                .outside_pools
+                .get(&(proto, ip))
+                .is_some_and(|p| port != 0 && p.release(usize::from(port)));
         }
         let first = self.range.first;
         self.pools
@@ -544,6 +565,11 @@ mod tests {
         let mut a =
             PortAllocator::new(PortRange::new(1024, 1100).unwrap()).with_parity_preservation(true);
         assert_eq!(a.allocate_owned(Protocol::Udp, IP, 1031, 0), Ok(1031));
+        // Outside the range: kept while free, then one of the range.
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 5000, 0), Ok(5000));
+        let p = a.allocate_owned(Protocol::Udp, IP, 5000, 3).unwrap();
+        assert!(a.range().contains(p) && p.is_multiple_of(2), "{p}");
+        assert!(a.release_owned(Protocol::Udp, IP, 5000));
         for hash in 0..20 {
             let p = a.allocate_owned(Protocol::Udp, IP, 1031, hash).unwrap();
             assert_eq!(p % 2, 1, "odd source port got {p}");
@@ -565,7 +591,7 @@ mod tests {
         let mut b =
             PortAllocator::new(PortRange::new(2000, 2003).unwrap()).with_parity_preservation(true);
         let got: HashSet<u16> = (0..4)
-            .map(|h| b.allocate_owned(Protocol::Tcp, IP, 5000, h).unwrap())
+            .map(|h| b.allocate_owned(Protocol::Tcp, IP, 2002, h).unwrap())
             .collect();
         assert_eq!(got, HashSet::from([2000, 2001, 2002, 2003]));
     }

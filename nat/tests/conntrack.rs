@@ -477,7 +477,7 @@ fn port_exhaustion_is_an_error_and_counted() {
     });
     for i in 0..3 {
         ct.track_or_create(
-            &key(Protocol::Udp, host(2), 10_100 + i, REMOTE, 53),
+            &key(Protocol::Udp, host(2), 5000 + i, REMOTE, 53),
             masq(),
             1,
             0,
@@ -487,7 +487,7 @@ fn port_exhaustion_is_an_error_and_counted() {
     }
     let err = ct
         .track_or_create(
-            &key(Protocol::Udp, host(2), 10_200, REMOTE, 53),
+            &key(Protocol::Udp, host(3), 5000, REMOTE, 53),
             masq(),
             1,
             0,
@@ -599,7 +599,7 @@ fn concurrent_hammering() {
                     let now = t(round * 200);
                     let mut replies = Vec::new();
                     for i in 0..500u16 {
-                        let k = key(Protocol::Udp, host(th + 1), 2000 + i, REMOTE, 53);
+                        let k = key(Protocol::Udp, host(th + 1), 40000 + i, REMOTE, 53);
                         let hit = ct
                             .lock()
                             .unwrap()
@@ -607,7 +607,7 @@ fn concurrent_hammering() {
                             .unwrap();
                         replies.push(hit.reply);
                         // A second thread shares some flows.
-                        let shared = key(Protocol::Tcp, host(100), 3000 + i, REMOTE, 80);
+                        let shared = key(Protocol::Tcp, host(100), 50000 + i, REMOTE, 80);
                         ct.lock()
                             .unwrap()
                             .track_or_create(&shared, masq(), 10, ACK, now)
@@ -726,10 +726,10 @@ fn mappings_are_endpoint_independent() {
 #[test]
 fn inbound_through_a_mapping() {
     let mut ct = Conntrack::default();
-    let internal = SocketAddrV4::new(host(2), 5000);
+    let internal = SocketAddrV4::new(host(2), 45000);
     let out = ct
         .track_or_create(
-            &key(Protocol::Udp, host(2), 5000, REMOTE, 3478),
+            &key(Protocol::Udp, host(2), 45000, REMOTE, 3478),
             masq(),
             1,
             0,
@@ -763,10 +763,10 @@ fn inbound_through_a_mapping() {
         Ok(None)
     );
     // A TCP SYN from outside completes its handshake.
-    let tcp_internal = SocketAddrV4::new(host(2), 6000);
+    let tcp_internal = SocketAddrV4::new(host(2), 46000);
     let o = ct
         .track_or_create(
-            &key(Protocol::Tcp, host(2), 6000, REMOTE, 80),
+            &key(Protocol::Tcp, host(2), 46000, REMOTE, 80),
             masq(),
             1,
             SYN,
