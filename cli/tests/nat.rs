@@ -2053,3 +2053,54 @@ fn one_endpoint_flood_does_not_deny_the_others() {
         w.json(&["stats"])
     );
 }
+
+/// The first datagram to an on-link address weft has not resolved yet is
+/// kept while weft asks for its MAC, then sent: answered on the first try.
+#[test]
+fn first_datagram_to_an_unresolved_neighbour_is_answered() {
+    require_root!();
+    const I: u8 = 91;
+    const PORT: u16 = 5091;
+    let w = World::new(I, &[]);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    // Two more on-link addresses of O that weft has never talked to.
+    let fresh: Vec<String> = [3, 4].iter().map(|k| format!("192.168.{I}.{k}")).collect();
+    for ip in &fresh {
+        assert_ok(
+            &w.o.ip(&["addr", "add", &format!("{ip}/24"), "dev", "o0"]),
+            "on-link address",
+        );
+    }
+    let servers: Vec<UdpServer> = fresh
+        .iter()
+        .map(|ip| UdpServer::start(&w.o, sa(ip, PORT), "neighbour"))
+        .collect();
+    let c = w.container("c", "lan", &[]);
+    let queued_before = w.json(&["stats"])["counters"]["neighbor_queued"]
+        .as_u64()
+        .unwrap_or(0);
+    for ip in &fresh {
+        let dst = sa(ip, PORT);
+        // One datagram, one wait: no retry.
+        let answer = try_in_netns(&c.ns, move || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.send_to(b"first", dst)?;
+            let mut buf = [0u8; 256];
+            let (n, from) = s.recv_from(&mut buf)?;
+            Ok((text(&buf[..n]), from))
+        })
+        .unwrap_or_else(|e| panic!("the first datagram to {dst} was not answered: {e}"));
+        assert_eq!(answer.1, dst);
+        assert!(answer.0.starts_with("neighbour"), "{answer:?}");
+    }
+    assert!(servers.iter().all(|s| s.peers().len() == 1));
+    let queued = w.json(&["stats"])["counters"]["neighbor_queued"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        queued >= queued_before + 2,
+        "neighbor_queued {queued_before} -> {queued}: {}",
+        w.json(&["stats"])
+    );
+}

@@ -198,6 +198,13 @@ pub struct SwitchCounters {
     pub conntrack_full: AtomicU64,
     /// Unconfirmed flows evicted early to make room for new ones.
     pub conntrack_early_evicted: AtomicU64,
+    /// Frames kept while their next hop's MAC was being resolved.
+    pub neighbor_queued: AtomicU64,
+    /// Frames dropped because the unresolved-neighbour queue was full (or
+    /// they were too large to keep).
+    pub neighbor_queue_full: AtomicU64,
+    /// Queued frames dropped because their neighbour never answered.
+    pub neighbor_queue_timeout: AtomicU64,
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
 use crate::neighbor::NeighborTable;
+use crate::unresolved::{NeighborKey, UnresolvedQueue, SLOT_LEN};
 use crate::{NetworkId, PortId};
 use weft_packet::meta::Ipv4Meta;
 use weft_packet::{
@@ -134,6 +135,8 @@ pub(super) struct NatState {
     internal: FxHashSet<NetworkId>,
     /// Networks whose NAT behaviour is not the default.
     policies: FxHashMap<NetworkId, NetworkNat>,
+    /// Frames waiting for a next hop's MAC.
+    unresolved: UnresolvedQueue,
     /// Whether DNS queries to the gateways are punted to the sink.
     dns: bool,
 }
@@ -156,6 +159,7 @@ impl NatState {
             services: FxHashMap::default(),
             internal: FxHashSet::default(),
             policies: FxHashMap::default(),
+            unresolved: UnresolvedQueue::new(),
             dns: false,
         }
     }
@@ -310,6 +314,51 @@ impl Switch {
         if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
             neighbors.expire(now, aging);
         }
+        let dropped = self.nat.unresolved.expire(now);
+        if dropped > 0 {
+            self.counters
+                .neighbor_queue_timeout
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps a frame whose next hop's MAC is unknown until `key` resolves
+    /// (see [`crate::unresolved`]); [`Verdict::Handled`] if kept.
+    pub(super) fn queue_unresolved(
+        &mut self,
+        key: NeighborKey,
+        frame: &[u8],
+        offload: &Offload,
+        now: Instant,
+    ) -> Verdict {
+        match self.nat.unresolved.push(key, frame, offload, now) {
+            Ok(()) => {
+                self.counters
+                    .neighbor_queued
+                    .fetch_add(1, Ordering::Relaxed);
+                Verdict::Handled
+            }
+            Err(_) => {
+                self.counters
+                    .neighbor_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Verdict::Drop(DropReason::NeighborUnknown)
+            }
+        }
+    }
+
+    /// Sends the frames waiting for `key` out of `port` to `mac`.
+    pub(super) fn flush_unresolved<T: Transmit>(
+        &mut self,
+        key: NeighborKey,
+        port: PortId,
+        mac: MacAddr,
+        tx: &mut T,
+    ) {
+        self.nat.unresolved.flush(key, |frame, offload| {
+            mac.write(frame, ethernet::DST);
+            tx.transmit(port, frame, offload);
+        });
     }
 
     /// Whether `ip` is one of weft's own addresses: a gateway or the uplink.
@@ -663,10 +712,11 @@ impl Switch {
             .uplink
             .as_ref()
             .and_then(|(_, n)| n.lookup(next_hop));
-        let Some(next_mac) = mac else {
+        if mac.is_none() && (is_gso(offload) || ETH_HEADER_LEN + meta.total_len > SLOT_LEN) {
+            // Too large to keep while the next hop is resolved.
             self.arp_on_uplink(next_hop, now, tx);
             return Verdict::Drop(DropReason::NeighborUnknown);
-        };
+        }
         let limits = ingress
             .network()
             .map(|n| self.network_nat(n).limits)
@@ -682,9 +732,15 @@ impl Switch {
             Err(reason) => return Verdict::Drop(reason),
         }
         gateway::decrement_ttl(frame);
-        next_mac.write(frame, ethernet::DST);
         uplink.mac.write(frame, ethernet::SRC);
-        let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
+        let frame = &mut frame[..ETH_HEADER_LEN + meta.total_len];
+        let Some(next_mac) = mac else {
+            // Translated and ready but for the next hop's MAC: kept until
+            // the ARP reply comes.
+            self.arp_on_uplink(next_hop, now, tx);
+            return self.queue_unresolved(NeighborKey::Uplink(next_hop), frame, offload, now);
+        };
+        next_mac.write(frame, ethernet::DST);
         tx.transmit(uplink.port, frame, offload);
         Verdict::Handled
     }
@@ -717,6 +773,7 @@ impl Switch {
                     if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
                         neighbors.learn(spa, sha, now);
                     }
+                    self.flush_unresolved(NeighborKey::Uplink(spa), uplink.port, sha, tx);
                 }
                 if gateway::is_arp_request_for(frame, uplink.ip) {
                     gateway::arp_reply_in_place(frame, uplink.mac, uplink.ip);
