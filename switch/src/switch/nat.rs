@@ -550,12 +550,28 @@ impl Switch {
             return Verdict::Pass;
         };
         let (in_network, gateway) = (net.cfg.id, net.cfg.gateway_ip);
+        if self
+            .nat
+            .services
+            .get(&key)
+            .is_none_or(|s| s.cfg.network != in_network)
+        {
+            return Verdict::Pass;
+        }
+        // A packet of a connection already placed keeps its backend and
+        // moves the round robin on by nothing.
+        match self.nat_translate(frame, offload, meta, None, now) {
+            Ok(Some(_)) => {
+                return self
+                    .forward_translated(ingress, frame, offload, now, tx)
+                    .into()
+            }
+            Ok(None) => {}
+            Err(reason) => return Verdict::Drop(reason),
+        }
         let Some(service) = self.nat.services.get_mut(&key) else {
             return Verdict::Pass;
         };
-        if service.cfg.network != in_network {
-            return Verdict::Pass;
-        }
         let backend = if service.cfg.backends.is_empty() {
             None
         } else {
