@@ -2105,3 +2105,64 @@ fn first_datagram_to_an_unresolved_neighbour_is_answered() {
         w.json(&["stats"])
     );
 }
+
+/// Debian's STUN client (RFC 3489 classification) against Debian's STUN
+/// server outside: weft's NAT is not symmetric. Skipped with a note where
+/// the packages are not installed (`.ci/run` installs them).
+#[test]
+fn stun_client_classifies_the_nat() {
+    require_root!();
+    const I: u8 = 92;
+    if Command::new("stun").arg("-h").output().is_err() || !Path::new("/usr/sbin/stund").exists() {
+        eprintln!("skipped: stun-client and stun-server are not installed");
+        return;
+    }
+    let w = World::new(I, &[]);
+    let (a1, a2) = (format!("198.18.{I}.1"), format!("198.18.{I}.3"));
+    outside_address(&w, &a1);
+    outside_address(&w, &a2);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    w.weft(&[
+        "network",
+        "create",
+        "p2p",
+        "--subnet",
+        &subnet(I, 1),
+        "--nat-filtering",
+        "endpoint-independent",
+    ]);
+    let _server = w.o.spawn(
+        &["/usr/sbin/stund", "-h", &a1, "-a", &a2],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    assert!(
+        w.o.wait_listening("udp", 3478, Duration::from_secs(5)),
+        "stund never listened"
+    );
+    for (net, filter) in [
+        ("lan", "Address Dependent Filter"),
+        ("p2p", "Independent Filter"),
+    ] {
+        let c = w.container(&format!("s{net}"), net, &[]);
+        let out =
+            c.ns.exec_timeout(&["stun", &a1, "-v"], Duration::from_secs(30));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict = text
+            .lines()
+            .find(|l| l.starts_with("Primary:"))
+            .unwrap_or_else(|| panic!("{net}: no classification from stun:\n{text}"))
+            .to_string();
+        eprintln!("{net}: {verdict}");
+        assert!(
+            verdict.contains("Independent Mapping"),
+            "{net}: weft's NAT looks symmetric to stun: {verdict}"
+        );
+        assert!(verdict.contains(filter), "{net}: {verdict}");
+        assert!(verdict.contains("will hairpin"), "{net}: {verdict}");
+    }
+}
