@@ -8,6 +8,19 @@
 //! ([`Hit::rewrite`]): original-direction packets become
 //! `reply.reversed()`, replies become `original.reversed()`.
 //!
+//! # Mappings and filtering
+//!
+//! SNAT is endpoint-independent (RFC 4787 REQ-1, RFC 5382 REQ-1): the first
+//! flow of an internal `X:x` toward an external address `E` allocates a
+//! port `e` (the original port when free, else one of the same parity:
+//! [`PortAllocator::allocate_owned`]), and every later flow of `X:x` through
+//! `E` reuses `E:e` whatever its destination. The mapping lives as long as
+//! one of its flows does; [`Conntrack::mapping_owner`] finds it from
+//! outside. The table also keeps, per mapping, which remote addresses it
+//! has flows to ([`Conntrack::permits`]): the caller's address-dependent
+//! filter asks it, and admits an inbound packet to a mapping with
+//! [`Conntrack::create_inbound`].
+//!
 //! # Timeouts
 //!
 //! A flow expires when it has seen no packet for the timeout of its state
@@ -67,9 +80,14 @@
 //!
 //! # Capacity
 //!
-//! At most [`ConntrackConfig::capacity`] flows exist at once; a new flow
-//! beyond that is refused with [`ConntrackError::TableFull`] (and counted)
-//! while existing flows keep working. Flows that expired but have not
+//! At most [`ConntrackConfig::capacity`] flows exist at once. A new flow
+//! beyond that, or beyond its source host's [`HostLimits`], first evicts
+//! one unconfirmed flow (TCP SYN_SENT, UDP never answered), as Linux's
+//! conntrack "early drop" does: the host's own at its own limit, else the
+//! one of the host holding the most among the next slots scanned. Only
+//! when there is none is it refused ([`ConntrackError::TableFull`],
+//! [`ConntrackError::HostLimit`], counted) while existing flows keep
+//! working; confirmed flows are never evicted. Flows that expired but have not
 //! been reaped still count until [`Conntrack::expire`] (or a lookup) reaps
 //! them.
 

@@ -7,12 +7,23 @@
 //! * Traffic from a network's endpoints to anything outside weft's networks
 //!   leaves through the uplink with the uplink address as its source
 //!   (traditional NAPT, RFC 3022 §2.2; UDP and TCP behaviour per RFC 4787
-//!   and RFC 5382, ICMP per RFC 5508). Replies and ICMP errors about a
-//!   translated flow are translated back, the quoted header too.
+//!   and RFC 5382, ICMP per RFC 5508). Mappings are endpoint-independent;
+//!   inbound packets to a mapping pass its network's filter
+//!   ([`Filtering`]: address-dependent by default, endpoint-independent on
+//!   request, RFC 4787 REQ-8). Replies and ICMP errors about a translated
+//!   flow are translated back, the quoted header too.
+//! * An endpoint reaching the uplink address is hairpinned to the endpoint
+//!   behind the mapping or published port it names, with its own mapping
+//!   as the source (RFC 4787 REQ-9, RFC 5382 REQ-8).
+//! * Each network sets per-endpoint limits on flows and mappings
+//!   ([`NetworkNat`]), so one endpoint cannot take the table or the port
+//!   pool from the others.
+//! * A frame whose next hop on the uplink is not resolved yet waits in a
+//!   bounded queue ([`crate::unresolved`]) for the ARP reply.
 //! * A published port sends traffic that reaches the uplink address on the
 //!   host port to an endpoint; the endpoint sees the real client address.
 //!   From inside weft (hairpin) the source is also rewritten to the asker's
-//!   gateway so the reply comes back through weft.
+//!   mapping on the uplink address so the reply comes back through weft.
 //! * A service VIP spreads new connections over its backends (round robin
 //!   or a hash of the 5-tuple); conntrack keeps each connection on its
 //!   backend for its life. The source becomes the gateway, as with hairpin,
