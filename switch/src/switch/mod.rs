@@ -50,6 +50,7 @@ use crate::mac_table::{
     LearnOutcome, Learned, MacTable, SavedMac, DEFAULT_AGING, DEFAULT_CAPACITY,
 };
 use crate::neighbor::{Neighbor, NeighborTable, SavedNeighbor};
+use crate::unresolved::NeighborKey;
 use crate::{NetworkId, PortId};
 use ipnet::Ipv4Net;
 use weft_packet::{
@@ -734,6 +735,9 @@ impl Switch {
                     if let Some(net) = self.network_mut(tunnel.network) {
                         net.neighbors.learn(spa, sha, now);
                     }
+                    // Frames routed to `spa` while it was unresolved.
+                    let key = NeighborKey::Network(tunnel.network, spa);
+                    self.flush_unresolved(key, tunnel.id, sha, tx);
                 }
                 if dst == gateway_mac {
                     // A reply to the gateway's own request: learned above.
