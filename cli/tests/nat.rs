@@ -2166,3 +2166,44 @@ fn stun_client_classifies_the_nat() {
         assert!(verdict.contains("will hairpin"), "{net}: {verdict}");
     }
 }
+
+/// DNS over TCP to a gateway for a name outside weft goes upstream over
+/// TCP (RFC 7766 §5): the upstream here answers on TCP only (its UDP port
+/// is a socket that never answers).
+#[test]
+fn dns_over_tcp_is_forwarded_over_tcp() {
+    require_root!();
+    const I: u8 = 93;
+    const UPSTREAM: u16 = 5393;
+    let w = World::new(I, &["--dns-upstream", &format!("127.0.0.1:{UPSTREAM}")]);
+    let _silent_udp = in_netns(&w.r, || UdpSocket::bind(("127.0.0.1", UPSTREAM)));
+    let listener = in_netns(&w.r, || TcpListener::bind(("127.0.0.1", UPSTREAM)));
+    let upstream = thread::spawn(move || -> io::Result<usize> {
+        listener.set_nonblocking(false)?;
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q)?;
+        // The answer: the question, QR and RA set, one A record.
+        let mut r = q.clone();
+        r[2] |= 0x80;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&r);
+        s.write_all(&framed)?;
+        Ok(q.len())
+    });
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    let c = w.container("c", "lan", &[]);
+    let gateway = format!("10.{I}.0.1");
+    let reply = dns_tcp(&c.ns, &gateway, "far.example", TYPE_A);
+    assert!(resolves_to(&reply, "192.0.2.99"), "{reply:?}");
+    upstream
+        .join()
+        .unwrap()
+        .expect("the upstream got the query over TCP");
+}
