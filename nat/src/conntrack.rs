@@ -1015,28 +1015,34 @@ impl Conntrack {
         first: Direction,
     ) -> Result<Hit, ConntrackError> {
         let host = *key.src.ip();
-        let held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
-        if held_by_host.flows >= nat.limits.flows && !self.evict_unconfirmed(Some(host), now) {
-            self.host_limited += 1;
-            return Err(ConntrackError::HostLimit {
-                host,
-                what: "flows",
-                limit: nat.limits.flows,
-            });
+        let mut held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
+        if held_by_host.flows >= nat.limits.flows {
+            if !self.evict_unconfirmed(Some(host), now) {
+                self.host_limited += 1;
+                return Err(ConntrackError::HostLimit {
+                    host,
+                    what: "flows",
+                    limit: nat.limits.flows,
+                });
+            }
+            held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
         }
         // A full table refuses without touching the port allocator.
-        if self.live >= self.capacity && !self.evict_unconfirmed(None, now) {
-            self.table_full += 1;
-            return Err(ConntrackError::TableFull {
-                capacity: self.capacity,
-            });
+        if self.live >= self.capacity {
+            if !self.evict_unconfirmed(None, now) {
+                self.table_full += 1;
+                return Err(ConntrackError::TableFull {
+                    capacity: self.capacity,
+                });
+            }
+            held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
         }
-        let new_mapping = nat
+        let existing = nat
             .snat
-            .is_some_and(|ip| !self.mappings.contains_key(&(key.proto, key.src, ip)));
+            .and_then(|ip| self.mappings.get(&(key.proto, key.src, ip)).map(|m| m.port));
+        let new_mapping = nat.snat.is_some() && existing.is_none();
         if new_mapping {
-            let ports = self.hosts.get(&host).map_or(0, |u| u.ports);
-            if ports >= nat.limits.ports {
+            if held_by_host.ports >= nat.limits.ports {
                 self.host_limited += 1;
                 return Err(ConntrackError::HostLimit {
                     host,
@@ -1048,7 +1054,7 @@ impl Conntrack {
         let mut held = [0u16; SNAT_ATTEMPTS];
         let mut nheld = 0;
         let result = loop {
-            let (reply, snat_port) = match self.reply_tuple(key, nat, nheld) {
+            let (reply, snat_port) = match self.reply_tuple(key, nat, existing, nheld) {
                 Ok(r) => r,
                 Err(e) => {
                     self.port_exhausted += 1;
@@ -1215,6 +1221,7 @@ impl Conntrack {
         &mut self,
         key: &FlowKey,
         nat: NatSpec,
+        existing: Option<u16>,
         attempt: usize,
     ) -> Result<(FlowKey, Option<(Ipv4Addr, u16)>), PortAllocError> {
         let icmp = key.proto == Protocol::Icmp;
@@ -1227,8 +1234,8 @@ impl Conntrack {
         if let Some(ip) = nat.snat {
             // Endpoint-independent mapping (RFC 4787 REQ-1, RFC 5382
             // REQ-1): every flow of `key.src` leaves from the same port.
-            let port = match self.mappings.get(&(key.proto, key.src, ip)) {
-                Some(m) => m.port,
+            let port = match existing {
+                Some(port) => port,
                 None => {
                     let hash = self.index.hasher().hash_one((key, attempt));
                     self.ports

@@ -341,6 +341,7 @@ impl Switch {
             return Err(ConfigError::NetworkBusy(id));
         }
         self.networks[id.0 as usize] = None;
+        self.set_network_nat(id, nat::NetworkNat::default());
         self.subnets.retain(|&(_, n)| n != id);
         for net in self.networks.iter_mut().flatten() {
             net.routes_to.retain(|&n| n != id);
