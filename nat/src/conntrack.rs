@@ -1041,15 +1041,13 @@ impl Conntrack {
             .snat
             .and_then(|ip| self.mappings.get(&(key.proto, key.src, ip)).map(|m| m.port));
         let new_mapping = nat.snat.is_some() && existing.is_none();
-        if new_mapping {
-            if held_by_host.ports >= nat.limits.ports {
-                self.host_limited += 1;
-                return Err(ConntrackError::HostLimit {
-                    host,
-                    what: "ports",
-                    limit: nat.limits.ports,
-                });
-            }
+        if new_mapping && held_by_host.ports >= nat.limits.ports {
+            self.host_limited += 1;
+            return Err(ConntrackError::HostLimit {
+                host,
+                what: "ports",
+                limit: nat.limits.ports,
+            });
         }
         let mut held = [0u16; SNAT_ATTEMPTS];
         let mut nheld = 0;
