@@ -36,6 +36,17 @@ pub enum Request {
         /// The part of the subnet this host hands out (overlay networks).
         #[serde(default)]
         ip_range: Option<String>,
+        /// Which inbound packets the network's NAT mappings admit
+        /// (default: address-dependent).
+        #[serde(default)]
+        nat_filtering: Option<NatFiltering>,
+        /// Most tracked connections one endpoint may hold (default 16384).
+        #[serde(default)]
+        nat_max_flows: Option<u32>,
+        /// Most SNAT mappings (external ports) one endpoint may hold
+        /// (default 8192).
+        #[serde(default)]
+        nat_max_ports: Option<u32>,
     },
     NetworkList,
     NetworkInspect {
@@ -374,6 +385,70 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Which inbound packets a network's NAT mappings admit (RFC 4787 §5,
+/// RFC 5382 REQ-3).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatFiltering {
+    /// Only from addresses the endpoint has sent to from that mapping.
+    #[default]
+    AddressDependent,
+    /// From anyone while the mapping lives.
+    EndpointIndependent,
+}
+
+impl NatFiltering {
+    /// The name used on the command line and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatFiltering::AddressDependent => "address-dependent",
+            NatFiltering::EndpointIndependent => "endpoint-independent",
+        }
+    }
+}
+
+impl std::str::FromStr for NatFiltering {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "address-dependent" => Ok(NatFiltering::AddressDependent),
+            "endpoint-independent" => Ok(NatFiltering::EndpointIndependent),
+            _ => Err(format!(
+                "`{s}` is not a NAT filtering: use address-dependent or endpoint-independent"
+            )),
+        }
+    }
+}
+
+/// A network's NAT behaviour.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NatSettings {
+    pub filtering: NatFiltering,
+    /// Most tracked connections one endpoint may hold.
+    pub max_flows: u32,
+    /// Most SNAT mappings (external ports) one endpoint may hold.
+    pub max_ports: u32,
+}
+
+impl NatSettings {
+    /// Default per-endpoint connection limit: far above what a container
+    /// normally holds, a quarter of the default table.
+    pub const DEFAULT_MAX_FLOWS: u32 = 16384;
+    /// Default per-endpoint SNAT mapping limit.
+    pub const DEFAULT_MAX_PORTS: u32 = 8192;
+}
+
+impl Default for NatSettings {
+    fn default() -> Self {
+        NatSettings {
+            filtering: NatFiltering::default(),
+            max_flows: Self::DEFAULT_MAX_FLOWS,
+            max_ports: Self::DEFAULT_MAX_PORTS,
+        }
+    }
+}
+
 /// A network as reported by `network ls` and `network inspect`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetworkInfo {
@@ -393,6 +468,9 @@ pub struct NetworkInfo {
     pub endpoints: usize,
     /// Free addresses left in the pool.
     pub free_addresses: u64,
+    /// NAT behaviour.
+    #[serde(default)]
+    pub nat: NatSettings,
 }
 
 /// A network with its endpoints and routes, for `network inspect`.
@@ -572,6 +650,9 @@ mod tests {
                 internal: false,
                 vni: None,
                 ip_range: None,
+                nat_filtering: None,
+                nat_max_flows: None,
+                nat_max_ports: None,
             }
         );
         let text = serde_json::to_string(&Request::Stats).unwrap();

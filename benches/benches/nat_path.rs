@@ -97,6 +97,7 @@ fn masquerade() -> NatSpec {
     NatSpec {
         snat: Some(UPLINK_IP),
         dnat: None,
+        ..NatSpec::default()
     }
 }
 

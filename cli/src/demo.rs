@@ -311,6 +311,9 @@ impl Api<'_> {
                 internal: false,
                 vni: None,
                 ip_range: None,
+                nat_filtering: None,
+                nat_max_flows: None,
+                nat_max_ports: None,
             },
             "network create",
         )?;

@@ -243,6 +243,20 @@ enum NetworkCommand {
         /// an overlay subnet never pick the same address
         #[arg(long, value_name = "CIDR")]
         ip_range: Option<String>,
+        /// Which inbound packets an endpoint's NAT mapping admits:
+        /// `address-dependent` (from addresses it sent to) or
+        /// `endpoint-independent` (from anyone; best for peer-to-peer)
+        /// [default: address-dependent]
+        #[arg(long, value_name = "MODE")]
+        nat_filtering: Option<weft_api::NatFiltering>,
+        /// Most connections one endpoint may have tracked at once
+        /// [default: 16384]
+        #[arg(long, value_name = "N")]
+        nat_max_flows: Option<u32>,
+        /// Most NAT mappings (external ports) one endpoint may hold at
+        /// once [default: 8192]
+        #[arg(long, value_name = "N")]
+        nat_max_ports: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -529,9 +543,37 @@ struct DaemonArgs {
     /// Most connections NAT tracks at once; new ones are refused beyond it
     #[arg(long, value_name = "N", default_value = "65536")]
     conntrack_max: usize,
-    /// Source ports masquerade hands out, FIRST-LAST
-    #[arg(long, value_name = "FIRST-LAST", default_value = "32768-60999", value_parser = parse_port_range)]
-    snat_ports: (u16, u16),
+    /// Source ports masquerade hands out, FIRST-LAST; when given, only
+    /// these [default: 32768-60999, and a free source port outside it is
+    /// kept]
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    snat_ports: Option<(u16, u16)>,
+    /// Apply the RFC minimum NAT timeouts where Linux's are shorter: UDP
+    /// 120 s even without a reply (RFC 4787 REQ-5), transitory TCP states
+    /// 240 s (RFC 5382 REQ-5), ICMP query 60 s (RFC 5508 REQ-1). Explicit
+    /// --nat-*-timeout flags still win
+    #[arg(long)]
+    nat_strict: bool,
+    /// Seconds a UDP flow lives without packets once answered [default:
+    /// 120]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    nat_udp_timeout: Option<Duration>,
+    /// Seconds a UDP flow that never got an answer lives [default: 30, 120
+    /// with --nat-strict]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    nat_udp_unreplied_timeout: Option<Duration>,
+    /// Seconds an established TCP connection lives idle [default: 7440]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    nat_tcp_established_timeout: Option<Duration>,
+    /// Seconds a TCP connection lives idle while opening or closing
+    /// (SYN_SENT, SYN_RECV, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT)
+    /// [default: Linux's 30 to 120 per state, 240 with --nat-strict]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    nat_tcp_transitory_timeout: Option<Duration>,
+    /// Seconds an ICMP echo session lives idle [default: 30, 60 with
+    /// --nat-strict]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    nat_icmp_timeout: Option<Duration>,
     /// DNS server for names outside weft's networks, IP[:PORT] (repeatable)
     /// [default: the nameservers of /etc/resolv.conf]
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
@@ -565,6 +607,18 @@ struct DaemonArgs {
         requires = "store_user"
     )]
     store_password: Option<String>,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 1e7) {
+        return Err(format!(
+            "`{text}` is out of range: give more than 0 and at most 10000000 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -703,6 +757,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 underlay_mtu: args.underlay_mtu,
                 conntrack_max: args.conntrack_max,
                 snat_ports: args.snat_ports,
+                nat_timeouts: weft_daemon::NatTimeoutOptions {
+                    strict: args.nat_strict,
+                    udp: args.nat_udp_timeout,
+                    udp_unreplied: args.nat_udp_unreplied_timeout,
+                    tcp_established: args.nat_tcp_established_timeout,
+                    tcp_transitory: args.nat_tcp_transitory_timeout,
+                    icmp: args.nat_icmp_timeout,
+                },
                 dns_upstreams: args.dns_upstream,
                 log_level: args.log_level,
                 log_format: args.log_format,
@@ -1046,6 +1108,9 @@ fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {
             internal,
             vni,
             ip_range,
+            nat_filtering,
+            nat_max_flows,
+            nat_max_ports,
             json,
         } => {
             let result = request(
@@ -1058,6 +1123,9 @@ fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {
                     internal,
                     vni,
                     ip_range,
+                    nat_filtering,
+                    nat_max_flows,
+                    nat_max_ports,
                 },
                 "network create",
             )?;

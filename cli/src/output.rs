@@ -393,6 +393,14 @@ pub fn inspect(detail: &NetworkDetail) -> String {
         ("gateway mac", n.gateway_mac.clone()),
         ("mtu", n.mtu.to_string()),
         ("internal", yes_no(n.internal)),
+        ("nat filtering", n.nat.filtering.as_str().to_string()),
+        (
+            "nat limits",
+            format!(
+                "{} flows, {} ports per endpoint",
+                n.nat.max_flows, n.nat.max_ports
+            ),
+        ),
         ("endpoints", n.endpoints.to_string()),
         ("free addresses", n.free_addresses.to_string()),
         ("routes to", routes),
@@ -515,6 +523,7 @@ mod tests {
             ip_range: None,
             endpoints,
             free_addresses: 250,
+            nat: Default::default(),
         }
     }
 

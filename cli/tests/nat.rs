@@ -1069,8 +1069,8 @@ fn service_vip_round_robin() {
     assert_eq!(counts.values().sum::<usize>(), 300, "{counts:?}");
     for b in ["b1", "b2", "b3"] {
         let n = counts.get(b).copied().unwrap_or(0);
-        assert!(
-            (90..=110).contains(&n),
+        assert_eq!(
+            n, 100,
             "round robin gave {b} {n} of 300 connections: {counts:?}"
         );
     }
@@ -1093,7 +1093,8 @@ fn service_vip_round_robin() {
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
     for b in ["b1", "b3"] {
         let n = counts.get(b).copied().unwrap_or(0);
-        assert!((10..=20).contains(&n), "{b} got {n} of 30: {counts:?}");
+        // Round robin counts connections, not packets: an even split.
+        assert_eq!(n, 15, "{b} got {n} of 30: {counts:?}");
     }
     echo_roundtrip(&mut held, "still-here").expect("the open connection to removed b2");
     drop(held);
@@ -1102,8 +1103,8 @@ fn service_vip_round_robin() {
     w.weft(&["service", "backend", "add", "web", "b2"]);
     let counts = spread(&client.ns, dst, 30);
     assert!(
-        counts.get("b2").copied().unwrap_or(0) >= 5,
-        "b2 added back got {counts:?}"
+        counts.values().all(|&n| n == 10) && counts.len() == 3,
+        "b2 added back: {counts:?}"
     );
 
     // Hash balancing: every connection lands on one backend, and 60
@@ -1159,7 +1160,10 @@ fn conntrack_full() {
     const I: u8 = 83;
     const PORT: u16 = 5083;
     const UDP_PORT: u16 = 5183;
-    let w = World::new(I, &["--conntrack-max", "4"]);
+    let w = World::new(
+        I,
+        &["--conntrack-max", "4", "--nat-udp-unreplied-timeout", "3"],
+    );
     w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
     let _server = TcpServer::start(&w.o, sa("0.0.0.0", PORT), "outside");
     let c = w.container("c", "lan", &[]);
@@ -1223,8 +1227,8 @@ fn conntrack_full() {
     w.weft(&["conntrack", "flush"]);
 
     // Expiry: one UDP datagram that gets no reply (a sink in O never
-    // answers) is UNREPLIED, whose timeout is 30 s by default; the daemon
-    // has no option to shorten it, so this waits up to 45 s.
+    // answers) is UNREPLIED, whose timeout is 30 s by default and 3 s
+    // here (--nat-udp-unreplied-timeout).
     let _sink = in_netns(&w.o, move || UdpSocket::bind(("0.0.0.0", UDP_PORT)));
     let udp_dst = sa(&w.outside_ip(), UDP_PORT);
     in_netns(&c.ns, move || {
@@ -1243,12 +1247,12 @@ fn conntrack_full() {
         w.conntrack()
     );
     let t = Instant::now();
-    let gone = wait_for(Duration::from_secs(45), || {
+    let gone = wait_for(Duration::from_secs(10), || {
         (!w.conntrack().iter().any(is_ours)).then_some(())
     });
     assert!(
         gone.is_some(),
-        "the unreplied UDP flow is still there after 45 s: {:?}",
+        "the unreplied UDP flow is still there after 10 s: {:?}",
         w.conntrack()
     );
     eprintln!("unreplied UDP flow expired after {:?}", t.elapsed());
@@ -1571,4 +1575,635 @@ fn dns() {
         path.display(),
         fs::read_to_string(&path)
     );
+}
+
+// ---------------------------------------------------------------------------
+// 6. NAT behaviour (RFC 4787, RFC 5382, RFC 5508)
+// ---------------------------------------------------------------------------
+
+/// Gives O an extra off-link address (reached through the uplink's
+/// gateway, O itself), for responders that are "somewhere else".
+fn outside_address(w: &World, ip: &str) {
+    assert_ok(
+        &w.o.ip(&["addr", "add", &format!("{ip}/32"), "dev", "o0"]),
+        "extra outside address",
+    );
+}
+
+/// A UDP socket inside `ns` bound to `bind`, with a 2 s read timeout.
+fn udp_socket_in(ns: &Netns, bind: SocketAddr) -> UdpSocket {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(bind)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(s)
+    })
+}
+
+/// Sends `msg` on `sock` to `dst` and waits for the answer from `dst`, up
+/// to 3 tries.
+fn ask_on(sock: &UdpSocket, dst: SocketAddr, msg: &str) -> io::Result<String> {
+    let mut buf = [0u8; 2048];
+    let mut last = io::Error::new(io::ErrorKind::TimedOut, "no answer");
+    for _ in 0..3 {
+        sock.send_to(msg.as_bytes(), dst)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == dst => return Ok(text(&buf[..n])),
+                Ok(_) => continue,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Waits up to `wait` for one datagram on `sock`; returns it with its
+/// sender.
+fn recv_within(sock: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
+    sock.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = [0u8; 2048];
+    let got = sock
+        .recv_from(&mut buf)
+        .ok()
+        .map(|(n, from)| (text(&buf[..n]), from));
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+    got
+}
+
+/// A TCP socket inside `ns` bound to `local` (SO_REUSEADDR and
+/// SO_REUSEPORT, so several connections and a listener can share the
+/// port) and connected to `dst`; returns the server's greeting with the
+/// stream.
+fn connect_from(ns: &Netns, local: SocketAddr, dst: SocketAddr) -> (String, TcpStream) {
+    in_netns(ns, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&local.into())?;
+        s.connect_timeout(&dst.into(), CONNECT_TIMEOUT)?;
+        let mut stream: TcpStream = s.into();
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        let line = read_line(&mut stream)?;
+        Ok((line, stream))
+    })
+}
+
+/// The drops of reason `reason` counted on the port named `endpoint`.
+fn port_drop(w: &World, endpoint_prefix: &str, reason: &str) -> u64 {
+    let stats = w.json(&["stats"]);
+    stats["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(endpoint_prefix))
+        })
+        .map(|p| p["drops"][reason].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// RFC 4787 REQ-1 and RFC 5382 REQ-1: one internal socket has one
+/// external address and port whatever it talks to; the port is kept when
+/// free and keeps its parity when not (REQ-3/4). Filtering: by default an
+/// address the endpoint has sent to may answer from any port, others are
+/// refused and counted; `--nat-filtering endpoint-independent` admits
+/// anyone.
+#[test]
+fn endpoint_independent_mapping_and_filtering() {
+    require_root!();
+    const I: u8 = 87;
+    let w = World::new(I, &[]);
+    let (r1, r2) = (format!("198.18.{I}.1"), format!("198.18.{I}.3"));
+    outside_address(&w, &r1);
+    outside_address(&w, &r2);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    w.weft(&[
+        "network",
+        "create",
+        "p2p",
+        "--subnet",
+        &subnet(I, 1),
+        "--nat-filtering",
+        "endpoint-independent",
+    ]);
+    let inspect = w.weft(&["network", "inspect", "p2p"]);
+    assert!(inspect.contains("endpoint-independent"), "{inspect}");
+    let _s1 = UdpServer::start(&w.o, sa(&r1, 3478), "r1");
+    let _s2 = UdpServer::start(&w.o, sa(&r2, 3478), "r2");
+    let c = w.container("c", "lan", &[]);
+    let d = w.container("d", "lan", &[]);
+    let e = w.container("e", "p2p", &[]);
+    let uplink = ip4(&w.uplink_ip());
+
+    // UDP: c's socket 5000 is seen as uplink:5000 by both responders.
+    let seen_by = |sock: &UdpSocket| -> (SocketAddr, SocketAddr) {
+        let a = ask_on(sock, sa(&r1, 3478), "stun").expect("responder 1 answers");
+        let b = ask_on(sock, sa(&r2, 3478), "stun").expect("responder 2 answers");
+        (greeting_peer(&a), greeting_peer(&b))
+    };
+    let cs = udp_socket_in(&c.ns, sa("0.0.0.0", 5000));
+    let (a, b) = seen_by(&cs);
+    eprintln!("c:5000 seen as {a} and {b}");
+    assert_eq!(
+        a,
+        SocketAddr::V4(SocketAddrV4::new(uplink, 5000)),
+        "port kept"
+    );
+    assert_eq!(a, b, "one mapping for both destinations");
+    // d's socket 5000: the port is taken, so another even one, the same
+    // for both.
+    let ds = udp_socket_in(&d.ns, sa("0.0.0.0", 5000));
+    let (a, b) = seen_by(&ds);
+    eprintln!("d:5000 seen as {a} and {b}");
+    assert_eq!(a, b, "one mapping for both destinations");
+    assert_ne!(a.port(), 5000);
+    assert_eq!(a.port() % 2, 0, "parity kept: {a}");
+    assert_eq!(a.ip(), std::net::IpAddr::V4(uplink));
+
+    // TCP: d holds 40000 first; c's two connections from 40000 share
+    // one other port.
+    let _t1 = TcpServer::start(&w.o, sa(&r1, 3479), "t1");
+    let _t2 = TcpServer::start(&w.o, sa(&r2, 3479), "t2");
+    let (line, _dh) = connect_from(&d.ns, sa("0.0.0.0", 40000), sa(&r1, 3479));
+    assert_eq!(greeting_peer(&line).port(), 40000, "{line}");
+    let (l1, _c1) = connect_from(&c.ns, sa("0.0.0.0", 40000), sa(&r1, 3479));
+    let (l2, _c2) = connect_from(&c.ns, sa("0.0.0.0", 40000), sa(&r2, 3479));
+    eprintln!(
+        "c:40000 (TCP) seen as {} and {}",
+        greeting_peer(&l1),
+        greeting_peer(&l2)
+    );
+    assert_eq!(greeting_peer(&l1), greeting_peer(&l2), "one TCP mapping");
+    assert_ne!(greeting_peer(&l1).port(), 40000);
+
+    // Address-dependent filtering (lan): r1 may answer from another port;
+    // O's own address, never contacted, may not.
+    let c_ext = sa(&w.uplink_ip(), 5000);
+    let from_r1 = in_netns(&w.o, {
+        let r1 = r1.clone();
+        move || UdpSocket::bind(sa(&r1, 9999))
+    });
+    from_r1.send_to(b"from r1:9999", c_ext).unwrap();
+    let got = recv_within(&cs, Duration::from_secs(2));
+    assert_eq!(
+        got.as_ref().map(|(m, from)| (m.as_str(), *from)),
+        Some(("from r1:9999", sa(&r1, 9999))),
+        "a contacted address reaches the mapping from any port"
+    );
+    let before = port_drop(&w, "uplink:", "nat_filtered");
+    let stranger = in_netns(&w.o, {
+        let o = w.outside_ip();
+        move || UdpSocket::bind(sa(&o, 9998))
+    });
+    stranger.send_to(b"from a stranger", c_ext).unwrap();
+    assert_eq!(
+        recv_within(&cs, Duration::from_secs(1)),
+        None,
+        "address-dependent filtering let a stranger in"
+    );
+    let after = port_drop(&w, "uplink:", "nat_filtered");
+    assert!(after > before, "nat_filtered {before} -> {after}");
+
+    // Endpoint-independent filtering (p2p): once e's socket has a mapping,
+    // the stranger gets through, and e's answer leaves from the mapping.
+    let es = udp_socket_in(&e.ns, sa("0.0.0.0", 6000));
+    let (e_ext, _) = seen_by(&es);
+    stranger.send_to(b"hello e", e_ext).unwrap();
+    let got = recv_within(&es, Duration::from_secs(2)).expect("the stranger reaches e");
+    assert_eq!(got.0, "hello e");
+    es.send_to(b"hello stranger", got.1).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = stranger.recv_from(&mut buf).expect("e's answer");
+    assert_eq!((text(&buf[..n]).as_str(), from), ("hello stranger", e_ext));
+}
+
+/// RFC 4787 REQ-9 and RFC 5382 REQ-8: an endpoint reaches another one
+/// through the other's external mapping, and is seen with its own
+/// external address and port (REQ-9a), over UDP and TCP, across two
+/// networks that are not routed to each other.
+#[test]
+fn hairpinning_through_mappings() {
+    require_root!();
+    const I: u8 = 88;
+    let w = World::new(I, &[]);
+    let r1 = format!("198.18.{I}.1");
+    outside_address(&w, &r1);
+    w.weft(&["network", "create", "n1", "--subnet", &subnet(I, 0)]);
+    w.weft(&["network", "create", "n2", "--subnet", &subnet(I, 1)]);
+    let _stun = UdpServer::start(&w.o, sa(&r1, 3478), "stun");
+    let _tstun = TcpServer::start(&w.o, sa(&r1, 3479), "tstun");
+    let a = w.container("a", "n1", &[]);
+    let b = w.container("b", "n2", &[]);
+
+    // UDP: each learns its mapping from the outside responder.
+    let asock = udp_socket_in(&a.ns, sa("0.0.0.0", 7000));
+    let bsock = udp_socket_in(&b.ns, sa("0.0.0.0", 6000));
+    let a_ext = greeting_peer(&ask_on(&asock, sa(&r1, 3478), "who am i").unwrap());
+    let b_ext = greeting_peer(&ask_on(&bsock, sa(&r1, 3478), "who am i").unwrap());
+    eprintln!("a is {a_ext}, b is {b_ext} outside");
+    asock.send_to(b"hi b", b_ext).unwrap();
+    let (msg, from) = recv_within(&bsock, Duration::from_secs(2)).expect("a's datagram reaches b");
+    assert_eq!((msg.as_str(), from), ("hi b", a_ext), "b sees a's mapping");
+    bsock.send_to(b"hi a", from).unwrap();
+    let (msg, from) = recv_within(&asock, Duration::from_secs(2)).expect("b's answer reaches a");
+    assert_eq!((msg.as_str(), from), ("hi a", b_ext), "a sees b's mapping");
+
+    // TCP: b's socket 8000 connects out (making its mapping) and listens.
+    let (line, _keep) = connect_from(&b.ns, sa("0.0.0.0", 8000), sa(&r1, 3479));
+    let b_tcp = greeting_peer(&line);
+    let listener = in_netns(&b.ns, || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&sa("0.0.0.0", 8000).into())?;
+        s.listen(8)?;
+        Ok(TcpListener::from(s))
+    });
+    let accepted = thread::spawn(move || -> io::Result<(SocketAddr, String)> {
+        let (mut s, peer) = listener.accept()?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("b {peer}\n").as_bytes())?;
+        let line = read_line(&mut s)?;
+        Ok((peer, line))
+    });
+    let (line, a_tcp_keep) = connect_from(&a.ns, sa("0.0.0.0", 9000), b_tcp);
+    let mut a_tcp = a_tcp_keep;
+    a_tcp.write_all(b"over the hairpin\n").unwrap();
+    let (peer, said) = accepted.join().unwrap().expect("b accepts a's connection");
+    eprintln!(
+        "TCP: b saw a as {peer}; a saw itself as {}",
+        greeting_peer(&line)
+    );
+    assert_eq!(said, "over the hairpin");
+    assert_eq!(greeting_peer(&line), peer);
+    assert_eq!(
+        peer,
+        SocketAddr::V4(SocketAddrV4::new(ip4(&w.uplink_ip()), 9000)),
+        "b sees a's external address and port"
+    );
+}
+
+/// The timeout flags take effect (short values), `--nat-strict` applies
+/// the RFC minimums, and the defaults are Linux's.
+#[test]
+fn nat_timeouts_from_flags() {
+    require_root!();
+    const I: u8 = 89;
+    const SINK: u16 = 5189;
+    // Defaults, then --nat-strict: the remaining time of a fresh unreplied
+    // UDP flow and of an ICMP echo session.
+    for (extra, udp, icmp) in [
+        (&[][..], 30.0, 30.0),
+        (&["--nat-strict"][..], 120.0, 60.0),
+        (
+            &[
+                "--nat-strict",
+                "--nat-udp-unreplied-timeout",
+                "2",
+                "--nat-icmp-timeout",
+                "2",
+            ][..],
+            2.0,
+            2.0,
+        ),
+    ] {
+        let w = World::new(I, extra);
+        w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+        let c = w.container("c", "lan", &[]);
+        let _sink = in_netns(&w.o, move || UdpSocket::bind(("0.0.0.0", SINK)));
+        let dst = sa(&w.outside_ip(), SINK);
+        in_netns(&c.ns, move || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.send_to(b"lonely", dst)?;
+            Ok(())
+        });
+        assert_ok(&ping_retry(&c.ns, &w.outside_ip()), "ping out");
+        let flows = wait_for(Duration::from_secs(3), || {
+            let f = w.conntrack();
+            (f.iter().any(|f| flow_proto(f) == "udp") && f.iter().any(|f| flow_proto(f) == "icmp"))
+                .then_some(f)
+        })
+        .unwrap_or_else(|| panic!("{extra:?}: flows never appeared: {:?}", w.conntrack()));
+        let expires = |proto: &str| -> f64 {
+            flows
+                .iter()
+                .find(|f| flow_proto(f) == proto)
+                .and_then(|f| f["expires_secs"].as_f64())
+                .unwrap_or_else(|| panic!("{proto} flow without expires_secs: {flows:?}"))
+        };
+        let (u, i) = (expires("udp"), expires("icmp"));
+        eprintln!("{extra:?}: unreplied UDP expires in {u} s, ICMP in {i} s");
+        assert!(
+            u <= udp && u > udp - 3.0,
+            "{extra:?}: UDP {u} s, want about {udp}"
+        );
+        assert!(
+            i <= icmp && i > icmp - 4.0,
+            "{extra:?}: ICMP {i} s, want about {icmp}"
+        );
+        if udp <= 2.0 {
+            // Short values really expire the flows.
+            let gone = wait_for(Duration::from_secs(6), || {
+                w.conntrack().is_empty().then_some(())
+            });
+            assert!(
+                gone.is_some(),
+                "flows outlived 2 s timeouts: {:?}",
+                w.conntrack()
+            );
+        }
+    }
+    // A bad value is refused before the daemon starts.
+    let out = Command::new(WEFT)
+        .args(["daemon", "--nat-udp-timeout", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
+}
+
+/// Issue 13, fair NAT: one endpoint flooding new flows neither fills the
+/// table for the others (its unconfirmed flows are evicted early) nor
+/// goes past its network's per-endpoint limit (refused and counted on
+/// its port), while another endpoint's new TCP, UDP and ICMP flows still
+/// work within a second.
+#[test]
+fn one_endpoint_flood_does_not_deny_the_others() {
+    require_root!();
+    const I: u8 = 90;
+    const PORT: u16 = 5090;
+    let w = World::new(I, &["--conntrack-max", "512"]);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    w.weft(&[
+        "network",
+        "create",
+        "capped",
+        "--subnet",
+        &subnet(I, 1),
+        "--nat-max-flows",
+        "100",
+        "--nat-max-ports",
+        "20",
+    ]);
+    let _tcp = TcpServer::start(&w.o, sa("0.0.0.0", PORT), "outside");
+    let _udp = UdpServer::start(&w.o, sa("0.0.0.0", PORT), "outside");
+    let flooder = w.container("flood", "lan", &[]);
+    let capped = w.container("capped", "capped", &[]);
+    let victim = w.container("victim", "lan", &[]);
+    let out = w.outside_ip();
+
+    // 300 sockets, then 3000 unanswered UDP flows (one socket, 3000 ports
+    // nobody answers on): far past the 512-flow table. Paced a little so
+    // that the TAP's queue, not weft, is not what drops them.
+    let flood = |ns: &Netns| {
+        let out = ip4(&w.outside_ip());
+        in_netns(ns, move || {
+            let mut socks = Vec::new();
+            for k in 0..300 {
+                let t = UdpSocket::bind("0.0.0.0:0")?;
+                t.send_to(b"y", SocketAddrV4::new(out, 19999))?;
+                socks.push(t);
+                if k % 50 == 49 {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            for p in 0..3000u16 {
+                s.send_to(b"x", SocketAddrV4::new(out, 20000 + p))?;
+                if p % 50 == 49 {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            }
+            Ok(())
+        })
+    };
+    flood(&flooder.ns);
+    flood(&capped.ns);
+    thread::sleep(Duration::from_millis(300));
+    let flows = w.conntrack();
+    assert!(
+        flows.len() >= 400,
+        "the flood should fill the table: {}",
+        flows.len()
+    );
+    let capped_flows = flows
+        .iter()
+        .filter(|f| flow_original(f).0.ip().to_string() == capped.ep.ip)
+        .count();
+    assert!(
+        capped_flows <= 100,
+        "capped endpoint holds {capped_flows} flows"
+    );
+    let capped_ports: BTreeSet<u16> = flows
+        .iter()
+        .filter(|f| flow_original(f).0.ip().to_string() == capped.ep.ip)
+        .map(|f| flow_original(f).0.port())
+        .collect();
+    assert!(
+        capped_ports.len() <= 20,
+        "capped endpoint holds {} mappings",
+        capped_ports.len()
+    );
+    let refused = port_drop(&w, &capped.ep.name, "nat_endpoint_limit");
+    assert!(
+        refused > 0,
+        "capped endpoint's refusals are not counted: {}",
+        w.json(&["stats"])
+    );
+    eprintln!("capped endpoint: {capped_flows} flows, {refused} refused");
+
+    // The victim's new flows work at once.
+    let t = Instant::now();
+    let (line, mut s) = hello_from(&victim.ns, sa(&out, PORT), Duration::from_secs(1))
+        .unwrap_or_else(|e| panic!("victim's TCP during the flood: {e}"));
+    assert_eq!(greeting_name(&line), "outside");
+    echo_roundtrip(&mut s, "still here").unwrap();
+    let answer = try_in_netns(&victim.ns, {
+        let dst = sa(&out, PORT);
+        move || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.send_to(b"victim", dst)?;
+            let mut buf = [0u8; 256];
+            let (n, _) = s.recv_from(&mut buf)?;
+            Ok(text(&buf[..n]))
+        }
+    })
+    .unwrap_or_else(|e| panic!("victim's UDP during the flood: {e}"));
+    assert!(answer.starts_with("outside"), "{answer}");
+    let ping = victim.ns.exec(&["ping", "-n", "-c", "1", "-W", "1", &out]);
+    assert_ok(&ping, "victim's ping during the flood");
+    // Each of the three had one second (its connect, read or ping
+    // timeout); no retries.
+    eprintln!("victim's TCP, UDP and ICMP answered in {:?}", t.elapsed());
+    let evicted = w.json(&["stats"])["counters"]["conntrack_early_evicted"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        evicted > 0,
+        "no early eviction counted: {}",
+        w.json(&["stats"])
+    );
+}
+
+/// The first datagram to an on-link address weft has not resolved yet is
+/// kept while weft asks for its MAC, then sent: answered on the first try.
+#[test]
+fn first_datagram_to_an_unresolved_neighbour_is_answered() {
+    require_root!();
+    const I: u8 = 91;
+    const PORT: u16 = 5091;
+    let w = World::new(I, &[]);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    // Two more on-link addresses of O that weft has never talked to.
+    let fresh: Vec<String> = [3, 4].iter().map(|k| format!("192.168.{I}.{k}")).collect();
+    for ip in &fresh {
+        assert_ok(
+            &w.o.ip(&["addr", "add", &format!("{ip}/24"), "dev", "o0"]),
+            "on-link address",
+        );
+    }
+    let servers: Vec<UdpServer> = fresh
+        .iter()
+        .map(|ip| UdpServer::start(&w.o, sa(ip, PORT), "neighbour"))
+        .collect();
+    let c = w.container("c", "lan", &[]);
+    let queued_before = w.json(&["stats"])["counters"]["neighbor_queued"]
+        .as_u64()
+        .unwrap_or(0);
+    for ip in &fresh {
+        let dst = sa(ip, PORT);
+        // One datagram, one wait: no retry.
+        let answer = try_in_netns(&c.ns, move || {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.send_to(b"first", dst)?;
+            let mut buf = [0u8; 256];
+            let (n, from) = s.recv_from(&mut buf)?;
+            Ok((text(&buf[..n]), from))
+        })
+        .unwrap_or_else(|e| panic!("the first datagram to {dst} was not answered: {e}"));
+        assert_eq!(answer.1, dst);
+        assert!(answer.0.starts_with("neighbour"), "{answer:?}");
+    }
+    assert!(servers.iter().all(|s| s.peers().len() == 1));
+    let queued = w.json(&["stats"])["counters"]["neighbor_queued"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        queued >= queued_before + 2,
+        "neighbor_queued {queued_before} -> {queued}: {}",
+        w.json(&["stats"])
+    );
+}
+
+/// Debian's STUN client (RFC 3489 classification) against Debian's STUN
+/// server outside: weft's NAT is not symmetric. Skipped with a note where
+/// the packages are not installed (`.ci/run` installs them).
+#[test]
+fn stun_client_classifies_the_nat() {
+    require_root!();
+    const I: u8 = 92;
+    if Command::new("stun").arg("-h").output().is_err() || !Path::new("/usr/sbin/stund").exists() {
+        eprintln!("skipped: stun-client and stun-server are not installed");
+        return;
+    }
+    let w = World::new(I, &[]);
+    let (a1, a2) = (format!("198.18.{I}.1"), format!("198.18.{I}.3"));
+    outside_address(&w, &a1);
+    outside_address(&w, &a2);
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    w.weft(&[
+        "network",
+        "create",
+        "p2p",
+        "--subnet",
+        &subnet(I, 1),
+        "--nat-filtering",
+        "endpoint-independent",
+    ]);
+    let _server = w.o.spawn(
+        &["/usr/sbin/stund", "-h", &a1, "-a", &a2],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    assert!(
+        w.o.wait_listening("udp", 3478, Duration::from_secs(5)),
+        "stund never listened"
+    );
+    for (net, filter) in [
+        ("lan", "Address Dependent Filter"),
+        ("p2p", "Independent Filter"),
+    ] {
+        let c = w.container(&format!("s{net}"), net, &[]);
+        let out =
+            c.ns.exec_timeout(&["stun", &a1, "-v"], Duration::from_secs(30));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict = text
+            .lines()
+            .find(|l| l.starts_with("Primary:"))
+            .unwrap_or_else(|| panic!("{net}: no classification from stun:\n{text}"))
+            .to_string();
+        eprintln!("{net}: {verdict}");
+        assert!(
+            verdict.contains("Independent Mapping"),
+            "{net}: weft's NAT looks symmetric to stun: {verdict}"
+        );
+        assert!(verdict.contains(filter), "{net}: {verdict}");
+        assert!(verdict.contains("will hairpin"), "{net}: {verdict}");
+    }
+}
+
+/// DNS over TCP to a gateway for a name outside weft goes upstream over
+/// TCP (RFC 7766 §5): the upstream here answers on TCP only (its UDP port
+/// is a socket that never answers).
+#[test]
+fn dns_over_tcp_is_forwarded_over_tcp() {
+    require_root!();
+    const I: u8 = 93;
+    const UPSTREAM: u16 = 5393;
+    let w = World::new(I, &["--dns-upstream", &format!("127.0.0.1:{UPSTREAM}")]);
+    let _silent_udp = in_netns(&w.r, || UdpSocket::bind(("127.0.0.1", UPSTREAM)));
+    let listener = in_netns(&w.r, || TcpListener::bind(("127.0.0.1", UPSTREAM)));
+    let upstream = thread::spawn(move || -> io::Result<usize> {
+        listener.set_nonblocking(false)?;
+        let (mut s, _) = listener.accept()?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q)?;
+        // The answer: the question, QR and RA set, one A record.
+        let mut r = q.clone();
+        r[2] |= 0x80;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+        let mut framed = (r.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&r);
+        s.write_all(&framed)?;
+        Ok(q.len())
+    });
+    w.weft(&["network", "create", "lan", "--subnet", &subnet(I, 0)]);
+    let c = w.container("c", "lan", &[]);
+    let gateway = format!("10.{I}.0.1");
+    let reply = dns_tcp(&c.ns, &gateway, "far.example", TYPE_A);
+    assert!(resolves_to(&reply, "192.0.2.99"), "{reply:?}");
+    upstream
+        .join()
+        .unwrap()
+        .expect("the upstream got the query over TCP");
 }

@@ -334,6 +334,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             internal: rec.internal,
             vni: Some(rec.vni),
             ip_range: None,
+            // NAT filtering and limits are each host's own choice: the
+            // store's record does not carry them, so this host's defaults.
+            nat_filtering: None,
+            nat_max_flows: None,
+            nat_max_ports: None,
         })?;
         tracing::info!(network = %rec.name, subnet = %rec.subnet, vni = rec.vni, "network created by another host");
         let waiting: Vec<EndpointRecord> = self

@@ -23,6 +23,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 internal,
                 vni,
                 ip_range,
+                nat_filtering,
+                nat_max_flows,
+                nat_max_ports,
             } => Response::Network(self.network_create(NetworkSpec {
                 name,
                 subnet,
@@ -31,6 +34,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 internal,
                 vni,
                 ip_range,
+                nat_filtering,
+                nat_max_flows,
+                nat_max_ports,
             })?),
             Request::NetworkList => Response::Networks(self.network_list()),
             Request::NetworkInspect { name } => {

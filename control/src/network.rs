@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::ipam::{parse_addr, parse_subnet, Pool, SubnetExt};
-use weft_api::{ErrorKind, NetworkInfo, RouteInfo};
+use weft_api::{ErrorKind, NatFiltering, NatSettings, NetworkInfo, RouteInfo};
 use weft_datapath::Change;
+use weft_nat::conntrack::HostLimits;
 use weft_packet::{stable_hash, MacAddr};
-use weft_switch::switch::NetworkConfig;
+use weft_switch::switch::{Filtering, NetworkConfig, NetworkNat};
 use weft_switch::NetworkId;
 use weft_vtep::Vni;
 
@@ -31,6 +32,9 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub vni: Option<u32>,
     pub ip_range: Option<String>,
+    pub nat_filtering: Option<weft_api::NatFiltering>,
+    pub nat_max_flows: Option<u32>,
+    pub nat_max_ports: Option<u32>,
 }
 
 impl<D: Datapath, P: Provisioner> Control<D, P> {
@@ -138,11 +142,15 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             internal: net.internal,
             vni: net.vni.map(Vni::get),
             ip_range: net.pool.range().map(|r| r.to_string()),
+            nat_filtering: Some(net.nat.filtering),
+            nat_max_flows: Some(net.nat.max_flows),
+            nat_max_ports: Some(net.nat.max_ports),
         })
     }
 
     /// Creates a network in the registry and the datapath (not saved).
     pub(crate) fn create_network(&mut self, spec: NetworkSpec) -> ApiResult<NetworkInfo> {
+        let nat = nat_settings(&spec)?;
         let name = spec.name;
         check_name("network", &name)?;
         if self.networks.contains_key(&name) {
@@ -233,6 +241,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 internal: true,
             });
         }
+        changes.push(Change::SetNetworkNat {
+            network: id,
+            nat: network_nat(nat),
+        });
         let mut tunnels = BTreeMap::new();
         if let Some(vni) = vni {
             let peers: Vec<Ipv4Addr> = self.overlay.peers.keys().copied().collect();
@@ -252,6 +264,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             gateway_mac,
             mtu,
             internal: spec.internal,
+            nat,
             vni,
             pool,
             endpoints: BTreeMap::new(),
@@ -328,4 +341,42 @@ fn route_key(a: &str, b: &str) -> (String, String) {
     } else {
         (b.to_string(), a.to_string())
     }
+}
+
+/// The datapath's form of a network's NAT settings.
+fn network_nat(nat: NatSettings) -> NetworkNat {
+    NetworkNat {
+        filtering: match nat.filtering {
+            NatFiltering::AddressDependent => Filtering::AddressDependent,
+            NatFiltering::EndpointIndependent => Filtering::EndpointIndependent,
+        },
+        limits: HostLimits {
+            flows: nat.max_flows,
+            ports: nat.max_ports,
+        },
+    }
+}
+
+/// The NAT settings `spec` asks for, checked.
+fn nat_settings(spec: &NetworkSpec) -> ApiResult<NatSettings> {
+    let mut nat = NatSettings::default();
+    if let Some(f) = spec.nat_filtering {
+        nat.filtering = f;
+    }
+    for (value, slot, flag) in [
+        (spec.nat_max_flows, &mut nat.max_flows, "--nat-max-flows"),
+        (spec.nat_max_ports, &mut nat.max_ports, "--nat-max-ports"),
+    ] {
+        match value {
+            Some(0) => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("{flag} 0 would refuse every connection: give at least 1"),
+                ))
+            }
+            Some(v) => *slot = v,
+            None => {}
+        }
+    }
+    Ok(nat)
 }

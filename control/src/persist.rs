@@ -20,6 +20,9 @@ pub struct SavedNetwork {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<String>,
+    /// NAT behaviour (state files from before it existed get the default).
+    #[serde(default)]
+    pub nat: weft_api::NatSettings,
 }
 
 /// Everything saved.
@@ -124,6 +127,7 @@ mod tests {
                 internal: false,
                 vni: Some(42),
                 ip_range: Some("10.0.0.128/25".into()),
+                nat: weft_api::NatSettings::default(),
             }],
             routes: vec![("a".into(), "b".into())],
             peers: vec!["192.0.2.7:4789".into()],

@@ -133,10 +133,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
             ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
             ("conntrack_full", &c.conntrack_full),
+            ("neighbor_queue_full", &c.neighbor_queue_full),
+            ("neighbor_queue_timeout", &c.neighbor_queue_timeout),
         ]);
         let counters = nonzero(&[
             ("arp_suppressed", &c.arp_suppressed),
             ("icmp_errors_sent", &c.icmp_errors_sent),
+            ("conntrack_early_evicted", &c.conntrack_early_evicted),
+            ("neighbor_queued", &c.neighbor_queued),
         ]);
         Stats {
             ports,

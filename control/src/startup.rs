@@ -44,6 +44,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     internal: net.internal,
                     vni: net.vni,
                     ip_range: net.ip_range,
+                    nat_filtering: Some(net.nat.filtering),
+                    nat_max_flows: Some(net.nat.max_flows),
+                    nat_max_ports: Some(net.nat.max_ports),
                 })
                 .map_err(context(format!("network {name}")))?;
         }

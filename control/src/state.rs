@@ -69,6 +69,8 @@ pub struct Network {
     pub gateway_mac: MacAddr,
     pub mtu: u32,
     pub internal: bool,
+    /// NAT behaviour.
+    pub nat: weft_api::NatSettings,
     /// Set for overlay networks.
     pub vni: Option<Vni>,
     pub pool: Pool,
@@ -90,6 +92,7 @@ impl Network {
             ip_range: self.pool.range(),
             endpoints: self.endpoints.len(),
             free_addresses: self.pool.free_count(),
+            nat: self.nat,
         }
     }
 
@@ -136,6 +139,7 @@ impl Network {
             internal: self.internal,
             vni: self.vni.map(Vni::get),
             ip_range: self.pool.range().map(|r| r.to_string()),
+            nat: self.nat,
         }
     }
 }

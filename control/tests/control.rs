@@ -126,6 +126,9 @@ fn create_req(name: &str, subnet: &str) -> Request {
         internal: false,
         vni: None,
         ip_range: None,
+        nat_filtering: None,
+        nat_max_flows: None,
+        nat_max_ports: None,
     }
 }
 
@@ -1507,6 +1510,60 @@ fn conntrack_is_listed_and_flushed_through_the_datapath() {
         r#"{"flushed":7}"#,
         "the wire form docs/api.md shows"
     );
+}
+
+#[test]
+fn network_nat_settings_reach_the_datapath_and_survive_a_restart() {
+    let w = World::new("natopts");
+    {
+        let mut c = w.control();
+        let info = create(&mut c, net("plain", "10.2.0.0/24"));
+        assert_eq!(info.nat, weft_api::NatSettings::default());
+        let info = c
+            .network_create(NetworkSpec {
+                nat_filtering: Some(weft_api::NatFiltering::EndpointIndependent),
+                nat_max_flows: Some(300),
+                nat_max_ports: Some(20),
+                ..net("p2p", "10.1.0.0/24")
+            })
+            .unwrap();
+        assert_eq!(info.nat.max_flows, 300);
+        let model = w.dp.model();
+        assert!(
+            model.nat.values().any(|n| *n == (true, 300, 20)),
+            "{model:?}"
+        );
+        assert!(model.nat.values().any(|n| *n == (false, 16384, 8192)));
+        for (flows, ports) in [(Some(0), None), (None, Some(0))] {
+            let mut req = create_req("zero", "10.3.0.0/24");
+            if let Request::NetworkCreate {
+                nat_max_flows,
+                nat_max_ports,
+                ..
+            } = &mut req
+            {
+                *nat_max_flows = flows;
+                *nat_max_ports = ports;
+            }
+            let msg = refused(&w, &mut c, req, ErrorKind::InvalidArgument);
+            assert!(msg.contains("at least 1"), "{msg}");
+        }
+        // The wire form names the filtering in kebab case.
+        let v = serde_json::to_value(c.network_list()).unwrap();
+        assert!(v.to_string().contains("endpoint-independent"), "{v}");
+    }
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let p2p = c
+        .network_list()
+        .into_iter()
+        .find(|n| n.name == "p2p")
+        .unwrap();
+    assert_eq!(
+        (p2p.nat.filtering, p2p.nat.max_flows, p2p.nat.max_ports),
+        (weft_api::NatFiltering::EndpointIndependent, 300, 20)
+    );
+    assert!(dp.model().nat.values().any(|n| *n == (true, 300, 20)));
 }
 
 // ---- restart --------------------------------------------------------------------

@@ -79,8 +79,11 @@ pub struct DaemonOptions {
     pub underlay_mtu: u32,
     /// Most connections tracked at once.
     pub conntrack_max: usize,
-    /// Source ports SNAT hands out.
-    pub snat_ports: (u16, u16),
+    /// Source ports SNAT hands out (`None`: Linux's ephemeral range, and a
+    /// free source port outside it is kept; `Some`: only these).
+    pub snat_ports: Option<(u16, u16)>,
+    /// NAT idle timeouts.
+    pub nat_timeouts: NatTimeoutOptions,
     /// DNS servers names outside weft's networks are forwarded to (empty:
     /// the nameservers of the daemon's /etc/resolv.conf).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
@@ -90,6 +93,53 @@ pub struct DaemonOptions {
     pub log_format: LogFormat,
     /// The cluster store (`--store`); `None`: this host alone.
     pub store: Option<weft_cluster::StoreConfig>,
+}
+
+/// NAT idle timeouts as given on the command line; `None` keeps the
+/// default (Linux's values, or the RFC minimums with `strict`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NatTimeoutOptions {
+    /// `--nat-strict`: raise the timeouts Linux keeps shorter than the
+    /// RFCs ask to their minimums.
+    pub strict: bool,
+    pub udp: Option<Duration>,
+    pub udp_unreplied: Option<Duration>,
+    pub tcp_established: Option<Duration>,
+    /// Every TCP state but ESTABLISHED (and CLOSE, after a reset).
+    pub tcp_transitory: Option<Duration>,
+    pub icmp: Option<Duration>,
+}
+
+impl NatTimeoutOptions {
+    /// The conntrack timeouts these options make.
+    pub fn timeouts(&self) -> weft_nat::conntrack::Timeouts {
+        let mut t = if self.strict {
+            weft_nat::conntrack::Timeouts::rfc_minimums()
+        } else {
+            weft_nat::conntrack::Timeouts::default()
+        };
+        if let Some(d) = self.udp {
+            t.udp_assured = d;
+        }
+        if let Some(d) = self.udp_unreplied {
+            t.udp_unreplied = d;
+        }
+        if let Some(d) = self.tcp_established {
+            t.tcp_established = d;
+        }
+        if let Some(d) = self.tcp_transitory {
+            t.tcp_syn_sent = d;
+            t.tcp_syn_recv = d;
+            t.tcp_fin_wait = d;
+            t.tcp_close_wait = d;
+            t.tcp_last_ack = d;
+            t.tcp_time_wait = d;
+        }
+        if let Some(d) = self.icmp {
+            t.icmp = d;
+        }
+        t
+    }
 }
 
 /// Longest request accepted, in bytes.
@@ -112,8 +162,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             opts.underlay_mtu
         )));
     }
-    let ports = weft_nat::PortRange::new(opts.snat_ports.0, opts.snat_ports.1)
-        .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?;
+    let ports = match opts.snat_ports {
+        Some((first, last)) => weft_nat::PortRange::new(first, last)
+            .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?,
+        None => weft_nat::PortRange::default(),
+    };
     if opts.conntrack_max == 0 {
         return Err(DaemonError::InvalidOption(
             "--conntrack-max must be at least 1".into(),
@@ -128,6 +181,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
         port_range: ports,
+        range_only: opts.snat_ports.is_some(),
+        timeouts: opts.nat_timeouts.timeouts(),
         ..weft_nat::ConntrackConfig::default()
     });
     let datapath = Datapath::start_with(opts.mac_aging, conntrack)?;

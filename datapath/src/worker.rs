@@ -64,8 +64,8 @@ use weft_switch::mac_table::{Learned, SavedMac};
 use weft_switch::neighbor::{Neighbor, SavedNeighbor};
 use weft_switch::offload::{Coalescer, Push};
 use weft_switch::switch::{
-    conntrack_time, ConfigError, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit,
-    TunnelConfig, UplinkConfig,
+    conntrack_time, ConfigError, NetworkConfig, NetworkNat, PortConfig, Punt, ServiceConfig,
+    Switch, Transmit, TunnelConfig, UplinkConfig,
 };
 use weft_switch::{NetworkId, PortId};
 
@@ -219,6 +219,11 @@ pub enum Change {
         network: NetworkId,
         internal: bool,
     },
+    /// Sets a network's NAT behaviour (filtering, per-endpoint limits).
+    SetNetworkNat {
+        network: NetworkId,
+        nat: NetworkNat,
+    },
     /// Where DNS queries to the gateways go.
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
@@ -250,6 +255,7 @@ impl Change {
             Change::SetService(_) => "SetService",
             Change::RemoveService { .. } => "RemoveService",
             Change::SetInternal { .. } => "SetInternal",
+            Change::SetNetworkNat { .. } => "SetNetworkNat",
             Change::SetDns(_) => "SetDns",
             Change::SetAging(_) => "SetAging",
         }
@@ -329,6 +335,7 @@ enum Undo {
     Relisten(HostListener),
     RestoreService(Ipv4Addr, Protocol, u16, Option<ServiceConfig>),
     SetInternal(NetworkId, bool),
+    SetNetworkNat(NetworkId, NetworkNat),
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
 }
@@ -1191,6 +1198,11 @@ impl Worker {
                 self.switch.set_internal(network, internal);
                 Undo::SetInternal(network, before)
             }
+            Change::SetNetworkNat { network, nat } => {
+                let before = self.switch.network_nat(network);
+                self.switch.set_network_nat(network, nat);
+                Undo::SetNetworkNat(network, before)
+            }
             Change::SetDns(queries) => {
                 self.switch.set_dns(queries.is_some());
                 Undo::SetDns(std::mem::replace(&mut self.dns, queries))
@@ -1296,6 +1308,7 @@ impl Worker {
                     }
                 },
                 Undo::SetInternal(network, internal) => self.switch.set_internal(network, internal),
+                Undo::SetNetworkNat(network, nat) => self.switch.set_network_nat(network, nat),
                 Undo::SetDns(queries) => {
                     self.switch.set_dns(queries.is_some());
                     self.dns = queries;

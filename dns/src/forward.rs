@@ -1,4 +1,5 @@
-//! Blocking forwarding of non-local queries to upstream servers over UDP.
+//! Blocking forwarding of non-local queries to upstream servers, over UDP
+//! or, for queries that came over TCP, over TCP ([`Upstream`]).
 //!
 //! [`Forwarder::forward`] sends the client's query to each upstream in
 //! turn within one overall deadline (default [`Forwarder::DEFAULT_TIMEOUT`],
@@ -20,6 +21,12 @@
 //! is relayed only if nothing better arrives. A truncated (TC) reply is
 //! relayed as is, and the client retries over TCP.
 //!
+//! Over TCP (RFC 7766 §5: a query that came over TCP goes on over TCP, so a
+//! large answer is not truncated on the way), each attempt opens a
+//! connection to the upstream within its share of the deadline, sends the
+//! query with its two-byte length prefix (RFC 1035 §4.2.2) and reads
+//! length-prefixed messages until the matching reply.
+//!
 //! # Upstreams from resolv.conf
 //!
 //! [`parse_resolv_conf`] reads `nameserver` lines. Loopback entries such
@@ -30,7 +37,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +63,15 @@ pub enum ForwardError {
         /// The overall deadline.
         timeout: Duration,
     },
+}
+
+/// How queries travel to the upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// One datagram each way.
+    Udp,
+    /// A connection per attempt, length-prefixed messages.
+    Tcp,
 }
 
 /// Relays queries to a list of upstream servers. See the module docs.
@@ -101,13 +118,28 @@ impl Forwarder {
     /// returns the response for the client: an upstream's reply with the
     /// client's ID, or SERVFAIL if there is none within the deadline.
     pub fn forward(&self, query: &Query, raw: &[u8]) -> Vec<u8> {
-        self.try_forward(query, raw)
+        self.forward_over(Upstream::Udp, query, raw)
+    }
+
+    /// [`forward`](Self::forward) over `transport`.
+    pub fn forward_over(&self, transport: Upstream, query: &Query, raw: &[u8]) -> Vec<u8> {
+        self.try_forward_over(transport, query, raw)
             .unwrap_or_else(|_| rcode_response(query, Rcode::ServFail, false))
     }
 
     /// Like [`Forwarder::forward`] but reports failure instead of building
     /// SERVFAIL. Blocks for at most the deadline (plus scheduling slack).
     pub fn try_forward(&self, query: &Query, raw: &[u8]) -> Result<Vec<u8>, ForwardError> {
+        self.try_forward_over(Upstream::Udp, query, raw)
+    }
+
+    /// [`try_forward`](Self::try_forward) over `transport`.
+    pub fn try_forward_over(
+        &self,
+        transport: Upstream,
+        query: &Query,
+        raw: &[u8],
+    ) -> Result<Vec<u8>, ForwardError> {
         if self.upstreams.is_empty() {
             return Err(ForwardError::NoUpstreams);
         }
@@ -127,7 +159,11 @@ impl Forwarder {
             let left = (n - i) as u32;
             let attempt_deadline = now + (deadline - now) / left;
             tried += 1;
-            let Ok(Some(mut reply)) = ask(upstream, query, raw, attempt_deadline, &mut buf) else {
+            let answer = match transport {
+                Upstream::Udp => ask(upstream, query, raw, attempt_deadline, &mut buf),
+                Upstream::Tcp => ask_tcp(upstream, query, raw, attempt_deadline),
+            };
+            let Ok(Some(mut reply)) = answer else {
                 continue;
             };
             reply[..2].copy_from_slice(&query.header.id.to_be_bytes());
@@ -189,6 +225,62 @@ fn ask(
         let reply = &buf[..len];
         if reply_matches(reply, id, query) {
             return Ok(Some(reply.to_vec()));
+        }
+    }
+}
+
+/// One attempt over TCP. `Ok(None)`: no matching reply before `deadline`.
+fn ask_tcp(
+    upstream: SocketAddr,
+    query: &Query,
+    raw: &[u8],
+    deadline: Instant,
+) -> io::Result<Option<Vec<u8>>> {
+    let timed_out = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )
+    };
+    let left = |deadline: Instant| deadline.saturating_duration_since(Instant::now());
+    if left(deadline).is_zero() {
+        return Ok(None);
+    }
+    let mut stream = match TcpStream::connect_timeout(&upstream, left(deadline)) {
+        Ok(s) => s,
+        Err(e) if timed_out(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let id = random_id();
+    let Ok(len) = u16::try_from(raw.len()) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(raw);
+    out[2..4].copy_from_slice(&id.to_be_bytes());
+    stream.set_write_timeout(Some(left(deadline).max(Duration::from_millis(1))))?;
+    match stream.write_all(&out) {
+        Ok(()) => {}
+        Err(e) if timed_out(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut len = [0u8; 2];
+    loop {
+        let wait = left(deadline);
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(wait))?;
+        let read = stream.read_exact(&mut len).and_then(|()| {
+            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut msg).map(|()| msg)
+        });
+        match read {
+            Ok(msg) if reply_matches(&msg, id, query) => return Ok(Some(msg)),
+            Ok(_) => continue,
+            Err(e) if timed_out(&e) => return Ok(None),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -57,7 +57,7 @@ pub mod resolver;
 pub mod tcp;
 pub mod wire;
 
-pub use forward::{parse_resolv_conf, ForwardError, Forwarder};
+pub use forward::{parse_resolv_conf, ForwardError, Forwarder, Upstream};
 pub use names::{Entry, Lookup, NameError, NameTable, OwnerId};
 pub use resolver::{Outcome, Resolver, ResolverConfig};
 pub use tcp::{decode_frame, encode_frame, FrameDecoder, FrameError};

@@ -786,3 +786,56 @@ proptest! {
         );
     }
 }
+
+/// A query that came over TCP goes upstream over TCP (RFC 7766 §5): the
+/// fake upstream listens on TCP only, reads one length-prefixed query and
+/// answers it in two writes.
+#[test]
+fn forwarder_over_tcp_relays_the_answer() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q).unwrap();
+        let id = u16::from_be_bytes([q[0], q[1]]);
+        // A reply to another ID first: ignored.
+        for reply in [
+            upstream_reply(&q, id.wrapping_add(1), 0),
+            upstream_reply(&q, id, 0),
+        ] {
+            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            let (a, b) = framed.split_at(3);
+            s.write_all(a).unwrap();
+            s.flush().unwrap();
+            thread::sleep(Duration::from_millis(20));
+            s.write_all(b).unwrap();
+        }
+        q
+    });
+    let raw = query(0x5151, "example.com", rtype::A);
+    let q = parse_query(&raw).unwrap();
+    let got = Forwarder::new(vec![addr])
+        .try_forward_over(weft_dns::Upstream::Tcp, &q, &raw)
+        .unwrap();
+    let seen = h.join().unwrap();
+    assert_eq!(&seen[2..], &raw[2..]);
+    let sent_id = u16::from_be_bytes([seen[0], seen[1]]);
+    let mut want = upstream_reply(&seen, sent_id, 0);
+    want[..2].copy_from_slice(&0x5151u16.to_be_bytes());
+    assert_eq!(got, want);
+    // Nobody listening: SERVFAIL, not a hang.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let got = Forwarder::new(vec![dead])
+        .with_timeout(Duration::from_millis(500))
+        .forward_over(weft_dns::Upstream::Tcp, &q, &raw);
+    assert_eq!(got[3] & 0x0f, 2, "SERVFAIL");
+}

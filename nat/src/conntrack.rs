@@ -8,6 +8,19 @@
 //! ([`Hit::rewrite`]): original-direction packets become
 //! `reply.reversed()`, replies become `original.reversed()`.
 //!
+//! # Mappings and filtering
+//!
+//! SNAT is endpoint-independent (RFC 4787 REQ-1, RFC 5382 REQ-1): the first
+//! flow of an internal `X:x` toward an external address `E` allocates a
+//! port `e` (the original port when free, else one of the same parity:
+//! [`PortAllocator::allocate_owned`]), and every later flow of `X:x` through
+//! `E` reuses `E:e` whatever its destination. The mapping lives as long as
+//! one of its flows does; [`Conntrack::mapping_owner`] finds it from
+//! outside. The table also keeps, per mapping, which remote addresses it
+//! has flows to ([`Conntrack::permits`]): the caller's address-dependent
+//! filter asks it, and admits an inbound packet to a mapping with
+//! [`Conntrack::create_inbound`].
+//!
 //! # Timeouts
 //!
 //! A flow expires when it has seen no packet for the timeout of its state
@@ -67,9 +80,14 @@
 //!
 //! # Capacity
 //!
-//! At most [`ConntrackConfig::capacity`] flows exist at once; a new flow
-//! beyond that is refused with [`ConntrackError::TableFull`] (and counted)
-//! while existing flows keep working. Flows that expired but have not
+//! At most [`ConntrackConfig::capacity`] flows exist at once. A new flow
+//! beyond that, or beyond its source host's [`HostLimits`], first evicts
+//! one unconfirmed flow (TCP SYN_SENT, UDP never answered), as Linux's
+//! conntrack "early drop" does: the host's own at its own limit, else the
+//! one of the host holding the most among the next slots scanned. Only
+//! when there is none is it refused ([`ConntrackError::TableFull`],
+//! [`ConntrackError::HostLimit`], counted) while existing flows keep
+//! working; confirmed flows are never evicted. Flows that expired but have not
 //! been reaped still count until [`Conntrack::expire`] (or a lookup) reaps
 //! them.
 
@@ -277,6 +295,26 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The defaults raised to the RFC minimums where Linux's values are
+    /// shorter: every transitory TCP state 4 min (RFC 5382 REQ-5), UDP 2
+    /// min even before a reply (RFC 4787 REQ-5), ICMP query 60 s (RFC
+    /// 5508 REQ-1). CLOSE (after a reset, no longer a connection) keeps
+    /// its 10 s.
+    pub fn rfc_minimums() -> Timeouts {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(240),
+            tcp_syn_recv: s(240),
+            tcp_fin_wait: s(240),
+            tcp_close_wait: s(240),
+            tcp_last_ack: s(240),
+            tcp_time_wait: s(240),
+            udp_unreplied: s(120),
+            icmp: s(60),
+            ..Timeouts::default()
+        }
+    }
+
     /// The idle timeout of a flow in `state`.
     pub fn for_state(&self, state: FlowState) -> Duration {
         match state {
@@ -312,6 +350,12 @@ pub struct ConntrackConfig {
     pub port_range: PortRange,
     /// Keep the original source port when it is in range and free.
     pub preserve_ports: bool,
+    /// When the original port is taken, prefer a port of the same parity
+    /// (RFC 4787 REQ-4).
+    pub preserve_parity: bool,
+    /// Only ever hand out ports of `port_range`, even when the original
+    /// port lies outside it and is free (otherwise it is kept there).
+    pub range_only: bool,
 }
 
 impl Default for ConntrackConfig {
@@ -322,6 +366,8 @@ impl Default for ConntrackConfig {
             timeouts: Timeouts::default(),
             port_range: PortRange::default(),
             preserve_ports: true,
+            preserve_parity: true,
+            range_only: false,
         }
     }
 }
@@ -335,6 +381,33 @@ pub struct NatSpec {
     /// Port forwarding: rewrite the destination to this endpoint (for
     /// ICMP only the address is used; the identifier is kept).
     pub dnat: Option<SocketAddrV4>,
+    /// What the flow's source host may hold (see [`HostLimits`]).
+    pub limits: HostLimits,
+}
+
+/// What one source host (the original tuple's source address) may hold
+/// at once: the fair share that keeps one endpoint from taking the table
+/// or the port pool from the others. The default is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Flows whose original source is the host.
+    pub flows: u32,
+    /// SNAT mappings (external ports) of the host, all protocols.
+    pub ports: u32,
+}
+
+impl HostLimits {
+    /// No limit.
+    pub const UNLIMITED: HostLimits = HostLimits {
+        flows: u32::MAX,
+        ports: u32::MAX,
+    };
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits::UNLIMITED
+    }
 }
 
 /// Why no flow was created.
@@ -352,6 +425,17 @@ pub enum ConntrackError {
     /// The flow's reply tuple is already used by another live flow.
     #[error("reply tuple {0} is already in use")]
     Conflict(FlowKey),
+    /// The source host holds as many flows or SNAT ports as its
+    /// [`HostLimits`] allow.
+    #[error("host {host} is at its limit of {limit} {what}")]
+    HostLimit {
+        /// The source host.
+        host: Ipv4Addr,
+        /// `"flows"` or `"ports"`.
+        what: &'static str,
+        /// The limit.
+        limit: u32,
+    },
 }
 
 /// Packet and byte counters of one direction.
@@ -434,6 +518,11 @@ pub struct ConntrackStats {
     pub port_exhausted: u64,
     /// Flows refused because their reply tuple was taken.
     pub conflicts: u64,
+    /// Flows refused because their source host was at its limit.
+    pub host_limited: u64,
+    /// Unconfirmed flows (TCP SYN_SENT, UDP without a reply) evicted early
+    /// to make room for a new flow.
+    pub early_evicted: u64,
     /// Flows removed by expiry (by `expire` or reaped on lookup).
     pub expired: u64,
 }
@@ -454,7 +543,8 @@ struct Entry {
     original: FlowKey,
     reply: FlowKey,
     created: Timestamp,
-    /// (external address, port) to return to the allocator.
+    /// (external address, port) of the SNAT mapping the flow holds a
+    /// reference on (the mapping of `original.src` on that address).
     snat_port: Option<(Ipv4Addr, u16)>,
     rewrite: [Rewrite; 2],
     state: FlowState,
@@ -491,6 +581,14 @@ impl Entry {
 
     fn is_expired(&self, now: Timestamp) -> bool {
         now >= self.expires
+    }
+
+    /// Not (yet) answered: TCP SYN_SENT or UDP seen one way only.
+    fn is_unconfirmed(&self) -> bool {
+        matches!(
+            self.state,
+            FlowState::Tcp(TcpState::SynSent) | FlowState::Udp { assured: false }
+        )
     }
 }
 
@@ -532,7 +630,10 @@ fn tcp_next(s: TcpState, fin_dir: &mut Option<Direction>, dir: Direction, flags:
     let from_closer = *fin_dir == Some(dir);
     match s {
         SynSent if dir == Direction::Reply && syn => SynRecv,
-        SynRecv if dir == Direction::Original && ack && !syn => {
+        // The handshake's last ACK: from the originator, or from the
+        // remote when the flow was opened from outside (its SYN travelled
+        // as a reply, see `Conntrack::create_inbound`).
+        SynRecv if ack && !syn => {
             if fin {
                 *fin_dir = Some(dir);
                 FinWait
@@ -571,15 +672,51 @@ pub struct Conntrack {
     /// Slots per expiry segment.
     segment: usize,
     ports: PortAllocator,
+    /// Endpoint-independent mappings: (protocol, internal endpoint,
+    /// external address) → external port and the flows using it.
+    mappings: HashMap<MapKey, Mapping>,
+    /// (protocol, external address, external port) → internal endpoint.
+    mapped: HashMap<(Protocol, Ipv4Addr, u16), SocketAddrV4>,
+    /// (protocol, internal endpoint, remote address) → SNAT flows between
+    /// them: what address-dependent filtering admits.
+    permits: HashMap<MapKey, u32>,
+    /// Flows and mappings per source host.
+    hosts: HashMap<Ipv4Addr, HostUse>,
     live: usize,
     /// Where the next expiry scan starts.
     cursor: usize,
+    /// Where the next early-eviction scan starts.
+    evict_cursor: usize,
     created: u64,
     table_full: u64,
     port_exhausted: u64,
     conflicts: u64,
+    host_limited: u64,
+    early_evicted: u64,
     expired: u64,
 }
+
+/// (protocol, internal endpoint, an address): the key of a mapping (the
+/// address is the external one) or of a permit (the remote one).
+type MapKey = (Protocol, SocketAddrV4, Ipv4Addr);
+
+/// One endpoint-independent mapping.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    port: u16,
+    /// Live flows using it; it (and its port) goes with the last one.
+    refs: u32,
+}
+
+/// What one source host holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostUse {
+    flows: u32,
+    ports: u32,
+}
+
+/// How many slots an early-eviction scan looks at.
+const EVICT_SCAN: usize = 256;
 
 impl fmt::Debug for Conntrack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -616,13 +753,24 @@ impl Conntrack {
             capacity,
             segment: capacity.div_ceil(segments).max(1),
             ports: PortAllocator::new(config.port_range)
-                .with_port_preservation(config.preserve_ports),
+                .with_port_preservation(config.preserve_ports)
+                .with_parity_preservation(config.preserve_parity)
+                .with_range_only(config.range_only),
+            // At most one mapping, permit and host per flow; twice that
+            // so they never grow (see `index`).
+            mappings: HashMap::with_capacity(capacity.saturating_mul(2)),
+            mapped: HashMap::with_capacity(capacity.saturating_mul(2)),
+            permits: HashMap::with_capacity(capacity.saturating_mul(2)),
+            hosts: HashMap::with_capacity(capacity.saturating_mul(2)),
             live: 0,
             cursor: 0,
+            evict_cursor: 0,
             created: 0,
             table_full: 0,
             port_exhausted: 0,
             conflicts: 0,
+            host_limited: 0,
+            early_evicted: 0,
             expired: 0,
         }
     }
@@ -652,6 +800,11 @@ impl Conntrack {
         self.len() == 0
     }
 
+    /// How many unconfirmed flows were evicted early so far.
+    pub fn early_evicted(&self) -> u64 {
+        self.early_evicted
+    }
+
     /// Counters.
     pub fn stats(&self) -> ConntrackStats {
         ConntrackStats {
@@ -660,6 +813,8 @@ impl Conntrack {
             table_full: self.table_full,
             port_exhausted: self.port_exhausted,
             conflicts: self.conflicts,
+            host_limited: self.host_limited,
+            early_evicted: self.early_evicted,
             expired: self.expired,
         }
     }
@@ -676,8 +831,35 @@ impl Conntrack {
         }
         self.free.push(slot as u32);
         self.live -= 1;
-        if let Some((ip, port)) = e.snat_port {
-            self.ports.release_owned(e.original.proto, ip, port);
+        let host = *e.original.src.ip();
+        let mut ports_freed = 0;
+        if let Some((ip, _)) = e.snat_port {
+            let proto = e.original.proto;
+            let mk = (proto, e.original.src, ip);
+            if let Some(m) = self.mappings.get_mut(&mk) {
+                m.refs -= 1;
+                if m.refs == 0 {
+                    let port = m.port;
+                    self.mappings.remove(&mk);
+                    self.mapped.remove(&(proto, ip, port));
+                    self.ports.release_owned(proto, ip, port);
+                    ports_freed = 1;
+                }
+            }
+            let pk = (proto, e.original.src, *e.reply.src.ip());
+            if let Some(n) = self.permits.get_mut(&pk) {
+                *n -= 1;
+                if *n == 0 {
+                    self.permits.remove(&pk);
+                }
+            }
+        }
+        if let Some(u) = self.hosts.get_mut(&host) {
+            u.flows -= 1;
+            u.ports -= ports_freed;
+            if u.flows == 0 {
+                self.hosts.remove(&host);
+            }
         }
         if expired {
             self.expired += 1;
@@ -720,7 +902,7 @@ impl Conntrack {
         e.state = match e.state {
             FlowState::Tcp(s) => FlowState::Tcp(tcp_next(s, &mut e.fin_dir, dir, flags)),
             FlowState::Udp { assured } => FlowState::Udp {
-                assured: assured || dir == Direction::Reply,
+                assured: assured || (e.counters[0].packets > 0 && e.counters[1].packets > 0),
             },
             FlowState::Icmp => FlowState::Icmp,
         };
@@ -771,17 +953,106 @@ impl Conntrack {
         if let Some(hit) = self.track(key, bytes, flags, now) {
             return Ok(hit);
         }
+        self.create(key, nat, bytes, flags, now, Direction::Original)
+    }
+
+    /// The internal endpoint behind the external `ip:port` of `proto`, if
+    /// a mapping holds it.
+    pub fn mapping_owner(&self, proto: Protocol, ip: Ipv4Addr, port: u16) -> Option<SocketAddrV4> {
+        self.mapped.get(&(proto, ip, port)).copied()
+    }
+
+    /// The external port of `internal`'s mapping on `ip`, if it has one.
+    pub fn mapping_of(&self, proto: Protocol, internal: SocketAddrV4, ip: Ipv4Addr) -> Option<u16> {
+        self.mappings.get(&(proto, internal, ip)).map(|m| m.port)
+    }
+
+    /// Whether `internal` has a live SNAT flow to `remote` (any port): what
+    /// address-dependent filtering (RFC 4787 §5) admits.
+    pub fn permits(&self, proto: Protocol, internal: SocketAddrV4, remote: Ipv4Addr) -> bool {
+        self.permits.contains_key(&(proto, internal, remote))
+    }
+
+    /// Creates the flow an inbound packet `key` (`R:r -> E:e`) opens
+    /// through the existing mapping `E:e` of `internal` (`X:x`), after the
+    /// caller's filter admitted it: its original tuple is `X:x -> R:r`,
+    /// its reply tuple `key`, as if `X:x` had sent first, so the packet
+    /// counts as a reply and `X:x`'s answers leave from `E:e`. `None` if
+    /// no mapping `E:e` of `internal` exists.
+    pub fn create_inbound(
+        &mut self,
+        key: &FlowKey,
+        internal: SocketAddrV4,
+        limits: HostLimits,
+        bytes: usize,
+        flags: u8,
+        now: Timestamp,
+    ) -> Result<Option<Hit>, ConntrackError> {
+        let ext = *key.dst.ip();
+        if self.mapping_of(key.proto, internal, ext) != Some(key.dst.port()) {
+            return Ok(None);
+        }
+        let original = FlowKey::new(key.proto, internal, key.src);
+        let nat = NatSpec {
+            snat: Some(ext),
+            dnat: None,
+            limits,
+        };
+        // The flow starts as the originator's (a TCP SYN from the inside
+        // would have made it SYN_SENT), then the packet is its reply.
+        let create_flags = if flags & SYN != 0 { SYN } else { 0 };
+        self.create(&original, nat, 0, create_flags, now, Direction::Reply)?;
+        Ok(self.track(key, bytes, flags, now))
+    }
+
+    fn create(
+        &mut self,
+        key: &FlowKey,
+        nat: NatSpec,
+        bytes: usize,
+        flags: u8,
+        now: Timestamp,
+        first: Direction,
+    ) -> Result<Hit, ConntrackError> {
+        let host = *key.src.ip();
+        let mut held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
+        if held_by_host.flows >= nat.limits.flows {
+            if !self.evict_unconfirmed(Some(host), now) {
+                self.host_limited += 1;
+                return Err(ConntrackError::HostLimit {
+                    host,
+                    what: "flows",
+                    limit: nat.limits.flows,
+                });
+            }
+            held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
+        }
         // A full table refuses without touching the port allocator.
         if self.live >= self.capacity {
-            self.table_full += 1;
-            return Err(ConntrackError::TableFull {
-                capacity: self.capacity,
+            if !self.evict_unconfirmed(None, now) {
+                self.table_full += 1;
+                return Err(ConntrackError::TableFull {
+                    capacity: self.capacity,
+                });
+            }
+            held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
+        }
+        let existing = nat
+            .snat
+            .and_then(|ip| self.mappings.get(&(key.proto, key.src, ip)).map(|m| m.port));
+        let new_mapping = nat.snat.is_some() && existing.is_none();
+        if new_mapping && held_by_host.ports >= nat.limits.ports {
+            self.host_limited += 1;
+            return Err(ConntrackError::HostLimit {
+                host,
+                what: "ports",
+                limit: nat.limits.ports,
             });
         }
         let mut held = [0u16; SNAT_ATTEMPTS];
         let mut nheld = 0;
         let result = loop {
-            let (reply, snat_port) = match self.reply_tuple(key, nat, nheld) {
+            let (reply, snat_port) = match self.reply_tuple(key, nat, existing, nheld) {
                 Ok(r) => r,
                 Err(e) => {
                     self.port_exhausted += 1;
@@ -791,22 +1062,23 @@ impl Conntrack {
             if reply != *key && self.find(&reply, now).is_some() {
                 match snat_port {
                     // Keep the clashing port claimed so the next attempt
-                    // gets another one.
-                    Some((_, port)) if nheld < SNAT_ATTEMPTS - 1 => {
+                    // gets another one (only for a new mapping: an
+                    // existing one keeps its port).
+                    Some((_, port)) if new_mapping && nheld < SNAT_ATTEMPTS - 1 => {
                         held[nheld] = port;
                         nheld += 1;
                         continue;
                     }
                     _ => {
                         self.conflicts += 1;
-                        if let Some((ip, port)) = snat_port {
+                        if let (true, Some((ip, port))) = (new_mapping, snat_port) {
                             self.ports.release_owned(key.proto, ip, port);
                         }
                         break Err(ConntrackError::Conflict(reply));
                     }
                 }
             }
-            break Ok(self.insert(key, reply, snat_port, bytes, flags, now));
+            break Ok(self.insert(key, reply, snat_port, new_mapping, bytes, flags, now, first));
         };
         if let Some(ip) = nat.snat {
             for &port in &held[..nheld] {
@@ -816,18 +1088,86 @@ impl Conntrack {
         result
     }
 
+    /// Removes one unconfirmed flow (TCP SYN_SENT, UDP never answered) to
+    /// make room, as Linux's early drop does: of `host` if given (it is at
+    /// its own limit), else preferring the flow whose host holds the
+    /// most. Looks at up to [`EVICT_SCAN`] slots from where the last scan
+    /// stopped. Returns whether one was removed.
+    fn evict_unconfirmed(&mut self, host: Option<Ipv4Addr>, now: Timestamp) -> bool {
+        let n = self.entries.len();
+        if n == 0 {
+            return false;
+        }
+        let mut best: Option<(usize, u32)> = None;
+        let mut idx = self.evict_cursor % n;
+        for _ in 0..EVICT_SCAN.min(n) {
+            if let Some(e) = &self.entries[idx] {
+                let owner = *e.original.src.ip();
+                let candidate =
+                    e.is_expired(now) || (e.is_unconfirmed() && host.is_none_or(|h| h == owner));
+                if candidate {
+                    let weight = if e.is_expired(now) {
+                        u32::MAX
+                    } else {
+                        self.hosts.get(&owner).map_or(0, |u| u.flows)
+                    };
+                    if best.is_none_or(|(_, w)| weight > w) {
+                        best = Some((idx, weight));
+                    }
+                    if host.is_some() || weight == u32::MAX {
+                        break;
+                    }
+                }
+            }
+            idx = (idx + 1) % n;
+        }
+        self.evict_cursor = idx;
+        let Some((slot, weight)) = best else {
+            return false;
+        };
+        if weight == u32::MAX {
+            self.kill(slot, true);
+        } else {
+            self.kill(slot, false);
+            self.early_evicted += 1;
+        }
+        true
+    }
+
     /// Stores a new flow under both its tuples; the caller checked that
     /// there is room and that neither tuple is live.
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
         key: &FlowKey,
         reply: FlowKey,
         snat_port: Option<(Ipv4Addr, u16)>,
+        new_mapping: bool,
         bytes: usize,
         flags: u8,
         now: Timestamp,
+        first: Direction,
     ) -> Hit {
+        let host = self.hosts.entry(*key.src.ip()).or_default();
+        host.flows += 1;
+        if let Some((ip, port)) = snat_port {
+            if new_mapping {
+                host.ports += 1;
+                self.mappings
+                    .insert((key.proto, key.src, ip), Mapping { port, refs: 1 });
+                self.mapped.insert((key.proto, ip, port), key.src);
+            } else if let Some(m) = self.mappings.get_mut(&(key.proto, key.src, ip)) {
+                m.refs += 1;
+            }
+            *self
+                .permits
+                .entry((key.proto, key.src, *reply.src.ip()))
+                .or_default() += 1;
+        }
         let initial = initial_state(key.proto, flags);
+        // A flow opened from outside (`first` is the reply) has not seen
+        // its original direction yet.
+        let packets = u64::from(first == Direction::Original);
         let entry = Entry {
             original: *key,
             reply,
@@ -843,8 +1183,8 @@ impl Conntrack {
             expires: now.saturating_add(self.timeouts.for_state(initial)),
             counters: [
                 Counters {
-                    packets: 1,
-                    bytes: bytes as u64,
+                    packets,
+                    bytes: bytes as u64 * packets,
                 },
                 Counters::default(),
             ],
@@ -879,6 +1219,7 @@ impl Conntrack {
         &mut self,
         key: &FlowKey,
         nat: NatSpec,
+        existing: Option<u16>,
         attempt: usize,
     ) -> Result<(FlowKey, Option<(Ipv4Addr, u16)>), PortAllocError> {
         let icmp = key.proto == Protocol::Icmp;
@@ -889,10 +1230,16 @@ impl Conntrack {
         let mut src = key.src;
         let mut snat_port = None;
         if let Some(ip) = nat.snat {
-            let hash = self.index.hasher().hash_one((key, attempt));
-            let port = self
-                .ports
-                .allocate_owned(key.proto, ip, key.src.port(), hash)?;
+            // Endpoint-independent mapping (RFC 4787 REQ-1, RFC 5382
+            // REQ-1): every flow of `key.src` leaves from the same port.
+            let port = match existing {
+                Some(port) => port,
+                None => {
+                    let hash = self.index.hasher().hash_one((key, attempt));
+                    self.ports
+                        .allocate_owned(key.proto, ip, key.src.port(), hash)?
+                }
+            };
             src = SocketAddrV4::new(ip, port);
             if icmp {
                 dst.set_port(port);
@@ -959,11 +1306,13 @@ impl Conntrack {
     /// Removes every flow; returns how many there were.
     pub fn flush(&mut self) -> usize {
         let n = self.live;
-        for e in self.entries.drain(..).flatten() {
-            if let Some((ip, port)) = e.snat_port {
-                self.ports.release_owned(e.original.proto, ip, port);
-            }
+        self.entries.clear();
+        for ((proto, _, ip), m) in self.mappings.drain() {
+            self.ports.release_owned(proto, ip, m.port);
         }
+        self.mapped.clear();
+        self.permits.clear();
+        self.hosts.clear();
         self.free.clear();
         self.index.clear();
         self.live = 0;

@@ -44,7 +44,7 @@
 //!     ct.lookup(&info.key, now)
 //! } else {
 //!     // Outbound from the bridge: masquerade behind the uplink.
-//!     let nat = NatSpec { snat: Some(uplink), dnat: None };
+//!     let nat = NatSpec { snat: Some(uplink), ..NatSpec::default() };
 //!     ct.track_or_create(&info.key, nat, info.len, info.tcp_flags, now).ok()
 //! };
 //! let hit = hit.expect("tracked");

@@ -8,16 +8,16 @@
 //! `net.ipv4.ip_local_port_range`); a port is in use while a flow holds
 //! it, whatever the flow's destination, so no two live flows of the same
 //! protocol on the same external address ever share a source port — the
-//! "port overloading" RFC 4787 REQ-3 forbids cannot happen. Mappings are
-//! per flow, not endpoint-independent (RFC 4787 REQ-1): a second flow
-//! from the same internal endpoint to another destination gets another
-//! external port (Linux's MASQUERADE can reuse it there, since its
-//! uniqueness is per reply tuple).
+//! "port overloading" RFC 4787 REQ-3 forbids cannot happen. The conntrack
+//! table holds one port per internal endpoint (its endpoint-independent
+//! mapping, RFC 4787 REQ-1) and shares it among that endpoint's flows.
 //!
 //! Allocation:
 //!
 //! 1. *Port preservation* (RFC 4787 §4.2.1): the original source port is
-//!    tried first if it lies in the range and is free, as Linux does.
+//!    tried first if it is free, as Linux does (through `&mut`, also a
+//!    port outside the range; see [`PortAllocator::allocate_owned`] for
+//!    privileged ports and parity, RFC 4787 REQ-3a and REQ-4).
 //! 2. Otherwise the search starts at a point derived from a
 //!    caller-supplied hash (the conntrack table hashes the flow with a
 //!    per-process random key, so ports are hard to predict, in the spirit
@@ -178,18 +178,27 @@ impl Pool {
     /// Claims the first free index at or after `start`, wrapping around
     /// once, scanning a word at a time.
     fn claim_from(&self, start: usize) -> Option<usize> {
+        self.claim_from_masked(start, !0)
+    }
+
+    /// [`claim_from`](Self::claim_from) restricted to the indices whose
+    /// bit is set in `mask` (the same 64-bit pattern for every word: words
+    /// start at multiples of 64, so an even/odd pattern selects one
+    /// parity).
+    fn claim_from_masked(&self, start: usize, mask: u64) -> Option<usize> {
         let nwords = self.words.len();
         let (sw, sb) = (start / 64, start % 64);
         for step in 0..=nwords {
             let w = (sw + step) % nwords;
-            let allowed = if step == 0 {
-                !0u64 << sb
-            } else if step == nwords {
-                // Back at the first word: the bits before `start`.
-                (1u64 << sb) - 1
-            } else {
-                !0u64
-            };
+            let allowed = mask
+                & if step == 0 {
+                    !0u64 << sb
+                } else if step == nwords {
+                    // Back at the first word: the bits before `start`.
+                    (1u64 << sb) - 1
+                } else {
+                    !0u64
+                };
             loop {
                 let cur = self.words[w].load(Ordering::Relaxed);
                 let free = !cur & allowed;
@@ -213,7 +222,14 @@ impl Pool {
 pub struct PortAllocator {
     range: PortRange,
     preserve: bool,
+    parity: bool,
+    /// Never hand out a port outside the range, not even a kept one.
+    range_only: bool,
     pools: RwLock<HashMap<(Protocol, Ipv4Addr), Arc<Pool>>>,
+    /// Every port per (protocol, address), for the ports outside the
+    /// range that are kept (port preservation) or privileged (RFC 4787
+    /// REQ-3a); owner only.
+    outside_pools: HashMap<(Protocol, Ipv4Addr), Pool>,
     exhausted: AtomicU64,
 }
 
@@ -222,6 +238,7 @@ impl fmt::Debug for PortAllocator {
         f.debug_struct("PortAllocator")
             .field("range", &self.range)
             .field("preserve", &self.preserve)
+            .field("parity", &self.parity)
             .field("exhausted", &self.exhausted())
             .finish_non_exhaustive()
     }
@@ -240,9 +257,29 @@ impl PortAllocator {
         PortAllocator {
             range,
             preserve: true,
+            parity: false,
+            range_only: false,
             pools: RwLock::new(HashMap::new()),
+            outside_pools: HashMap::new(),
             exhausted: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps [`allocate_owned`](Self::allocate_owned) inside the range
+    /// even for a source port outside it that is free (as Linux's
+    /// `MASQUERADE --to-ports` does; without it, like plain
+    /// `MASQUERADE`, a free source port is kept wherever it is).
+    pub fn with_range_only(mut self, range_only: bool) -> PortAllocator {
+        self.range_only = range_only;
+        self
+    }
+
+    /// Turns port parity preservation (RFC 4787 REQ-4: an even source
+    /// port gets an even external port, an odd one an odd port, when one
+    /// is free) on or off for [`allocate_owned`](Self::allocate_owned).
+    pub fn with_parity_preservation(mut self, parity: bool) -> PortAllocator {
+        self.parity = parity;
+        self
     }
 
     /// Turns port preservation (trying the original port first) on or off.
@@ -322,6 +359,18 @@ impl PortAllocator {
     /// [`allocate`](Self::allocate) through `&mut self`: the pool map is
     /// reached without locking. Allocates only the first time `(proto,
     /// ip)` is seen (its bitmap).
+    ///
+    /// Beyond [`allocate`](Self::allocate), it follows RFC 4787 REQ-3a/b
+    /// and REQ-4:
+    ///
+    /// * a `preferred` TCP or UDP port outside the range is kept if free,
+    ///   as Linux's masquerade does; a privileged one (below 1024) that
+    ///   is taken is replaced by a free port of the same parity in
+    ///   `1..=511` (for `preferred < 512`) or `600..=1023`, the windows
+    ///   Linux uses, so that it stays privileged; otherwise, or when
+    ///   those are full, a port of the range is picked;
+    /// * with parity preservation on, a port of the range with the parity
+    ///   of `preferred` is searched first, then any.
     pub fn allocate_owned(
         &mut self,
         proto: Protocol,
@@ -330,7 +379,18 @@ impl PortAllocator {
         hash: u64,
     ) -> Result<u16, PortAllocError> {
         let range = self.range;
+        if self.preserve
+            && !self.range_only
+            && proto != Protocol::Icmp
+            && preferred != 0
+            && !range.contains(preferred)
+        {
+            if let Some(port) = self.allocate_outside(proto, ip, preferred, hash) {
+                return Ok(port);
+            }
+        }
         let preserve = self.preserve;
+        let parity = self.parity;
         let pool = self
             .pools
             .get_mut()
@@ -342,7 +402,19 @@ impl PortAllocator {
             return Ok(preferred);
         }
         let start = (hash % range.len() as u64) as usize;
-        match pool.claim_from(start) {
+        let masked = if parity {
+            // Index parity that gives a port of `preferred`'s parity.
+            let odd_idx = (preferred ^ first) & 1 == 1;
+            let mask = if odd_idx {
+                0xAAAA_AAAA_AAAA_AAAA
+            } else {
+                0x5555_5555_5555_5555
+            };
+            pool.claim_from_masked(start, mask)
+        } else {
+            None
+        };
+        match masked.or_else(|| pool.claim_from(start)) {
             // idx < range.len() <= 65535, so the sum fits.
             Some(idx) => Ok(first + idx as u16),
             None => {
@@ -352,10 +424,54 @@ impl PortAllocator {
         }
     }
 
+    /// `preferred` (outside the range) if free, or a privileged port for
+    /// a privileged `preferred` (see
+    /// [`allocate_owned`](Self::allocate_owned)).
+    fn allocate_outside(
+        &mut self,
+        proto: Protocol,
+        ip: Ipv4Addr,
+        preferred: u16,
+        hash: u64,
+    ) -> Option<u16> {
+        let range = self.range;
+        let pool = self.outside_pools.entry((proto, ip)).or_insert_with(|| {
+            let p = Pool::new(65536);
+            p.claim(0);
+            p
+        });
+        if pool.claim(usize::from(preferred)) {
+            return Some(preferred);
+        }
+        if preferred >= 1024 {
+            return None;
+        }
+        let (lo, hi) = if preferred < 512 {
+            (1, 511)
+        } else {
+            (600, 1023)
+        };
+        let n = hi - lo + 1;
+        let start = (hash % n as u64) as usize;
+        for step in 0..n {
+            let port = lo + (start + step) % n;
+            if port % 2 == usize::from(preferred % 2)
+                && !range.contains(port as u16)
+                && pool.claim(port)
+            {
+                return Some(port as u16);
+            }
+        }
+        None
+    }
+
     /// [`release`](Self::release) through `&mut self`, without locking.
     pub fn release_owned(&mut self, proto: Protocol, ip: Ipv4Addr, port: u16) -> bool {
         if !self.range.contains(port) {
-            return false;
+            return self
+                .outside_pools
+                .get(&(proto, ip))
+                .is_some_and(|p| port != 0 && p.release(usize::from(port)));
         }
         let first = self.range.first;
         self.pools
@@ -442,6 +558,42 @@ mod tests {
         let p = a.allocate(Protocol::Tcp, IP, 80, 0).unwrap();
         assert!(a.range().contains(p));
         assert_eq!(a.in_use(Protocol::Tcp, IP), 3);
+    }
+
+    #[test]
+    fn owned_allocation_keeps_parity_and_privilege() {
+        let mut a =
+            PortAllocator::new(PortRange::new(1024, 1100).unwrap()).with_parity_preservation(true);
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 1031, 0), Ok(1031));
+        // Outside the range: kept while free, then one of the range.
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 5000, 0), Ok(5000));
+        let p = a.allocate_owned(Protocol::Udp, IP, 5000, 3).unwrap();
+        assert!(a.range().contains(p) && p.is_multiple_of(2), "{p}");
+        assert!(a.release_owned(Protocol::Udp, IP, 5000));
+        for hash in 0..20 {
+            let p = a.allocate_owned(Protocol::Udp, IP, 1031, hash).unwrap();
+            assert_eq!(p % 2, 1, "odd source port got {p}");
+            let p = a.allocate_owned(Protocol::Udp, IP, 1030, hash).unwrap();
+            assert_eq!(p % 2, 0, "even source port got {p}");
+        }
+        // Privileged ports: kept if free, else another privileged port of
+        // the same parity in the window Linux uses.
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 700, 0), Ok(700));
+        let p = a.allocate_owned(Protocol::Udp, IP, 700, 5).unwrap();
+        assert!((600..=1023).contains(&p) && p.is_multiple_of(2), "{p}");
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 123, 0), Ok(123));
+        let p = a.allocate_owned(Protocol::Udp, IP, 123, 9).unwrap();
+        assert!((1..=511).contains(&p) && p % 2 == 1, "{p}");
+        assert!(a.release_owned(Protocol::Udp, IP, 123));
+        assert!(!a.release_owned(Protocol::Udp, IP, 123), "double release");
+        assert_eq!(a.allocate_owned(Protocol::Udp, IP, 123, 0), Ok(123));
+        // Parity falls back to the other parity once one is used up.
+        let mut b =
+            PortAllocator::new(PortRange::new(2000, 2003).unwrap()).with_parity_preservation(true);
+        let got: HashSet<u16> = (0..4)
+            .map(|h| b.allocate_owned(Protocol::Tcp, IP, 2002, h).unwrap())
+            .collect();
+        assert_eq!(got, HashSet::from([2000, 2001, 2002, 2003]));
     }
 
     #[test]

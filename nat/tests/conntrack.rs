@@ -32,6 +32,7 @@ fn masq() -> NatSpec {
     NatSpec {
         snat: Some(UPLINK),
         dnat: None,
+        ..NatSpec::default()
     }
 }
 
@@ -99,6 +100,7 @@ fn dnat_flow_rewrites_destination_and_reply_source() {
     let nat = NatSpec {
         snat: None,
         dnat: Some(server),
+        ..NatSpec::default()
     };
     let hit = ct.track_or_create(&k, nat, 60, SYN, t(0)).unwrap();
     assert_eq!(
@@ -325,6 +327,10 @@ fn table_full_refuses_new_flows_but_existing_ones_keep_working() {
         .iter()
         .map(|k| ct.track_or_create(k, masq(), 1, 0, t(0)).unwrap())
         .collect();
+    // Answered, so none of them is evicted early to make room.
+    for h in &hits {
+        ct.track(&h.reply, 1, 0, t(0)).unwrap();
+    }
     let extra = key(Protocol::Udp, host(3), 40000, REMOTE, 53);
     for n in 1..=2u64 {
         assert_eq!(
@@ -471,7 +477,7 @@ fn port_exhaustion_is_an_error_and_counted() {
     });
     for i in 0..3 {
         ct.track_or_create(
-            &key(Protocol::Udp, host(2), 100 + i, REMOTE, 53),
+            &key(Protocol::Udp, host(2), 5000 + i, REMOTE, 53),
             masq(),
             1,
             0,
@@ -481,7 +487,7 @@ fn port_exhaustion_is_an_error_and_counted() {
     }
     let err = ct
         .track_or_create(
-            &key(Protocol::Udp, host(2), 200, REMOTE, 53),
+            &key(Protocol::Udp, host(3), 5000, REMOTE, 53),
             masq(),
             1,
             0,
@@ -525,6 +531,7 @@ fn snat_skips_ports_whose_reply_tuple_is_taken() {
         NatSpec {
             snat: None,
             dnat: Some(SocketAddrV4::new(host(9), 53)),
+            ..NatSpec::default()
         },
         1,
         0,
@@ -592,7 +599,7 @@ fn concurrent_hammering() {
                     let now = t(round * 200);
                     let mut replies = Vec::new();
                     for i in 0..500u16 {
-                        let k = key(Protocol::Udp, host(th + 1), 1000 + i, REMOTE, 53);
+                        let k = key(Protocol::Udp, host(th + 1), 40000 + i, REMOTE, 53);
                         let hit = ct
                             .lock()
                             .unwrap()
@@ -600,7 +607,7 @@ fn concurrent_hammering() {
                             .unwrap();
                         replies.push(hit.reply);
                         // A second thread shares some flows.
-                        let shared = key(Protocol::Tcp, host(100), i, REMOTE, 80);
+                        let shared = key(Protocol::Tcp, host(100), 50000 + i, REMOTE, 80);
                         ct.lock()
                             .unwrap()
                             .track_or_create(&shared, masq(), 10, ACK, now)
@@ -644,4 +651,239 @@ fn concurrent_hammering() {
     // UDP flows expire between rounds and are created anew; the shared TCP
     // flows (established, 7440 s) are created once, by one thread.
     assert_eq!(ct.stats().created, 3 * 2000 + 500);
+}
+
+const REMOTE2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 30);
+
+/// RFC 4787 REQ-1 / RFC 5382 REQ-1: one internal endpoint keeps one
+/// external port whatever the destination, and the mapping (with its
+/// port) lives as long as one of its flows does.
+#[test]
+fn mappings_are_endpoint_independent() {
+    for proto in [Protocol::Udp, Protocol::Tcp] {
+        let mut ct = Conntrack::default();
+        // Another host holds 40000 first: ours gets another port, but the
+        // same one for every destination.
+        ct.track_or_create(&key(proto, host(3), 40000, REMOTE, 9), masq(), 1, SYN, t(0))
+            .unwrap();
+        let a = ct
+            .track_or_create(
+                &key(proto, host(2), 40000, REMOTE, 3478),
+                masq(),
+                1,
+                SYN,
+                t(0),
+            )
+            .unwrap();
+        let b = ct
+            .track_or_create(
+                &key(proto, host(2), 40000, REMOTE2, 3478),
+                masq(),
+                1,
+                SYN,
+                t(0),
+            )
+            .unwrap();
+        let c = ct
+            .track_or_create(
+                &key(proto, host(2), 40000, REMOTE, 80),
+                masq(),
+                1,
+                SYN,
+                t(0),
+            )
+            .unwrap();
+        let port = a.reply.dst.port();
+        assert_ne!(port, 40000, "{proto}: taken by host 3");
+        assert_eq!(port % 2, 0, "{proto}: parity of 40000 kept");
+        assert_eq!(b.reply.dst.port(), port, "{proto}");
+        assert_eq!(c.reply.dst.port(), port, "{proto}");
+        let internal = SocketAddrV4::new(host(2), 40000);
+        assert_eq!(ct.mapping_owner(proto, UPLINK, port), Some(internal));
+        assert_eq!(ct.mapping_of(proto, internal, UPLINK), Some(port));
+        assert_eq!(
+            ct.ports().in_use(proto, UPLINK),
+            2,
+            "{proto}: one port per endpoint"
+        );
+        assert!(ct.permits(proto, internal, REMOTE));
+        assert!(ct.permits(proto, internal, REMOTE2));
+        assert!(!ct.permits(proto, internal, Ipv4Addr::new(192, 0, 2, 1)));
+        // The mapping goes with its last flow.
+        assert!(ct.remove(&a.original));
+        assert!(ct.remove(&b.original));
+        assert!(!ct.permits(proto, internal, REMOTE2));
+        assert_eq!(ct.mapping_owner(proto, UPLINK, port), Some(internal));
+        assert!(ct.remove(&c.original));
+        assert_eq!(ct.mapping_owner(proto, UPLINK, port), None);
+        assert!(!ct.permits(proto, internal, REMOTE));
+        assert_eq!(ct.ports().in_use(proto, UPLINK), 1);
+    }
+}
+
+/// An inbound packet admitted through a mapping creates a flow whose
+/// replies leave from the mapped port; the mapping's books balance.
+#[test]
+fn inbound_through_a_mapping() {
+    let mut ct = Conntrack::default();
+    let internal = SocketAddrV4::new(host(2), 45000);
+    let out = ct
+        .track_or_create(
+            &key(Protocol::Udp, host(2), 45000, REMOTE, 3478),
+            masq(),
+            1,
+            0,
+            t(0),
+        )
+        .unwrap();
+    let ext = out.reply.dst;
+    // From another remote (what endpoint-independent filtering admits).
+    let inbound = FlowKey::new(Protocol::Udp, SocketAddrV4::new(REMOTE2, 9999), ext);
+    let hit = ct
+        .create_inbound(&inbound, internal, Default::default(), 10, 0, t(1))
+        .unwrap()
+        .expect("mapping exists");
+    assert_eq!(hit.direction, Direction::Reply);
+    assert_eq!(hit.rewrite.dst, Some(internal));
+    assert_eq!(hit.state, FlowState::Udp { assured: false }, "one way only");
+    // The endpoint answers: it leaves from the mapped port.
+    let answer = FlowKey::new(Protocol::Udp, internal, inbound.src);
+    let back = ct.track(&answer, 10, 0, t(1)).unwrap();
+    assert_eq!(back.rewrite.src, Some(ext));
+    assert_eq!(back.state, FlowState::Udp { assured: true });
+    assert_eq!(ct.ports().in_use(Protocol::Udp, UPLINK), 1);
+    // A port no mapping holds: nothing.
+    let stray = FlowKey::new(
+        Protocol::Udp,
+        inbound.src,
+        SocketAddrV4::new(UPLINK, ext.port() + 1),
+    );
+    assert_eq!(
+        ct.create_inbound(&stray, internal, Default::default(), 1, 0, t(1)),
+        Ok(None)
+    );
+    // A TCP SYN from outside completes its handshake.
+    let tcp_internal = SocketAddrV4::new(host(2), 46000);
+    let o = ct
+        .track_or_create(
+            &key(Protocol::Tcp, host(2), 46000, REMOTE, 80),
+            masq(),
+            1,
+            SYN,
+            t(0),
+        )
+        .unwrap();
+    let syn = FlowKey::new(Protocol::Tcp, SocketAddrV4::new(REMOTE2, 7000), o.reply.dst);
+    let h = ct
+        .create_inbound(&syn, tcp_internal, Default::default(), 1, SYN, t(2))
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.state, FlowState::Tcp(TcpState::SynRecv));
+    let synack = FlowKey::new(Protocol::Tcp, tcp_internal, syn.src);
+    ct.track(&synack, 1, SYN | ACK, t(2)).unwrap();
+    let est = ct.track(&syn, 1, ACK, t(2)).unwrap();
+    assert_eq!(est.state, FlowState::Tcp(TcpState::Established));
+    // Flush leaves nothing behind.
+    ct.flush();
+    assert_eq!(ct.ports().in_use(Protocol::Udp, UPLINK), 0);
+    assert_eq!(ct.ports().in_use(Protocol::Tcp, UPLINK), 0);
+    assert_eq!(ct.mapping_owner(Protocol::Udp, UPLINK, ext.port()), None);
+}
+
+/// Per-host limits refuse the host over its share; unconfirmed flows are
+/// evicted early to make room (its own at its limit, anyone's when the
+/// table is full), confirmed ones never are.
+#[test]
+fn host_limits_and_early_eviction() {
+    use weft_nat::conntrack::HostLimits;
+    let mut ct = Conntrack::new(ConntrackConfig {
+        capacity: 8,
+        ..Default::default()
+    });
+    let limited = NatSpec {
+        limits: HostLimits { flows: 4, ports: 2 },
+        ..masq()
+    };
+    // Two confirmed flows from host 2 (two sockets: two ports).
+    for p in [2024u16, 3024] {
+        let h = ct
+            .track_or_create(
+                &key(Protocol::Udp, host(2), p, REMOTE, 53),
+                limited,
+                1,
+                0,
+                t(0),
+            )
+            .unwrap();
+        ct.track(&h.reply, 1, 0, t(0)).unwrap();
+    }
+    // A third socket: over its port limit.
+    assert!(matches!(
+        ct.track_or_create(
+            &key(Protocol::Udp, host(2), 4024, REMOTE, 53),
+            limited,
+            1,
+            0,
+            t(0)
+        ),
+        Err(ConntrackError::HostLimit {
+            what: "ports",
+            limit: 2,
+            ..
+        })
+    ));
+    // Same sockets, new destinations: unreplied flows up to 4.
+    for d in [1u16, 2] {
+        ct.track_or_create(
+            &key(Protocol::Udp, host(2), 2024, REMOTE2, d),
+            limited,
+            1,
+            0,
+            t(1),
+        )
+        .unwrap();
+    }
+    assert_eq!(ct.len(), 4);
+    // At the limit: one of its own unreplied flows makes room.
+    ct.track_or_create(
+        &key(Protocol::Udp, host(2), 2024, REMOTE2, 3),
+        limited,
+        1,
+        0,
+        t(2),
+    )
+    .unwrap();
+    assert_eq!(ct.len(), 4);
+    assert_eq!(ct.stats().early_evicted, 1);
+    // Fill the table with another host's unreplied flows, then a third
+    // host still gets in: the flooder's flows make room.
+    for d in 0..4u16 {
+        ct.track_or_create(
+            &key(Protocol::Udp, host(3), 4000, REMOTE, 100 + d),
+            masq(),
+            1,
+            0,
+            t(3),
+        )
+        .unwrap();
+    }
+    assert_eq!(ct.len(), 8);
+    ct.track_or_create(
+        &key(Protocol::Tcp, host(4), 5000, REMOTE, 80),
+        masq(),
+        1,
+        SYN,
+        t(4),
+    )
+    .unwrap();
+    assert_eq!(ct.len(), 8);
+    assert_eq!(ct.stats().early_evicted, 2);
+    // Host 2's two confirmed flows are still there.
+    assert!(ct
+        .get(&key(Protocol::Udp, host(2), 2024, REMOTE, 53), t(4))
+        .is_some());
+    assert!(ct
+        .get(&key(Protocol::Udp, host(2), 3024, REMOTE, 53), t(4))
+        .is_some());
+    assert_eq!(ct.stats().host_limited, 1);
 }

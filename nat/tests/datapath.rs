@@ -23,6 +23,7 @@ fn policy(dst: SocketAddrV4, src: SocketAddrV4) -> NatSpec {
         snat: from_bridge.then_some(UPLINK),
         dnat: (dst == SocketAddrV4::new(UPLINK, 8080))
             .then(|| SocketAddrV4::new(CONTAINER.into(), 80)),
+        ..NatSpec::default()
     }
 }
 

@@ -41,13 +41,19 @@ pub enum DropReason {
     ConntrackFull,
     /// SNAT found no free source port for a new flow (`--snat-ports`).
     NatNoPort,
+    /// A new flow from an endpoint over its network's per-endpoint limit
+    /// of tracked connections or SNAT ports (counted on its port).
+    NatEndpointLimit,
+    /// An inbound packet to a mapping its filter refuses (address-dependent
+    /// filtering, RFC 4787 §5): the endpoint never sent to that address.
+    NatFiltered,
     /// Reading from the port's device failed (e.g. its namespace is gone);
     /// the port is no longer polled until it is detached.
     RxError,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -64,6 +70,8 @@ impl DropReason {
         DropReason::NeighborUnknown,
         DropReason::ConntrackFull,
         DropReason::NatNoPort,
+        DropReason::NatEndpointLimit,
+        DropReason::NatFiltered,
         DropReason::RxError,
     ];
     pub const COUNT: usize = Self::ALL.len();
@@ -87,6 +95,8 @@ impl DropReason {
             DropReason::NeighborUnknown => "neighbor_unknown",
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::NatNoPort => "nat_no_port",
+            DropReason::NatEndpointLimit => "nat_endpoint_limit",
+            DropReason::NatFiltered => "nat_filtered",
             DropReason::RxError => "rx_error",
         }
     }
@@ -186,6 +196,15 @@ pub struct SwitchCounters {
     pub vxlan_unknown_peer: AtomicU64,
     /// New flows refused because the connection-tracking table was full.
     pub conntrack_full: AtomicU64,
+    /// Unconfirmed flows evicted early to make room for new ones.
+    pub conntrack_early_evicted: AtomicU64,
+    /// Frames kept while their next hop's MAC was being resolved.
+    pub neighbor_queued: AtomicU64,
+    /// Frames dropped because the unresolved-neighbour queue was full (or
+    /// they were too large to keep).
+    pub neighbor_queue_full: AtomicU64,
+    /// Queued frames dropped because their neighbour never answered.
+    pub neighbor_queue_timeout: AtomicU64,
 }
 
 #[cfg(test)]

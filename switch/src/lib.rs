@@ -17,6 +17,7 @@ pub mod mac_table;
 pub mod neighbor;
 pub mod offload;
 pub mod switch;
+pub mod unresolved;
 
 use serde::{Deserialize, Serialize};
 

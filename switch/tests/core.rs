@@ -2167,3 +2167,64 @@ fn the_uplink_is_not_an_endpoint_port() {
     );
     assert_eq!(r, Err(DropReason::NotRoutable));
 }
+
+/// The first packet to the outside while the uplink's next hop is not
+/// resolved waits for the ARP reply and then leaves, translated, to the
+/// MAC the reply gave; a neighbour that never answers costs the kept
+/// frames after a while, counted.
+#[test]
+fn the_first_packet_out_waits_for_the_next_hops_mac() {
+    let mut fx = Fx::new();
+    let up = uplink_cfg(UPLINK);
+    fx.sw.set_uplink(up).unwrap();
+    let gw = up.gateway.unwrap();
+    let (r, rec) = fx.send(
+        P1,
+        &routed_udp(P1, Ipv4Addr::new(8, 8, 8, 8), 64, false, b"first"),
+    );
+    assert_eq!(r, Ok(()), "kept, not dropped");
+    assert_eq!(rec.ports(), vec![UPLINK], "only the ARP request left");
+    assert_eq!(
+        weft_packet::read_u16(&rec.0[0].1, weft_packet::ethernet::ETHERTYPE),
+        weft_packet::ETHERTYPE_ARP
+    );
+    assert_eq!(fx.counters.neighbor_queued.load(Ordering::Relaxed), 1);
+    let gw_mac = MacAddr([0x02, 0, 0, 0x65, 0, 9]);
+    let reply = arp_frame(
+        gw_mac,
+        up.mac,
+        ArpOperation::REPLY,
+        gw_mac,
+        gw,
+        up.mac,
+        up.ip,
+    );
+    let rec = fx.ok_at(UPLINK, &reply, 1);
+    assert_eq!(rec.ports(), vec![UPLINK], "the kept datagram left");
+    let f = &rec.0[0].1;
+    assert_eq!(eth_dst(f), gw_mac);
+    assert_eq!(eth_src(f), up.mac);
+    assert_eq!(
+        weft_packet::read_ipv4(f, weft_packet::ETH_HEADER_LEN + 12),
+        up.ip,
+        "masqueraded"
+    );
+    assert!(f.ends_with(b"first"));
+    // An on-link neighbour that never answers: its frame is dropped later.
+    let (r, _) = fx.send_at(
+        P1,
+        &routed_udp(P1, Ipv4Addr::new(192, 0, 2, 77), 64, false, b"lost"),
+        2,
+    );
+    assert_eq!(r, Ok(()));
+    fx.sw.expire(fx.at(3));
+    assert_eq!(
+        fx.counters.neighbor_queue_timeout.load(Ordering::Relaxed),
+        0
+    );
+    fx.sw.expire(fx.at(6));
+    assert_eq!(
+        fx.counters.neighbor_queue_timeout.load(Ordering::Relaxed),
+        1
+    );
+}

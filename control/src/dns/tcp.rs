@@ -491,7 +491,8 @@ impl Ctx<'_> {
                 let spawned = std::thread::Builder::new()
                     .name("weft-dns-tcp-fwd".into())
                     .spawn(move || {
-                        let message = fwd.forward(&query, &msg);
+                        // RFC 7766 §5: what came over TCP goes on over TCP.
+                        let message = fwd.forward_over(weft_dns::Upstream::Tcp, &query, &msg);
                         // Never blocks: one slot per forward in flight.
                         let _ = answers.try_send(Answer {
                             socket,

@@ -42,6 +42,8 @@ use weft_switch::NetworkId;
 pub struct Model {
     pub networks: BTreeSet<u32>,
     pub internal: BTreeSet<u32>,
+    /// Network → (endpoint-independent filtering, max flows, max ports).
+    pub nat: BTreeMap<u32, (bool, u32, u32)>,
     pub routes: BTreeSet<(u32, u32)>,
     /// Port id → "endpoint", "tunnel" or "uplink".
     pub ports: BTreeMap<u32, &'static str>,
@@ -134,7 +136,13 @@ impl FakeDatapath {
             Change::RemoveNetwork(id) => {
                 assert!(m.networks.remove(&id.0), "unknown network removed");
                 m.internal.remove(&id.0);
+                m.nat.remove(&id.0);
                 m.routes.retain(|(a, b)| *a != id.0 && *b != id.0);
+            }
+            Change::SetNetworkNat { network, nat } => {
+                let eif = nat.filtering == weft_switch::switch::Filtering::EndpointIndependent;
+                m.nat
+                    .insert(network.0, (eif, nat.limits.flows, nat.limits.ports));
             }
             Change::SetInternal { network, internal } => {
                 if internal {

@@ -32,7 +32,9 @@ mod bridge;
 mod nat;
 mod route;
 
-pub use nat::{conntrack_time, LoadBalance, ServiceConfig, UplinkConfig, DNS_PORT};
+pub use nat::{
+    conntrack_time, Filtering, LoadBalance, NetworkNat, ServiceConfig, UplinkConfig, DNS_PORT,
+};
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
@@ -48,6 +50,7 @@ use crate::mac_table::{
     LearnOutcome, Learned, MacTable, SavedMac, DEFAULT_AGING, DEFAULT_CAPACITY,
 };
 use crate::neighbor::{Neighbor, NeighborTable, SavedNeighbor};
+use crate::unresolved::NeighborKey;
 use crate::{NetworkId, PortId};
 use ipnet::Ipv4Net;
 use weft_packet::{
@@ -338,6 +341,7 @@ impl Switch {
             return Err(ConfigError::NetworkBusy(id));
         }
         self.networks[id.0 as usize] = None;
+        self.set_network_nat(id, nat::NetworkNat::default());
         self.subnets.retain(|&(_, n)| n != id);
         for net in self.networks.iter_mut().flatten() {
             net.routes_to.retain(|&n| n != id);
@@ -732,6 +736,9 @@ impl Switch {
                     if let Some(net) = self.network_mut(tunnel.network) {
                         net.neighbors.learn(spa, sha, now);
                     }
+                    // Frames routed to `spa` while it was unresolved.
+                    let key = NeighborKey::Network(tunnel.network, spa);
+                    self.flush_unresolved(key, tunnel.id, sha, tx);
                 }
                 if dst == gateway_mac {
                     // A reply to the gateway's own request: learned above.

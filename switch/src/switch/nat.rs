@@ -7,12 +7,23 @@
 //! * Traffic from a network's endpoints to anything outside weft's networks
 //!   leaves through the uplink with the uplink address as its source
 //!   (traditional NAPT, RFC 3022 §2.2; UDP and TCP behaviour per RFC 4787
-//!   and RFC 5382, ICMP per RFC 5508). Replies and ICMP errors about a
-//!   translated flow are translated back, the quoted header too.
+//!   and RFC 5382, ICMP per RFC 5508). Mappings are endpoint-independent;
+//!   inbound packets to a mapping pass its network's filter
+//!   ([`Filtering`]: address-dependent by default, endpoint-independent on
+//!   request, RFC 4787 REQ-8). Replies and ICMP errors about a translated
+//!   flow are translated back, the quoted header too.
+//! * An endpoint reaching the uplink address is hairpinned to the endpoint
+//!   behind the mapping or published port it names, with its own mapping
+//!   as the source (RFC 4787 REQ-9, RFC 5382 REQ-8).
+//! * Each network sets per-endpoint limits on flows and mappings
+//!   ([`NetworkNat`]), so one endpoint cannot take the table or the port
+//!   pool from the others.
+//! * A frame whose next hop on the uplink is not resolved yet waits in a
+//!   bounded queue ([`crate::unresolved`]) for the ARP reply.
 //! * A published port sends traffic that reaches the uplink address on the
 //!   host port to an endpoint; the endpoint sees the real client address.
 //!   From inside weft (hairpin) the source is also rewritten to the asker's
-//!   gateway so the reply comes back through weft.
+//!   mapping on the uplink address so the reply comes back through weft.
 //! * A service VIP spreads new connections over its backends (round robin
 //!   or a hash of the 5-tuple); conntrack keeps each connection on its
 //!   backend for its life. The source becomes the gateway, as with hairpin,
@@ -24,7 +35,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use weft_nat::conntrack::{Hit, Timestamp};
+use weft_nat::conntrack::{Hit, HostLimits, Timestamp};
 use weft_nat::translate::{inspect_parsed, translate_parsed, TranslateOptions};
 use weft_nat::{Conntrack, ConntrackError, FlowKey, NatSpec, Protocol};
 
@@ -32,6 +43,7 @@ use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
 use crate::neighbor::NeighborTable;
+use crate::unresolved::{NeighborKey, UnresolvedQueue, SLOT_LEN};
 use crate::{NetworkId, PortId};
 use weft_packet::meta::Ipv4Meta;
 use weft_packet::{
@@ -100,6 +112,28 @@ struct Service {
     next: usize,
 }
 
+/// Which inbound packets a mapping admits (RFC 4787 §5 and REQ-8, RFC
+/// 5382 REQ-3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Filtering {
+    /// From any address and port the endpoint has sent to from that
+    /// mapping's address: from any port of such an address.
+    #[default]
+    AddressDependent,
+    /// From anyone, while the mapping lives (what peer-to-peer software
+    /// likes best).
+    EndpointIndependent,
+}
+
+/// A network's NAT behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkNat {
+    pub filtering: Filtering,
+    /// What each endpoint of the network may hold in the conntrack table
+    /// and the SNAT port pool.
+    pub limits: HostLimits,
+}
+
 /// The switch's NAT state.
 pub(super) struct NatState {
     /// Owned by the switch (so by the datapath worker): no lock.
@@ -110,6 +144,10 @@ pub(super) struct NatState {
     /// (VIP, protocol, port) → service.
     services: FxHashMap<(Ipv4Addr, Protocol, u16), Service>,
     internal: FxHashSet<NetworkId>,
+    /// Networks whose NAT behaviour is not the default.
+    policies: FxHashMap<NetworkId, NetworkNat>,
+    /// Frames waiting for a next hop's MAC.
+    unresolved: UnresolvedQueue,
     /// Whether DNS queries to the gateways are punted to the sink.
     dns: bool,
 }
@@ -131,6 +169,8 @@ impl NatState {
             published: FxHashMap::default(),
             services: FxHashMap::default(),
             internal: FxHashSet::default(),
+            policies: FxHashMap::default(),
+            unresolved: UnresolvedQueue::new(),
             dns: false,
         }
     }
@@ -206,6 +246,27 @@ impl Switch {
         }
     }
 
+    /// Sets network `network`'s NAT behaviour.
+    pub fn set_network_nat(&mut self, network: NetworkId, nat: NetworkNat) {
+        if nat == NetworkNat::default() {
+            self.nat.policies.remove(&network);
+        } else {
+            self.nat.policies.insert(network, nat);
+        }
+    }
+
+    /// Network `network`'s NAT behaviour.
+    pub fn network_nat(&self, network: NetworkId) -> NetworkNat {
+        self.nat.policies.get(&network).copied().unwrap_or_default()
+    }
+
+    /// The NAT behaviour of the network `ip` is in (the default outside).
+    fn nat_policy_of(&self, ip: Ipv4Addr) -> NetworkNat {
+        self.network_for(ip)
+            .map(|n| self.network_nat(n))
+            .unwrap_or_default()
+    }
+
     /// Whether network `id` is marked internal.
     pub fn is_internal(&self, network: NetworkId) -> bool {
         self.nat.internal.contains(&network)
@@ -264,6 +325,51 @@ impl Switch {
         if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
             neighbors.expire(now, aging);
         }
+        let dropped = self.nat.unresolved.expire(now);
+        if dropped > 0 {
+            self.counters
+                .neighbor_queue_timeout
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps a frame whose next hop's MAC is unknown until `key` resolves
+    /// (see [`crate::unresolved`]); [`Verdict::Handled`] if kept.
+    pub(super) fn queue_unresolved(
+        &mut self,
+        key: NeighborKey,
+        frame: &[u8],
+        offload: &Offload,
+        now: Instant,
+    ) -> Verdict {
+        match self.nat.unresolved.push(key, frame, offload, now) {
+            Ok(()) => {
+                self.counters
+                    .neighbor_queued
+                    .fetch_add(1, Ordering::Relaxed);
+                Verdict::Handled
+            }
+            Err(_) => {
+                self.counters
+                    .neighbor_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Verdict::Drop(DropReason::NeighborUnknown)
+            }
+        }
+    }
+
+    /// Sends the frames waiting for `key` out of `port` to `mac`.
+    pub(super) fn flush_unresolved<T: Transmit>(
+        &mut self,
+        key: NeighborKey,
+        port: PortId,
+        mac: MacAddr,
+        tx: &mut T,
+    ) {
+        self.nat.unresolved.flush(key, |frame, offload| {
+            mac.write(frame, ethernet::DST);
+            tx.transmit(port, frame, offload);
+        });
     }
 
     /// Whether `ip` is one of weft's own addresses: a gateway or the uplink.
@@ -292,6 +398,7 @@ impl Switch {
             return Ok(None);
         };
         let ct = &mut self.nat.conntrack;
+        let evicted = ct.early_evicted();
         let hit = if info.icmp_error {
             ct.lookup(&info.key, ts)
         } else {
@@ -305,6 +412,9 @@ impl Switch {
                                 self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
                                 return Err(DropReason::ConntrackFull);
                             }
+                            Err(ConntrackError::HostLimit { .. }) => {
+                                return Err(DropReason::NatEndpointLimit)
+                            }
                             // No free source port (or reply tuple) for SNAT:
                             // the table has room, the port range does not.
                             Err(_) => return Err(DropReason::NatNoPort),
@@ -314,6 +424,12 @@ impl Switch {
                 },
             }
         };
+        let now_evicted = self.nat.conntrack.early_evicted();
+        if now_evicted != evicted {
+            self.counters
+                .conntrack_early_evicted
+                .fetch_add(now_evicted - evicted, Ordering::Relaxed);
+        }
         let Some(hit) = hit else {
             return Ok(None);
         };
@@ -322,6 +438,65 @@ impl Switch {
         };
         translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
         Ok(Some(hit))
+    }
+
+    /// A packet from outside to the uplink address that no flow and no
+    /// published port claims: if an endpoint's mapping holds its
+    /// destination port and the endpoint's network's filter admits its
+    /// source, opens a flow to the endpoint and translates the packet.
+    /// `Ok(false)`: no mapping holds the port.
+    fn nat_inbound_mapping(
+        &mut self,
+        frame: &mut [u8],
+        offload: &Offload,
+        meta: &Ipv4Meta,
+        now: Instant,
+    ) -> Result<bool, DropReason> {
+        let Some((uplink, _)) = self.nat.uplink.as_ref() else {
+            return Ok(false);
+        };
+        let uplink_ip = uplink.ip;
+        let packet = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
+        let Ok(info) = inspect_parsed(packet, meta) else {
+            return Ok(false);
+        };
+        let key = info.key;
+        if info.icmp_error || key.proto == Protocol::Icmp {
+            return Ok(false);
+        }
+        let ct = &self.nat.conntrack;
+        let Some(owner) = ct.mapping_owner(key.proto, uplink_ip, key.dst.port()) else {
+            return Ok(false);
+        };
+        let policy = self.nat_policy_of(*owner.ip());
+        let admitted = policy.filtering == Filtering::EndpointIndependent
+            || ct.permits(key.proto, owner, *key.src.ip());
+        if !admitted {
+            return Err(DropReason::NatFiltered);
+        }
+        let ts = self.nat.now(now);
+        let hit = match self.nat.conntrack.create_inbound(
+            &key,
+            owner,
+            policy.limits,
+            info.len,
+            info.tcp_flags,
+            ts,
+        ) {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return Ok(false),
+            Err(ConntrackError::TableFull { .. }) => {
+                self.counters.conntrack_full.fetch_add(1, Ordering::Relaxed);
+                return Err(DropReason::ConntrackFull);
+            }
+            Err(ConntrackError::HostLimit { .. }) => return Err(DropReason::NatEndpointLimit),
+            Err(_) => return Err(DropReason::NatNoPort),
+        };
+        let opts = TranslateOptions {
+            partial_csum: needs_csum(offload),
+        };
+        translate_parsed(packet, meta, &hit.rewrite, opts).map_err(|_| DropReason::Malformed)?;
+        Ok(true)
     }
 
     /// Packets to one of weft's own addresses that belong to a translated
@@ -386,12 +561,28 @@ impl Switch {
             return Verdict::Pass;
         };
         let (in_network, gateway) = (net.cfg.id, net.cfg.gateway_ip);
+        if self
+            .nat
+            .services
+            .get(&key)
+            .is_none_or(|s| s.cfg.network != in_network)
+        {
+            return Verdict::Pass;
+        }
+        // A packet of a connection already placed keeps its backend and
+        // moves the round robin on by nothing.
+        match self.nat_translate(frame, offload, meta, None, now) {
+            Ok(Some(_)) => {
+                return self
+                    .forward_translated(ingress, frame, offload, now, tx)
+                    .into()
+            }
+            Ok(None) => {}
+            Err(reason) => return Verdict::Drop(reason),
+        }
         let Some(service) = self.nat.services.get_mut(&key) else {
             return Verdict::Pass;
         };
-        if service.cfg.network != in_network {
-            return Verdict::Pass;
-        }
         let backend = if service.cfg.backends.is_empty() {
             None
         } else {
@@ -408,9 +599,11 @@ impl Switch {
         };
         // An existing connection keeps its backend even if it was removed;
         // a new one with no backend left is refused.
+        let limits = self.network_nat(in_network).limits;
         let spec = backend.map(|b| NatSpec {
             snat: Some(gateway),
             dnat: Some(b),
+            limits,
         });
         match self.nat_translate(frame, offload, meta, spec, now) {
             Ok(Some(_)) => self
@@ -425,7 +618,11 @@ impl Switch {
     }
 
     /// Traffic to a published port on the uplink address, from inside
-    /// (hairpin) or outside.
+    /// (hairpin) or outside; from inside, also traffic to an endpoint's
+    /// mapping (hairpinning, RFC 4787 REQ-9, RFC 5382 REQ-8). Hairpinned
+    /// packets present the sender's own mapping, the uplink address and
+    /// its external port (REQ-9a), so both sides see each other as a peer
+    /// outside would.
     fn nat_published<T: Transmit>(
         &mut self,
         ingress: &Ingress,
@@ -435,17 +632,31 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Verdict {
-        let from_inside = self.ingress_network(ingress).map(|n| n.cfg.gateway_ip);
+        let uplink_ip = self.nat.uplink.as_ref().map(|(u, _)| u.ip);
+        let from_inside = self.ingress_network(ingress).map(|n| n.cfg.id);
         let spec = protocol_of(meta.proto).and_then(|proto| {
             let packet = &frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.total_len];
             let info = inspect_parsed(packet, meta).ok()?;
             if info.icmp_error {
                 return None;
             }
-            let target = *self.nat.published.get(&(proto, info.key.dst.port()))?;
+            let port = info.key.dst.port();
+            let target = match self.nat.published.get(&(proto, port)) {
+                Some(&target) => target,
+                None if proto != Protocol::Icmp => {
+                    from_inside?;
+                    self.nat.conntrack.mapping_owner(proto, uplink_ip?, port)?
+                }
+                None => return None,
+            };
+            let limits = match from_inside {
+                Some(net) => self.network_nat(net).limits,
+                None => self.nat_policy_of(*target.ip()).limits,
+            };
             Some(NatSpec {
-                snat: from_inside,
+                snat: from_inside.and(uplink_ip),
                 dnat: Some(target),
+                limits,
             })
         });
         match self.nat_translate(frame, offload, meta, spec, now) {
@@ -528,13 +739,19 @@ impl Switch {
             .uplink
             .as_ref()
             .and_then(|(_, n)| n.lookup(next_hop));
-        let Some(next_mac) = mac else {
+        if mac.is_none() && (is_gso(offload) || ETH_HEADER_LEN + meta.total_len > SLOT_LEN) {
+            // Too large to keep while the next hop is resolved.
             self.arp_on_uplink(next_hop, now, tx);
             return Verdict::Drop(DropReason::NeighborUnknown);
-        };
+        }
+        let limits = ingress
+            .network()
+            .map(|n| self.network_nat(n).limits)
+            .unwrap_or_default();
         let spec = NatSpec {
             snat: Some(uplink.ip),
             dnat: None,
+            limits,
         };
         match self.nat_translate(frame, offload, meta, Some(spec), now) {
             Ok(Some(_)) => {}
@@ -542,9 +759,15 @@ impl Switch {
             Err(reason) => return Verdict::Drop(reason),
         }
         gateway::decrement_ttl(frame);
-        next_mac.write(frame, ethernet::DST);
         uplink.mac.write(frame, ethernet::SRC);
-        let frame = &frame[..ETH_HEADER_LEN + meta.total_len];
+        let frame = &mut frame[..ETH_HEADER_LEN + meta.total_len];
+        let Some(next_mac) = mac else {
+            // Translated and ready but for the next hop's MAC: kept until
+            // the ARP reply comes.
+            self.arp_on_uplink(next_hop, now, tx);
+            return self.queue_unresolved(NeighborKey::Uplink(next_hop), frame, offload, now);
+        };
+        next_mac.write(frame, ethernet::DST);
         tx.transmit(uplink.port, frame, offload);
         Verdict::Handled
     }
@@ -577,6 +800,7 @@ impl Switch {
                     if let Some((_, neighbors)) = self.nat.uplink.as_mut() {
                         neighbors.learn(spa, sha, now);
                     }
+                    self.flush_unresolved(NeighborKey::Uplink(spa), uplink.port, sha, tx);
                 }
                 if gateway::is_arp_request_for(frame, uplink.ip) {
                     gateway::arp_reply_in_place(frame, uplink.mac, uplink.ip);
@@ -606,6 +830,9 @@ impl Switch {
                     Verdict::Pass => {}
                     Verdict::Handled => return Ok(()),
                     Verdict::Drop(reason) => return Err(reason),
+                }
+                if self.nat_inbound_mapping(frame, offload, &meta, now)? {
+                    return self.forward_translated(&ingress, frame, offload, now, tx);
                 }
                 if gateway::is_valid_echo_request(frame, &meta) {
                     let len = gateway::echo_reply_in_place(frame, &meta, uplink.mac, uplink.ip);

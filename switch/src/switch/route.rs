@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway::{self, IcmpError};
+use crate::unresolved::{NeighborKey, SLOT_LEN};
 use crate::{NetworkId, PortId};
 use weft_packet::meta::Ipv4Meta;
 use weft_packet::{
@@ -136,7 +137,21 @@ impl Switch {
             NextHop::Port { port, mac, mtu } => (port, mac, mtu),
             NextHop::Resolve => {
                 self.send_arp_request(target, meta.dst, now, tx);
-                return Err(DropReason::NeighborUnknown);
+                // Kept for the ARP reply if it fits the tunnels as it is.
+                let tunnel_mtu = self.network(target).map_or(0, |n| {
+                    (n.cfg.mtu as usize).min(n.tunnel_max_ip_len as usize)
+                });
+                let end = ETH_HEADER_LEN + meta.total_len;
+                if is_gso(offload) || meta.total_len > tunnel_mtu || end > SLOT_LEN {
+                    return Err(DropReason::NeighborUnknown);
+                }
+                gateway::decrement_ttl(frame);
+                out_gw_mac.write(frame, ethernet::SRC);
+                let key = NeighborKey::Network(target, meta.dst);
+                return match self.queue_unresolved(key, &frame[..end], offload, now) {
+                    Verdict::Drop(reason) => Err(reason),
+                    _ => Ok(()),
+                };
             }
             NextHop::Unreachable => {
                 self.icmp_unreachable(ingress, frame, meta, icmp::CODE_HOST_UNREACHABLE, now, tx);
