@@ -173,6 +173,9 @@ pub enum Request {
     /// Tracked connections.
     Conntrack,
     ConntrackFlush,
+    /// Removes everything weft made: services, endpoints (their TAPs),
+    /// the uplink, networks, peers; the saved state becomes empty.
+    Reset,
 }
 
 /// The uplink.
@@ -298,6 +301,17 @@ pub enum Response {
     Services(Vec<ServiceInfo>),
     Flows(Vec<FlowEntry>),
     Flushed(FlushInfo),
+    Reset(ResetInfo),
+}
+
+/// Reply to `reset`: how many of each kind of object were removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ResetInfo {
+    pub services: usize,
+    pub endpoints: usize,
+    pub uplink: bool,
+    pub networks: usize,
+    pub peers: usize,
 }
 
 /// Reply to `fdb_add`: the MAC now sits behind the VTEP.

@@ -184,10 +184,22 @@ enum Command {
         json: JsonFlag,
     },
 
+    /// Remove everything weft made: services, endpoints and their TAP
+    /// devices, the uplink, networks, routes and peers
+    ///
+    /// Stopping the daemon removes nothing (a restarted daemon takes its
+    /// endpoints back); this does.
+    Reset {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
     /// Run the switch and serve the control API in the foreground
     ///
-    /// Stops on SIGINT or SIGTERM. Needs CAP_NET_ADMIN to create TAP devices
-    /// and enter network namespaces. The socket is created with mode 0660.
+    /// Stops on SIGINT or SIGTERM, leaving every endpoint in place: a daemon
+    /// started again on the same --state-dir takes everything back (`weft
+    /// reset` removes it all). Needs CAP_NET_ADMIN to create TAP devices and
+    /// enter network namespaces. The socket is created with mode 0660.
     Daemon(DaemonArgs),
 
     /// Show weft working: namespaces, two networks, pings, routing (needs root)
@@ -961,6 +973,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = request(&socket, Request::Neighbors { network }, "neighbor ls")?;
             print_result(json.json, result, "neighbor ls", |n: Vec<_>| {
                 output::neighbors(&n)
+            })
+        }
+        Command::Reset { json } => {
+            let result = request(&socket, Request::Reset, "reset")?;
+            print_result(json.json, result, "reset", |r: api::ResetInfo| {
+                format!(
+                    "removed {} services, {} endpoints, {} uplink, {} networks, {} peers\n",
+                    r.services,
+                    r.endpoints,
+                    u8::from(r.uplink),
+                    r.networks,
+                    r.peers
+                )
             })
         }
         Command::Stats { json } => {

@@ -12,7 +12,32 @@ use crate::state::Control;
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// Applies one request: its result, or why it was refused (and then
     /// nothing changed).
+    ///
+    /// A request that changes what is saved (endpoints, published ports,
+    /// the uplink, services) is saved once it is made; the operations on
+    /// networks, routes and peers save (and undo on failure) themselves.
     pub fn handle(&mut self, request: Request) -> ApiResult<Response> {
+        let saves_after = matches!(
+            request,
+            Request::Attach { .. }
+                | Request::Detach { .. }
+                | Request::UplinkSet { .. }
+                | Request::UplinkRemove
+                | Request::PublishAdd { .. }
+                | Request::PublishRemove { .. }
+                | Request::ServiceCreate { .. }
+                | Request::ServiceRemove { .. }
+                | Request::ServiceBackendAdd { .. }
+                | Request::ServiceBackendRemove { .. }
+        );
+        let response = self.apply_request(request)?;
+        if saves_after {
+            self.save_made()?;
+        }
+        Ok(response)
+    }
+
+    fn apply_request(&mut self, request: Request) -> ApiResult<Response> {
         Ok(match request {
             Request::Status => Response::Status(self.status()),
             Request::NetworkCreate {
@@ -128,6 +153,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             }
             Request::Conntrack => Response::Flows(self.conntrack_list()?),
             Request::ConntrackFlush => Response::Flushed(self.conntrack_flush()?),
+            Request::Reset => Response::Reset(self.reset()?),
         })
     }
 }

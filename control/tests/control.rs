@@ -1489,6 +1489,141 @@ fn a_new_control_plane_restores_networks_routes_and_peers() {
 }
 
 #[test]
+fn a_new_control_plane_restores_everything_the_api_made() {
+    let w = World::new("restore-all");
+    let before;
+    {
+        let mut c = w.control();
+        create(&mut c, net("a", "10.1.0.0/24"));
+        create(&mut c, net("b", "10.2.0.0/24"));
+        c.route_set("a", "b", true).unwrap();
+        c.handle(Request::UplinkSet {
+            interface: "eth9".into(),
+            ip: "192.0.2.10/24".into(),
+            gateway: Some("192.0.2.1".into()),
+        })
+        .unwrap();
+        c.handle(attach_req(AttachSpec {
+            publish: vec!["8080:80".into(), "5353:53/udp".into()],
+            aliases: vec!["www".into()],
+            mac: Some("02:00:00:00:01:0a".into()),
+            ..attach("a", "ns1")
+        }))
+        .unwrap();
+        c.handle(attach_req(attach("a", "ns2"))).unwrap();
+        c.handle(attach_req(attach("b", "ns3"))).unwrap();
+        c.handle(Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into(), "ns2".into()],
+            lb: Some("hash".into()),
+        })
+        .unwrap();
+        before = w.seen(&c);
+    }
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let after = w.seen(&c);
+    let ports = |s: &Seen| {
+        s.endpoints
+            .iter()
+            .map(|e| EndpointInfo {
+                port: 0,
+                ..e.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&after), ports(&before));
+    assert_eq!(after.networks, before.networks);
+    assert_eq!(after.routes, before.routes);
+    assert_eq!(after.publishes, before.publishes);
+    assert_eq!(after.services, before.services);
+    assert_eq!(
+        after.uplink.map(|u| (u.interface, u.ip, u.mac, u.gateway)),
+        before.uplink.map(|u| (u.interface, u.ip, u.mac, u.gateway))
+    );
+    assert_eq!(after.saved, before.saved, "restoring rewrote the state");
+    assert_eq!(dp.count("Publish"), 2, "the published ports are back");
+}
+
+#[test]
+fn an_endpoint_whose_namespace_is_gone_is_forgotten_on_restore() {
+    let w = World::new("restore-gone");
+    {
+        let mut c = w.control();
+        create(&mut c, net("a", "10.1.0.0/24"));
+        c.handle(attach_req(attach("a", "ns1"))).unwrap();
+        c.handle(attach_req(attach("a", "ns2"))).unwrap();
+        c.handle(Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into(), "ns2".into()],
+            lb: None,
+        })
+        .unwrap();
+    }
+    w.prov.namespaces.lock().unwrap().remove("ns2");
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let names: Vec<String> = c
+        .endpoint_list(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["ns1"]);
+    assert_eq!(c.service_list()[0].backends, ["ns1"]);
+    assert!(!w.dir.saved().contains("ns2"), "{}", w.dir.saved());
+}
+
+#[test]
+fn reset_removes_everything_and_saves_nothing() {
+    let w = World::new("reset");
+    let mut c = w.control();
+    c.peer_add("192.0.2.7").unwrap();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    create(&mut c, overlay("ov", "10.20.0.0/24", 5));
+    c.handle(Request::UplinkSet {
+        interface: "eth9".into(),
+        ip: "192.0.2.10/24".into(),
+        gateway: None,
+    })
+    .unwrap();
+    c.handle(attach_req(AttachSpec {
+        publish: vec!["8080:80".into()],
+        ..attach("a", "ns1")
+    }))
+    .unwrap();
+    c.handle(attach_req(attach("ov", "ns2"))).unwrap();
+    c.handle(Request::ServiceCreate {
+        name: "web".into(),
+        network: "a".into(),
+        vip: "10.1.0.200".into(),
+        port: "80".into(),
+        backends: vec!["ns1".into()],
+        lb: None,
+    })
+    .unwrap();
+    let reply = serde_json::to_value(c.handle(Request::Reset).unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"services": 1, "endpoints": 2, "uplink": true, "networks": 2, "peers": 1})
+    );
+    assert_eq!(w.prov.open_devices(), 0, "every device closed");
+    assert!(w.prov.resolv_confs.lock().unwrap().is_empty());
+    drop(c);
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    assert!(c.network_list().is_empty());
+    assert!(c.peer_list().is_empty());
+    assert!(c.uplink_show().is_err());
+}
+
+#[test]
 fn a_corrupt_state_file_is_refused_with_what_to_do() {
     let w = World::new("corrupt");
     std::fs::write(w.dir.0.join("state.json"), b"{ not json").unwrap();

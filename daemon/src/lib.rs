@@ -5,10 +5,21 @@
 //! The daemon serves the API (see `docs/api.md`) on a Unix socket, one
 //! request per connection, each handled on its own thread but applied one at
 //! a time under the control-plane lock (never taken by the datapath).
-//! SIGINT and SIGTERM stop it cleanly: the datapath closes every TAP it made,
-//! the socket is removed, and the process exits 0.
+//!
+//! Restarts lose nothing: everything the API made is saved in the state
+//! directory, and the endpoints' TAP devices are persistent, so they stay in
+//! their namespaces, addressed and up, when the daemon exits or is killed;
+//! the next daemon on the same state directory takes them back
+//! ([`weft_control::Control::restore`]). SIGINT and SIGTERM therefore stop
+//! the daemon without removing anything: between two requests, the socket
+//! is removed and the process exits 0. `weft reset` removes everything.
+//!
+//! One daemon per state directory and socket ([`lock`]); systemd is told
+//! when the daemon is ready and that it is alive ([`notify`]).
 
+pub mod lock;
 pub mod logging;
+pub mod notify;
 pub mod provisioner;
 mod signals;
 
@@ -45,6 +56,8 @@ pub enum DaemonError {
     },
     #[error("another weft daemon is already listening on {}: stop it first, or pass another --socket", .0.display())]
     AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error(transparent)]
     State(#[from] PersistError),
     #[error("starting the datapath: {0}")]
@@ -119,7 +132,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // inherits the mask and only the signal thread receives them.
     let signals =
         signals::block_stop_signals().map_err(|e| io_error("blocking SIGINT/SIGTERM")(e.into()))?;
+    let notifier = notify::Notifier::from_env()
+        .map_err(io_error("NOTIFY_SOCKET is not a usable socket address"))?;
     let state = StateFile::in_dir(&opts.state_dir)?;
+    // Refused here, before anything is touched, when another daemon has
+    // the state directory or the socket.
+    let _lock = lock::DaemonLock::acquire(&opts.state_dir, &opts.socket)?;
+    // Read (and refused when corrupt or newer) before the socket is bound.
+    state.load()?;
     let listener = bind(&opts.socket)?;
     let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
@@ -159,15 +179,25 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .name("weft-signals".into())
             .spawn(move || {
                 let signal = signals.wait();
-                tracing::info!(%signal, "shutting down");
-                let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(control) = guard.take() {
-                    control.shutdown();
-                }
+                let _ = notify::Notifier::from_env().map(|n| n.notify("STOPPING=1"));
+                // Between two requests: the saved state matches what was
+                // made. The TAPs stay (they are persistent) for the next
+                // daemon to take back.
+                let _guard = control.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(%signal, "stopping; endpoints stay for the next daemon (`weft reset` removes them)");
                 let _ = std::fs::remove_file(&socket);
                 std::process::exit(0);
             })
             .map_err(io_error("starting the signal thread"))?;
+    }
+    if let Some(every) = notify::watchdog_interval() {
+        let control = Arc::clone(&control);
+        let notifier = notify::Notifier::from_env()
+            .map_err(io_error("NOTIFY_SOCKET is not a usable socket address"))?;
+        std::thread::Builder::new()
+            .name("weft-watchdog".into())
+            .spawn(move || watchdog(&control, &notifier, every))
+            .map_err(io_error("starting the watchdog thread"))?;
     }
 
     tracing::info!(
@@ -176,6 +206,13 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         state_dir = %opts.state_dir.display(),
         "daemon listening"
     );
+    if let Err(e) = notifier.notify(&format!(
+        "READY=1\nSTATUS=serving {}\nMAINPID={}",
+        opts.socket.display(),
+        std::process::id()
+    )) {
+        tracing::warn!(error = %e, "could not tell systemd the daemon is ready");
+    }
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -196,8 +233,32 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Binds the API socket with mode 0660, replacing a stale socket file but
-/// never a live daemon's.
+/// Sends `WATCHDOG=1` every `every` as long as the control plane takes
+/// requests and the datapath worker answers a query.
+fn watchdog(control: &Mutex<Option<DaemonControl>>, notifier: &notify::Notifier, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let alive = {
+            let guard = control.lock().unwrap_or_else(|e| e.into_inner());
+            guard.as_ref().is_some_and(|c| {
+                c.datapath()
+                    .neighbors(Some(weft_switch::NetworkId(u32::MAX)))
+                    .is_ok()
+            })
+        };
+        if alive {
+            if let Err(e) = notifier.notify("WATCHDOG=1") {
+                tracing::warn!(error = %e, "could not send the watchdog keep-alive");
+            }
+        } else {
+            tracing::error!("the datapath does not answer: withholding the watchdog keep-alive");
+        }
+    }
+}
+
+/// Binds the API socket with mode 0660, replacing a stale socket file (a
+/// killed daemon's) but never a live daemon's. Called with the socket's
+/// lock held.
 fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = socket.parent() {
         if !dir.as_os_str().is_empty() {
