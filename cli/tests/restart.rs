@@ -405,3 +405,35 @@ fn systemd_hears_ready_and_watchdog() {
         "WATCHDOG before READY: {seen:?}"
     );
 }
+
+#[test]
+fn the_systemd_unit_is_valid_and_asks_for_notify_and_watchdog() {
+    let unit_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/systemd/weft.service"
+    );
+    let unit = fs::read_to_string(unit_path).expect("read the unit file");
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "ExecStart=/usr/local/bin/weft daemon ",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line}");
+    }
+    // systemd's own check, with ExecStart pointing at the binary under test.
+    let dir = TempDir::new("unit");
+    let copy = dir.path().join("weft.service");
+    fs::write(&copy, unit.replace("/usr/local/bin/weft", WEFT)).unwrap();
+    let out = run_timeout(
+        std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&copy),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify:\n{}",
+        describe(&out)
+    );
+}
