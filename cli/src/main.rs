@@ -537,6 +537,15 @@ struct DaemonArgs {
     /// How to write log lines: `text` for people, `json` for collectors
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: weft_daemon::LogFormat,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9477) [default: none]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477"))
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -662,6 +671,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dns_upstreams: args.dns_upstream,
             log_level: args.log_level,
             log_format: args.log_format,
+            metrics: args.metrics,
         })?),
         Command::Demo => {
             let exe = std::env::current_exe().context("cannot find the weft executable")?;

@@ -45,4 +45,5 @@ pub use network::NetworkSpec;
 pub use overlay::resolve_vtep_ip;
 pub use persist::{PersistError, StateFile};
 pub use ports::{Datapath, Netns, NetnsTarget, Provisioner, TapRequest, UplinkDevice};
+pub use query::PortSource;
 pub use state::{Control, VxlanSettings, DEFAULT_MTU, VXLAN_OVERHEAD};

@@ -12,7 +12,43 @@ use crate::error::{datapath_error, ApiResult};
 use crate::ports::{Datapath, Provisioner};
 use crate::state::{port_stats, Control, Network};
 
+/// One port's counters as the metrics exporter reads them.
+#[derive(Debug, Clone)]
+pub struct PortSource {
+    /// The network (`-` for the uplink).
+    pub network: String,
+    /// The endpoint (`uplink:IF` for the uplink).
+    pub endpoint: String,
+    pub port: u32,
+    pub counters: std::sync::Arc<weft_switch::counters::PortCounters>,
+}
+
 impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// Every port's counters (shared, so they can be read after the
+    /// control plane's lock is released) and the peers' traffic.
+    pub fn metrics_sources(&self) -> (Vec<PortSource>, Vec<weft_api::PeerInfo>) {
+        let mut ports = Vec::new();
+        for net in self.networks.values() {
+            for ep in net.endpoints.values() {
+                ports.push(PortSource {
+                    network: net.name.clone(),
+                    endpoint: ep.name.clone(),
+                    port: ep.port.0,
+                    counters: std::sync::Arc::clone(&ep.counters),
+                });
+            }
+        }
+        if let Some(u) = &self.nat.uplink {
+            ports.push(PortSource {
+                network: "-".into(),
+                endpoint: format!("uplink:{}", u.interface),
+                port: u.port.0,
+                counters: std::sync::Arc::clone(&u.counters),
+            });
+        }
+        (ports, self.peer_list())
+    }
+
     /// `status`: version, API version and what the daemon holds.
     pub fn status(&self) -> StatusInfo {
         StatusInfo {

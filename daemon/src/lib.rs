@@ -19,6 +19,7 @@
 
 pub mod lock;
 pub mod logging;
+mod metrics;
 pub mod notify;
 pub mod provisioner;
 mod signals;
@@ -99,6 +100,8 @@ pub struct DaemonOptions {
     pub log_level: Option<String>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Longest request accepted, in bytes.
@@ -155,8 +158,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         opts.dns_upstreams.clone()
     };
     let names: NameTables = Default::default();
-    let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
-        .map_err(io_error("starting the DNS thread"))?;
+    let dns_counters = Arc::new(weft_control::dns::DnsCounters::default());
+    let queries = weft_control::dns::start(
+        names.clone(),
+        upstreams,
+        datapath.injector(),
+        Arc::clone(&dns_counters),
+    )
+    .map_err(io_error("starting the DNS thread"))?;
+    let switch_counters = Arc::clone(datapath.counters());
     datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
@@ -171,6 +181,23 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     let control = Arc::new(Mutex::new(Some(control)));
+    if let Some(addr) = opts.metrics {
+        let sources = metrics::Sources {
+            control: Arc::clone(&control),
+            switch: switch_counters,
+            dns: dns_counters,
+            conntrack_max: opts.conntrack_max,
+        };
+        match metrics::start(addr, sources) {
+            Ok(bound) => tracing::info!(%bound, "serving Prometheus metrics at /metrics"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(io_error(format!(
+                    "serving metrics on {addr} (--metrics): is the port taken?"
+                ))(e));
+            }
+        }
+    }
 
     {
         let control = Arc::clone(&control);

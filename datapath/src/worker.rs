@@ -654,6 +654,9 @@ impl Worker {
             }
             if now >= next_expire {
                 self.switch.expire(now);
+                self.counters
+                    .conntrack_entries
+                    .store(self.switch.conntrack().len() as u64, Ordering::Relaxed);
                 next_expire = now + EXPIRE_INTERVAL;
             }
         }

@@ -186,6 +186,9 @@ pub struct SwitchCounters {
     pub vxlan_unknown_peer: AtomicU64,
     /// New flows refused because the connection-tracking table was full.
     pub conntrack_full: AtomicU64,
+    /// Connections tracked, as of the worker's last expiry pass (a gauge,
+    /// at most half a second old).
+    pub conntrack_entries: AtomicU64,
 }
 
 #[cfg(test)]
