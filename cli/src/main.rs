@@ -54,6 +54,11 @@ Examples:
   weft network create back --subnet 10.2.0.0/24 --gateway 10.2.0.254 --mtu 9000
   weft network create db --subnet 10.3.0.0/24 --internal";
 
+const CAPTURE_AFTER_HELP: &str = "\
+Examples:
+  weft capture web1 | tcpdump -n -r -
+  weft capture web1 --network front -w web1.pcap -c 100";
+
 const ATTACH_AFTER_HELP: &str = "\
 Examples:
   ip netns add web1
@@ -182,6 +187,28 @@ enum Command {
     Status {
         #[command(flatten)]
         json: JsonFlag,
+    },
+
+    /// Capture an endpoint's frames, both directions, as pcap
+    ///
+    /// Writes to FILE with -w, else to standard output (for `| tcpdump -r -`
+    /// or Wireshark). Runs until COUNT frames were written or it is
+    /// interrupted; frames the daemon could not queue while the writer fell
+    /// behind are left out. An offloaded TCP super-frame (up to 64 KiB)
+    /// appears as one frame, as on the TAP itself.
+    #[command(after_help = CAPTURE_AFTER_HELP)]
+    Capture {
+        /// The endpoint (see `weft endpoints`)
+        endpoint: String,
+        /// Its network, when endpoints of several networks have that name
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Write the pcap to FILE instead of standard output
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT frames
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
     },
 
     /// Remove everything weft made: services, endpoints and their TAP
@@ -985,6 +1012,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output::neighbors(&n)
             })
         }
+        Command::Capture {
+            endpoint,
+            network,
+            write,
+            count,
+        } => capture(&socket, endpoint, network, write, count),
         Command::Reset { json } => {
             let result = request(&socket, Request::Reset, "reset")?;
             print_result(json.json, result, "reset", |r: api::ResetInfo| {
@@ -1007,6 +1040,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_result(json.json, result, "status", |s| output::status(&s, &socket))
         }
     }
+}
+
+/// `weft capture`: asks the daemon for the port's pcap stream and copies it
+/// to the file or standard output until the daemon ends it.
+fn capture(
+    socket: &Path,
+    endpoint: String,
+    network: Option<String>,
+    write: Option<PathBuf>,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if count == Some(0) {
+        anyhow::bail!("-c 0 captures nothing: give a count of at least 1, or leave -c out");
+    }
+    // Opened first, so a bad path is refused before the capture starts.
+    let mut out: Box<dyn std::io::Write> = match &write {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let req = Request::Capture {
+        network,
+        endpoint,
+        count,
+    };
+    let (info, mut stream) =
+        client::call_streaming(socket, &req).context("`weft capture` failed")?;
+    let info: api::CaptureInfo = output::decode(info, "capture")?;
+    eprintln!(
+        "capturing {} of network {} ({} in its namespace, port {}){}",
+        info.endpoint,
+        info.network,
+        info.ifname,
+        info.port,
+        write
+            .as_ref()
+            .map(|p| format!(" to {}", p.display()))
+            .unwrap_or_default()
+    );
+    // Copied as it comes, so a reader of a pipe sees each frame at once.
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut stream, &mut buf).context("reading the capture")?;
+        if n == 0 {
+            break;
+        }
+        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader (`| tcpdump -c N`, `| head`) has had enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("writing the capture"),
+        }
+    }
+    Ok(())
 }
 
 fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {

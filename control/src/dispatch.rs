@@ -154,6 +154,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             Request::Conntrack => Response::Flows(self.conntrack_list()?),
             Request::ConntrackFlush => Response::Flushed(self.conntrack_flush()?),
             Request::Reset => Response::Reset(self.reset()?),
+            // The daemon streams the frames; here only the port is found.
+            Request::Capture {
+                network, endpoint, ..
+            } => Response::Capture(self.capture_target(network.as_deref(), &endpoint)?),
         })
     }
 }

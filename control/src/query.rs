@@ -49,6 +49,50 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         (ports, self.peer_list())
     }
 
+    /// `capture`: the port of endpoint `endpoint` (of `network`, needed
+    /// when several networks have an endpoint of that name).
+    pub fn capture_target(
+        &self,
+        network: Option<&str>,
+        endpoint: &str,
+    ) -> ApiResult<weft_api::CaptureInfo> {
+        let found: Vec<(&Network, &crate::state::Endpoint)> = self
+            .networks
+            .values()
+            .filter(|n| network.is_none_or(|want| n.name == want))
+            .filter_map(|n| n.endpoints.get(endpoint).map(|e| (n, e)))
+            .collect();
+        match found.as_slice() {
+            [(n, e)] => Ok(weft_api::CaptureInfo {
+                network: n.name.clone(),
+                endpoint: e.name.clone(),
+                port: e.port.0,
+                ifname: e.ifname.clone(),
+            }),
+            [] => match network {
+                Some(net) => {
+                    self.network(net)?;
+                    Err(crate::state::no_endpoint(net, endpoint))
+                }
+                None => Err(crate::error::err(
+                    weft_api::ErrorKind::NotFound,
+                    format!("no endpoint named `{endpoint}`: see `weft endpoints`"),
+                )),
+            },
+            several => Err(crate::error::err(
+                weft_api::ErrorKind::InvalidArgument,
+                format!(
+                    "endpoints named `{endpoint}` are in networks {}: pass --network",
+                    several
+                        .iter()
+                        .map(|(n, _)| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
     /// `status`: version, API version and what the daemon holds.
     pub fn status(&self) -> StatusInfo {
         StatusInfo {

@@ -17,6 +17,7 @@
 //! One daemon per state directory and socket ([`lock`]); systemd is told
 //! when the daemon is ready and that it is alive ([`notify`]).
 
+pub mod capture;
 pub mod lock;
 pub mod logging;
 mod metrics;
@@ -319,14 +320,27 @@ fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
+    // A capture streams after its reply: (port, count) once it succeeded.
+    let mut capture = None;
     let reply = match BufReader::new((&stream).take(MAX_REQUEST_LEN)).read_line(&mut line) {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
+                let count = match &request {
+                    Request::Capture { count, .. } => Some(*count),
+                    _ => None,
+                };
                 let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_mut() {
                     Some(control) => match control.handle(request) {
-                        Ok(response) => Reply::success(&response),
+                        Ok(response) => {
+                            if let (weft_api::Response::Capture(info), Some(count)) =
+                                (&response, count)
+                            {
+                                capture = Some((weft_switch::PortId(info.port), count));
+                            }
+                            Reply::success(&response)
+                        }
                         Err(error) => Reply::failure(error),
                     },
                     None => Reply::failure(ApiError::new(
@@ -349,5 +363,12 @@ fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
         r#"{"ok":false,"error":{"kind":"internal","message":"reply did not serialize"}}"#.into()
     });
     text.push('\n');
-    let _ = (&stream).write_all(text.as_bytes());
+    if (&stream).write_all(text.as_bytes()).is_err() {
+        return;
+    }
+    if let Some((port, count)) = capture {
+        let _ = stream.set_read_timeout(None);
+        let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+        capture::stream(stream, control, port, count);
+    }
 }
