@@ -211,6 +211,28 @@ enum Command {
         count: Option<u64>,
     },
 
+    /// Print a shell completion script for bash, zsh, fish, elvish or
+    /// powershell
+    ///
+    /// bash: `weft completions bash > /etc/bash_completion.d/weft`;
+    /// zsh: `weft completions zsh > "${fpath[1]}/_weft"`;
+    /// fish: `weft completions fish > ~/.config/fish/completions/weft.fish`.
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Write man pages: weft(1) and one page per command (weft-attach(1),
+    /// weft-network-create(1), ...)
+    ///
+    /// With DIR, every page is written there (e.g. `weft man
+    /// /usr/local/share/man/man1`); without, weft(1) goes to standard output.
+    Man {
+        /// Where to write the pages
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+
     /// Remove everything weft made: services, endpoints and their TAP
     /// devices, the uplink, networks, routes and peers
     ///
@@ -1018,6 +1040,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             write,
             count,
         } => capture(&socket, endpoint, network, write, count),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "weft", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(e).context("writing the completion script")
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Man { dir } => man_pages(dir.as_deref()),
         Command::Reset { json } => {
             let result = request(&socket, Request::Reset, "reset")?;
             print_result(json.json, result, "reset", |r: api::ResetInfo| {
@@ -1040,6 +1074,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_result(json.json, result, "status", |s| output::status(&s, &socket))
         }
     }
+}
+
+/// `weft man`: weft(1) to standard output, or every page into `dir`.
+fn man_pages(dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let Some(dir) = dir else {
+        let mut out = std::io::stdout().lock();
+        return clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .context("writing the man page");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = 0;
+    write_pages(&cmd, "weft", dir, &mut written)?;
+    eprintln!("wrote {written} man pages to {}", dir.display());
+    Ok(())
+}
+
+/// Writes `NAME.1` for `cmd` and, recursively, `NAME-SUB.1` for each of its
+/// subcommands.
+fn write_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &Path,
+    written: &mut usize,
+) -> anyhow::Result<()> {
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(name.replace('-', " "));
+    let path = dir.join(format!("{name}.1"));
+    let mut file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    clap_mangen::Man::new(page)
+        .render(&mut file)
+        .with_context(|| format!("writing {}", path.display()))?;
+    *written += 1;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
 }
 
 /// `weft capture`: asks the daemon for the port's pcap stream and copies it
