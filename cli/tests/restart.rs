@@ -437,3 +437,118 @@ fn the_systemd_unit_is_valid_and_asks_for_notify_and_watchdog() {
         describe(&out)
     );
 }
+
+/// Sends `line` on `stream` and reads the echo back.
+fn echo(stream: &mut TcpStream, line: &str) -> io::Result<String> {
+    stream.write_all(line.as_bytes())?;
+    let mut buf = vec![0u8; line.len()];
+    stream.read_exact(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// An echo server on `listener`, one connection at a time, on a thread.
+fn echo_server(listener: TcpListener) {
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn nat_connections_are_rebuilt_after_a_restart() {
+    require_root!();
+    let r = Netns::new("r");
+    let o = Netns::new("o");
+    r.add_veth("up0", &o, "o0");
+    r.ip_ok(&["link", "set", "up0", "up"]);
+    o.ip_ok(&["addr", "add", "192.168.77.1/24", "dev", "o0"]);
+    o.ip_ok(&["link", "set", "o0", "up"]);
+    let mut d = Daemon::start_in(&r, &[]);
+    let a = Netns::new("a");
+    create_network(&d, "n", &subnet(77, 1), &[]);
+    weft_ok(
+        &d,
+        &[
+            "uplink",
+            "set",
+            "--interface",
+            "up0",
+            "--ip",
+            "192.168.77.2/24",
+        ],
+    );
+    let ep_a = attach(&d, "n", &a, &["--publish", "8077:7077"]);
+    // An echo server outside, one on the endpoint (published).
+    let outside: SocketAddr = "192.168.77.1:5077".parse().unwrap();
+    echo_server(
+        o.run(move || TcpListener::bind(outside))
+            .expect("listen outside"),
+    );
+    let inside: SocketAddr = format!("{}:7077", ep_a.ip).parse().unwrap();
+    echo_server(
+        a.run(move || TcpListener::bind(inside))
+            .expect("listen inside"),
+    );
+    let connect = |ns: &Netns, to: SocketAddr| {
+        ns.run(move || {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(s)
+        })
+        .expect("connect")
+    };
+    // Egress (SNAT) from the endpoint; in through the published port.
+    let mut egress = connect(&a, outside);
+    let published: SocketAddr = "192.168.77.2:8077".parse().unwrap();
+    let mut ingress = connect(&o, published);
+    assert_eq!(echo(&mut egress, "before-egress").unwrap(), "before-egress");
+    assert_eq!(
+        echo(&mut ingress, "before-ingress").unwrap(),
+        "before-ingress"
+    );
+    let flows_before = json(&d, &["conntrack"]);
+    d.kill_keeping(Signal::SIGKILL);
+    d.respawn(&[]);
+    assert_eq!(
+        json(&d, &["conntrack"]),
+        serde_json::json!([]),
+        "not persisted"
+    );
+    // The first packet of each after the restart goes the original way:
+    // the flow is picked up again with the same translation.
+    assert_eq!(
+        echo(&mut egress, "after-egress").expect("egress after the restart"),
+        "after-egress"
+    );
+    assert_eq!(
+        echo(&mut ingress, "after-ingress").expect("ingress after the restart"),
+        "after-ingress"
+    );
+    let flows_after = json(&d, &["conntrack"]);
+    let translated = |flows: &Value| {
+        let mut rows: Vec<(String, String)> = flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["proto"] == "tcp")
+            .map(|f| (f["original"].to_string(), f["reply"].to_string()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(translated(&flows_before).len(), 2, "{flows_before}");
+    assert_eq!(
+        translated(&flows_after),
+        translated(&flows_before),
+        "the rebuilt flows translate as before"
+    );
+}
