@@ -241,7 +241,7 @@ fn a_ping_keeps_going_across_kill_and_sigterm_restarts() {
 }
 
 #[test]
-fn a_tcp_transfer_survives_a_restart_byte_for_byte() {
+fn a_tcp_transfer_survives_kill_and_sigterm_restarts_byte_for_byte() {
     require_root!();
     let mut d = Daemon::start();
     let a = Netns::new("a");
@@ -252,12 +252,12 @@ fn a_tcp_transfer_survives_a_restart_byte_for_byte() {
     let dir = TempDir::new("tcp");
     let sent = dir.path().join("sent.bin");
     let received = dir.path().join("received.bin");
-    // 24 MiB of pseudo-random bytes.
+    // 32 MiB of pseudo-random bytes.
     {
         let mut f = File::create(&sent).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..24 {
+        for _ in 0..32 {
             for byte in chunk.iter_mut() {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -285,7 +285,7 @@ fn a_tcp_transfer_survives_a_restart_byte_for_byte() {
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         let mut input = File::open(&in_path)?;
         let mut buf = vec![0u8; 64 * 1024];
-        // Paced at about 6 MiB/s, so the transfer spans the restart.
+        // Paced at about 6 MiB/s, so the transfer spans both restarts.
         loop {
             let n = input.read(&mut buf)?;
             if n == 0 {
@@ -297,20 +297,22 @@ fn a_tcp_transfer_survives_a_restart_byte_for_byte() {
         stream.shutdown(std::net::Shutdown::Write)?;
         Ok(start.elapsed())
     });
-    thread::sleep(Duration::from_millis(1500));
-    assert!(
-        !sender.is_finished(),
-        "the transfer ended before the restart"
-    );
-    d.kill_keeping(Signal::SIGKILL);
-    d.respawn(&[]);
-    let took = sender.join().unwrap().expect("sending across the restart");
+    for signal in [Signal::SIGKILL, Signal::SIGTERM] {
+        thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !sender.is_finished(),
+            "the transfer ended before the {signal} restart"
+        );
+        d.kill_keeping(signal);
+        d.respawn(&[]);
+    }
+    let took = sender.join().unwrap().expect("sending across the restarts");
     let bytes = receiver
         .join()
         .unwrap()
-        .expect("receiving across the restart");
-    eprintln!("24 MiB across a kill -9 and restart in {took:?}");
-    assert_eq!(bytes, 24 << 20);
+        .expect("receiving across the restarts");
+    eprintln!("32 MiB across a kill -9 and a SIGTERM restart in {took:?}");
+    assert_eq!(bytes, 32 << 20);
     assert_eq!(sha256(&sent), sha256(&received), "the bytes differ");
 }
 
