@@ -288,6 +288,41 @@ fn network_create_that_cannot_be_saved_is_undone() {
 }
 
 #[test]
+fn additions_that_cannot_be_saved_are_undone() {
+    let w = World::new("add-save");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    c.handle(attach_req(attach("a", "ns1"))).unwrap();
+    w.dir.break_saving();
+    let attach_ns2 = attach_req(AttachSpec {
+        publish: vec!["8080:80".into()],
+        ..attach("a", "ns2")
+    });
+    for request in [
+        attach_ns2.clone(),
+        Request::PublishAdd {
+            network: "a".into(),
+            endpoint: "ns1".into(),
+            spec: "9090:90/udp".into(),
+        },
+        Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into()],
+            lb: None,
+        },
+    ] {
+        let msg = refused(&w, &mut c, request, ErrorKind::System);
+        assert!(msg.contains("could not be saved"), "{msg}");
+    }
+    w.dir.mend_saving();
+    // What was undone can be made again.
+    c.handle(attach_ns2).unwrap();
+}
+
+#[test]
 fn overlay_network_binds_the_vtep_and_fits_the_underlay() {
     let w = World::new("overlay");
     let mut c = w.control();
