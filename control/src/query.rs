@@ -23,6 +23,32 @@ pub struct PortSource {
     pub counters: std::sync::Arc<weft_switch::counters::PortCounters>,
 }
 
+/// An ARP reply (RFC 826) from `sha`/`spa` to `tha`/`tpa`, in an Ethernet
+/// frame addressed to `tha`.
+fn arp_reply(
+    sha: weft_packet::MacAddr,
+    spa: std::net::Ipv4Addr,
+    tha: weft_packet::MacAddr,
+    tpa: std::net::Ipv4Addr,
+) -> Vec<u8> {
+    use weft_packet::{arp, ethernet, write_ipv4, write_u16, ETH_HEADER_LEN};
+    let mut f = vec![0u8; ETH_HEADER_LEN + arp::LEN];
+    tha.write(&mut f, ethernet::DST);
+    sha.write(&mut f, ethernet::SRC);
+    write_u16(&mut f, ethernet::ETHERTYPE, weft_packet::ETHERTYPE_ARP);
+    let a = &mut f[ETH_HEADER_LEN..];
+    write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
+    write_u16(a, arp::PTYPE, weft_packet::ETHERTYPE_IPV4);
+    a[arp::HLEN] = 6;
+    a[arp::PLEN] = 4;
+    write_u16(a, arp::OPER, arp::OP_REPLY);
+    sha.write(a, arp::SHA);
+    write_ipv4(a, arp::SPA, spa);
+    tha.write(a, arp::THA);
+    write_ipv4(a, arp::TPA, tpa);
+    f
+}
+
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// Every port's counters (shared, so they can be read after the
     /// control plane's lock is released) and the peers' traffic.
@@ -91,6 +117,30 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 ),
             )),
         }
+    }
+
+    /// ARP replies that tell each endpoint, once more, the MACs of its
+    /// gateway and of the other endpoints of its network: sent after a
+    /// restart, they resolve at once the neighbor entries the workloads'
+    /// kernels left incomplete while the TAPs had no carrier (a kernel only
+    /// updates entries it already has, so nothing new is learned from
+    /// them). One frame per (port, neighbor).
+    pub fn neighbor_announcements(&self) -> Vec<(weft_switch::PortId, Vec<u8>)> {
+        let mut frames = Vec::new();
+        for net in self.networks.values() {
+            let neighbors: Vec<(std::net::Ipv4Addr, weft_packet::MacAddr)> =
+                std::iter::once((net.gateway, net.gateway_mac))
+                    .chain(net.endpoints.values().map(|e| (e.ip, e.mac)))
+                    .collect();
+            for ep in net.endpoints.values() {
+                for &(ip, mac) in &neighbors {
+                    if ip != ep.ip {
+                        frames.push((ep.port, arp_reply(mac, ip, ep.mac, ep.ip)));
+                    }
+                }
+            }
+        }
+        frames
     }
 
     /// `status`: version, API version and what the daemon holds.

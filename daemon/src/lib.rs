@@ -168,6 +168,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     )
     .map_err(io_error("starting the DNS thread"))?;
     let switch_counters = Arc::clone(datapath.counters());
+    let injector = datapath.injector();
     datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
@@ -181,6 +182,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             return Err(DaemonError::Restore(e.message));
         }
     };
+    announce_neighbors(&control, &injector);
     let control = Arc::new(Mutex::new(Some(control)));
     if let Some(addr) = opts.metrics {
         let sources = metrics::Sources {
@@ -259,6 +261,29 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+/// After a restore: tells every endpoint its neighbors' MACs again
+/// ([`Control::neighbor_announcements`]), so traffic that stalled while no
+/// daemon ran resumes without waiting for ARP retransmission.
+fn announce_neighbors(control: &DaemonControl, injector: &weft_datapath::Injector) {
+    let frames = control.neighbor_announcements();
+    let count = frames.len();
+    for (port, frame) in frames {
+        // The injection queue is bounded: wait for room, briefly.
+        for _ in 0..100 {
+            if injector.send(port, frame.clone()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if count > 0 {
+        tracing::debug!(
+            frames = count,
+            "neighbors announced to the restored endpoints"
+        );
+    }
 }
 
 /// Sends `WATCHDOG=1` every `every` as long as the control plane takes
