@@ -1616,6 +1616,54 @@ fn an_endpoint_whose_namespace_is_gone_is_forgotten_on_restore() {
 }
 
 #[test]
+fn neighbor_announcements_tell_each_endpoint_its_gateway_and_peers() {
+    let w = World::new("announce");
+    let mut c = w.control();
+    let net_a = create(&mut c, net("a", "10.1.0.0/24"));
+    let e1 = c.attach(attach("a", "ns1")).unwrap();
+    let e2 = c.attach(attach("a", "ns2")).unwrap();
+    let frames = c.neighbor_announcements();
+    assert_eq!(frames.len(), 4, "two ports, two neighbors each");
+    let mac = |s: &str| s.parse::<weft_packet::MacAddr>().unwrap();
+    for (port, f) in &frames {
+        let (to, others): (&EndpointInfo, Vec<(std::net::Ipv4Addr, String)>) = if port.0 == e1.port
+        {
+            (
+                &e1,
+                vec![
+                    (net_a.gateway, net_a.gateway_mac.clone()),
+                    (e2.ip.addr(), e2.mac.clone()),
+                ],
+            )
+        } else {
+            (
+                &e2,
+                vec![
+                    (net_a.gateway, net_a.gateway_mac.clone()),
+                    (e1.ip.addr(), e1.mac.clone()),
+                ],
+            )
+        };
+        assert_eq!(f.len(), 42);
+        assert_eq!(f[0..6], mac(&to.mac).0, "to the endpoint's MAC");
+        assert_eq!(f[12..14], [0x08, 0x06], "ARP");
+        assert_eq!(f[14 + 6..14 + 8], [0, 2], "a reply");
+        let spa = std::net::Ipv4Addr::new(f[28], f[29], f[30], f[31]);
+        let sha = &f[22..28];
+        let (_, from_mac) = others
+            .iter()
+            .find(|(ip, _)| *ip == spa)
+            .unwrap_or_else(|| panic!("{spa} is no neighbor of {}", to.name));
+        assert_eq!(sha, mac(from_mac).0);
+        assert_eq!(
+            f[38..42],
+            to.ip.addr().octets(),
+            "for the endpoint's address"
+        );
+    }
+}
+
+#[test]
 fn reset_removes_everything_and_saves_nothing() {
     let w = World::new("reset");
     let mut c = w.control();
