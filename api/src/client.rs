@@ -89,6 +89,33 @@ impl ClientError {
 /// Sends `req` to the daemon listening on `socket` and returns the reply's
 /// `result` (`null` when the daemon sent none).
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let (result, _) = exchange(socket, req, true)?;
+    Ok(result)
+}
+
+/// Sends a request whose reply is followed by a stream (`capture`): the
+/// reply's `result`, and the connection positioned after the reply line,
+/// without a read timeout. The client keeps its side open: closing it
+/// tells the daemon to stop.
+pub fn call_streaming(
+    socket: &Path,
+    req: &Request,
+) -> Result<(serde_json::Value, BufReader<UnixStream>), ClientError> {
+    let (result, reader) = exchange(socket, req, false)?;
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| ClientError::io("cannot set socket timeouts", e))?;
+    Ok((result, reader))
+}
+
+/// Connects, sends `req` (closing the write side when `close_write`) and
+/// reads the reply line.
+fn exchange(
+    socket: &Path,
+    req: &Request,
+    close_write: bool,
+) -> Result<(serde_json::Value, BufReader<UnixStream>), ClientError> {
     let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
             path: socket.to_path_buf(),
@@ -111,9 +138,13 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
     let mut line = serde_json::to_string(req)
         .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
     line.push('\n');
-    let sent = (&stream)
-        .write_all(line.as_bytes())
-        .and_then(|()| stream.shutdown(Shutdown::Write));
+    let sent = (&stream).write_all(line.as_bytes()).and_then(|()| {
+        if close_write {
+            stream.shutdown(Shutdown::Write)
+        } else {
+            Ok(())
+        }
+    });
     match sent {
         Ok(()) => {}
         // The daemon may have closed early after replying with an error;
@@ -123,7 +154,8 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
     }
 
     let mut reply_line = String::new();
-    BufReader::new(&stream)
+    let mut reader = BufReader::new(stream);
+    reader
         .read_line(&mut reply_line)
         .map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::io(
@@ -135,7 +167,7 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientErr
             ),
             _ => ClientError::io("cannot read the daemon's reply", e),
         })?;
-    parse_reply(&reply_line)
+    Ok((parse_reply(&reply_line)?, reader))
 }
 
 /// Sends `req` and decodes the result as `T`: the typed form of [`call`]

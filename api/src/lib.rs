@@ -195,6 +195,20 @@ pub enum Request {
     /// Tracked connections.
     Conntrack,
     ConntrackFlush,
+    /// Removes everything weft made: services, endpoints (their TAPs),
+    /// the uplink, networks, peers; the saved state becomes empty.
+    Reset,
+    /// Mirrors an endpoint's frames, both directions: the reply line is
+    /// followed on the same connection by a pcap stream (libpcap format,
+    /// Ethernet), ended after `count` frames or when the client closes.
+    Capture {
+        /// Needed when endpoints of several networks have the name.
+        #[serde(default)]
+        network: Option<String>,
+        endpoint: String,
+        #[serde(default)]
+        count: Option<u64>,
+    },
 }
 
 /// The uplink.
@@ -324,6 +338,27 @@ pub enum Response {
     Services(Vec<ServiceInfo>),
     Flows(Vec<FlowEntry>),
     Flushed(FlushInfo),
+    Reset(ResetInfo),
+    Capture(CaptureInfo),
+}
+
+/// Reply to `capture`, before the pcap stream: the port captured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureInfo {
+    pub network: String,
+    pub endpoint: String,
+    pub port: u32,
+    pub ifname: String,
+}
+
+/// Reply to `reset`: how many of each kind of object were removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ResetInfo {
+    pub services: usize,
+    pub endpoints: usize,
+    pub uplink: bool,
+    pub networks: usize,
+    pub peers: usize,
 }
 
 /// Reply to `fdb_add`: the MAC now sits behind the VTEP.

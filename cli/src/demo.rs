@@ -131,6 +131,7 @@ fn steps(exe: &Path, cleanup: &mut Cleanup) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {} daemon", exe.display()))?;
     let daemon_pid = child.id();
     cleanup.daemon = Some(child);
+    cleanup.socket = Some(socket.clone());
     wait_for_daemon(&socket, cleanup)?;
     println!(
         "    daemon pid {daemon_pid} is listening on {}",
@@ -350,12 +351,14 @@ impl Api<'_> {
     }
 }
 
-/// Everything the demo created, removed in reverse order on drop: the
-/// daemon first (it holds the TAP devices), then the namespaces, then the
-/// temporary directory with the socket, state and log.
+/// Everything the demo created, removed in reverse order on drop: what the
+/// daemon made (`weft reset`: its TAPs and resolv.conf files, which outlive
+/// a stopped daemon), the daemon, then the namespaces, then the temporary
+/// directory with the socket, state and log.
 #[derive(Default)]
 struct Cleanup {
     daemon: Option<Child>,
+    socket: Option<PathBuf>,
     namespaces: Vec<String>,
     dir: Option<PathBuf>,
     log: Option<PathBuf>,
@@ -368,6 +371,12 @@ impl Drop for Cleanup {
         }
         step(TOTAL_STEPS + 1, "Cleaning up");
         if let Some(child) = self.daemon.take() {
+            if let Some(socket) = self.socket.take() {
+                shell(&format!("weft --socket {} reset", socket.display()));
+                if let Err(e) = crate::client::call(&socket, &crate::api::Request::Reset) {
+                    eprintln!("warning: reset failed: {e}");
+                }
+            }
             stop_daemon(child);
         }
         for name in self.namespaces.drain(..).rev() {

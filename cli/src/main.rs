@@ -54,6 +54,11 @@ Examples:
   weft network create back --subnet 10.2.0.0/24 --gateway 10.2.0.254 --mtu 9000
   weft network create db --subnet 10.3.0.0/24 --internal";
 
+const CAPTURE_AFTER_HELP: &str = "\
+Examples:
+  weft capture web1 | tcpdump -n -r -
+  weft capture web1 --network front -w web1.pcap -c 100";
+
 const ATTACH_AFTER_HELP: &str = "\
 Examples:
   ip netns add web1
@@ -188,10 +193,66 @@ enum Command {
         json: JsonFlag,
     },
 
+    /// Capture an endpoint's frames, both directions, as pcap
+    ///
+    /// Writes to FILE with -w, else to standard output (for `| tcpdump -r -`
+    /// or Wireshark). Runs until COUNT frames were written or it is
+    /// interrupted; frames the daemon could not queue while the writer fell
+    /// behind are left out. An offloaded TCP super-frame (up to 64 KiB)
+    /// appears as one frame, as on the TAP itself.
+    #[command(after_help = CAPTURE_AFTER_HELP)]
+    Capture {
+        /// The endpoint (see `weft endpoints`)
+        endpoint: String,
+        /// Its network, when endpoints of several networks have that name
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+        /// Write the pcap to FILE instead of standard output
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT frames
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+    },
+
+    /// Print a shell completion script for bash, zsh, fish, elvish or
+    /// powershell
+    ///
+    /// bash: `weft completions bash > /etc/bash_completion.d/weft`;
+    /// zsh: `weft completions zsh > "${fpath[1]}/_weft"`;
+    /// fish: `weft completions fish > ~/.config/fish/completions/weft.fish`.
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Write man pages: weft(1) and one page per command (weft-attach(1),
+    /// weft-network-create(1), ...)
+    ///
+    /// With DIR, every page is written there (e.g. `weft man
+    /// /usr/local/share/man/man1`); without, weft(1) goes to standard output.
+    Man {
+        /// Where to write the pages
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+
+    /// Remove everything weft made: services, endpoints and their TAP
+    /// devices, the uplink, networks, routes and peers
+    ///
+    /// Stopping the daemon removes nothing (a restarted daemon takes its
+    /// endpoints back); this does.
+    Reset {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
     /// Run the switch and serve the control API in the foreground
     ///
-    /// Stops on SIGINT or SIGTERM. Needs CAP_NET_ADMIN to create TAP devices
-    /// and enter network namespaces. The socket is created with mode 0660.
+    /// Stops on SIGINT or SIGTERM, leaving every endpoint in place: a daemon
+    /// started again on the same --state-dir takes everything back (`weft
+    /// reset` removes it all). Needs CAP_NET_ADMIN to create TAP devices and
+    /// enter network namespaces. The socket is created with mode 0660.
     Daemon(DaemonArgs),
 
     /// Show weft working: namespaces, two networks, pings, routing (needs root)
@@ -607,6 +668,10 @@ struct DaemonArgs {
         requires = "store_user"
     )]
     store_password: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9477) [default: none]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -619,6 +684,11 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477"))
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -769,6 +839,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_level: args.log_level,
                 log_format: args.log_format,
                 store,
+                metrics: args.metrics,
             })?)
         }
         Command::Demo => {
@@ -1087,6 +1158,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output::neighbors(&n)
             })
         }
+        Command::Capture {
+            endpoint,
+            network,
+            write,
+            count,
+        } => capture(&socket, endpoint, network, write, count),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "weft", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(e).context("writing the completion script")
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Man { dir } => man_pages(dir.as_deref()),
+        Command::Reset { json } => {
+            let result = request(&socket, Request::Reset, "reset")?;
+            print_result(json.json, result, "reset", |r: api::ResetInfo| {
+                format!(
+                    "removed {} services, {} endpoints, {} uplink, {} networks, {} peers\n",
+                    r.services,
+                    r.endpoints,
+                    u8::from(r.uplink),
+                    r.networks,
+                    r.peers
+                )
+            })
+        }
         Command::Stats { json } => {
             let result = request(&socket, Request::Stats, "stats")?;
             print_result(json.json, result, "stats", |s| output::stats(&s))
@@ -1096,6 +1198,105 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_result(json.json, result, "status", |s| output::status(&s, &socket))
         }
     }
+}
+
+/// `weft man`: weft(1) to standard output, or every page into `dir`.
+fn man_pages(dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let Some(dir) = dir else {
+        let mut out = std::io::stdout().lock();
+        return clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .context("writing the man page");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut written = 0;
+    write_pages(&cmd, "weft", dir, &mut written)?;
+    eprintln!("wrote {written} man pages to {}", dir.display());
+    Ok(())
+}
+
+/// Writes `NAME.1` for `cmd` and, recursively, `NAME-SUB.1` for each of its
+/// subcommands.
+fn write_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &Path,
+    written: &mut usize,
+) -> anyhow::Result<()> {
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(name.replace('-', " "));
+    let path = dir.join(format!("{name}.1"));
+    let mut file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    clap_mangen::Man::new(page)
+        .render(&mut file)
+        .with_context(|| format!("writing {}", path.display()))?;
+    *written += 1;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
+}
+
+/// `weft capture`: asks the daemon for the port's pcap stream and copies it
+/// to the file or standard output until the daemon ends it.
+fn capture(
+    socket: &Path,
+    endpoint: String,
+    network: Option<String>,
+    write: Option<PathBuf>,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if count == Some(0) {
+        anyhow::bail!("-c 0 captures nothing: give a count of at least 1, or leave -c out");
+    }
+    // Opened first, so a bad path is refused before the capture starts.
+    let mut out: Box<dyn std::io::Write> = match &write {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let req = Request::Capture {
+        network,
+        endpoint,
+        count,
+    };
+    let (info, mut stream) =
+        client::call_streaming(socket, &req).context("`weft capture` failed")?;
+    let info: api::CaptureInfo = output::decode(info, "capture")?;
+    eprintln!(
+        "capturing {} of network {} ({} in its namespace, port {}){}",
+        info.endpoint,
+        info.network,
+        info.ifname,
+        info.port,
+        write
+            .as_ref()
+            .map(|p| format!(" to {}", p.display()))
+            .unwrap_or_default()
+    );
+    // Copied as it comes, so a reader of a pipe sees each frame at once.
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut stream, &mut buf).context("reading the capture")?;
+        if n == 0 {
+            break;
+        }
+        match out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader (`| tcpdump -c N`, `| head`) has had enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("writing the capture"),
+        }
+    }
+    Ok(())
 }
 
 fn network(socket: &Path, cmd: NetworkCommand) -> anyhow::Result<()> {

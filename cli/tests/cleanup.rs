@@ -1,5 +1,6 @@
 //! The harness's guards leave nothing behind, on a panic as on a normal
-//! return, and the daemon cleans up after itself on SIGTERM.
+//! return; SIGTERM leaves the endpoints for the next daemon and `weft
+//! reset` removes them.
 //!
 //! Subnet indices 50..=59 (see `common` for the parallelism note).
 
@@ -136,7 +137,7 @@ fn a_normal_return_leaves_nothing_behind() {
 }
 
 #[test]
-fn sigterm_removes_taps_and_exits_zero() {
+fn sigterm_keeps_endpoints_and_reset_removes_them() {
     require_root!();
     let mut d = Daemon::start();
     let a = Netns::new("a");
@@ -144,9 +145,15 @@ fn sigterm_removes_taps_and_exits_zero() {
     create_network(&d, "n", &subnet(52, 1), &[]);
     let ep_a = attach(&d, "n", &a, &[]);
     let ep_b = attach(&d, "n", &b, &[]);
+    let link_exists =
+        |ns: &Netns, ep: &Endpoint| ns.ip(&["link", "show", &ep.ifname]).status.success();
     for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
-        let out = ns.ip(&["link", "show", &ep.ifname]);
-        assert!(out.status.success(), "TAP missing:\n{}", describe(&out));
+        assert!(
+            link_exists(ns, ep),
+            "TAP {} missing in {}",
+            ep.ifname,
+            ns.name
+        );
     }
     let resolv_conf = |ns: &Netns| {
         std::path::PathBuf::from("/etc/netns")
@@ -160,28 +167,48 @@ fn sigterm_removes_taps_and_exits_zero() {
             ns.name
         );
     }
-    let status = d.stop().expect("daemon exit status");
+    // SIGTERM: exit 0, the socket goes, the endpoints stay for the next
+    // daemon.
+    let status = d
+        .kill_keeping(nix::sys::signal::Signal::SIGTERM)
+        .expect("daemon exit status");
     assert!(status.success(), "daemon exited with {status} on SIGTERM");
-    for ns in [&a, &b] {
-        assert!(
-            !resolv_conf(ns).exists(),
-            "{} left behind after the daemon stopped",
-            resolv_conf(ns).display()
-        );
-    }
-    for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
-        let out = ns.ip(&["link", "show", &ep.ifname]);
-        assert!(
-            !out.status.success(),
-            "{} still in {} after the daemon stopped:\n{}",
-            ep.ifname,
-            ns.name,
-            describe(&out)
-        );
-    }
     assert!(
         !d.socket.exists(),
         "socket {} left behind",
         d.socket.display()
     );
+    for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
+        assert!(
+            link_exists(ns, ep),
+            "{} left {} when the daemon stopped",
+            ep.ifname,
+            ns.name
+        );
+        assert!(
+            resolv_conf(ns).exists(),
+            "{} removed",
+            resolv_conf(ns).display()
+        );
+    }
+    // `weft reset` on the next daemon removes all of it.
+    d.respawn(&[]);
+    let reset = json(&d, &["reset"]);
+    assert_eq!(reset["endpoints"], 2, "{reset}");
+    assert_eq!(reset["networks"], 1, "{reset}");
+    for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
+        assert!(
+            !link_exists(ns, ep),
+            "{} still in {} after reset",
+            ep.ifname,
+            ns.name
+        );
+        assert!(
+            !resolv_conf(ns).exists(),
+            "{} left behind after reset",
+            resolv_conf(ns).display()
+        );
+    }
+    let networks = json(&d, &["network", "ls"]);
+    assert_eq!(networks, serde_json::json!([]), "networks after reset");
 }

@@ -12,7 +12,71 @@ use crate::state::Control;
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// Applies one request: its result, or why it was refused (and then
     /// nothing changed).
+    ///
+    /// A request that changes what is saved (endpoints, published ports,
+    /// the uplink, services) is saved once it is made; when saving fails,
+    /// what it added is taken away again (an attached endpoint, a published
+    /// port, a service or backend) and the request is refused. A removal
+    /// that cannot be saved stays made, and the error says so. The
+    /// operations on networks, routes and peers save (and undo) themselves.
     pub fn handle(&mut self, request: Request) -> ApiResult<Response> {
+        let saves_after = matches!(
+            request,
+            Request::Attach { .. }
+                | Request::Detach { .. }
+                | Request::UplinkSet { .. }
+                | Request::UplinkRemove
+                | Request::PublishAdd { .. }
+                | Request::PublishRemove { .. }
+                | Request::ServiceCreate { .. }
+                | Request::ServiceRemove { .. }
+                | Request::ServiceBackendAdd { .. }
+                | Request::ServiceBackendRemove { .. }
+        );
+        let undo = if saves_after {
+            Some(request.clone())
+        } else {
+            None
+        };
+        let response = self.apply_request(request)?;
+        if let Some(request) = undo {
+            if let Err(e) = self.save() {
+                if self.undo_addition(&request, &response) {
+                    return Err(e);
+                }
+                self.save_made()?;
+            }
+        }
+        Ok(response)
+    }
+
+    /// Takes back what `request` added; `false` when it added nothing that
+    /// can be taken back (a removal, the uplink).
+    fn undo_addition(&mut self, request: &Request, response: &Response) -> bool {
+        let undone = match (request, response) {
+            (Request::Attach { network, .. }, Response::Endpoint(ep)) => {
+                self.detach(network, &ep.name).map(drop)
+            }
+            (Request::PublishAdd { .. }, Response::Publish(p)) => self
+                .publish_remove(
+                    &p.network,
+                    &p.endpoint,
+                    &format!("{}/{}", p.host_port, p.proto),
+                )
+                .map(drop),
+            (Request::ServiceCreate { name, .. }, _) => self.service_remove(name).map(drop),
+            (Request::ServiceBackendAdd { name, endpoint }, _) => {
+                self.service_backend(name, endpoint, false).map(drop)
+            }
+            _ => return false,
+        };
+        if let Err(e) = &undone {
+            tracing::error!(error = %e.message, "could not undo a change that was not saved");
+        }
+        undone.is_ok()
+    }
+
+    fn apply_request(&mut self, request: Request) -> ApiResult<Response> {
         Ok(match request {
             Request::Status => Response::Status(self.status()),
             Request::NetworkCreate {
@@ -146,6 +210,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             }
             Request::Conntrack => Response::Flows(self.conntrack_list()?),
             Request::ConntrackFlush => Response::Flushed(self.conntrack_flush()?),
+            Request::Reset => Response::Reset(self.reset()?),
+            // The daemon streams the frames; here only the port is found.
+            Request::Capture {
+                network, endpoint, ..
+            } => Response::Capture(self.capture_target(network.as_deref(), &endpoint)?),
         })
     }
 }

@@ -15,6 +15,7 @@ use weft_switch::switch::PortConfig;
 
 use crate::error::{check_name, datapath_error, err, in_network, ipam_error, ApiResult};
 use crate::nat::parse_publish;
+use crate::persist::SavedEndpoint;
 use crate::ports::{Datapath, NetnsTarget, Provisioner, TapRequest};
 use crate::state::{no_endpoint, Control, Endpoint, Network};
 
@@ -218,6 +219,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             aliases: req.aliases.clone(),
             resolv_conf,
             owner: req.owner.clone(),
+            default_route: first_network,
         };
         let net = self
             .networks
@@ -289,6 +291,110 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 ),
             )),
         }
+    }
+
+    /// Takes back an endpoint of the saved state: its namespace must still
+    /// be the one it was attached to (same device and inode); its TAP,
+    /// left there by the daemon before, is re-attached with the same name,
+    /// address and MAC (or made again when it is gone), and its published
+    /// ports come back with it. Returns `Ok(false)` when the namespace is
+    /// gone or replaced (the workload ended while no daemon ran): the
+    /// endpoint is then forgotten.
+    pub(crate) fn restore_endpoint(&mut self, saved: SavedEndpoint) -> ApiResult<bool> {
+        let target = NetnsTarget::Path(saved.netns.clone().into());
+        match self.provisioner.open_netns(&target) {
+            Ok(ns) if ns.id == saved.netns_id => {}
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    endpoint = %saved.name, network = %saved.network, netns = %saved.netns,
+                    "the endpoint's namespace is gone or was replaced: endpoint forgotten"
+                );
+                return Ok(false);
+            }
+        }
+        let bad = |what: &str, e: String| {
+            err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "endpoint `{}`: bad {what} in the state file: {e}",
+                    saved.name
+                ),
+            )
+        };
+        let ip = parse_addr(&saved.ip).map_err(|e| bad("address", e.to_string()))?;
+        let mac = parse_unicast_mac(&saved.mac).map_err(|e| bad("MAC", e.message))?;
+        let publishes = saved
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_publishes(&saved.network, &publishes)?;
+        let net = self.network(&saved.network)?;
+        if net.endpoints.contains_key(&saved.name) || net.mac_in_use(mac) {
+            return Err(bad("entry", "it is there twice".into()));
+        }
+        let tap = TapRequest {
+            ifname: saved.ifname.clone(),
+            mac,
+            ip,
+            prefix_len: net.subnet.prefix_len(),
+            mtu: net.mtu,
+            default_gateway: saved.default_route.then_some(net.gateway),
+        };
+        let network_id = net.id;
+        let net = self.networks.get_mut(&saved.network).expect("looked up");
+        net.pool.reserve(ip).map_err(ipam_error)?;
+        let netns = std::path::PathBuf::from(&saved.netns);
+        let io = match self.provisioner.adopt_tap(&netns, &tap) {
+            Ok(io) => io,
+            Err(e) => {
+                self.release_vip(&saved.network, ip);
+                return Err(e);
+            }
+        };
+        let port = self.take_port_id();
+        let counters = std::sync::Arc::new(PortCounters::default());
+        let mut changes = vec![Change::AddPort {
+            cfg: PortConfig {
+                id: port,
+                network: network_id,
+                mac,
+                ip,
+            },
+            io,
+            counters: std::sync::Arc::clone(&counters),
+        }];
+        match self.publish_changes(ip, &publishes) {
+            Ok(publish) => changes.extend(publish),
+            Err(e) => {
+                self.release_vip(&saved.network, ip);
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.datapath.apply(changes) {
+            self.release_vip(&saved.network, ip);
+            return Err(datapath_error(e));
+        }
+        self.record_publishes(&saved.network, &saved.name, publishes);
+        let endpoint = Endpoint {
+            name: saved.name.clone(),
+            netns,
+            netns_id: saved.netns_id,
+            ifname: saved.ifname,
+            ip,
+            mac,
+            port,
+            counters,
+            aliases: saved.aliases,
+            resolv_conf: saved.resolv_conf,
+            owner: saved.owner,
+            default_route: saved.default_route,
+        };
+        let net = self.networks.get_mut(&saved.network).expect("looked up");
+        net.endpoints.insert(saved.name.clone(), endpoint);
+        self.refresh_names(&saved.network);
+        tracing::info!(endpoint = %saved.name, network = %saved.network, %ip, %mac, "endpoint restored");
+        Ok(true)
     }
 
     /// The first of eth0, eth1, … that the namespace does not have yet.

@@ -53,7 +53,7 @@ fn split_proto(spec: &str) -> Option<(&str, Protocol)> {
     }
 }
 
-fn proto_name(p: Protocol) -> &'static str {
+pub(crate) fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -570,11 +570,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             proto: proto_name(s.proto).to_string(),
             port: s.port,
             backends: s.backends.clone(),
-            lb: match s.lb {
-                LoadBalance::RoundRobin => "rr",
-                LoadBalance::Hash => "hash",
-            }
-            .to_string(),
+            lb: crate::state::lb_name(s.lb).to_string(),
         }
     }
 

@@ -94,8 +94,15 @@ pub trait Provisioner {
     /// Whether the namespace already has an interface called `ifname`.
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError>;
     /// Creates and configures a TAP device in the namespace and returns it
-    /// as a datapath port. On error nothing is left in the namespace.
+    /// as a datapath port. On error nothing is left in the namespace. The
+    /// device outlives the daemon when the provisioner can make it so
+    /// (a process exit leaves it; dropping the port removes it).
     fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError>;
+    /// Takes back the TAP `tap.ifname` an earlier daemon left in the
+    /// namespace (its configuration made to match `tap`), or, when there is
+    /// none, creates it as [`Provisioner::create_tap`] does. Used when the
+    /// saved state is restored.
+    fn adopt_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError>;
     /// Opens `interface` of the daemon's namespace as the NAT uplink.
     fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError>;
     /// Makes the socket uplink (the daemon's own host sockets).

@@ -12,7 +12,137 @@ use crate::error::{datapath_error, ApiResult};
 use crate::ports::{Datapath, Provisioner};
 use crate::state::{port_stats, Control, Network};
 
+/// One port's counters as the metrics exporter reads them.
+#[derive(Debug, Clone)]
+pub struct PortSource {
+    /// The network (`-` for the uplink).
+    pub network: String,
+    /// The endpoint (`uplink:IF` for the uplink).
+    pub endpoint: String,
+    pub port: u32,
+    pub counters: std::sync::Arc<weft_switch::counters::PortCounters>,
+}
+
+/// An ARP reply (RFC 826) from `sha`/`spa` to `tha`/`tpa`, in an Ethernet
+/// frame addressed to `tha`.
+fn arp_reply(
+    sha: weft_packet::MacAddr,
+    spa: std::net::Ipv4Addr,
+    tha: weft_packet::MacAddr,
+    tpa: std::net::Ipv4Addr,
+) -> Vec<u8> {
+    use weft_packet::{arp, ethernet, write_ipv4, write_u16, ETH_HEADER_LEN};
+    let mut f = vec![0u8; ETH_HEADER_LEN + arp::LEN];
+    tha.write(&mut f, ethernet::DST);
+    sha.write(&mut f, ethernet::SRC);
+    write_u16(&mut f, ethernet::ETHERTYPE, weft_packet::ETHERTYPE_ARP);
+    let a = &mut f[ETH_HEADER_LEN..];
+    write_u16(a, arp::HTYPE, arp::HTYPE_ETHERNET);
+    write_u16(a, arp::PTYPE, weft_packet::ETHERTYPE_IPV4);
+    a[arp::HLEN] = 6;
+    a[arp::PLEN] = 4;
+    write_u16(a, arp::OPER, arp::OP_REPLY);
+    sha.write(a, arp::SHA);
+    write_ipv4(a, arp::SPA, spa);
+    tha.write(a, arp::THA);
+    write_ipv4(a, arp::TPA, tpa);
+    f
+}
+
 impl<D: Datapath, P: Provisioner> Control<D, P> {
+    /// Every port's counters (shared, so they can be read after the
+    /// control plane's lock is released) and the peers' traffic.
+    pub fn metrics_sources(&self) -> (Vec<PortSource>, Vec<weft_api::PeerInfo>) {
+        let mut ports = Vec::new();
+        for net in self.networks.values() {
+            for ep in net.endpoints.values() {
+                ports.push(PortSource {
+                    network: net.name.clone(),
+                    endpoint: ep.name.clone(),
+                    port: ep.port.0,
+                    counters: std::sync::Arc::clone(&ep.counters),
+                });
+            }
+        }
+        if let Some(u) = &self.nat.uplink {
+            ports.push(PortSource {
+                network: "-".into(),
+                endpoint: format!("uplink:{}", u.interface),
+                port: u.port.0,
+                counters: std::sync::Arc::clone(&u.counters),
+            });
+        }
+        (ports, self.peer_list())
+    }
+
+    /// `capture`: the port of endpoint `endpoint` (of `network`, needed
+    /// when several networks have an endpoint of that name).
+    pub fn capture_target(
+        &self,
+        network: Option<&str>,
+        endpoint: &str,
+    ) -> ApiResult<weft_api::CaptureInfo> {
+        let found: Vec<(&Network, &crate::state::Endpoint)> = self
+            .networks
+            .values()
+            .filter(|n| network.is_none_or(|want| n.name == want))
+            .filter_map(|n| n.endpoints.get(endpoint).map(|e| (n, e)))
+            .collect();
+        match found.as_slice() {
+            [(n, e)] => Ok(weft_api::CaptureInfo {
+                network: n.name.clone(),
+                endpoint: e.name.clone(),
+                port: e.port.0,
+                ifname: e.ifname.clone(),
+            }),
+            [] => match network {
+                Some(net) => {
+                    self.network(net)?;
+                    Err(crate::state::no_endpoint(net, endpoint))
+                }
+                None => Err(crate::error::err(
+                    weft_api::ErrorKind::NotFound,
+                    format!("no endpoint named `{endpoint}`: see `weft endpoints`"),
+                )),
+            },
+            several => Err(crate::error::err(
+                weft_api::ErrorKind::InvalidArgument,
+                format!(
+                    "endpoints named `{endpoint}` are in networks {}: pass --network",
+                    several
+                        .iter()
+                        .map(|(n, _)| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// ARP replies that tell each endpoint, once more, the MACs of its
+    /// gateway and of the other endpoints of its network: sent after a
+    /// restart, they resolve at once the neighbor entries the workloads'
+    /// kernels left incomplete while the TAPs had no carrier (a kernel only
+    /// updates entries it already has, so nothing new is learned from
+    /// them). One frame per (port, neighbor).
+    pub fn neighbor_announcements(&self) -> Vec<(weft_switch::PortId, Vec<u8>)> {
+        let mut frames = Vec::new();
+        for net in self.networks.values() {
+            let neighbors: Vec<(std::net::Ipv4Addr, weft_packet::MacAddr)> =
+                std::iter::once((net.gateway, net.gateway_mac))
+                    .chain(net.endpoints.values().map(|e| (e.ip, e.mac)))
+                    .collect();
+            for ep in net.endpoints.values() {
+                for &(ip, mac) in &neighbors {
+                    if ip != ep.ip {
+                        frames.push((ep.port, arp_reply(mac, ip, ep.mac, ep.ip)));
+                    }
+                }
+            }
+        }
+        frames
+    }
+
     /// `status`: version, API version and what the daemon holds.
     pub fn status(&self) -> StatusInfo {
         StatusInfo {

@@ -26,7 +26,10 @@ use weft_vtep::Vni;
 use crate::cluster::{ClusterStore, Remote};
 use crate::dns::{table_for, NameTables};
 use crate::error::{err, in_network, ipam_error, ApiResult};
-use crate::persist::{SavedNetwork, SavedState, StateFile};
+use crate::nat::proto_name;
+use crate::persist::{
+    SavedEndpoint, SavedNetwork, SavedService, SavedState, SavedUplink, StateFile,
+};
 use crate::ports::{Datapath, Provisioner};
 
 /// Default MTU of a network's interfaces (Ethernet).
@@ -58,6 +61,8 @@ pub struct Endpoint {
     pub resolv_conf: Option<PathBuf>,
     /// Who the endpoint belongs to, as the client said on attach.
     pub owner: Option<weft_api::EndpointOwner>,
+    /// Whether attach set the namespace's default route via the gateway.
+    pub default_route: bool,
 }
 
 /// One network: a subnet, its gateway, its address pool and endpoints.
@@ -388,31 +393,42 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .collect()
     }
 
-    /// Writes networks, routes and peers to the state file. With a cluster
-    /// store, overlay networks and the peers it brought live in the store
-    /// instead.
-    pub(crate) fn save(&self) -> ApiResult<()> {
-        let clustered = self.cluster.is_some();
-        let saved = SavedState {
-            networks: self
-                .networks
-                .values()
-                .filter(|n| !(clustered && n.vni.is_some()))
-                .map(Network::saved)
-                .collect(),
-            routes: self
-                .routes
-                .iter()
-                .filter(|(a, b)| {
-                    !clustered
-                        || [a, b].iter().all(|n| {
-                            self.networks
-                                .get(n.as_str())
-                                .is_some_and(|n| n.vni.is_none())
-                        })
-                })
-                .cloned()
-                .collect(),
+    /// Everything the API created, in its saved form.
+    pub(crate) fn saved(&self) -> SavedState {
+        // With a cluster store, overlay networks are kept here too: their
+        // endpoints' TAPs outlive the daemon and are taken back before the
+        // store is reached, and the store's record of a network this file
+        // already holds is accepted as the same network. Peers the store
+        // brought are not kept: they come back from it.
+        let endpoints = self
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.values().map(move |e| (n, e)))
+            .map(|(n, e)| SavedEndpoint {
+                network: n.name.clone(),
+                name: e.name.clone(),
+                netns: e.netns.display().to_string(),
+                netns_id: e.netns_id,
+                ifname: e.ifname.clone(),
+                ip: e.ip.to_string(),
+                mac: e.mac.to_string(),
+                default_route: e.default_route,
+                aliases: e.aliases.clone(),
+                publish: self
+                    .nat
+                    .publishes
+                    .get(&(n.name.clone(), e.name.clone()))
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}:{}/{}", p.host_port, p.port, proto_name(p.proto)))
+                    .collect(),
+                resolv_conf: e.resolv_conf.clone(),
+                owner: e.owner.clone(),
+            })
+            .collect();
+        SavedState {
+            networks: self.networks.values().map(Network::saved).collect(),
+            routes: self.routes.iter().cloned().collect(),
             peers: self
                 .overlay
                 .peers
@@ -420,11 +436,50 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 .filter(|(ip, _)| !self.remote.peers.contains(ip))
                 .map(|(_, p)| p.addr.to_string())
                 .collect(),
-        };
+            uplink: self.nat.uplink.as_ref().map(|u| SavedUplink {
+                interface: u.interface.clone(),
+                sockets: u.sockets,
+                ip: format!("{}/{}", u.ip, u.prefix_len),
+                gateway: u.gateway.map(|g| g.to_string()),
+            }),
+            endpoints,
+            services: self
+                .nat
+                .services
+                .iter()
+                .map(|(name, s)| SavedService {
+                    name: name.clone(),
+                    network: s.network.clone(),
+                    vip: s.vip.to_string(),
+                    port: format!("{}/{}", s.port, proto_name(s.proto)),
+                    backends: s.backends.clone(),
+                    lb: lb_name(s.lb).to_string(),
+                })
+                .collect(),
+            ..SavedState::default()
+        }
+    }
+
+    /// Writes everything the API created to the state file.
+    pub(crate) fn save(&self) -> ApiResult<()> {
+        let saved = self.saved();
         self.state.save(&saved).map_err(|e| {
             err(
                 ErrorKind::System,
                 format!("the change could not be saved, so it was not made: {e}"),
+            )
+        })
+    }
+
+    /// Saves after a change that was already made: a failure says so,
+    /// since the change stays in effect until the daemon restarts.
+    pub(crate) fn save_made(&self) -> ApiResult<()> {
+        let saved = self.saved();
+        self.state.save(&saved).map_err(|e| {
+            tracing::error!(error = %e, "a change could not be saved");
+            err(
+                ErrorKind::System,
+                format!("the change was made but could not be saved, so a restarted daemon will not have it: {e}"),
             )
         })
     }
@@ -462,6 +517,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+    }
+}
+
+/// A load-balancing method as the API names it.
+pub(crate) fn lb_name(lb: LoadBalance) -> &'static str {
+    match lb {
+        LoadBalance::RoundRobin => "rr",
+        LoadBalance::Hash => "hash",
     }
 }
 

@@ -291,6 +291,42 @@ fn network_create_that_cannot_be_saved_is_undone() {
 }
 
 #[test]
+fn additions_that_cannot_be_saved_are_undone() {
+    let w = World::new("add-save");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    c.handle(attach_req(attach("a", "ns1"))).unwrap();
+    w.dir.break_saving();
+    let attach_ns2 = attach_req(AttachSpec {
+        publish: vec!["8080:80".into()],
+        ..attach("a", "ns2")
+    });
+    for request in [
+        attach_ns2.clone(),
+        Request::PublishAdd {
+            network: "a".into(),
+            endpoint: "ns1".into(),
+            spec: "9090:90/udp".into(),
+            host_ip: None,
+        },
+        Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into()],
+            lb: None,
+        },
+    ] {
+        let msg = refused(&w, &mut c, request, ErrorKind::System);
+        assert!(msg.contains("could not be saved"), "{msg}");
+    }
+    w.dir.mend_saving();
+    // What was undone can be made again.
+    c.handle(attach_ns2).unwrap();
+}
+
+#[test]
 fn overlay_network_binds_the_vtep_and_fits_the_underlay() {
     let w = World::new("overlay");
     let mut c = w.control();
@@ -1599,6 +1635,191 @@ fn a_new_control_plane_restores_networks_routes_and_peers() {
         1,
         "the overlay network is joined to its peer"
     );
+}
+
+#[test]
+fn a_new_control_plane_restores_everything_the_api_made() {
+    let w = World::new("restore-all");
+    let before;
+    {
+        let mut c = w.control();
+        create(&mut c, net("a", "10.1.0.0/24"));
+        create(&mut c, net("b", "10.2.0.0/24"));
+        c.route_set("a", "b", true).unwrap();
+        c.handle(Request::UplinkSet {
+            interface: "eth9".into(),
+            ip: "192.0.2.10/24".into(),
+            gateway: Some("192.0.2.1".into()),
+            sockets: false,
+        })
+        .unwrap();
+        c.handle(attach_req(AttachSpec {
+            publish: vec!["8080:80".into(), "5353:53/udp".into()],
+            aliases: vec!["www".into()],
+            mac: Some("02:00:00:00:01:0a".into()),
+            ..attach("a", "ns1")
+        }))
+        .unwrap();
+        c.handle(attach_req(attach("a", "ns2"))).unwrap();
+        c.handle(attach_req(attach("b", "ns3"))).unwrap();
+        c.handle(Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into(), "ns2".into()],
+            lb: Some("hash".into()),
+        })
+        .unwrap();
+        before = w.seen(&c);
+    }
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let after = w.seen(&c);
+    let ports = |s: &Seen| {
+        s.endpoints
+            .iter()
+            .map(|e| EndpointInfo {
+                port: 0,
+                ..e.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&after), ports(&before));
+    assert_eq!(after.networks, before.networks);
+    assert_eq!(after.routes, before.routes);
+    assert_eq!(after.publishes, before.publishes);
+    assert_eq!(after.services, before.services);
+    assert_eq!(
+        after.uplink.map(|u| (u.interface, u.ip, u.mac, u.gateway)),
+        before.uplink.map(|u| (u.interface, u.ip, u.mac, u.gateway))
+    );
+    assert_eq!(after.saved, before.saved, "restoring rewrote the state");
+    assert_eq!(dp.count("Publish"), 2, "the published ports are back");
+}
+
+#[test]
+fn an_endpoint_whose_namespace_is_gone_is_forgotten_on_restore() {
+    let w = World::new("restore-gone");
+    {
+        let mut c = w.control();
+        create(&mut c, net("a", "10.1.0.0/24"));
+        c.handle(attach_req(attach("a", "ns1"))).unwrap();
+        c.handle(attach_req(attach("a", "ns2"))).unwrap();
+        c.handle(Request::ServiceCreate {
+            name: "web".into(),
+            network: "a".into(),
+            vip: "10.1.0.200".into(),
+            port: "80".into(),
+            backends: vec!["ns1".into(), "ns2".into()],
+            lb: None,
+        })
+        .unwrap();
+    }
+    w.prov.namespaces.lock().unwrap().remove("ns2");
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let names: Vec<String> = c
+        .endpoint_list(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["ns1"]);
+    assert_eq!(c.service_list()[0].backends, ["ns1"]);
+    assert!(!w.dir.saved().contains("ns2"), "{}", w.dir.saved());
+}
+
+#[test]
+fn neighbor_announcements_tell_each_endpoint_its_gateway_and_peers() {
+    let w = World::new("announce");
+    let mut c = w.control();
+    let net_a = create(&mut c, net("a", "10.1.0.0/24"));
+    let e1 = c.attach(attach("a", "ns1")).unwrap();
+    let e2 = c.attach(attach("a", "ns2")).unwrap();
+    let frames = c.neighbor_announcements();
+    assert_eq!(frames.len(), 4, "two ports, two neighbors each");
+    let mac = |s: &str| s.parse::<weft_packet::MacAddr>().unwrap();
+    for (port, f) in &frames {
+        let (to, others): (&EndpointInfo, Vec<(std::net::Ipv4Addr, String)>) = if port.0 == e1.port
+        {
+            (
+                &e1,
+                vec![
+                    (net_a.gateway, net_a.gateway_mac.clone()),
+                    (e2.ip.addr(), e2.mac.clone()),
+                ],
+            )
+        } else {
+            (
+                &e2,
+                vec![
+                    (net_a.gateway, net_a.gateway_mac.clone()),
+                    (e1.ip.addr(), e1.mac.clone()),
+                ],
+            )
+        };
+        assert_eq!(f.len(), 42);
+        assert_eq!(f[0..6], mac(&to.mac).0, "to the endpoint's MAC");
+        assert_eq!(f[12..14], [0x08, 0x06], "ARP");
+        assert_eq!(f[14 + 6..14 + 8], [0, 2], "a reply");
+        let spa = std::net::Ipv4Addr::new(f[28], f[29], f[30], f[31]);
+        let sha = &f[22..28];
+        let (_, from_mac) = others
+            .iter()
+            .find(|(ip, _)| *ip == spa)
+            .unwrap_or_else(|| panic!("{spa} is no neighbor of {}", to.name));
+        assert_eq!(sha, mac(from_mac).0);
+        assert_eq!(
+            f[38..42],
+            to.ip.addr().octets(),
+            "for the endpoint's address"
+        );
+    }
+}
+
+#[test]
+fn reset_removes_everything_and_saves_nothing() {
+    let w = World::new("reset");
+    let mut c = w.control();
+    c.peer_add("192.0.2.7").unwrap();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    create(&mut c, overlay("ov", "10.20.0.0/24", 5));
+    c.handle(Request::UplinkSet {
+        interface: "eth9".into(),
+        ip: "192.0.2.10/24".into(),
+        gateway: None,
+        sockets: false,
+    })
+    .unwrap();
+    c.handle(attach_req(AttachSpec {
+        publish: vec!["8080:80".into()],
+        ..attach("a", "ns1")
+    }))
+    .unwrap();
+    c.handle(attach_req(attach("ov", "ns2"))).unwrap();
+    c.handle(Request::ServiceCreate {
+        name: "web".into(),
+        network: "a".into(),
+        vip: "10.1.0.200".into(),
+        port: "80".into(),
+        backends: vec!["ns1".into()],
+        lb: None,
+    })
+    .unwrap();
+    let reply = serde_json::to_value(c.handle(Request::Reset).unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"services": 1, "endpoints": 2, "uplink": true, "networks": 2, "peers": 1})
+    );
+    assert_eq!(w.prov.open_devices(), 0, "every device closed");
+    assert!(w.prov.resolv_confs.lock().unwrap().is_empty());
+    drop(c);
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    assert!(c.network_list().is_empty());
+    assert!(c.peer_list().is_empty());
+    assert!(c.uplink_show().is_err());
 }
 
 #[test]

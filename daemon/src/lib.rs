@@ -5,10 +5,23 @@
 //! The daemon serves the API (see `docs/api.md`) on a Unix socket, one
 //! request per connection, each handled on its own thread but applied one at
 //! a time under the control-plane lock (never taken by the datapath).
-//! SIGINT and SIGTERM stop it cleanly: the datapath closes every TAP it made,
-//! the socket is removed, and the process exits 0.
+//!
+//! Restarts lose nothing: everything the API made is saved in the state
+//! directory, and the endpoints' TAP devices are persistent, so they stay in
+//! their namespaces, addressed and up, when the daemon exits or is killed;
+//! the next daemon on the same state directory takes them back
+//! ([`weft_control::Control::restore`]). SIGINT and SIGTERM therefore stop
+//! the daemon without removing anything: between two requests, the socket
+//! is removed and the process exits 0. `weft reset` removes everything.
+//!
+//! One daemon per state directory and socket ([`lock`]); systemd is told
+//! when the daemon is ready and that it is alive ([`notify`]).
 
+pub mod capture;
+pub mod lock;
 pub mod logging;
+mod metrics;
+pub mod notify;
 pub mod provisioner;
 mod signals;
 
@@ -45,6 +58,8 @@ pub enum DaemonError {
     },
     #[error("another weft daemon is already listening on {}: stop it first, or pass another --socket", .0.display())]
     AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error(transparent)]
     State(#[from] PersistError),
     #[error("starting the datapath: {0}")]
@@ -93,6 +108,8 @@ pub struct DaemonOptions {
     pub log_format: LogFormat,
     /// The cluster store (`--store`); `None`: this host alone.
     pub store: Option<weft_cluster::StoreConfig>,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// NAT idle timeouts as given on the command line; `None` keeps the
@@ -176,7 +193,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // inherits the mask and only the signal thread receives them.
     let signals =
         signals::block_stop_signals().map_err(|e| io_error("blocking SIGINT/SIGTERM")(e.into()))?;
+    let notifier = notify::Notifier::from_env()
+        .map_err(io_error("NOTIFY_SOCKET is not a usable socket address"))?;
     let state = StateFile::in_dir(&opts.state_dir)?;
+    // Refused here, before anything is touched, when another daemon has
+    // the state directory or the socket.
+    let _lock = lock::DaemonLock::acquire(&opts.state_dir, &opts.socket)?;
+    // Read (and refused when corrupt or newer) before the socket is bound.
+    state.load()?;
     let listener = bind(&opts.socket)?;
     let conntrack = weft_nat::Conntrack::new(weft_nat::ConntrackConfig {
         capacity: opts.conntrack_max,
@@ -194,8 +218,16 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         opts.dns_upstreams.clone()
     };
     let names: NameTables = Default::default();
-    let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
-        .map_err(io_error("starting the DNS thread"))?;
+    let dns_counters = Arc::new(weft_control::dns::DnsCounters::default());
+    let queries = weft_control::dns::start(
+        names.clone(),
+        upstreams,
+        datapath.injector(),
+        Arc::clone(&dns_counters),
+    )
+    .map_err(io_error("starting the DNS thread"))?;
+    let switch_counters = Arc::clone(datapath.counters());
+    let injector = datapath.injector();
     datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
@@ -209,11 +241,29 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             return Err(DaemonError::Restore(e.message));
         }
     };
+    announce_neighbors(&control, &injector);
     let control = Arc::new(Mutex::new(Some(control)));
     if let Some(config) = opts.store.clone() {
         if let Err(e) = join_cluster(config, &vxlan, &control) {
             let _ = std::fs::remove_file(&opts.socket);
             return Err(e);
+        }
+    }
+    if let Some(addr) = opts.metrics {
+        let sources = metrics::Sources {
+            control: Arc::clone(&control),
+            switch: switch_counters,
+            dns: dns_counters,
+            conntrack_max: opts.conntrack_max,
+        };
+        match metrics::start(addr, sources) {
+            Ok(bound) => tracing::info!(%bound, "serving Prometheus metrics at /metrics"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(io_error(format!(
+                    "serving metrics on {addr} (--metrics): is the port taken?"
+                ))(e));
+            }
         }
     }
 
@@ -224,15 +274,25 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .name("weft-signals".into())
             .spawn(move || {
                 let signal = signals.wait();
-                tracing::info!(%signal, "shutting down");
-                let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(control) = guard.take() {
-                    control.shutdown();
-                }
+                let _ = notify::Notifier::from_env().map(|n| n.notify("STOPPING=1"));
+                // Between two requests: the saved state matches what was
+                // made. The TAPs stay (they are persistent) for the next
+                // daemon to take back.
+                let _guard = control.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(%signal, "stopping; endpoints stay for the next daemon (`weft reset` removes them)");
                 let _ = std::fs::remove_file(&socket);
                 std::process::exit(0);
             })
             .map_err(io_error("starting the signal thread"))?;
+    }
+    if let Some(every) = notify::watchdog_interval() {
+        let control = Arc::clone(&control);
+        let notifier = notify::Notifier::from_env()
+            .map_err(io_error("NOTIFY_SOCKET is not a usable socket address"))?;
+        std::thread::Builder::new()
+            .name("weft-watchdog".into())
+            .spawn(move || watchdog(&control, &notifier, every))
+            .map_err(io_error("starting the watchdog thread"))?;
     }
 
     tracing::info!(
@@ -241,6 +301,13 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         state_dir = %opts.state_dir.display(),
         "daemon listening"
     );
+    if let Err(e) = notifier.notify(&format!(
+        "READY=1\nSTATUS=serving {}\nMAINPID={}",
+        opts.socket.display(),
+        std::process::id()
+    )) {
+        tracing::warn!(error = %e, "could not tell systemd the daemon is ready");
+    }
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -299,8 +366,55 @@ fn join_cluster(
     Ok(())
 }
 
-/// Binds the API socket with mode 0660, replacing a stale socket file but
-/// never a live daemon's.
+/// After a restore: tells every endpoint its neighbors' MACs again
+/// ([`Control::neighbor_announcements`]), so traffic that stalled while no
+/// daemon ran resumes without waiting for ARP retransmission.
+fn announce_neighbors(control: &DaemonControl, injector: &weft_datapath::Injector) {
+    let frames = control.neighbor_announcements();
+    let count = frames.len();
+    for (port, frame) in frames {
+        // The injection queue is bounded: wait for room, briefly.
+        for _ in 0..100 {
+            if injector.send(port, frame.clone()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if count > 0 {
+        tracing::debug!(
+            frames = count,
+            "neighbors announced to the restored endpoints"
+        );
+    }
+}
+
+/// Sends `WATCHDOG=1` every `every` as long as the control plane takes
+/// requests and the datapath worker answers a query.
+fn watchdog(control: &Mutex<Option<DaemonControl>>, notifier: &notify::Notifier, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let alive = {
+            let guard = control.lock().unwrap_or_else(|e| e.into_inner());
+            guard.as_ref().is_some_and(|c| {
+                c.datapath()
+                    .neighbors(Some(weft_switch::NetworkId(u32::MAX)))
+                    .is_ok()
+            })
+        };
+        if alive {
+            if let Err(e) = notifier.notify("WATCHDOG=1") {
+                tracing::warn!(error = %e, "could not send the watchdog keep-alive");
+            }
+        } else {
+            tracing::error!("the datapath does not answer: withholding the watchdog keep-alive");
+        }
+    }
+}
+
+/// Binds the API socket with mode 0660, replacing a stale socket file (a
+/// killed daemon's) but never a live daemon's. Called with the socket's
+/// lock held.
 fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = socket.parent() {
         if !dir.as_os_str().is_empty() {
@@ -334,14 +448,27 @@ fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
+    // A capture streams after its reply: (port, count) once it succeeded.
+    let mut capture = None;
     let reply = match BufReader::new((&stream).take(MAX_REQUEST_LEN)).read_line(&mut line) {
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
+                let count = match &request {
+                    Request::Capture { count, .. } => Some(*count),
+                    _ => None,
+                };
                 let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_mut() {
                     Some(control) => match control.handle(request) {
-                        Ok(response) => Reply::success(&response),
+                        Ok(response) => {
+                            if let (weft_api::Response::Capture(info), Some(count)) =
+                                (&response, count)
+                            {
+                                capture = Some((weft_switch::PortId(info.port), count));
+                            }
+                            Reply::success(&response)
+                        }
                         Err(error) => Reply::failure(error),
                     },
                     None => Reply::failure(ApiError::new(
@@ -364,5 +491,12 @@ fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
         r#"{"ok":false,"error":{"kind":"internal","message":"reply did not serialize"}}"#.into()
     });
     text.push('\n');
-    let _ = (&stream).write_all(text.as_bytes());
+    if (&stream).write_all(text.as_bytes()).is_err() {
+        return;
+    }
+    if let Some((port, count)) = capture {
+        let _ = stream.set_read_timeout(None);
+        let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+        capture::stream(stream, control, port, count);
+    }
 }

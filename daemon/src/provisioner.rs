@@ -17,7 +17,9 @@ use weft_datapath::uplink::UplinkPort;
 use weft_hostnet::SocketUplink;
 use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
 use weft_os::privilege::Privilege;
-use weft_os::provision::{link_exists, provision_tap, HelperErrorKind, ProvisionError, TapSpec};
+use weft_os::provision::{
+    adopt_tap, link_exists, provision_persistent_tap, HelperErrorKind, ProvisionError, TapSpec,
+};
 use weft_os::tap::TapOptions;
 use weft_os::udp::VxlanSocket;
 use weft_os::userns::{link_exists_via_helper, provision_tap_via_helper};
@@ -58,36 +60,39 @@ impl Provisioner for OsProvisioner {
         result.map_err(|e| provision_error(e, netns))
     }
 
+    /// A TAP made directly is persistent, so it outlives the daemon (see
+    /// `weft_os::tap`); one made by the rootless helper is not.
     fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
-        let spec = TapSpec {
-            ifname: tap.ifname.clone(),
-            mac: tap.mac.0,
-            ip: tap.ip,
-            prefix_len: tap.prefix_len,
-            mtu: tap.mtu,
-            default_gateway: tap.default_gateway,
-            tap: TapOptions {
-                vnet_hdr: true,
-                multi_queue: false,
-            },
-            disable_ipv6: true,
-        };
+        let spec = tap_spec(tap);
         let device = if needs_helper() {
             provision_tap_via_helper(netns, spec)
         } else {
-            match provision_tap(netns, spec.clone()) {
+            match provision_persistent_tap(netns, spec.clone()) {
                 Err(e) if cannot_enter(&e) => provision_tap_via_helper(netns, spec),
                 other => other,
             }
         }
         .map_err(|e| provision_error(e, netns))?;
-        let port = TapPort::new(device).map_err(|e| {
-            ApiError::new(
-                ErrorKind::System,
-                format!("could not make the TAP non-blocking: {e}"),
-            )
-        })?;
-        Ok(Box::new(port))
+        tap_port(device)
+    }
+
+    fn adopt_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
+        let spec = tap_spec(tap);
+        let device = if needs_helper() {
+            // The helper's TAPs die with the daemon: make it again.
+            provision_tap_via_helper(netns, spec)
+        } else {
+            match adopt_tap(netns, spec.clone()) {
+                Ok((device, how)) => {
+                    tracing::debug!(ifname = %tap.ifname, netns = %netns.display(), ?how, "TAP adopted");
+                    Ok(device)
+                }
+                Err(e) if cannot_enter(&e) => provision_tap_via_helper(netns, spec),
+                Err(e) => Err(e),
+            }
+        }
+        .map_err(|e| provision_error(e, netns))?;
+        tap_port(device)
     }
 
     fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError> {
@@ -187,6 +192,32 @@ impl Provisioner for OsProvisioner {
             }
         }
     }
+}
+
+fn tap_spec(tap: &TapRequest) -> TapSpec {
+    TapSpec {
+        ifname: tap.ifname.clone(),
+        mac: tap.mac.0,
+        ip: tap.ip,
+        prefix_len: tap.prefix_len,
+        mtu: tap.mtu,
+        default_gateway: tap.default_gateway,
+        tap: TapOptions {
+            vnet_hdr: true,
+            multi_queue: false,
+        },
+        disable_ipv6: true,
+    }
+}
+
+fn tap_port(device: weft_os::tap::Tap) -> Result<Box<dyn Port>, ApiError> {
+    let port = TapPort::new(device).map_err(|e| {
+        ApiError::new(
+            ErrorKind::System,
+            format!("could not make the TAP non-blocking: {e}"),
+        )
+    })?;
+    Ok(Box::new(port))
 }
 
 /// Whether this daemon lacks the capabilities to enter any namespace

@@ -20,4 +20,4 @@ pub mod uplink;
 pub mod vxlan;
 mod worker;
 
-pub use worker::{Change, Command, Datapath, DatapathError, DnsQuery, Injector};
+pub use worker::{Captured, Change, Command, Datapath, DatapathError, DnsQuery, Injector};

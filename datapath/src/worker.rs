@@ -26,7 +26,10 @@
 //!   [`DnsQuery`] and sent to the resolver thread over a channel, whose
 //!   send may take the channel's internal lock to wake the resolver; DNS
 //!   answers come back as `Vec`s (see [`Injector`]) that the worker frees
-//!   after sending.
+//!   after sending;
+//! - while `weft capture` mirrors a port ([`Command::Capture`]), each of
+//!   its frames is copied into a [`Captured`] for the capture thread; a
+//!   port without a capture pays one branch per frame and copies nothing.
 //!
 //! Claiming and releasing an SNAT port when a flow is created or removed is
 //! an atomic read-modify-write on the port bitmap (uncontended: only the
@@ -300,6 +303,34 @@ pub enum Command {
     DumpConntrack { reply: Sender<Vec<FlowInfo>> },
     /// Removes every tracked connection; answers how many there were.
     FlushConntrack { reply: Sender<usize> },
+    /// Mirrors an endpoint port's frames, both directions, into `sink`
+    /// (`None`: stops); answers whether the port exists.
+    Capture {
+        port: PortId,
+        sink: Option<Sender<Captured>>,
+        reply: Sender<bool>,
+    },
+}
+
+/// A frame mirrored by [`Command::Capture`]: when it was seen and its
+/// bytes (an offloaded super-frame is one frame, as on the TAP).
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub time: std::time::SystemTime,
+    pub frame: Vec<u8>,
+}
+
+/// Copies `frame` into `sink` (an allocation, made only while a capture
+/// runs); when the queue is full (a slow reader) the frame is not mirrored,
+/// and the check comes before the copy.
+#[inline(never)]
+fn mirror(sink: &Sender<Captured>, frame: &[u8]) {
+    if !sink.is_full() {
+        let _ = sink.try_send(Captured {
+            time: std::time::SystemTime::now(),
+            frame: frame.to_vec(),
+        });
+    }
 }
 
 /// How to take back one applied change: computed from the state just
@@ -517,6 +548,25 @@ impl Datapath {
             .map_err(|_| DatapathError::Stopped)
     }
 
+    /// Mirrors the frames of device port `port`, both directions, into
+    /// `sink` until called again with `None` (or the port goes); `false`
+    /// when there is no such port. The mirror copies each frame; without
+    /// one the port pays a single branch per frame.
+    pub fn capture(
+        &self,
+        port: PortId,
+        sink: Option<Sender<Captured>>,
+    ) -> Result<bool, DatapathError> {
+        let (tx, rx) = bounded(1);
+        self.execute(Command::Capture {
+            port,
+            sink,
+            reply: tx,
+        })?;
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| DatapathError::Stopped)
+    }
+
     /// The learned addresses of one network, or of all.
     pub fn fdb(
         &self,
@@ -563,6 +613,9 @@ struct PortSlot {
     counters: Arc<PortCounters>,
     /// Whether the port is in the worker's ready list.
     ready: bool,
+    /// Where its frames are mirrored while `weft capture` runs; `None`
+    /// costs one predictable branch per frame.
+    capture: Option<Sender<Captured>>,
 }
 
 struct Worker {
@@ -609,7 +662,12 @@ impl Transmit for PortTx<'_> {
             },
         };
         match result {
-            Ok(()) => slot.counters.count_tx(frame.len()),
+            Ok(()) => {
+                slot.counters.count_tx(frame.len());
+                if let Some(sink) = &slot.capture {
+                    mirror(sink, frame);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 slot.counters.count_drop(DropReason::TxQueueFull)
             }
@@ -692,6 +750,9 @@ impl Worker {
             }
             if now >= next_expire {
                 self.switch.expire(now);
+                self.counters
+                    .conntrack_entries
+                    .store(self.switch.conntrack().len() as u64, Ordering::Relaxed);
                 next_expire = now + EXPIRE_INTERVAL;
             }
         }
@@ -745,6 +806,11 @@ impl Worker {
             let drained = received < bufs.len();
             if drained {
                 slot.ready = false;
+            }
+            if let Some(sink) = &slot.capture {
+                for buf in &bufs[..received] {
+                    mirror(sink, buf.frame());
+                }
             }
             let mut tx = PortTx {
                 ports,
@@ -926,6 +992,18 @@ impl Worker {
             }
             Command::DumpNeighbors { network, reply } => {
                 let _ = reply.send(self.switch.neighbors(network, now));
+            }
+            Command::Capture { port, sink, reply } => {
+                let slot = self
+                    .ports
+                    .get_mut(port.0 as usize)
+                    .and_then(Option::as_mut)
+                    .filter(|s| matches!(s.io, PortIo::Device(_)));
+                let found = slot.is_some();
+                if let Some(slot) = slot {
+                    slot.capture = sink;
+                }
+                let _ = reply.send(found);
             }
         }
         Ok(())
@@ -1125,6 +1203,7 @@ impl Worker {
                     io: PortIo::Tunnel { vni, peer },
                     counters,
                     ready: false,
+                    capture: None,
                 });
                 self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
                 Undo::RemoveTunnel(cfg.id)
@@ -1420,6 +1499,7 @@ impl Worker {
             io: PortIo::Device(io),
             counters,
             ready: false,
+            capture: None,
         });
         // Frames may have queued before registration; look once.
         self.mark_ready(id);

@@ -270,6 +270,103 @@ pub(crate) fn provision_inside(netns: PathBuf, spec: TapSpec) -> Result<Tap, Pro
     Ok(tap)
 }
 
+/// How [`adopt_tap`] got its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// The persistent TAP of an earlier daemon was taken back.
+    Reattached,
+    /// There was none: a new one was made.
+    Created,
+}
+
+/// Like [`provision_tap`], and the device is persistent (`TUNSETPERSIST`):
+/// it stays in the namespace, configured, when the process ends without
+/// dropping the returned [`Tap`] (see [`crate::tap`]).
+pub fn provision_persistent_tap(netns: &Path, spec: TapSpec) -> Result<Tap, ProvisionError> {
+    validate_spec(&spec).map_err(|reason| ProvisionError::InvalidSpec {
+        ifname: spec.ifname.clone(),
+        reason,
+    })?;
+    let ns = netns.to_owned();
+    run_in_netns(netns, move || {
+        let mut tap = provision_inside(ns.clone(), spec.clone())?;
+        tap.set_persist(true)
+            .map_err(|source| ProvisionError::Tap {
+                ifname: spec.ifname,
+                netns: ns,
+                source,
+            })?;
+        Ok(tap)
+    })?
+}
+
+/// Takes back the persistent TAP `spec.ifname` an earlier process left in
+/// the namespace at `netns` and enforces `spec`'s MAC, MTU, address and
+/// link state on it (each a no-op when already so); when there is no such
+/// interface, makes a new persistent one as [`provision_persistent_tap`]
+/// does. An interface of that name that is not a free TAP is refused
+/// ([`crate::tap::TapError::Reattach`]) and left alone.
+pub fn adopt_tap(netns: &Path, spec: TapSpec) -> Result<(Tap, Adopted), ProvisionError> {
+    validate_spec(&spec).map_err(|reason| ProvisionError::InvalidSpec {
+        ifname: spec.ifname.clone(),
+        reason,
+    })?;
+    let ns = netns.to_owned();
+    let exists = link_exists(netns, &spec.ifname)?;
+    if !exists {
+        return provision_persistent_tap(netns, spec).map(|tap| (tap, Adopted::Created));
+    }
+    run_in_netns(netns, move || reattach_inside(ns, spec))?
+}
+
+/// The body of [`adopt_tap`] for an existing interface.
+fn reattach_inside(netns: PathBuf, spec: TapSpec) -> Result<(Tap, Adopted), ProvisionError> {
+    let nl_err = |step: ProvisionStep| {
+        let ifname = spec.ifname.clone();
+        let netns = netns.clone();
+        move |source| ProvisionError::Netlink {
+            step,
+            ifname,
+            netns,
+            source,
+        }
+    };
+    let mut nl = Netlink::open().map_err(nl_err(ProvisionStep::OpenNetlink))?;
+    let tap = Tap::reattach(&spec.ifname, spec.tap).map_err(|source| ProvisionError::Tap {
+        ifname: spec.ifname.clone(),
+        netns: netns.clone(),
+        source,
+    })?;
+    let index = nl
+        .link_index(tap.name())
+        .map_err(nl_err(ProvisionStep::LookupIndex))?
+        .ok_or_else(|| ProvisionError::Vanished {
+            ifname: spec.ifname.clone(),
+            netns: netns.clone(),
+        })?;
+    nl.set_link_mac(index, spec.mac)
+        .map_err(nl_err(ProvisionStep::SetMac))?;
+    nl.set_link_mtu(index, spec.mtu)
+        .map_err(nl_err(ProvisionStep::SetMtu))?;
+    match nl.add_ipv4_address(index, spec.ip, spec.prefix_len) {
+        Err(e) if e.kernel_errno() != Some(libc::EEXIST) => {
+            return Err(nl_err(ProvisionStep::AddAddress)(e))
+        }
+        _ => {}
+    }
+    nl.set_link_up(index)
+        .map_err(nl_err(ProvisionStep::LinkUp))?;
+    if let Some(gateway) = spec.default_gateway {
+        match nl.add_ipv4_default_route(gateway, index) {
+            Err(e) if e.kernel_errno() != Some(libc::EEXIST) => {
+                return Err(nl_err(ProvisionStep::AddDefaultRoute)(e))
+            }
+            _ => {}
+        }
+    }
+    Ok((tap, Adopted::Reattached))
+}
+
 /// Whether an interface called `ifname` exists in the namespace at `netns`.
 pub fn link_exists(netns: &Path, ifname: &str) -> Result<bool, ProvisionError> {
     let ns = netns.to_owned();
@@ -356,6 +453,60 @@ mod tests {
         drop(tap);
         assert!(ns.wait_link_gone("eth0"), "eth0 still there after drop");
         assert!(!link_exists(ns.path(), "eth0").unwrap());
+    }
+
+    #[test]
+    fn a_persistent_tap_outlives_its_descriptor_and_is_taken_back() {
+        let Some(ns) = TestNs::new("prov-persist") else {
+            return;
+        };
+        let mut wanted = spec("eth0");
+        wanted.tap.vnet_hdr = true;
+        let (tap, how) = adopt_tap(ns.path(), wanted.clone()).expect("first adopt");
+        assert_eq!(how, Adopted::Created);
+        assert!(tap.is_persistent());
+        // What a killed process does: the descriptor closes, no drop runs.
+        drop(tap.into_fd());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(ns.link_exists("eth0"), "a persistent TAP vanished");
+        let link = &ip_json(&ns, &["link", "show", "dev", "eth0"])[0];
+        assert_eq!(link["address"], "02:57:ef:00:00:02", "{link:?}");
+
+        let (tap, how) = adopt_tap(ns.path(), wanted.clone()).expect("second adopt");
+        assert_eq!(how, Adopted::Reattached);
+        let link = &ip_json(&ns, &["link", "show", "dev", "eth0"])[0];
+        assert_eq!(link["address"], "02:57:ef:00:00:02", "{link:?}");
+        assert_eq!(link["mtu"], 1400u64, "{link:?}");
+        let addrs = ip_text(&ns, &["-4", "addr", "show", "dev", "eth0"]);
+        assert!(addrs.contains("10.77.0.2/24"), "{addrs}");
+        assert!(
+            ip_text(&ns, &["route"]).contains("default via 10.77.0.1"),
+            "the default route went missing"
+        );
+        // A second taker is refused while the first holds it.
+        let busy = adopt_tap(ns.path(), wanted.clone()).unwrap_err();
+        assert!(matches!(busy, ProvisionError::Tap { .. }), "{busy:?}");
+        // Dropping it is an explicit removal: the device goes.
+        drop(tap);
+        assert!(ns.wait_link_gone("eth0"), "eth0 still there after drop");
+    }
+
+    #[test]
+    fn adopt_refuses_an_interface_that_is_not_a_tap() {
+        let Some(ns) = TestNs::new("prov-notap") else {
+            return;
+        };
+        ip_text(
+            &ns,
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+            ],
+        );
+        let e = adopt_tap(ns.path(), spec("eth0")).unwrap_err();
+        assert!(matches!(e, ProvisionError::Tap { .. }), "{e:?}");
+        assert!(e.to_string().contains("eth0"), "{e}");
+        let link = &ip_json(&ns, &["-d", "link", "show", "dev", "eth0"])[0];
+        assert_eq!(link["linkinfo"]["info_kind"], "veth", "{link:?}");
     }
 
     #[test]

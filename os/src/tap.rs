@@ -7,8 +7,14 @@
 //! [`run_in_netns`](super::netns::run_in_netns) to create one elsewhere. The
 //! descriptor keeps working from any thread and namespace afterwards.
 //!
-//! The device is not persistent: dropping the [`Tap`] closes the descriptor
-//! and the kernel removes the interface.
+//! A new device is not persistent: dropping the [`Tap`] closes the
+//! descriptor and the kernel removes the interface. [`Tap::set_persist`]
+//! (`TUNSETPERSIST`) makes it outlive its descriptor, so a daemon can exit
+//! or be killed and the interface stays, with its addresses, MAC and
+//! routes; [`Tap::reattach`] takes such a device back by name. Dropping a
+//! persistent [`Tap`] clears the flag first, so an explicit removal still
+//! removes the device; only a process that ends without dropping it (exit,
+//! `kill -9`) leaves the device behind.
 //!
 //! Frames are plain Ethernet frames (`IFF_NO_PI`). With
 //! [`TapOptions::vnet_hdr`] every frame read or written is preceded by a
@@ -106,6 +112,24 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
+    /// `TUNSETPERSIST` failed.
+    #[error("failed to make TAP {name} persistent (TUNSETPERSIST)")]
+    Persist {
+        /// The interface name.
+        name: String,
+        /// The error from `ioctl(2)`.
+        #[source]
+        source: io::Error,
+    },
+    /// The interface to re-attach to is not a TAP weft can take back.
+    #[error("cannot take back TAP {name}: it is not a TAP device with the expected flags, or another process holds it")]
+    Reattach {
+        /// The interface name.
+        name: String,
+        /// The error from `TUNSETIFF` (`EINVAL`, `EBUSY` or `EPERM`).
+        #[source]
+        source: io::Error,
+    },
     /// `TUNSETVNETHDRSZ` failed.
     #[error("failed to set the virtio-net header size on TAP {name} (TUNSETVNETHDRSZ)")]
     VnetHdrSize {
@@ -160,6 +184,8 @@ pub struct Tap {
     fd: OwnedFd,
     name: String,
     vnet_hdr: bool,
+    /// Whether `TUNSETPERSIST` is set, so drop must clear it.
+    persistent: bool,
 }
 
 impl fmt::Debug for Tap {
@@ -181,6 +207,30 @@ impl Tap {
     /// rather than something to attach to. The new interface is down and has
     /// a random MAC address.
     pub fn create(name: &str, opts: TapOptions) -> Result<Tap, TapError> {
+        Self::open(name, opts, true)
+    }
+
+    /// Attaches to the existing persistent TAP `name` of the calling
+    /// thread's namespace (made by [`Tap::create`] and
+    /// [`Tap::set_persist`], its descriptor since closed). The device keeps
+    /// its configuration; the returned [`Tap`] is persistent.
+    ///
+    /// Beware: `TUNSETIFF` creates the device when it does not exist, so
+    /// check that it does first. A device that is not a TAP, has other
+    /// queue flags or is held by another descriptor is refused
+    /// ([`TapError::Reattach`]).
+    pub fn reattach(name: &str, opts: TapOptions) -> Result<Tap, TapError> {
+        let mut tap = Self::open(name, opts, false).map_err(|e| match e {
+            TapError::Create { name, source } | TapError::NameInUse { name, source } => {
+                TapError::Reattach { name, source }
+            }
+            other => other,
+        })?;
+        tap.persistent = true;
+        Ok(tap)
+    }
+
+    fn open(name: &str, opts: TapOptions, exclusive: bool) -> Result<Tap, TapError> {
         validate_ifname(name).map_err(|reason| TapError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -197,7 +247,10 @@ impl Tap {
             })?;
         let fd = OwnedFd::from(file);
 
-        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if exclusive {
+            flags |= libc::IFF_TUN_EXCL;
+        }
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
         }
@@ -258,13 +311,57 @@ impl Tap {
             fd,
             name: actual,
             vnet_hdr: opts.vnet_hdr,
+            persistent: false,
         })
+    }
+
+    /// Makes the device outlive this descriptor (`TUNSETPERSIST`), or not.
+    pub fn set_persist(&mut self, persist: bool) -> Result<(), TapError> {
+        // SAFETY: TUNSETPERSIST takes its argument by value; the descriptor
+        // is attached to a TAP.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETPERSIST,
+                libc::c_ulong::from(persist),
+            )
+        };
+        if rc < 0 {
+            return Err(TapError::Persist {
+                name: self.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        self.persistent = persist;
+        Ok(())
+    }
+
+    /// Gives up the descriptor without clearing `TUNSETPERSIST`: closing
+    /// it leaves a persistent device in place, as a process exit does.
+    pub fn into_fd(self) -> OwnedFd {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped or used again, so the descriptor
+        // is moved out exactly once; `name` is dropped in place below.
+        let fd = unsafe { std::ptr::read(&this.fd) };
+        // SAFETY: as above, for the name's heap buffer.
+        drop(unsafe { std::ptr::read(&this.name) });
+        fd
+    }
+
+    /// Whether the device outlives its descriptor.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
     }
 
     /// A TAP attached through a descriptor made elsewhere (received from
     /// the rootless helper, [`crate::userns`]).
     pub(crate) fn from_parts(fd: OwnedFd, name: String, vnet_hdr: bool) -> Tap {
-        Tap { fd, name, vnet_hdr }
+        Tap {
+            fd,
+            name,
+            vnet_hdr,
+            persistent: false,
+        }
     }
 
     /// The interface name.
@@ -369,6 +466,16 @@ impl Tap {
             Err(io::Error::last_os_error())
         } else {
             Ok(())
+        }
+    }
+}
+
+impl Drop for Tap {
+    /// Clears `TUNSETPERSIST` so that closing the descriptor removes the
+    /// device, as for a device that was never persistent.
+    fn drop(&mut self) {
+        if self.persistent {
+            let _ = self.set_persist(false);
         }
     }
 }

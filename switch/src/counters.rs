@@ -205,6 +205,9 @@ pub struct SwitchCounters {
     pub neighbor_queue_full: AtomicU64,
     /// Queued frames dropped because their neighbour never answered.
     pub neighbor_queue_timeout: AtomicU64,
+    /// Connections tracked, as of the worker's last expiry pass (a gauge,
+    /// at most half a second old).
+    pub conntrack_entries: AtomicU64,
 }
 
 #[cfg(test)]

@@ -19,9 +19,12 @@ use crate::process::{kill_group, protect, unprotect};
 /// A `weft daemon` of its own, started from the binary at `bin` (only the
 /// weft-cli crate's integration tests know it: `env!("CARGO_BIN_EXE_weft")`),
 /// with its temp dir `/tmp/weft-t<pid>-<n>-daemon/` holding the socket,
-/// state dir and log. Dropping it stops the daemon (SIGTERM, up to 5 s,
-/// then SIGKILL) and removes the dir; when the test is panicking the tail
-/// of the daemon log is printed first.
+/// state dir and log. Dropping it stops the daemon ([`Daemon::stop`]:
+/// `weft reset`, which removes every endpoint and network it made, then
+/// SIGTERM, up to 5 s, then SIGKILL) and removes the dir; when the test is
+/// panicking the tail of the daemon log is printed first. A daemon's TAPs
+/// outlive it (a restart takes them back), hence the reset;
+/// [`Daemon::kill_keeping`] and [`Daemon::respawn`] restart it without.
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
@@ -32,6 +35,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// The namespace it runs in, and its extra arguments, for a respawn.
+    netns: Option<String>,
+    extra: Vec<String>,
 }
 
 impl Daemon {
@@ -58,36 +64,79 @@ impl Daemon {
             state_dir: dir.join("state"),
             log: dir.join("daemon.log"),
             dir,
+            netns: ns.map(|ns| ns.name.clone()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         fs::create_dir_all(&daemon.state_dir).expect("create state dir");
-        let log = File::create(&daemon.log).expect("create daemon log");
-        let mut cmd = match ns {
+        daemon.launch(&[]);
+        daemon.wait_ready(Duration::from_secs(10));
+        daemon
+    }
+
+    /// The daemon command line, with `env` added to its environment.
+    fn command(&self, env: &[(&str, &str)]) -> Command {
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", &ns.name]).arg(&daemon.bin);
+                cmd.args(["netns", "exec", ns]).arg(&self.bin);
                 cmd
             }
-            None => Command::new(&daemon.bin),
+            None => Command::new(&self.bin),
         };
-        let child = cmd
-            .arg("daemon")
+        cmd.arg("daemon")
             .arg("--socket")
-            .arg(&daemon.socket)
+            .arg(&self.socket)
             .arg("--state-dir")
-            .arg(&daemon.state_dir)
-            .args(extra)
+            .arg(&self.state_dir)
+            .args(&self.extra)
             .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied());
+        cmd
+    }
+
+    /// Starts the daemon process (appending to the log), not waiting.
+    fn launch(&mut self, env: &[(&str, &str)]) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let child = self
+            .command(env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {} daemon: {e}", daemon.bin.display()));
-        daemon.pid = child.id();
-        protect(daemon.pid as i32);
-        daemon.child = Some(child);
-        daemon.wait_ready(Duration::from_secs(10));
-        daemon
+            .unwrap_or_else(|e| panic!("cannot spawn {} daemon: {e}", self.bin.display()));
+        self.pid = child.id();
+        protect(self.pid as i32);
+        self.child = Some(child);
+        self.status = None;
+    }
+
+    /// Starts the daemon again on the same socket and state dir after
+    /// [`Daemon::kill_keeping`], with `env` added, and waits up to 10 s for
+    /// it to answer `status`.
+    pub fn respawn(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "respawn of a running daemon");
+        self.launch(env);
+        self.wait_ready(Duration::from_secs(10));
+    }
+
+    /// Runs a second daemon with this one's socket and state dir (and
+    /// `extra` arguments) to completion: what a mistaken second start does.
+    pub fn run_second(&self, extra: &[&str]) -> Output {
+        let mut cmd = self.command(&[]);
+        cmd.args(extra);
+        run_timeout(&mut cmd, CMD_TIMEOUT)
+    }
+
+    /// Sends `signal` to the daemon and waits up to 5 s for it to exit
+    /// (then SIGKILL), without `weft reset`: what it made stays for
+    /// [`Daemon::respawn`]. Returns its exit status.
+    pub fn kill_keeping(&mut self, signal: Signal) -> Option<ExitStatus> {
+        self.signal_and_wait(signal)
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -144,19 +193,30 @@ impl Daemon {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Stops the daemon: SIGTERM, up to 5 s, then SIGKILL. Returns its exit
-    /// status (also on later calls).
+    /// Stops the daemon: `weft reset` (so no TAP, resolv.conf or saved
+    /// object outlives the test), then SIGTERM, up to 5 s, then SIGKILL.
+    /// Returns its exit status (also on later calls).
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        if self.child.is_some() {
+            let out = self.cli(&["reset"]);
+            if !out.status.success() {
+                eprintln!("warning: `weft reset` failed:\n{}", describe(&out));
+            }
+        }
+        self.signal_and_wait(Signal::SIGTERM)
+    }
+
+    fn signal_and_wait(&mut self, signal: Signal) -> Option<ExitStatus> {
         if let Some(mut child) = self.child.take() {
             // Our own child, not reaped yet, so its pid cannot have been
             // reused.
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(child.id() as i32), signal);
             let deadline = Instant::now() + Duration::from_secs(5);
             let status = loop {
                 match child.try_wait() {
                     Ok(Some(status)) => break Some(status),
                     Ok(None) if Instant::now() >= deadline => {
-                        eprintln!("daemon {} ignored SIGTERM for 5 s, killing it", child.id());
+                        eprintln!("daemon {} ignored {signal} for 5 s, killing it", child.id());
                         kill_group(child.id(), Signal::SIGKILL);
                         break child.wait().ok();
                     }

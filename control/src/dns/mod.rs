@@ -14,6 +14,7 @@ mod tcp;
 mod udp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Sender};
@@ -28,11 +29,33 @@ const QUEUE: usize = 1024;
 /// How long forwarding may take before the answer is SERVFAIL.
 const UPSTREAM_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1800);
 
+/// What the DNS service did, for the metrics exporter. Relaxed atomics,
+/// written by the resolver threads only.
+#[derive(Debug, Default)]
+pub struct DnsCounters {
+    /// UDP queries received.
+    pub udp_queries: AtomicU64,
+    /// TCP segments for port 53 handed to the TCP responder.
+    pub tcp_segments: AtomicU64,
+    /// Queries answered from the network's own names.
+    pub local_answers: AtomicU64,
+    /// Queries forwarded upstream.
+    pub forwarded: AtomicU64,
+    /// Answers that were SERVFAIL (no upstream answered in time, or too
+    /// many forwards in flight).
+    pub servfail: AtomicU64,
+    /// Queries dropped unanswered (malformed, or a TCP segment that found
+    /// the TCP responder's queue full).
+    pub dropped: AtomicU64,
+}
+
 /// Starts the resolver thread; returns the queue the datapath feeds.
+/// `counters` records what it does.
 pub fn start(
     tables: NameTables,
     upstreams: Vec<SocketAddr>,
     injector: Injector,
+    counters: Arc<DnsCounters>,
 ) -> std::io::Result<Sender<DnsQuery>> {
     let (tx, rx) = bounded(QUEUE);
     // Upstreams get 1.8 s in all, so that with the queueing and the trip
@@ -45,6 +68,6 @@ pub fn start(
     )?;
     std::thread::Builder::new()
         .name("weft-dns".into())
-        .spawn(move || udp::serve(rx, tcp, tables, forwarder, injector))?;
+        .spawn(move || udp::serve(rx, tcp, tables, forwarder, injector, &counters))?;
     Ok(tx)
 }

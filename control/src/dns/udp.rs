@@ -3,10 +3,11 @@
 //! a short-lived thread of its own (bounded in number). TCP segments for
 //! port 53 are passed on to the TCP responder.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::names::NameTables;
+use super::DnsCounters;
 
 use crossbeam_channel::{Receiver, Sender};
 use weft_datapath::DnsQuery;
@@ -25,16 +26,24 @@ pub(super) fn serve(
     tables: NameTables,
     forwarder: Arc<Forwarder>,
     injector: Injector,
+    counters: &Arc<DnsCounters>,
 ) {
     let resolver = Resolver::new(ResolverConfig::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let bump = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
     for query in queries {
         if query.tcp {
             // DNS over TCP (RFC 7766): a segment for the TCP responder,
             // dropped when its queue is full (TCP retransmits it).
-            let _ = tcp.try_send(query);
+            bump(&counters.tcp_segments);
+            if tcp.try_send(query).is_err() {
+                bump(&counters.dropped);
+            }
             continue;
         }
+        bump(&counters.udp_queries);
         let outcome = {
             let tables = tables.lock().unwrap_or_else(|e| e.into_inner());
             let empty = NameTable::new();
@@ -42,33 +51,49 @@ pub(super) fn serve(
             resolver.resolve(table, &query.message, Transport::Udp)
         };
         match outcome {
-            Outcome::Reply(answer) => answer_with(&injector, &query, &answer),
-            Outcome::Drop => {}
+            Outcome::Reply(answer) => {
+                bump(&counters.local_answers);
+                answer_with(&injector, &query, &answer)
+            }
+            Outcome::Drop => bump(&counters.dropped),
             Outcome::Forward(parsed) => {
+                bump(&counters.forwarded);
                 if in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_FORWARDS {
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     let answer = forwarder_busy(&parsed);
+                    bump(&counters.servfail);
                     answer_with(&injector, &query, &answer);
                     continue;
                 }
-                let (fwd, inj, count) = (
+                let (fwd, inj, count, stats) = (
                     Arc::clone(&forwarder),
                     injector.clone(),
                     Arc::clone(&in_flight),
+                    Arc::clone(counters),
                 );
                 let spawned = std::thread::Builder::new()
                     .name("weft-dns-fwd".into())
                     .spawn(move || {
                         let answer = fwd.forward(&parsed, &query.message);
+                        if is_servfail(&answer) {
+                            stats.servfail.fetch_add(1, Ordering::Relaxed);
+                        }
                         answer_with(&inj, &query, &answer);
                         count.fetch_sub(1, Ordering::Relaxed);
                     });
                 if spawned.is_err() {
                     in_flight.fetch_sub(1, Ordering::Relaxed);
+                    bump(&counters.dropped);
                 }
             }
         }
     }
+}
+
+/// Whether a DNS message's RCODE (RFC 1035 §4.1.1, the low four bits of
+/// the fourth byte) is SERVFAIL (2).
+fn is_servfail(message: &[u8]) -> bool {
+    message.get(3).is_some_and(|b| b & 0x0f == 2)
 }
 
 /// SERVFAIL when too many forwards are in flight.

@@ -480,6 +480,12 @@ impl Provisioner for &FakeProvisioner {
         Ok(Box::new(self.device()))
     }
 
+    /// Like `create_tap`, recorded the same way: the fake's devices do not
+    /// outlive the test, so there is never one to take back.
+    fn adopt_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
+        self.create_tap(netns, tap)
+    }
+
     fn open_uplink(&self, interface: &str) -> Result<UplinkDevice, ApiError> {
         if !self.interfaces.lock().unwrap().contains(interface) {
             return Err(ApiError::new(

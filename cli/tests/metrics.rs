@@ -1,0 +1,225 @@
+//! `weft daemon --metrics`: the exposition is parsed by the official
+//! Prometheus client's parser (`prometheus_client.parser`, Debian's
+//! python3-prometheus-client) and its counters move with real traffic.
+//!
+//! Subnet index 74; see `common` for the parallelism note.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::*;
+
+/// Reads the exposition text and prints every sample as JSON lines:
+/// `{"family", "type", "name", "labels", "value"}`. Fails on text the
+/// parser rejects.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps({"family": family.name, "type": family.type,
+                          "name": s.name, "labels": s.labels, "value": s.value}))
+"#;
+
+/// A free loopback port for the daemon to bind.
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap()
+}
+
+/// `GET path` → (status line, body).
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: weft\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// Samples by (name, sorted labels).
+type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+/// Scrapes and parses with the Prometheus client's parser.
+fn scrape(addr: SocketAddr) -> (Samples, Vec<Value>) {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3 (install python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected the exposition:\n{}\n{body}",
+        describe(&out)
+    );
+    let rows: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut samples = Samples::new();
+    for row in &rows {
+        let labels: Vec<(String, String)> = row["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        samples.insert(
+            (row["name"].as_str().unwrap().to_string(), labels),
+            row["value"].as_f64().unwrap(),
+        );
+    }
+    (samples, rows)
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut key: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    key.sort();
+    *samples
+        .get(&(name.to_string(), key))
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    require_root!();
+    let metrics = free_port();
+    let addr_text = metrics.to_string();
+    let d = Daemon::start_with(&["--metrics", &addr_text]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    create_network(&d, "n", &subnet(74, 1), &[]);
+    let ep_a = attach(&d, "n", &a, &[]);
+    let ep_b = attach(&d, "n", &b, &[]);
+    let port_a = ep_a.port.to_string();
+    let port_b = ep_b.port.to_string();
+    let la = [
+        ("network", "n"),
+        ("endpoint", ep_a.name.as_str()),
+        ("port", port_a.as_str()),
+    ];
+    let lb = [
+        ("network", "n"),
+        ("endpoint", ep_b.name.as_str()),
+        ("port", port_b.as_str()),
+    ];
+    let with = |base: &[(&'static str, &str)], reason: &'static str| {
+        let mut l: Vec<(&str, String)> = base.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        l.push(("reason", reason.to_string()));
+        l
+    };
+    let get_reason = |s: &Samples, base: &[(&'static str, &str)], reason: &'static str| {
+        let l = with(base, reason);
+        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        value(s, "weft_port_drops_total", &l)
+    };
+
+    let (before, rows) = scrape(metrics);
+    // Types and build info as declared.
+    let family_type = |name: &str| {
+        rows.iter()
+            .find(|r| r["family"] == name)
+            .map(|r| r["type"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        family_type("weft_port_rx_packets").as_deref(),
+        Some("counter")
+    );
+    assert_eq!(
+        family_type("weft_conntrack_entries").as_deref(),
+        Some("gauge")
+    );
+    let build = rows
+        .iter()
+        .find(|r| r["name"] == "weft_build_info")
+        .expect("build info");
+    assert_eq!(build["labels"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(value(&before, "weft_endpoints", &[]), 2.0);
+    assert_eq!(
+        get_reason(&before, &la, "no_route"),
+        0.0,
+        "every reason, zeros included"
+    );
+
+    // Five pings a -> b, a lookup of b's name, a packet to nowhere.
+    let out = a.exec(&["ping", "-n", "-c", "5", "-i", "0.05", "-W", "2", &ep_b.ip]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let gateway = addr(74, 1, 1);
+    let out = a.exec(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=1",
+        &ep_b.name,
+        &format!("@{gateway}"),
+    ]);
+    assert_eq!(text(&out.stdout).trim(), ep_b.ip, "{}", describe(&out));
+    let _ = a.exec(&["ping", "-n", "-c", "1", "-W", "1", "192.0.2.99"]);
+
+    let (after, _) = scrape(metrics);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert!(delta("weft_port_rx_packets_total", &la) >= 5.0);
+    assert!(delta("weft_port_rx_bytes_total", &la) >= 5.0 * 98.0);
+    assert!(delta("weft_port_tx_packets_total", &lb) >= 5.0);
+    assert!(
+        delta("weft_port_rx_packets_total", &lb) >= 5.0,
+        "b's replies"
+    );
+    assert_eq!(
+        get_reason(&after, &la, "no_route") - get_reason(&before, &la, "no_route"),
+        1.0,
+        "the packet to nowhere"
+    );
+    assert!(delta("weft_icmp_errors_sent_total", &[]) >= 1.0);
+    assert!(delta("weft_dns_queries_total", &[("transport", "udp")]) >= 1.0);
+    assert!(delta("weft_dns_local_answers_total", &[]) >= 1.0);
+    assert_eq!(
+        value(&after, "weft_dns_failures_total", &[("reason", "servfail")]),
+        0.0
+    );
+
+    let (status, _) = get(metrics, "/nothing");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn a_taken_metrics_port_is_refused_with_what_to_do() {
+    require_root!();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut d = Daemon::start();
+    d.kill_keeping(nix::sys::signal::Signal::SIGTERM);
+    let out = d.run_second(&["--metrics", &addr]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("--metrics") && err.contains(&addr), "{err}");
+    assert!(!d.socket.exists(), "the refused daemon left its socket");
+    d.respawn(&[]);
+}
