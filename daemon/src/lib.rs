@@ -3,26 +3,29 @@
 //! and the real operating system ([`provisioner::OsProvisioner`]).
 //!
 //! The daemon serves the API (see `docs/api.md`) on a Unix socket, one
-//! request per connection, each handled on its own thread but applied one at
+//! request per connection ([`server`]: bounded, with short timeouts), each
+//! checked against the caller's credentials ([`access`]) and applied one at
 //! a time under the control-plane lock (never taken by the datapath).
 //! SIGINT and SIGTERM stop it cleanly: the datapath closes every TAP it made,
 //! the socket is removed, and the process exits 0.
 
+pub mod access;
 pub mod logging;
 pub mod provisioner;
+pub mod server;
 mod signals;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weft_api::{ApiError, ErrorKind, Reply, Request};
+use weft_api::{ApiError, ErrorKind, Reply};
 use weft_control::dns::NameTables;
 use weft_control::{Control, PersistError, StateFile, VxlanSettings};
 use weft_datapath::{Datapath, DatapathError};
+use weft_os::peer::PeerCred;
 
 pub use logging::LogFormat;
 use provisioner::OsProvisioner;
@@ -87,11 +90,6 @@ pub struct DaemonOptions {
     /// How log lines are written.
     pub log_format: LogFormat,
 }
-
-/// Longest request accepted, in bytes.
-const MAX_REQUEST_LEN: u64 = 1 << 20;
-/// How long a client may take to send its request.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
@@ -176,23 +174,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         state_dir = %opts.state_dir.display(),
         "daemon listening"
     );
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let control = Arc::clone(&control);
-        let spawned = std::thread::Builder::new()
-            .name("weft-api".into())
-            .spawn(move || serve(stream, &control));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a thread for a client");
-        }
-    }
+    let handler = Arc::new(ApiHandler {
+        control,
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+    });
+    server::serve(listener, server::Limits::from_rlimit(), handler);
     Ok(())
 }
 
@@ -226,40 +212,42 @@ fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Reads one request from `stream`, applies it, writes the reply.
-fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = String::new();
-    let reply = match BufReader::new((&stream).take(MAX_REQUEST_LEN)).read_line(&mut line) {
-        Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.as_mut() {
-                    Some(control) => match control.handle(request) {
-                        Ok(response) => Reply::success(&response),
-                        Err(error) => Reply::failure(error),
-                    },
-                    None => Reply::failure(ApiError::new(
-                        ErrorKind::Internal,
-                        "the daemon is shutting down",
-                    )),
-                }
-            }
-            Err(e) => Reply::failure(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!("the request is not a valid weft API request ({e}): see docs/api.md"),
-            )),
-        },
-        Err(e) => Reply::failure(ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("could not read the request: {e}"),
-        )),
-    };
-    let mut text = serde_json::to_string(&reply).unwrap_or_else(|_| {
-        r#"{"ok":false,"error":{"kind":"internal","message":"reply did not serialize"}}"#.into()
-    });
-    text.push('\n');
-    let _ = (&stream).write_all(text.as_bytes());
+/// Decodes, checks and applies requests for [`server::serve`].
+struct ApiHandler {
+    control: Arc<Mutex<Option<DaemonControl>>>,
+    /// The user the daemon runs as (an administrator, see [`access`]).
+    daemon_uid: u32,
+}
+
+impl server::Handler for ApiHandler {
+    fn handle(&self, caller: PeerCred, line: &str) -> Reply {
+        let request = match weft_api::decode_request(line) {
+            Ok(r) => r,
+            Err(e) => return Reply::failure(e),
+        };
+        let access = access::Access::of(caller, self.daemon_uid);
+        let mut guard = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(control) = guard.as_mut() else {
+            return Reply::failure(ApiError::new(
+                ErrorKind::Internal,
+                "the daemon is shutting down",
+            ));
+        };
+        let allowed = access::check(access, &request, |network, endpoint| {
+            control
+                .endpoint_list(Some(network))
+                .ok()?
+                .into_iter()
+                .find(|e| e.name == endpoint)
+                .map(|e| e.netns)
+        });
+        if let Err(e) = allowed {
+            tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
+            return Reply::failure(e);
+        }
+        match control.handle(request) {
+            Ok(response) => Reply::success(&response),
+            Err(error) => Reply::failure(error),
+        }
+    }
 }

@@ -35,6 +35,7 @@ pub mod ethtool;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod peer;
 pub mod privilege;
 pub mod provision;
 pub mod tap;

@@ -1,0 +1,327 @@
+//! Hardening of the control socket: no client, slow, idle, unprivileged or
+//! malformed, can stall the daemon, act on another user's namespace, or
+//! change state with a request the daemon did not fully understand.
+//!
+//! Subnet indices 70..=74 (see `common` for the parallelism note).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use serde_json::Value;
+
+/// uid and gid of `nobody` on Debian.
+const NOBODY: u32 = 65534;
+
+/// Sends one raw request line and returns the daemon's parsed reply.
+fn raw_request(socket: &Path, line: &[u8]) -> Value {
+    let mut stream = UnixStream::connect(socket).expect("connect to the daemon");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The daemon may refuse (and close) before reading everything.
+    let _ = stream.write_all(line);
+    let _ = stream.write_all(b"\n");
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("read the reply");
+    serde_json::from_slice(&reply)
+        .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", text(&reply)))
+}
+
+/// Opens `n` connections to `socket` without blocking (a connection the
+/// listen queue has no room for is retried) and sends nothing on them.
+fn idle_connections(path: &Path, n: usize, within: Duration) -> Vec<OwnedFd> {
+    let addr = UnixAddr::new(path).unwrap();
+    let deadline = Instant::now() + within;
+    let mut held = Vec::with_capacity(n);
+    while held.len() < n && Instant::now() < deadline {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => held.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    held
+}
+
+/// `weft network ls` against `d`, timed.
+fn timed_ls(d: &Daemon) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut cmd = Command::new(WEFT);
+    cmd.arg("--socket")
+        .arg(&d.socket)
+        .args(["network", "ls", "--json"]);
+    let out = run_timeout(&mut cmd, Duration::from_secs(10));
+    (out, start.elapsed())
+}
+
+#[test]
+fn idle_connections_do_not_stall_the_control_socket() {
+    require_root!();
+    // This process holds the 2,000 client ends.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 8192 {
+        let want = hard.max(8192);
+        setrlimit(Resource::RLIMIT_NOFILE, want, want).expect("raise this test's RLIMIT_NOFILE");
+    }
+    let d = Daemon::start();
+    // The limit systemd gives services.
+    let pid = d.pid().to_string();
+    let out = run_timeout(
+        Command::new("prlimit").args(["--pid", &pid, "--nofile=1024:1024"]),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "prlimit: {}", describe(&out));
+    create_network(&d, "calm", &subnet(70, 1), &[]);
+
+    let held = idle_connections(&d.socket, 2000, Duration::from_secs(20));
+    assert_eq!(held.len(), 2000, "could not open 2,000 connections");
+    for round in 0..5 {
+        let (out, took) = timed_ls(&d);
+        assert!(
+            out.status.success(),
+            "round {round}: `weft network ls` failed with 2,000 idle connections open:\n{}",
+            describe(&out)
+        );
+        assert!(
+            text(&out.stdout).contains("calm"),
+            "round {round}: {}",
+            describe(&out)
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: `weft network ls` took {took:?} with 2,000 idle connections open"
+        );
+    }
+    // The daemon still has descriptors for real work: a TAP in a namespace.
+    let ns = Netns::new("a");
+    let ep = attach(&d, "calm", &ns, &[]);
+    assert_eq!(ep.ip, addr(70, 1, 2));
+    drop(held);
+    // Still alive and well once the flood is gone.
+    weft_ok(&d, &["status"]);
+}
+
+#[test]
+fn a_client_that_dribbles_its_request_is_cut_off() {
+    require_root!();
+    let d = Daemon::start();
+    let mut stream = UnixStream::connect(&d.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let start = Instant::now();
+    // One byte every 300 ms: each read is quick, the whole never comes.
+    let mut cut = false;
+    for b in br#"{"op":"network_list"          "#.iter().cycle().take(100) {
+        if stream.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let took = start.elapsed();
+    assert!(
+        cut || !reply.is_empty(),
+        "the daemon kept a dribbling client for {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the daemon kept a dribbling client for {took:?}"
+    );
+    let reply: Value = serde_json::from_slice(&reply)
+        .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", text(&reply)));
+    assert_eq!(reply["ok"], false);
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no complete request within"), "{message}");
+    weft_ok(&d, &["status"]);
+}
+
+#[test]
+fn a_misspelt_field_is_refused_and_named() {
+    require_root!();
+    let d = Daemon::start();
+    let subnet = subnet(71, 1);
+    let line =
+        format!(r#"{{"op":"network_create","name":"typo","subnet":"{subnet}","internl":true}}"#);
+    let reply = raw_request(&d.socket, line.as_bytes());
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["kind"], "invalid_argument", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`internl`"), "{message}");
+    assert_eq!(
+        json(&d, &["network", "ls"]),
+        serde_json::json!([]),
+        "a refused request created a network"
+    );
+
+    // A huge bad request: the reply quotes a short excerpt at most.
+    let huge = format!(
+        r#"{{"op":"network_create","name":"typo","subnet":"{}"}}"#,
+        "9".repeat(1 << 20)
+    );
+    let reply = raw_request(&d.socket, huge.as_bytes());
+    assert_eq!(reply["ok"], false);
+    let reply_len = reply.to_string().len();
+    assert!(
+        reply_len < 2048,
+        "a bad request was echoed: {reply_len} bytes"
+    );
+    let field = "x".repeat(30_000);
+    let long =
+        format!(r#"{{"op":"network_create","name":"typo","subnet":"{subnet}","{field}":1}}"#);
+    let reply = raw_request(&d.socket, long.as_bytes());
+    assert_eq!(reply["ok"], false);
+    let reply_len = reply.to_string().len();
+    assert!(
+        reply_len < 2048,
+        "a bad field was echoed: {reply_len} bytes"
+    );
+    assert_eq!(json(&d, &["network", "ls"]), serde_json::json!([]));
+}
+
+/// `weft --socket S ARGS` run as `nobody`.
+fn weft_as_nobody(d: &Daemon, args: &[&str]) -> Output {
+    let mut cmd = Command::new(WEFT);
+    cmd.arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir("/");
+    run_timeout(&mut cmd, CMD_TIMEOUT)
+}
+
+/// Lets everyone reach the daemon's socket (its dir and the socket
+/// itself), as a deployment that grants a group access would.
+fn open_socket_to_everyone(d: &Daemon) {
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+}
+
+#[test]
+fn an_unprivileged_caller_is_refused_on_another_users_namespace() {
+    require_root!();
+    let d = Daemon::start();
+    open_socket_to_everyone(&d);
+    let root_ns = Netns::new("r");
+    create_network(&d, "shared", &subnet(72, 1), &[]);
+    let before = json(&d, &["endpoints"]);
+
+    // Listing is allowed.
+    let out = weft_as_nobody(&d, &["network", "ls"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("shared"), "{}", describe(&out));
+
+    // Root's namespace, by name, by pid and by path: refused.
+    let sleeper = root_ns.spawn(&["sleep", "60"], Stdio::null(), Stdio::null());
+    let pid = sleeper.pid().to_string();
+    let proc_path = format!("/proc/{pid}/ns/net");
+    for args in [
+        vec!["attach", "shared", "--netns", root_ns.name.as_str()],
+        vec!["attach", "shared", "--pid", pid.as_str()],
+        vec!["attach", "shared", "--netns", proc_path.as_str()],
+    ] {
+        let out = weft_as_nobody(&d, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("belongs to uid 0") && err.contains("uid 65534"),
+            "{args:?}: {err}"
+        );
+    }
+    // Configuration is refused too, naming what was asked.
+    let out = weft_as_nobody(
+        &d,
+        &["network", "create", "mine", "--subnet", &subnet(72, 2)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("`network_create` needs root"),
+        "{}",
+        describe(&out)
+    );
+    let out = weft_as_nobody(&d, &["network", "rm", "shared"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        json(&d, &["endpoints"]),
+        before,
+        "a refused attach changed state"
+    );
+    assert_eq!(json(&d, &["network", "ls"]).as_array().unwrap().len(), 1);
+    let links = root_ns.ip_ok(&["-o", "link", "show"]);
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "a refused attach made a link:\n{links}"
+    );
+
+    // Root may do all of it.
+    let ep = attach(&d, "shared", &root_ns, &[]);
+    assert_eq!(ep.ip, addr(72, 1, 2));
+
+    // nobody's own namespace (a user namespace it made): allowed, if this
+    // kernel lets ordinary users make user namespaces.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--net", "sleep", "60"])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .current_dir("/")
+        .stdout(Stdio::null());
+    let own = Bg::spawn(cmd, "unshare as nobody");
+    let own_pid = own.pid();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let entered = wait_for(Duration::from_secs(5), || {
+        let ns = std::fs::read_link(format!("/proc/{own_pid}/ns/net")).ok()?;
+        (ns != host).then_some(())
+    });
+    if entered.is_none() {
+        eprintln!(
+            "note: ordinary users cannot make user namespaces here; own-namespace case skipped"
+        );
+        return;
+    }
+    let own_pid = own_pid.to_string();
+    let out = weft_as_nobody(
+        &d,
+        &[
+            "attach", "shared", "--pid", &own_pid, "--name", "mine", "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "nobody attaching its own namespace: {}",
+        describe(&out)
+    );
+    // ... but may not detach root's endpoint, only its own.
+    let out = weft_as_nobody(&d, &["detach", "shared", &ep.name]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("belongs to uid 0"),
+        "{}",
+        describe(&out)
+    );
+    let out = weft_as_nobody(&d, &["detach", "shared", "mine"]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
