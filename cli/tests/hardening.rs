@@ -325,3 +325,60 @@ fn an_unprivileged_caller_is_refused_on_another_users_namespace() {
     let out = weft_as_nobody(&d, &["detach", "shared", "mine"]);
     assert!(out.status.success(), "{}", describe(&out));
 }
+
+/// A port's drop count for `reason` in `weft stats`.
+fn port_drops(d: &Daemon, endpoint: &str, reason: &str) -> u64 {
+    let stats = json(d, &["stats"]);
+    stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["endpoint"] == endpoint)
+        .and_then(|p| p["drops"][reason].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_jumbo_frame_is_not_bridged_to_a_smaller_mtu() {
+    require_root!();
+    let d = Daemon::start();
+    create_network(&d, "lan", &subnet(73, 1), &[]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let ep_a = attach(&d, "lan", &a, &["--name", "a"]);
+    let ep_b = attach(&d, "lan", &b, &["--name", "b"]);
+    assert_eq!(ep_a.ip, addr(73, 1, 2));
+
+    // TSO super-frames (whose segments fit) still cross the switch.
+    let mut server = b.spawn(&["iperf3", "-s", "-1"], Stdio::null(), Stdio::null());
+    assert!(b.wait_listening("tcp", 5201, Duration::from_secs(5)));
+    let out = a.exec_timeout(
+        &["iperf3", "-c", &ep_b.ip, "-t", "1", "-J"],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "iperf3 client:\n{}", describe(&out));
+    assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
+    assert_eq!(port_drops(&d, "a", "exceeds_mtu"), 0);
+
+    // An endpoint raises its own MTU past the network's and sends a jumbo
+    // frame: it never reaches b, and it is counted on a's port.
+    a.ip_ok(&["link", "set", &ep_a.ifname, "mtu", "9000"]);
+    let out = a.exec(&[
+        "ping", "-c", "2", "-W", "1", "-M", "do", "-s", "8000", &ep_b.ip,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a 8028-byte packet crossed to an MTU-1500 endpoint:\n{}",
+        describe(&out)
+    );
+    assert!(
+        port_drops(&d, "a", "exceeds_mtu") >= 2,
+        "stats: {}",
+        json(&d, &["stats"])
+    );
+    // Packets that fit still go through.
+    let out = a.exec(&[
+        "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", &ep_b.ip,
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+}

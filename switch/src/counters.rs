@@ -44,10 +44,14 @@ pub enum DropReason {
     /// Reading from the port's device failed (e.g. its namespace is gone);
     /// the port is no longer polled until it is detached.
     RxError,
+    /// A bridged frame (or, for a GSO super-frame, each of its segments) is
+    /// larger than the network's MTU: the other endpoints' interfaces
+    /// could not carry it, so it is dropped as a Linux bridge would.
+    ExceedsMtu,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -65,6 +69,7 @@ impl DropReason {
         DropReason::ConntrackFull,
         DropReason::NatNoPort,
         DropReason::RxError,
+        DropReason::ExceedsMtu,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -88,6 +93,7 @@ impl DropReason {
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::NatNoPort => "nat_no_port",
             DropReason::RxError => "rx_error",
+            DropReason::ExceedsMtu => "exceeds_mtu",
         }
     }
 

@@ -1856,8 +1856,9 @@ fn bridged_frames_keep_their_offload() {
     assert!(rec.1.iter().all(|o| *o == off));
     assert!(rec.0.iter().all(|(_, out)| out == &f), "left partial");
 
-    // A TSO super-frame bigger than any MTU is bridged whole, too.
-    let off = tso(1448);
+    // A TSO super-frame bigger than any MTU (whose segments fit network B's
+    // MTU of 1000) is bridged whole, too.
+    let off = tso(900);
     let mut f = udp_frame(mac(P4), mac(P5), ip(P4), ip(P5), 64, true, &[0; 8]);
     f.truncate(14);
     f.extend_from_slice(&routed_tcp(P4, ip(P5), &[7; 5000])[14..]);
@@ -1865,6 +1866,60 @@ fn bridged_frames_keep_their_offload() {
     assert_eq!(r, Ok(()));
     assert_eq!(rec.ports(), vec![P5, P6]);
     assert!(rec.1.iter().all(|o| *o == off));
+}
+
+#[test]
+fn bridged_frames_larger_than_the_mtu_are_dropped() {
+    let mut fx = Fx::new();
+    // Network A: MTU 1500. A 1500-byte IP packet is bridged …
+    let fits = udp_frame(
+        mac(P1),
+        MacAddr::BROADCAST,
+        ip(P1),
+        ip(P2),
+        64,
+        false,
+        &[1; 1472],
+    );
+    assert_eq!(fits.len(), 14 + 1500);
+    let (r, rec) = fx.send(P1, &fits);
+    assert_eq!(r, Ok(()));
+    assert_eq!(rec.ports(), vec![P2, P3]);
+    // … one byte more is not, unicast or flooded, DF or not.
+    let jumbo = udp_frame(mac(P1), mac(P2), ip(P1), ip(P2), 64, false, &[1; 8972]);
+    let (r, rec) = fx.send(P1, &jumbo);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
+    let over = udp_frame(
+        mac(P1),
+        MacAddr::BROADCAST,
+        ip(P1),
+        ip(P2),
+        64,
+        true,
+        &[1; 1473],
+    );
+    let (r, rec) = fx.send(P1, &over);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
+    // Non-IP frames are judged by their payload too.
+    let (r, _) = fx.send(P1, &raw_eth(mac(P1), mac(P2), 0x88b5, &[0; 1501]));
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    let (r, _) = fx.send(P1, &raw_eth(mac(P1), mac(P2), 0x88b5, &[0; 1500]));
+    assert_eq!(r, Ok(()));
+
+    // A TSO super-frame is judged by its segments: network B's MTU is
+    // 1000, so 960 bytes of payload per segment (+ 40 of headers) fit …
+    let mut f = udp_frame(mac(P4), mac(P5), ip(P4), ip(P5), 64, true, &[0; 8]);
+    f.truncate(14);
+    f.extend_from_slice(&routed_tcp(P4, ip(P5), &[7; 5000])[14..]);
+    let (r, rec) = fx.send_full(P4, &f, &tso(960), 0);
+    assert_eq!(r, Ok(()));
+    assert_eq!(rec.ports(), vec![P5, P6]);
+    // … 961 do not.
+    let (r, rec) = fx.send_full(P4, &f, &tso(961), 0);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
 }
 
 #[test]
