@@ -382,3 +382,64 @@ fn a_jumbo_frame_is_not_bridged_to_a_smaller_mtu() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
 }
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_namespace_deleted_without_detach_is_reaped_and_its_address_reused() {
+    require_root!();
+    let d = Daemon::start();
+    create_network(&d, "pods", &subnet(74, 1), &[]);
+    let keep = Netns::new("keep");
+    attach(&d, "pods", &keep, &["--name", "keep"]);
+    let fds_before = open_fds(d.pid());
+
+    let doomed = Netns::new("doomed");
+    let ep = attach(&d, "pods", &doomed, &["--name", "doomed"]);
+    assert_eq!(ep.ip, addr(74, 1, 3));
+    let resolv = Path::new("/etc/netns")
+        .join(&doomed.name)
+        .join("resolv.conf");
+    assert!(resolv.exists(), "attach wrote {}", resolv.display());
+    assert!(open_fds(d.pid()) > fds_before, "the TAP holds a descriptor");
+
+    // The namespace goes away without `weft detach`.
+    let out = host_exec(&["ip", "netns", "del", &doomed.name]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let reaped = wait_for(Duration::from_secs(5), || {
+        let eps = json(&d, &["endpoints"]);
+        let names: Vec<&str> = eps
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        (!names.contains(&"doomed")).then_some(())
+    });
+    assert!(
+        reaped.is_some(),
+        "the endpoint of a deleted namespace stayed: {}",
+        json(&d, &["endpoints"])
+    );
+    assert!(!resolv.exists(), "{} stayed", resolv.display());
+    assert!(
+        wait_for(Duration::from_secs(2), || (open_fds(d.pid()) <= fds_before)
+            .then_some(()))
+        .is_some(),
+        "the daemon still holds {} descriptors, {} before the attach",
+        open_fds(d.pid()),
+        fds_before
+    );
+    // The live endpoint is untouched, and the address is handed out again.
+    let eps = json(&d, &["endpoints"]);
+    assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
+    assert_eq!(eps[0]["name"], "keep");
+    let next = Netns::new("next");
+    let again = attach(&d, "pods", &next, &["--name", "next"]);
+    assert_eq!(again.ip, addr(74, 1, 3), "the reaped address is free again");
+}

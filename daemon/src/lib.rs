@@ -168,6 +168,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .map_err(io_error("starting the signal thread"))?;
     }
 
+    {
+        let control = Arc::clone(&control);
+        std::thread::Builder::new()
+            .name("weft-reaper".into())
+            .spawn(move || reap_forever(&control))
+            .map_err(io_error("starting the reaper thread"))?;
+    }
+
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         socket = %opts.socket.display(),
@@ -180,6 +188,24 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     });
     server::serve(listener, server::Limits::from_rlimit(), handler);
     Ok(())
+}
+
+/// How often the daemon looks for endpoints whose namespace is gone.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Detaches endpoints whose namespace is gone, every [`REAP_INTERVAL`]
+/// (see `weft_control`'s `reap` module), until the daemon shuts down.
+fn reap_forever(control: &Mutex<Option<DaemonControl>>) {
+    loop {
+        std::thread::sleep(REAP_INTERVAL);
+        let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(control) => {
+                control.reap_gone_endpoints();
+            }
+            None => return,
+        }
+    }
 }
 
 /// Binds the API socket with mode 0660, replacing a stale socket file but
