@@ -1,8 +1,11 @@
-//! Hardening of the control socket: no client, slow, idle, unprivileged or
-//! malformed, can stall the daemon, act on another user's namespace, or
-//! change state with a request the daemon did not fully understand.
+//! Hardening (issue 13): no client of the control socket, slow, idle,
+//! unprivileged or malformed, can stall the daemon, act on another user's
+//! namespace, or change state with a request the daemon did not fully
+//! understand; and no endpoint can take service away from the others (a
+//! jumbo frame, a namespace deleted without detach, a client holding DNS
+//! connections open).
 //!
-//! Subnet indices 70..=74 (see `common` for the parallelism note).
+//! Subnet indices 70..=79 (see `common` for the parallelism note).
 
 mod common;
 
@@ -442,4 +445,64 @@ fn a_namespace_deleted_without_detach_is_reaped_and_its_address_reused() {
     let next = Netns::new("next");
     let again = attach(&d, "pods", &next, &["--name", "next"]);
     assert_eq!(again.ip, addr(74, 1, 3), "the reaped address is free again");
+}
+
+#[test]
+fn one_client_holding_dns_tcp_connections_does_not_starve_the_others() {
+    require_root!();
+    let d = Daemon::start();
+    create_network(&d, "names", &subnet(75, 1), &[]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let attacker = attach(&d, "names", &a, &["--name", "attacker"]);
+    attach(&d, "names", &b, &["--name", "client"]);
+    let gateway: std::net::Ipv4Addr = addr(75, 1, 1).parse().unwrap();
+
+    // The attacker opens 80 connections to the gateway's port 53 and
+    // holds them, sending nothing.
+    let held = spawn_in_netns(a.path(), move || {
+        let server = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(gateway, 53));
+        let mut fds = Vec::new();
+        for _ in 0..80 {
+            let fd = socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &server) {
+                Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => fds.push(fd),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(fds)
+    })
+    .join()
+    .expect("attacker thread")
+    .expect("attacker sockets");
+    assert_eq!(held.len(), 80);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Every query of the other client still answers over TCP.
+    let gw = gateway.to_string();
+    for round in 0..5 {
+        let out = b.exec_timeout(
+            &[
+                "dig",
+                "+tcp",
+                "+time=2",
+                "+tries=1",
+                "+short",
+                &format!("@{gw}"),
+                "attacker",
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success() && text(&out.stdout).trim() == attacker.ip,
+            "round {round}: a TCP query failed while one client holds 80 connections:\n{}",
+            describe(&out)
+        );
+    }
+    drop(held);
 }
