@@ -17,8 +17,9 @@
 //! bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59, overlay:
 //! 60..=69, whose underlays also use 192.168.60..=69.0/24; nat: 80..=89,
 //! whose uplinks also use 192.168.80..=89.0/24; hardening: 70..=79;
-//! dns_tcp: 95; rootless: 96; cni: 97). Networks of different daemons never meet anyway, since each namespace belongs to
-//! exactly one test, but distinct ranges keep logs readable.
+//! dns_tcp: 95; rootless: 96; cni: 97). Networks of different daemons
+//! never meet anyway, since each namespace belongs to exactly one test, but
+//! distinct ranges keep logs readable.
 
 #![allow(dead_code, unused_imports)]
 
