@@ -506,3 +506,78 @@ fn one_client_holding_dns_tcp_connections_does_not_starve_the_others() {
     }
     drop(held);
 }
+
+/// A port's `tx_packets` (frames delivered to the endpoint) in `weft stats`.
+fn port_tx(d: &Daemon, endpoint: &str) -> u64 {
+    let stats = json(d, &["stats"]);
+    stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["endpoint"] == endpoint)
+        .and_then(|p| p["tx_packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A broadcast ARP request from `mac`/`ip` for `target`.
+fn arp_broadcast(mac: [u8; 6], ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+#[test]
+fn an_arp_storm_is_cut_to_the_port_limit_and_counted() {
+    require_root!();
+    let d = Daemon::start();
+    create_network(&d, "storm", &subnet(76, 1), &[]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let ep_a = attach(&d, "storm", &a, &["--name", "a"]);
+    let ep_b = attach(&d, "storm", &b, &["--name", "b"]);
+    let mac: Vec<u8> = ep_a
+        .mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    let ip: std::net::Ipv4Addr = ep_a.ip.parse().unwrap();
+    // Who has .200? Nobody: every request is flooded to b.
+    let frame = arp_broadcast(mac, ip, addr(76, 1, 200).parse().unwrap());
+    let delivered_before = port_tx(&d, "b");
+
+    const STORM: usize = 20_000;
+    let ifname = ep_a.ifname.clone();
+    let started = Instant::now();
+    let sent = spawn_in_netns(a.path(), move || {
+        let sock = weft_os::packet::PacketSocket::open(&ifname).map_err(std::io::Error::other)?;
+        Ok((0..STORM).filter(|_| sock.send(&frame).is_ok()).count())
+    })
+    .join()
+    .expect("storm thread")
+    .expect("packet socket in a");
+    let took = started.elapsed();
+    assert!(sent > STORM / 2, "only {sent} frames sent");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let dropped = port_drops(&d, "a", "storm_broadcast");
+    let delivered = port_tx(&d, "b") - delivered_before;
+    // The default limit: 1,000 a second with a burst of 1,000.
+    let allowed = 1_000 + (took.as_secs_f64() * 1_000.0) as u64 + 600;
+    eprintln!(
+        "storm: {sent} sent in {took:?}, {dropped} dropped by storm control, {delivered} delivered to b"
+    );
+    assert!(
+        delivered <= allowed,
+        "{delivered} of {sent} broadcasts reached b (limit about {allowed})"
+    );
+    assert!(dropped > 0, "no storm_broadcast drops counted");
+    // Ordinary ARP and traffic still work once the storm is over.
+    let out = a.exec(&["ping", "-c", "1", "-W", "2", &ep_b.ip]);
+    assert!(out.status.success(), "{}", describe(&out));
+}

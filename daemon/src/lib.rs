@@ -29,6 +29,7 @@ use weft_os::peer::PeerCred;
 
 pub use logging::LogFormat;
 use provisioner::OsProvisioner;
+pub use weft_switch::storm::{Rate as StormRate, StormLimits};
 
 /// The control plane as the daemon runs it.
 type DaemonControl = Control<Datapath, OsProvisioner>;
@@ -85,6 +86,8 @@ pub struct DaemonOptions {
     /// DNS servers names outside weft's networks are forwarded to (empty:
     /// the nameservers of the daemon's /etc/resolv.conf).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Storm-control limits of every port.
+    pub storm: weft_switch::storm::StormLimits,
     /// Log filter (`--log-level`); `None`: `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
     /// How log lines are written.
@@ -136,6 +139,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let queries = weft_control::dns::start(names.clone(), upstreams, datapath.injector())
         .map_err(io_error("starting the DNS thread"))?;
     datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
+    datapath.apply_one(weft_datapath::Change::SetStormLimits(opts.storm))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
         vtep_ip: weft_control::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),

@@ -203,6 +203,8 @@ pub enum Change {
     /// Where DNS queries to the gateways go.
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
+    /// Every port's storm-control limits.
+    SetStormLimits(weft_switch::storm::StormLimits),
 }
 
 impl Change {
@@ -229,6 +231,7 @@ impl Change {
             Change::SetInternal { .. } => "SetInternal",
             Change::SetDns(_) => "SetDns",
             Change::SetAging(_) => "SetAging",
+            Change::SetStormLimits(_) => "SetStormLimits",
         }
     }
 
@@ -302,6 +305,7 @@ enum Undo {
     SetInternal(NetworkId, bool),
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
+    SetStormLimits(weft_switch::storm::StormLimits),
 }
 
 /// Why the datapath did not carry out a command.
@@ -1042,6 +1046,11 @@ impl Worker {
                 self.switch.set_aging(aging);
                 Undo::SetAging(before)
             }
+            Change::SetStormLimits(limits) => {
+                let before = self.switch.storm_limits();
+                self.switch.set_storm_limits(limits);
+                Undo::SetStormLimits(before)
+            }
             Change::AddPort { cfg, io, counters } => {
                 let id = cfg.id;
                 self.add_port(cfg, io, counters)?;
@@ -1237,6 +1246,7 @@ impl Worker {
                     self.dns = queries;
                 }
                 Undo::SetAging(aging) => self.switch.set_aging(aging),
+                Undo::SetStormLimits(limits) => self.switch.set_storm_limits(limits),
             }
         }
     }

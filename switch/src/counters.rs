@@ -48,10 +48,17 @@ pub enum DropReason {
     /// larger than the network's MTU: the other endpoints' interfaces
     /// could not carry it, so it is dropped as a Linux bridge would.
     ExceedsMtu,
+    /// Storm control: the port sent broadcasts faster than its limit.
+    StormBroadcast,
+    /// Storm control: the port sent multicasts faster than its limit.
+    StormMulticast,
+    /// Storm control: the port sent frames to unknown unicast addresses
+    /// (which are flooded) faster than its limit.
+    StormUnknownUnicast,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -70,6 +77,9 @@ impl DropReason {
         DropReason::NatNoPort,
         DropReason::RxError,
         DropReason::ExceedsMtu,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -94,6 +104,9 @@ impl DropReason {
             DropReason::NatNoPort => "nat_no_port",
             DropReason::RxError => "rx_error",
             DropReason::ExceedsMtu => "exceeds_mtu",
+            DropReason::StormBroadcast => "storm_broadcast",
+            DropReason::StormMulticast => "storm_multicast",
+            DropReason::StormUnknownUnicast => "storm_unknown_unicast",
         }
     }
 

@@ -1923,6 +1923,78 @@ fn bridged_frames_larger_than_the_mtu_are_dropped() {
 }
 
 #[test]
+fn storm_control_limits_each_port_and_class_on_its_own() {
+    use weft_switch::storm::{Rate, StormLimits};
+    let mut fx = Fx::new();
+    fx.sw.set_storm_limits(StormLimits {
+        broadcast: Rate {
+            per_sec: 10,
+            burst: 5,
+        },
+        multicast: Rate {
+            per_sec: 10,
+            burst: 3,
+        },
+        unknown_unicast: Rate {
+            per_sec: 10,
+            burst: 4,
+        },
+    });
+    // An ARP storm from P1: the burst passes (answered or flooded), the
+    // rest is dropped and counted as a broadcast storm.
+    let arp = arp_request(P1, ip(P2));
+    let results: Vec<_> = (0..20).map(|_| fx.send(P1, &arp).0).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert!(results[5..]
+        .iter()
+        .all(|r| *r == Err(DropReason::StormBroadcast)));
+    // Another port of the same network is not affected …
+    for _ in 0..5 {
+        let (r, rec) = fx.send(P2, &arp_request(P2, ip(P3)));
+        assert_eq!(r, Ok(()));
+        assert!(!rec.0.is_empty(), "answered (suppressed) or flooded");
+    }
+    // … nor are P1's multicasts, unicasts to known MACs, or routed traffic.
+    let mcast = MacAddr([0x01, 0x00, 0x5e, 0, 0, 0xfb]);
+    let mut f = bridged_udp(P1, mcast, Ipv4Addr::new(224, 0, 0, 251));
+    fix_ipv4_checksum(&mut f);
+    let results: Vec<_> = (0..6).map(|_| fx.send(P1, &f).0).collect();
+    assert_eq!(
+        results,
+        [
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Err(DropReason::StormMulticast),
+            Err(DropReason::StormMulticast),
+            Err(DropReason::StormMulticast)
+        ]
+    );
+    // P3 has been seen (it sent nothing yet: learn it now).
+    assert_eq!(fx.send(P3, &arp_request(P3, ip(P1))).0, Ok(()));
+    for _ in 0..50 {
+        let (r, rec) = fx.send(P1, &bridged_udp(P1, mac(P3), ip(P3)));
+        assert_eq!(r, Ok(()));
+        assert_eq!(rec.ports(), vec![P3]);
+    }
+    for _ in 0..50 {
+        assert_eq!(
+            fx.send(P1, &echo_request(P1, gw_ip(NET_A), 64, b"x")).0,
+            Ok(())
+        );
+    }
+    // Unicast to a MAC nobody has: flooded within the limit, then dropped.
+    let stranger = MacAddr([0x02, 0x99, 0x99, 0x99, 0x99, 0x99]);
+    let f = bridged_udp(P1, stranger, ip(P2));
+    let results: Vec<_> = (0..6).map(|_| fx.send(P1, &f).0).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+    assert_eq!(results[5], Err(DropReason::StormUnknownUnicast));
+    // The bucket refills: 10 per second.
+    let (r, _) = fx.send_at(P1, &arp, 1);
+    assert_eq!(r, Ok(()));
+}
+
+#[test]
 fn frames_the_gateway_makes_carry_no_offload() {
     let mut fx = Fx::new();
     let off = partial_csum(IpNumber::UDP);

@@ -23,6 +23,7 @@ use std::time::Instant;
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
+use crate::storm::FloodClass;
 use weft_packet::{ethernet, icmp, read_u16, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 use super::{Ingress, Switch, Transmit};
@@ -83,9 +84,16 @@ impl Switch {
                     tx.transmit(out, frame, offload);
                     return Ok(());
                 }
-                None => {}
+                None => {
+                    if !self.storm_allows(ingress.id, FloodClass::UnknownUnicast, now) {
+                        return Err(DropReason::StormUnknownUnicast);
+                    }
+                }
             }
         }
+        let net = self
+            .ingress_network(ingress)
+            .ok_or(DropReason::NotRoutable)?;
         for &out in &net.ports {
             if out != ingress.id {
                 tx.transmit(out, frame, offload);
