@@ -308,3 +308,49 @@ fn read_request(stream: &UnixStream, timeout: Duration) -> Result<Option<String>
         .map(Some)
         .map_err(|_| ReadError::NotUtf8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_the_descriptor_limit() {
+        assert_eq!(Limits::for_descriptor_limit(1024).max_clients, 128);
+        assert_eq!(Limits::for_descriptor_limit(16).max_clients, 4);
+        assert_eq!(Limits::for_descriptor_limit(1 << 20).max_clients, 256);
+    }
+
+    #[test]
+    fn a_request_is_read_whole_or_refused() {
+        let (client, server) = UnixStream::pair().unwrap();
+        (&client).write_all(b"{\"op\":\"status\"}\nrest").unwrap();
+        let line = read_request(&server, Duration::from_secs(1)).unwrap();
+        assert_eq!(line.as_deref(), Some("{\"op\":\"status\"}"));
+
+        // Nothing at all, then closed: no request.
+        let (client, server) = UnixStream::pair().unwrap();
+        drop(client);
+        assert!(matches!(
+            read_request(&server, Duration::from_secs(1)),
+            Ok(None)
+        ));
+
+        // A line that never ends within the deadline.
+        let (client, server) = UnixStream::pair().unwrap();
+        (&client).write_all(b"{\"op\":").unwrap();
+        let started = Instant::now();
+        let e = read_request(&server, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, ReadError::Timeout(_)), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // Too long.
+        let (client, server) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = (&client).write_all(&vec![b'x'; MAX_REQUEST_LEN + 10]);
+        });
+        let e = read_request(&server, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ReadError::TooLong), "{e}");
+        drop(server);
+        writer.join().unwrap();
+    }
+}
