@@ -38,7 +38,7 @@ def main(pcap):
         # address forced (bits 7, 6), to the gateway (bit 5) or bridged,
         # and replayed after learning (bit 4).
         if len(f) <= 2048:
-            kind = (ethertype, f[23] if ethertype == 0x0800 and len(f) > 23 else 0)
+            kind = (ethertype, f[23] if ethertype == 0x0800 and len(f) > 23 else 0, len(f) > 600, f[0] & 1)
             n = counts.get(('switch', kind), 0)
             if n < 4:
                 counts[('switch', kind)] = n + 1
@@ -51,8 +51,9 @@ def main(pcap):
         proto = ip[9]
         # nat_translate: SNAT and DNAT to 192.0.2.2:40000, full and
         # partial checksums.
-        if len(ip) <= 1500 and counts.get(('nat', proto), 0) < 4:
-            counts[('nat', proto)] = counts.get(('nat', proto), 0) + 1
+        nkey = ('nat', proto, len(ip) > 600)
+        if len(ip) <= 1500 and counts.get(nkey, 0) < 4:
+            counts[nkey] = counts.get(nkey, 0) + 1
             for flags in (0, 1, 2):
                 save('nat_translate', bytes([192, 0, 2, 2, 0x9c, 0x40, flags]) + ip, seen)
         # dns_wire: UDP and TCP payloads to or from port 53.
