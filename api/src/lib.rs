@@ -15,8 +15,11 @@ pub mod client;
 pub const API_VERSION: u32 = 1;
 
 /// A request from a client to the daemon.
+///
+/// Unknown fields are refused (`deny_unknown_fields`): a misspelt option
+/// must not be silently ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Daemon liveness and version.
     Status,
@@ -211,6 +214,38 @@ pub enum Request {
     },
 }
 
+/// Longest excerpt of a client's input that an error message quotes.
+pub const MAX_EXCERPT: usize = 120;
+
+/// At most [`MAX_EXCERPT`] bytes of `text` (cut at a character boundary),
+/// with `…` when something was left out: error messages quote bad input
+/// through this, so a hostile request is never echoed back whole.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_EXCERPT {
+        return text.into();
+    }
+    let mut end = MAX_EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// Decodes one request line, refusing unknown operations and unknown or
+/// misspelt fields with a message that names them (and quotes at most a
+/// short excerpt of the input).
+pub fn decode_request(line: &str) -> Result<Request, ApiError> {
+    serde_json::from_str::<Request>(line).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the request is not a valid weft API request: {}; see docs/api.md",
+                excerpt(&e.to_string())
+            ),
+        )
+    })
+}
+
 /// The uplink.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UplinkInfo {
@@ -391,12 +426,23 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Longest message an [`ApiError`] carries; longer ones are cut (a message
+/// that quotes a hostile value must stay short).
+pub const MAX_MESSAGE: usize = 1024;
+
 impl ApiError {
+    /// An error with `message` cut to [`MAX_MESSAGE`] bytes.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
         }
+        ApiError { kind, message }
     }
 }
 
@@ -416,6 +462,10 @@ pub enum ErrorKind {
     Exhausted,
     /// The operating system refused an operation (permissions, netlink).
     System,
+    /// The caller (as `SO_PEERCRED` tells the daemon) may not make this
+    /// request: it is not root or the daemon's user, and the request is
+    /// not on a namespace it owns.
+    PermissionDenied,
     /// A bug in weft.
     Internal,
 }
@@ -540,6 +590,7 @@ pub struct EndpointInfo {
 /// runtime's network, the container's ID and the interface name inside it
 /// (CNI's attachment key). The daemon gives one owner at most one endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointOwner {
     /// The runtime's name for the network (CNI: the configuration's
     /// `name`), which may differ from the weft network's; empty when the
@@ -697,5 +748,37 @@ mod tests {
     #[test]
     fn unknown_op_is_rejected() {
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn misspelt_field_is_refused_and_named() {
+        let err = decode_request(
+            r#"{"op":"network_create","name":"a","subnet":"10.0.0.0/24","internl":true}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("`internl`"), "{}", err.message);
+        let err = decode_request(
+            r#"{"op":"attach","network":"a","owner":{"container_id":"c","ifname":"e","x":1}}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("`x`"), "{}", err.message);
+        // Known fields still decode, including the tag.
+        decode_request(r#"{"op":"attach","network":"a","netns":"n","publish":["80:80"]}"#).unwrap();
+    }
+
+    #[test]
+    fn a_huge_bad_request_is_quoted_only_in_part() {
+        let field = "x".repeat(1 << 20);
+        let line = format!(r#"{{"op":"network_create","name":"a","subnet":"s","{field}":1}}"#);
+        let err = decode_request(&line).unwrap_err();
+        assert!(err.message.len() < 400, "{} bytes", err.message.len());
+        let line = format!(
+            r#"{{"op":"network_create","name":"a","subnet":{}}}"#,
+            "1".repeat(1 << 20)
+        );
+        assert!(decode_request(&line).unwrap_err().message.len() < 400);
+        let long = ApiError::new(ErrorKind::NotFound, "é".repeat(5000));
+        assert!(long.message.len() <= MAX_MESSAGE + '…'.len_utf8());
     }
 }

@@ -639,6 +639,20 @@ struct DaemonArgs {
     /// [default: the nameservers of /etc/resolv.conf]
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Storm control: broadcast frames per second each endpoint may send,
+    /// with a burst of one second's worth; beyond it they are dropped and
+    /// counted (`storm_broadcast`). 0 turns the limit off
+    #[arg(long, value_name = "PPS", default_value = "1000")]
+    storm_broadcast: u32,
+    /// Storm control: multicast frames per second each endpoint may send
+    /// (`storm_multicast`; 0: no limit)
+    #[arg(long, value_name = "PPS", default_value = "5000")]
+    storm_multicast: u32,
+    /// Storm control: frames per second to unknown unicast addresses (which
+    /// are flooded) each port may send (`storm_unknown_unicast`; 0: no
+    /// limit)
+    #[arg(long, value_name = "PPS", default_value = "10000")]
+    storm_unknown_unicast: u32,
     /// What to log: error, warn, info, debug, trace, or a filter such as
     /// `info,weft_control=debug` [default: RUST_LOG, else info]
     #[arg(long, value_name = "LEVEL")]
@@ -836,6 +850,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     icmp: args.nat_icmp_timeout,
                 },
                 dns_upstreams: args.dns_upstream,
+                storm: weft_daemon::StormLimits {
+                    broadcast: weft_daemon::StormRate::per_sec(args.storm_broadcast),
+                    multicast: weft_daemon::StormRate::per_sec(args.storm_multicast),
+                    unknown_unicast: weft_daemon::StormRate::per_sec(args.storm_unknown_unicast),
+                },
                 log_level: args.log_level,
                 log_format: args.log_format,
                 store,

@@ -22,7 +22,7 @@
 //! Modules, lowest first: [`error`], [`ports`], [`persist`], [`dns`] (the
 //! gateways' DNS responders and the name tables they read), `state` (the
 //! registry and shared lookups), then one module per group of operations
-//! (`overlay`, `nat`, `network`, `endpoint`, `query`), `startup` and
+//! (`overlay`, `nat`, `network`, `endpoint`, `query`, `reap`), `startup` and
 //! `dispatch`.
 
 #![forbid(unsafe_code)]
@@ -40,6 +40,7 @@ mod nat;
 mod network;
 mod overlay;
 mod query;
+mod reap;
 mod startup;
 mod state;
 

@@ -295,6 +295,14 @@ fn additions_that_cannot_be_saved_are_undone() {
     let w = World::new("add-save");
     let mut c = w.control();
     create(&mut c, net("a", "10.1.0.0/24"));
+    // Published ports need an uplink.
+    c.handle(Request::UplinkSet {
+        interface: "eth9".into(),
+        ip: "192.0.2.10/24".into(),
+        gateway: None,
+        sockets: false,
+    })
+    .unwrap();
     c.handle(attach_req(attach("a", "ns1"))).unwrap();
     w.dir.break_saving();
     let attach_ns2 = attach_req(AttachSpec {
@@ -551,6 +559,60 @@ fn attach_takes_the_first_free_address_a_stable_mac_and_eth0() {
     let taps = w.prov.taps.lock().unwrap();
     assert_eq!(taps[0].1.default_gateway, Some(Ipv4Addr::new(10, 1, 0, 1)));
     assert_eq!(taps[0].1.mtu, 1500);
+}
+
+#[test]
+fn endpoints_whose_namespace_is_gone_are_reaped() {
+    let w = World::new("reap");
+    w.prov.pids.lock().unwrap().insert(4242, (1, 999));
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    let one = c.attach(attach("a", "ns1")).unwrap();
+    let two = c.attach(attach("a", "ns2")).unwrap();
+    let by_pid = c
+        .attach(AttachSpec {
+            network: "a".into(),
+            pid: Some(4242),
+            ..AttachSpec::default()
+        })
+        .unwrap();
+    assert_eq!(w.prov.open_devices(), 3);
+    assert!(c.reap_gone_endpoints().is_empty(), "nothing is gone yet");
+
+    // ns1 is deleted; ns2 is deleted and made again (another namespace
+    // under the same name); the process exits.
+    w.prov.namespaces.lock().unwrap().remove("ns1");
+    w.prov
+        .namespaces
+        .lock()
+        .unwrap()
+        .insert("ns2".into(), (1, 777));
+    w.prov.pids.lock().unwrap().remove(&4242);
+    let mut reaped: Vec<String> = c
+        .reap_gone_endpoints()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    reaped.sort();
+    assert_eq!(
+        reaped,
+        vec![one.name.clone(), two.name.clone(), by_pid.name.clone()]
+    );
+    assert!(c.endpoint_list(None).unwrap().is_empty());
+    assert_eq!(w.prov.open_devices(), 0, "the devices were closed");
+    assert!(
+        w.prov.resolv_confs.lock().unwrap().is_empty(),
+        "the resolv.conf files were removed"
+    );
+    // The addresses are free again: the next endpoint gets .2.
+    w.prov
+        .namespaces
+        .lock()
+        .unwrap()
+        .insert("ns3".into(), (1, 555));
+    let three = c.attach(attach("a", "ns3")).unwrap();
+    assert_eq!(three.ip, one.ip);
+    assert!(c.reap_gone_endpoints().is_empty());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! and the real operating system ([`provisioner::OsProvisioner`]).
 //!
 //! The daemon serves the API (see `docs/api.md`) on a Unix socket, one
-//! request per connection, each handled on its own thread but applied one at
+//! request per connection ([`server`]: bounded, with short timeouts), each
+//! checked against the caller's credentials ([`access`]) and applied one at
 //! a time under the control-plane lock (never taken by the datapath).
 //!
 //! Restarts lose nothing: everything the API made is saved in the state
@@ -17,28 +18,31 @@
 //! One daemon per state directory and socket ([`lock`]); systemd is told
 //! when the daemon is ready and that it is alive ([`notify`]).
 
+pub mod access;
 pub mod capture;
 pub mod lock;
 pub mod logging;
 mod metrics;
 pub mod notify;
 pub mod provisioner;
+pub mod server;
 mod signals;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weft_api::{ApiError, ErrorKind, Reply, Request};
+use weft_api::{ApiError, ErrorKind, Reply};
 use weft_control::dns::NameTables;
 use weft_control::{Control, PersistError, StateFile, VxlanSettings};
 use weft_datapath::{Datapath, DatapathError};
+use weft_os::peer::PeerCred;
 
 pub use logging::LogFormat;
 use provisioner::OsProvisioner;
+pub use weft_switch::storm::{Rate as StormRate, StormLimits};
 
 /// The control plane as the daemon runs it.
 type DaemonControl = Control<Datapath, OsProvisioner>;
@@ -102,6 +106,8 @@ pub struct DaemonOptions {
     /// DNS servers names outside weft's networks are forwarded to (empty:
     /// the nameservers of the daemon's /etc/resolv.conf).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Storm-control limits of every port.
+    pub storm: weft_switch::storm::StormLimits,
     /// Log filter (`--log-level`); `None`: `RUST_LOG`, else `info`.
     pub log_level: Option<String>,
     /// How log lines are written.
@@ -158,11 +164,6 @@ impl NatTimeoutOptions {
         t
     }
 }
-
-/// Longest request accepted, in bytes.
-const MAX_REQUEST_LEN: u64 = 1 << 20;
-/// How long a client may take to send its request.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
@@ -229,6 +230,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let switch_counters = Arc::clone(datapath.counters());
     let injector = datapath.injector();
     datapath.apply_one(weft_datapath::Change::SetDns(Some(queries)))?;
+    datapath.apply_one(weft_datapath::Change::SetStormLimits(opts.storm))?;
     let vxlan = VxlanSettings {
         listen: opts.vxlan_listen,
         vtep_ip: weft_control::resolve_vtep_ip(opts.vxlan_listen, opts.vtep_ip),
@@ -295,6 +297,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .map_err(io_error("starting the watchdog thread"))?;
     }
 
+    {
+        let control = Arc::clone(&control);
+        std::thread::Builder::new()
+            .name("weft-reaper".into())
+            .spawn(move || reap_forever(&control))
+            .map_err(io_error("starting the reaper thread"))?;
+    }
+
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         socket = %opts.socket.display(),
@@ -308,24 +318,30 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     )) {
         tracing::warn!(error = %e, "could not tell systemd the daemon is ready");
     }
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+    let handler = Arc::new(ApiHandler {
+        control,
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+    });
+    server::serve(listener, server::Limits::from_rlimit(), handler);
+    Ok(())
+}
+
+/// How often the daemon looks for endpoints whose namespace is gone.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Detaches endpoints whose namespace is gone, every [`REAP_INTERVAL`]
+/// (see `weft_control`'s `reap` module), until the daemon shuts down.
+fn reap_forever(control: &Mutex<Option<DaemonControl>>) {
+    loop {
+        std::thread::sleep(REAP_INTERVAL);
+        let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(control) => {
+                control.reap_gone_endpoints();
             }
-        };
-        let control = Arc::clone(&control);
-        let spawned = std::thread::Builder::new()
-            .name("weft-api".into())
-            .spawn(move || serve(stream, &control));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a thread for a client");
+            None => return,
         }
     }
-    Ok(())
 }
 
 /// Registers this host in the cluster store, hands the control plane the
@@ -443,60 +459,64 @@ fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Reads one request from `stream`, applies it, writes the reply.
-fn serve(stream: UnixStream, control: &Mutex<Option<DaemonControl>>) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = String::new();
-    // A capture streams after its reply: (port, count) once it succeeded.
-    let mut capture = None;
-    let reply = match BufReader::new((&stream).take(MAX_REQUEST_LEN)).read_line(&mut line) {
-        Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                let count = match &request {
-                    Request::Capture { count, .. } => Some(*count),
+/// Decodes, checks and applies requests for [`server::serve`].
+struct ApiHandler {
+    control: Arc<Mutex<Option<DaemonControl>>>,
+    /// The user the daemon runs as (an administrator, see [`access`]).
+    daemon_uid: u32,
+}
+
+impl server::Handler for ApiHandler {
+    fn handle(&self, caller: PeerCred, line: &str) -> server::Answer {
+        let request = match weft_api::decode_request(line) {
+            Ok(r) => r,
+            Err(e) => return Reply::failure(e).into(),
+        };
+        // A capture streams the port's frames after its reply.
+        let capture_count = match &request {
+            weft_api::Request::Capture { count, .. } => Some(*count),
+            _ => None,
+        };
+        let access = access::Access::of(caller, self.daemon_uid);
+        let mut guard = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(control) = guard.as_mut() else {
+            return Reply::failure(ApiError::new(
+                ErrorKind::Internal,
+                "the daemon is shutting down",
+            ))
+            .into();
+        };
+        let allowed = access::check(access, &request, |network, endpoint| {
+            control
+                .endpoint_list(Some(network))
+                .ok()?
+                .into_iter()
+                .find(|e| e.name == endpoint)
+                .map(|e| e.netns)
+        });
+        if let Err(e) = allowed {
+            tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
+            return Reply::failure(e).into();
+        }
+        match control.handle(request) {
+            Ok(response) => {
+                let then = match (&response, capture_count) {
+                    (weft_api::Response::Capture(info), Some(count)) => {
+                        let port = weft_switch::PortId(info.port);
+                        let control = Arc::clone(&self.control);
+                        Some(Box::new(move |stream: UnixStream| {
+                            capture::stream(stream, &control, port, count)
+                        })
+                            as Box<dyn FnOnce(UnixStream) + Send>)
+                    }
                     _ => None,
                 };
-                let mut guard = control.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.as_mut() {
-                    Some(control) => match control.handle(request) {
-                        Ok(response) => {
-                            if let (weft_api::Response::Capture(info), Some(count)) =
-                                (&response, count)
-                            {
-                                capture = Some((weft_switch::PortId(info.port), count));
-                            }
-                            Reply::success(&response)
-                        }
-                        Err(error) => Reply::failure(error),
-                    },
-                    None => Reply::failure(ApiError::new(
-                        ErrorKind::Internal,
-                        "the daemon is shutting down",
-                    )),
+                server::Answer {
+                    reply: Reply::success(&response),
+                    then,
                 }
             }
-            Err(e) => Reply::failure(ApiError::new(
-                ErrorKind::InvalidArgument,
-                format!("the request is not a valid weft API request ({e}): see docs/api.md"),
-            )),
-        },
-        Err(e) => Reply::failure(ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("could not read the request: {e}"),
-        )),
-    };
-    let mut text = serde_json::to_string(&reply).unwrap_or_else(|_| {
-        r#"{"ok":false,"error":{"kind":"internal","message":"reply did not serialize"}}"#.into()
-    });
-    text.push('\n');
-    if (&stream).write_all(text.as_bytes()).is_err() {
-        return;
-    }
-    if let Some((port, count)) = capture {
-        let _ = stream.set_read_timeout(None);
-        let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-        capture::stream(stream, control, port, count);
+            Err(error) => Reply::failure(error).into(),
+        }
     }
 }

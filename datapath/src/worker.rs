@@ -230,6 +230,8 @@ pub enum Change {
     /// Where DNS queries to the gateways go.
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
+    /// Every port's storm-control limits.
+    SetStormLimits(weft_switch::storm::StormLimits),
 }
 
 impl Change {
@@ -261,6 +263,7 @@ impl Change {
             Change::SetNetworkNat { .. } => "SetNetworkNat",
             Change::SetDns(_) => "SetDns",
             Change::SetAging(_) => "SetAging",
+            Change::SetStormLimits(_) => "SetStormLimits",
         }
     }
 
@@ -369,6 +372,7 @@ enum Undo {
     SetNetworkNat(NetworkId, NetworkNat),
     SetDns(Option<Sender<DnsQuery>>),
     SetAging(Duration),
+    SetStormLimits(weft_switch::storm::StormLimits),
 }
 
 /// Why the datapath did not carry out a command.
@@ -1158,6 +1162,11 @@ impl Worker {
                 self.switch.set_aging(aging);
                 Undo::SetAging(before)
             }
+            Change::SetStormLimits(limits) => {
+                let before = self.switch.storm_limits();
+                self.switch.set_storm_limits(limits);
+                Undo::SetStormLimits(before)
+            }
             Change::AddPort { cfg, io, counters } => {
                 let id = cfg.id;
                 self.add_port(cfg, io, counters)?;
@@ -1393,6 +1402,7 @@ impl Worker {
                     self.dns = queries;
                 }
                 Undo::SetAging(aging) => self.switch.set_aging(aging),
+                Undo::SetStormLimits(limits) => self.switch.set_storm_limits(limits),
             }
         }
     }

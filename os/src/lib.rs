@@ -38,6 +38,7 @@ pub mod hostsock;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod peer;
 pub mod privilege;
 pub mod provision;
 pub mod tap;

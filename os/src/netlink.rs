@@ -258,7 +258,9 @@ fn read_datagram(
                 return Ok(match err.code {
                     None => Outcome::Acked,
                     Some(code) => Outcome::Refused {
-                        errno: -code.get(),
+                        // i32::MIN has no positive twin; no kernel sends
+                        // it, but a reply must never crash the daemon.
+                        errno: code.get().saturating_neg(),
                         extack: extack_message(&err.header, flags),
                     },
                 });
@@ -270,6 +272,21 @@ fn read_datagram(
         }
     }
     Ok(Outcome::Pending)
+}
+
+/// Decodes one reply datagram to request `seq` exactly as the socket does:
+/// `Ok(Some(errno))` when it ends the request (0: acknowledged), `Ok(None)`
+/// when more is to come, `Err` naming what was malformed. Public so that
+/// the `netlink_reply` fuzz target can reach the decoder without a socket.
+pub fn decode_reply_datagram(datagram: &[u8], seq: u32) -> Result<Option<i32>, String> {
+    let mut replies = Vec::new();
+    match read_datagram(datagram, seq, &mut replies) {
+        Ok(Outcome::Pending) => Ok(None),
+        Ok(Outcome::Acked) => Ok(Some(0)),
+        Ok(Outcome::Refused { errno, .. }) => Ok(Some(errno)),
+        Err(ReplyError::Malformed(what)) => Err(what.to_owned()),
+        Err(ReplyError::Decode(e)) => Err(e.to_string()),
+    }
 }
 
 /// The extended-ack error string of an `NLMSG_ERROR` message, given what
@@ -556,6 +573,30 @@ mod tests {
     const RTM_GETLINK: u16 = 18;
     const IFLA_IFNAME: u16 = 3;
     const NLMSG_ERROR: u16 = 2;
+
+    #[test]
+    fn an_error_code_of_i32_min_is_refused_not_a_panic() {
+        // Found by the netlink_reply fuzz target: negating i32::MIN
+        // overflowed.
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&36u32.to_ne_bytes()); // header (16), code (4), echoed header (16)
+        msg.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg.extend_from_slice(&0u16.to_ne_bytes());
+        msg.extend_from_slice(&7u32.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&i32::MIN.to_ne_bytes());
+        msg.extend_from_slice(&[0u8; 16]);
+        assert_eq!(decode_reply_datagram(&msg, 7), Ok(Some(i32::MAX)));
+        msg[16..20].copy_from_slice(&(-17i32).to_ne_bytes());
+        assert_eq!(decode_reply_datagram(&msg, 7), Ok(Some(17)));
+        msg[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(decode_reply_datagram(&msg, 7), Ok(Some(0)));
+        assert_eq!(
+            decode_reply_datagram(&msg, 8),
+            Ok(None),
+            "another request's"
+        );
+    }
 
     #[test]
     fn getlink_encoding_pads_the_name_attribute() {

@@ -50,10 +50,21 @@ pub enum DropReason {
     /// Reading from the port's device failed (e.g. its namespace is gone);
     /// the port is no longer polled until it is detached.
     RxError,
+    /// A bridged frame (or, for a GSO super-frame, each of its segments) is
+    /// larger than the network's MTU: the other endpoints' interfaces
+    /// could not carry it, so it is dropped as a Linux bridge would.
+    ExceedsMtu,
+    /// Storm control: the port sent broadcasts faster than its limit.
+    StormBroadcast,
+    /// Storm control: the port sent multicasts faster than its limit.
+    StormMulticast,
+    /// Storm control: the port sent frames to unknown unicast addresses
+    /// (which are flooded) faster than its limit.
+    StormUnknownUnicast,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed,
         DropReason::SpoofedSourceMac,
         DropReason::SpoofedSourceIp,
@@ -73,6 +84,10 @@ impl DropReason {
         DropReason::NatEndpointLimit,
         DropReason::NatFiltered,
         DropReason::RxError,
+        DropReason::ExceedsMtu,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -98,6 +113,10 @@ impl DropReason {
             DropReason::NatEndpointLimit => "nat_endpoint_limit",
             DropReason::NatFiltered => "nat_filtered",
             DropReason::RxError => "rx_error",
+            DropReason::ExceedsMtu => "exceeds_mtu",
+            DropReason::StormBroadcast => "storm_broadcast",
+            DropReason::StormMulticast => "storm_multicast",
+            DropReason::StormUnknownUnicast => "storm_unknown_unicast",
         }
     }
 

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod mac_table;
 pub mod neighbor;
 pub mod offload;
+pub mod storm;
 pub mod switch;
 pub mod unresolved;
 

@@ -1856,8 +1856,9 @@ fn bridged_frames_keep_their_offload() {
     assert!(rec.1.iter().all(|o| *o == off));
     assert!(rec.0.iter().all(|(_, out)| out == &f), "left partial");
 
-    // A TSO super-frame bigger than any MTU is bridged whole, too.
-    let off = tso(1448);
+    // A TSO super-frame bigger than any MTU (whose segments fit network B's
+    // MTU of 1000) is bridged whole, too.
+    let off = tso(900);
     let mut f = udp_frame(mac(P4), mac(P5), ip(P4), ip(P5), 64, true, &[0; 8]);
     f.truncate(14);
     f.extend_from_slice(&routed_tcp(P4, ip(P5), &[7; 5000])[14..]);
@@ -1865,6 +1866,132 @@ fn bridged_frames_keep_their_offload() {
     assert_eq!(r, Ok(()));
     assert_eq!(rec.ports(), vec![P5, P6]);
     assert!(rec.1.iter().all(|o| *o == off));
+}
+
+#[test]
+fn bridged_frames_larger_than_the_mtu_are_dropped() {
+    let mut fx = Fx::new();
+    // Network A: MTU 1500. A 1500-byte IP packet is bridged …
+    let fits = udp_frame(
+        mac(P1),
+        MacAddr::BROADCAST,
+        ip(P1),
+        ip(P2),
+        64,
+        false,
+        &[1; 1472],
+    );
+    assert_eq!(fits.len(), 14 + 1500);
+    let (r, rec) = fx.send(P1, &fits);
+    assert_eq!(r, Ok(()));
+    assert_eq!(rec.ports(), vec![P2, P3]);
+    // … one byte more is not, unicast or flooded, DF or not.
+    let jumbo = udp_frame(mac(P1), mac(P2), ip(P1), ip(P2), 64, false, &[1; 8972]);
+    let (r, rec) = fx.send(P1, &jumbo);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
+    let over = udp_frame(
+        mac(P1),
+        MacAddr::BROADCAST,
+        ip(P1),
+        ip(P2),
+        64,
+        true,
+        &[1; 1473],
+    );
+    let (r, rec) = fx.send(P1, &over);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
+    // Non-IP frames are judged by their payload too.
+    let (r, _) = fx.send(P1, &raw_eth(mac(P1), mac(P2), 0x88b5, &[0; 1501]));
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    let (r, _) = fx.send(P1, &raw_eth(mac(P1), mac(P2), 0x88b5, &[0; 1500]));
+    assert_eq!(r, Ok(()));
+
+    // A TSO super-frame is judged by its segments: network B's MTU is
+    // 1000, so 960 bytes of payload per segment (+ 40 of headers) fit …
+    let mut f = udp_frame(mac(P4), mac(P5), ip(P4), ip(P5), 64, true, &[0; 8]);
+    f.truncate(14);
+    f.extend_from_slice(&routed_tcp(P4, ip(P5), &[7; 5000])[14..]);
+    let (r, rec) = fx.send_full(P4, &f, &tso(960), 0);
+    assert_eq!(r, Ok(()));
+    assert_eq!(rec.ports(), vec![P5, P6]);
+    // … 961 do not.
+    let (r, rec) = fx.send_full(P4, &f, &tso(961), 0);
+    assert_eq!(r, Err(DropReason::ExceedsMtu));
+    assert!(rec.0.is_empty());
+}
+
+#[test]
+fn storm_control_limits_each_port_and_class_on_its_own() {
+    use weft_switch::storm::{Rate, StormLimits};
+    let mut fx = Fx::new();
+    fx.sw.set_storm_limits(StormLimits {
+        broadcast: Rate {
+            per_sec: 10,
+            burst: 5,
+        },
+        multicast: Rate {
+            per_sec: 10,
+            burst: 3,
+        },
+        unknown_unicast: Rate {
+            per_sec: 10,
+            burst: 4,
+        },
+    });
+    // An ARP storm from P1: the burst passes (answered or flooded), the
+    // rest is dropped and counted as a broadcast storm.
+    let arp = arp_request(P1, ip(P2));
+    let results: Vec<_> = (0..20).map(|_| fx.send(P1, &arp).0).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert!(results[5..]
+        .iter()
+        .all(|r| *r == Err(DropReason::StormBroadcast)));
+    // Another port of the same network is not affected …
+    for _ in 0..5 {
+        let (r, rec) = fx.send(P2, &arp_request(P2, ip(P3)));
+        assert_eq!(r, Ok(()));
+        assert!(!rec.0.is_empty(), "answered (suppressed) or flooded");
+    }
+    // … nor are P1's multicasts, unicasts to known MACs, or routed traffic.
+    let mcast = MacAddr([0x01, 0x00, 0x5e, 0, 0, 0xfb]);
+    let mut f = bridged_udp(P1, mcast, Ipv4Addr::new(224, 0, 0, 251));
+    fix_ipv4_checksum(&mut f);
+    let results: Vec<_> = (0..6).map(|_| fx.send(P1, &f).0).collect();
+    assert_eq!(
+        results,
+        [
+            Ok(()),
+            Ok(()),
+            Ok(()),
+            Err(DropReason::StormMulticast),
+            Err(DropReason::StormMulticast),
+            Err(DropReason::StormMulticast)
+        ]
+    );
+    // P3 has been seen (it sent nothing yet: learn it now).
+    assert_eq!(fx.send(P3, &arp_request(P3, ip(P1))).0, Ok(()));
+    for _ in 0..50 {
+        let (r, rec) = fx.send(P1, &bridged_udp(P1, mac(P3), ip(P3)));
+        assert_eq!(r, Ok(()));
+        assert_eq!(rec.ports(), vec![P3]);
+    }
+    for _ in 0..50 {
+        assert_eq!(
+            fx.send(P1, &echo_request(P1, gw_ip(NET_A), 64, b"x")).0,
+            Ok(())
+        );
+    }
+    // Unicast to a MAC nobody has: flooded within the limit, then dropped.
+    let stranger = MacAddr([0x02, 0x99, 0x99, 0x99, 0x99, 0x99]);
+    let f = bridged_udp(P1, stranger, ip(P2));
+    let results: Vec<_> = (0..6).map(|_| fx.send(P1, &f).0).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+    assert_eq!(results[5], Err(DropReason::StormUnknownUnicast));
+    // The bucket refills: 10 per second.
+    let (r, _) = fx.send_at(P1, &arp, 1);
+    assert_eq!(r, Ok(()));
 }
 
 #[test]

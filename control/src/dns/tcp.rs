@@ -24,7 +24,12 @@
 //! Everything is bounded: the queue from the datapath (segments beyond it
 //! are dropped, as on a congested link, and TCP retransmits them), the
 //! sockets (a few spare listeners, at most [`MAX_SOCKETS`] in all; a SYN
-//! that finds no listener is reset), the queries in flight per connection
+//! that finds no listener is dropped), the sockets one client address may
+//! hold ([`MAX_PER_CLIENT`]) and one network may hold ([`MAX_PER_NETWORK`]),
+//! so that one endpoint (or one network) holding connections open cannot
+//! starve the others (RFC 7766 §6.2.2: servers should limit connections per
+//! client); a SYN over either limit is dropped and counted, and the client's
+//! TCP tries again later. The queries in flight per connection
 //! (beyond it the connection is not read, so TCP's window pushes back),
 //! the bytes waiting to be sent, and the learned peers.
 
@@ -52,7 +57,11 @@ use super::names::NameTables;
 /// Segments waiting for the TCP thread.
 const QUEUE: usize = 1024;
 /// Most TCP sockets at once (listening or connected).
-const MAX_SOCKETS: usize = 64;
+const MAX_SOCKETS: usize = 256;
+/// Most connections (half-open included) from one client address.
+const MAX_PER_CLIENT: usize = 8;
+/// Most connections to one gateway (one network) at once.
+const MAX_PER_NETWORK: usize = 64;
 /// Listening sockets kept ready for new connections.
 const SPARE_LISTENERS: usize = 4;
 /// Receive and send buffers of each socket.
@@ -155,6 +164,8 @@ struct Server {
     epoch: Instant,
     next_conn: u64,
     last_prune: Instant,
+    /// SYNs dropped by the per-client and per-network limits.
+    refused: u64,
 }
 
 impl Server {
@@ -186,6 +197,7 @@ impl Server {
             epoch,
             next_conn: 0,
             last_prune: epoch,
+            refused: 0,
         }
     }
 
@@ -290,6 +302,17 @@ impl Server {
         // capacity a new SYN is dropped rather than reset, so the client
         // tries again a little later.
         while let Some(syn) = self.link.rx.front().map(|p| is_syn(p)) {
+            if syn && !self.within_limits() {
+                self.link.rx.pop_front();
+                self.refused += 1;
+                if self.refused.is_power_of_two() {
+                    tracing::info!(
+                        refused = self.refused,
+                        "DNS over TCP: connections over the per-client or per-network limit dropped"
+                    );
+                }
+                continue;
+            }
             if syn && self.top_up_listeners() == 0 {
                 self.link.rx.pop_front();
                 continue;
@@ -307,6 +330,36 @@ impl Server {
         if now.duration_since(self.last_prune) >= PEER_IDLE / 4 {
             self.prune_peers(now);
         }
+    }
+
+    /// Whether the SYN at the front of the queue may have a socket: its
+    /// client and its gateway are under [`MAX_PER_CLIENT`] and
+    /// [`MAX_PER_NETWORK`].
+    fn within_limits(&self) -> bool {
+        let Some((client, gateway)) = self.link.rx.front().and_then(|p| syn_ends(p)) else {
+            return true;
+        };
+        let (mut of_client, mut of_network) = (0, 0);
+        for slot in &self.slots {
+            let socket = self.sockets.get::<tcp::Socket>(slot.handle);
+            if matches!(
+                socket.state(),
+                tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait
+            ) {
+                continue;
+            }
+            let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
+            else {
+                continue;
+            };
+            if local.addr == IpAddress::Ipv4(gateway) {
+                of_network += 1;
+                if remote.addr == IpAddress::Ipv4(client) {
+                    of_client += 1;
+                }
+            }
+        }
+        of_client < MAX_PER_CLIENT && of_network < MAX_PER_NETWORK
     }
 
     /// Keeps [`SPARE_LISTENERS`] sockets listening, within [`MAX_SOCKETS`];
@@ -540,6 +593,15 @@ fn packet_key(p: &[u8]) -> Option<PeerKey> {
     let port = p.get(ihl + 2..ihl + 4)?;
     let port = u16::from_be_bytes([port[0], port[1]]);
     Some((ip(12)?, SocketAddrV4::new(ip(16)?, port)))
+}
+
+/// (client, gateway) addresses of an incoming IPv4 packet.
+fn syn_ends(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let ip = |at: usize| {
+        p.get(at..at + 4)
+            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    };
+    Some((ip(12)?, ip(16)?))
 }
 
 /// Whether an IPv4 TCP packet opens a connection (SYN without ACK).

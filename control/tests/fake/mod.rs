@@ -261,7 +261,7 @@ impl FakeDatapath {
             } => {
                 m.services.remove(&(vip, proto(p), port));
             }
-            Change::SetDns(_) | Change::SetAging(_) => {}
+            Change::SetDns(_) | Change::SetAging(_) | Change::SetStormLimits(_) => {}
         }
         Ok(())
     }

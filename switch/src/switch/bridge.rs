@@ -3,6 +3,13 @@
 //! of the network — tunnels included for frames from endpoints, excluded for
 //! frames from tunnels (split horizon).
 //!
+//! Every endpoint of a network has the network's MTU, and a bridge does not
+//! fragment (802.1D-2004 §7.7.1: a frame larger than the egress port's
+//! maximum is discarded): a frame whose payload is larger — an endpoint
+//! that raised its own interface's MTU — is dropped and counted
+//! ([`DropReason::ExceedsMtu`]). A GSO super-frame is judged by the
+//! segments it will be cut into, not by its own size.
+//!
 //! A frame entering a tunnel must fit the underlay once encapsulated
 //! (RFC 7348 §4.3 forbids fragmenting the outer packet). One that does not
 //! is never dropped silently: an IPv4 packet with DF set (or a TCP
@@ -16,6 +23,7 @@ use std::time::Instant;
 use crate::counters::DropReason;
 use crate::frame::{is_gso, needs_csum, Offload, NO_OFFLOAD};
 use crate::gateway;
+use crate::storm::FloodClass;
 use weft_packet::{ethernet, icmp, read_u16, MacAddr, ETHERTYPE_IPV4, ETH_HEADER_LEN};
 
 use super::{Ingress, Switch, Transmit};
@@ -51,6 +59,9 @@ impl Switch {
         let net = self
             .ingress_network(ingress)
             .ok_or(DropReason::NotRoutable)?;
+        if wire_payload_len(frame, offload)? > net.cfg.mtu as usize {
+            return Err(DropReason::ExceedsMtu);
+        }
         let dst = MacAddr::read(frame, ethernet::DST);
         if dst.is_unicast() {
             match net.fdb.lookup(dst) {
@@ -73,9 +84,16 @@ impl Switch {
                     tx.transmit(out, frame, offload);
                     return Ok(());
                 }
-                None => {}
+                None => {
+                    if !self.storm_allows(ingress.id, FloodClass::UnknownUnicast, now) {
+                        return Err(DropReason::StormUnknownUnicast);
+                    }
+                }
             }
         }
+        let net = self
+            .ingress_network(ingress)
+            .ok_or(DropReason::NotRoutable)?;
         for &out in &net.ports {
             if out != ingress.id {
                 tx.transmit(out, frame, offload);
@@ -155,6 +173,19 @@ impl Switch {
             }
         }
     }
+}
+
+/// The largest Ethernet payload `frame` puts on a wire: its own, or for a
+/// GSO super-frame that of each segment (headers plus `gso_size`).
+fn wire_payload_len(frame: &[u8], offload: &Offload) -> Result<usize, DropReason> {
+    if !is_gso(offload) {
+        return Ok(frame.len().saturating_sub(ETH_HEADER_LEN));
+    }
+    if read_u16(frame, ethernet::ETHERTYPE) == ETHERTYPE_IPV4 {
+        let meta = gateway::parse_ipv4(frame).map_err(|_| DropReason::Malformed)?;
+        return gateway::gso_segment_ip_len(frame, &meta, offload).ok_or(DropReason::Malformed);
+    }
+    Ok(usize::from(offload.hdr_len).saturating_sub(ETH_HEADER_LEN) + usize::from(offload.gso_size))
 }
 
 /// How a frame compares with an IP size limit.

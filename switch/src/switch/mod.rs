@@ -17,6 +17,10 @@
 //! 4. everything else is bridged within the network as IEEE 802.1D does
 //!    ([`bridge`]).
 //!
+//! Broadcast and multicast frames from an endpoint, and unknown unicast
+//! frames about to be flooded, first pass the port's storm control
+//! ([`crate::storm`]).
+//!
 //! Frames from a tunnel may carry any source address; they teach the MAC
 //! table which VTEP a MAC sits behind, and are never flooded back into
 //! tunnels (split horizon: every VTEP replicates to all the others itself,
@@ -50,6 +54,7 @@ use crate::mac_table::{
     LearnOutcome, Learned, MacTable, SavedMac, DEFAULT_AGING, DEFAULT_CAPACITY,
 };
 use crate::neighbor::{Neighbor, NeighborTable, SavedNeighbor};
+use crate::storm::{FloodClass, PortStorm, StormLimits};
 use crate::unresolved::NeighborKey;
 use crate::{NetworkId, PortId};
 use ipnet::Ipv4Net;
@@ -262,6 +267,9 @@ const SCRATCH_LEN: usize = 64 * 1024 + ETH_HEADER_LEN;
 pub struct Switch {
     networks: Vec<Option<Network>>,
     ports: Vec<Option<PortEntry>>,
+    /// Storm-control buckets, indexed like `ports`.
+    storm: Vec<PortStorm>,
+    storm_limits: StormLimits,
     /// Networks sorted by subnet address, for longest-prefix lookup.
     subnets: Vec<(Ipv4Net, NetworkId)>,
     aging: Duration,
@@ -286,6 +294,8 @@ impl Switch {
             nat: nat::NatState::new(conntrack),
             networks: Vec::new(),
             ports: Vec::new(),
+            storm: Vec::new(),
+            storm_limits: StormLimits::default(),
             subnets: Vec::new(),
             aging: DEFAULT_AGING,
             fdb_capacity: DEFAULT_CAPACITY,
@@ -303,6 +313,24 @@ impl Switch {
 
     pub fn aging(&self) -> Duration {
         self.aging
+    }
+
+    /// Sets every port's storm-control limits.
+    pub fn set_storm_limits(&mut self, limits: StormLimits) {
+        self.storm_limits = limits;
+    }
+
+    pub fn storm_limits(&self) -> StormLimits {
+        self.storm_limits
+    }
+
+    /// Whether `port` may flood one more frame of `class` at `now`.
+    #[inline]
+    fn storm_allows(&mut self, port: PortId, class: FloodClass, now: Instant) -> bool {
+        match self.storm.get_mut(port.0 as usize) {
+            Some(s) => s.allow(&self.storm_limits, class, now),
+            None => true,
+        }
     }
 
     pub fn add_network(&mut self, cfg: NetworkConfig) -> Result<(), ConfigError> {
@@ -373,8 +401,10 @@ impl Switch {
         let index = id.0 as usize;
         if self.ports.len() <= index {
             self.ports.resize(index + 1, None);
+            self.storm.resize(index + 1, PortStorm::default());
         }
         self.ports[index] = Some(entry);
+        self.storm[index] = PortStorm::default();
     }
 
     pub fn add_port(&mut self, cfg: PortConfig) -> Result<(), ConfigError> {
@@ -656,6 +686,16 @@ impl Switch {
             kind: IngressKind::Endpoint(port.network),
         };
         let dst = MacAddr::read(frame, ethernet::DST);
+        if dst.is_multicast() {
+            let (class, reason) = if dst == MacAddr::BROADCAST {
+                (FloodClass::Broadcast, DropReason::StormBroadcast)
+            } else {
+                (FloodClass::Multicast, DropReason::StormMulticast)
+            };
+            if !self.storm_allows(port.id, class, now) {
+                return Err(reason);
+            }
+        }
         let ethertype = read_u16(frame, ethernet::ETHERTYPE);
         let (gateway_mac, gateway_ip) = {
             let net = self.network(port.network).ok_or(DropReason::NotRoutable)?;
