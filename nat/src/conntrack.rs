@@ -1037,9 +1037,15 @@ impl Conntrack {
             }
             held_by_host = self.hosts.get(&host).copied().unwrap_or_default();
         }
-        let existing = nat
+        let mut existing = nat
             .snat
             .and_then(|ip| self.mappings.get(&(key.proto, key.src, ip)).map(|m| m.port));
+        if self.reclaim_closed_reply(key, nat, existing, flags, now) {
+            // The closed flow may have been its mapping's last.
+            existing = nat
+                .snat
+                .and_then(|ip| self.mappings.get(&(key.proto, key.src, ip)).map(|m| m.port));
+        }
         let new_mapping = nat.snat.is_some() && existing.is_none();
         if new_mapping && held_by_host.ports >= nat.limits.ports {
             self.host_limited += 1;
@@ -1086,6 +1092,46 @@ impl Conntrack {
             }
         }
         result
+    }
+
+    /// A TCP SYN whose mapping's reply tuple is still held by a closed
+    /// connection (TIME_WAIT or CLOSE) of the same mapping takes it over:
+    /// the originator has moved on (its kernel reused the source port for
+    /// another destination that translates to the same backend), as
+    /// Linux's conntrack lets a new SYN reopen a TIME_WAIT entry. Removes
+    /// the closed flow and returns whether it did.
+    fn reclaim_closed_reply(
+        &mut self,
+        key: &FlowKey,
+        nat: NatSpec,
+        existing: Option<u16>,
+        flags: u8,
+        now: Timestamp,
+    ) -> bool {
+        let (Some(ip), Some(port)) = (nat.snat, existing) else {
+            return false;
+        };
+        if key.proto != Protocol::Tcp || flags & (SYN | ACK) != SYN {
+            return false;
+        }
+        let reply = FlowKey::new(
+            key.proto,
+            nat.dnat.unwrap_or(key.dst),
+            SocketAddrV4::new(ip, port),
+        );
+        let Some((slot, _)) = self.find(&reply, now) else {
+            return false;
+        };
+        let closed = self.entries[slot].as_ref().is_some_and(|e| {
+            matches!(
+                e.state,
+                FlowState::Tcp(TcpState::TimeWait) | FlowState::Tcp(TcpState::Close)
+            )
+        });
+        if closed {
+            self.kill(slot, false);
+        }
+        closed
     }
 
     /// Removes one unconfirmed flow (TCP SYN_SENT, UDP never answered) to

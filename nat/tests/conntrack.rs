@@ -887,3 +887,45 @@ fn host_limits_and_early_eviction() {
         .is_some());
     assert_eq!(ct.stats().host_limited, 1);
 }
+
+/// A client's kernel reuses a source port for a second service VIP that
+/// shares the backend: the SNAT mapping (endpoint-independent) gives the
+/// same reply tuple as the first, closed connection, whose entry the new
+/// SYN takes over, as a SYN reopens a TIME_WAIT entry in Linux. While the
+/// first is still open the second is refused instead.
+#[test]
+fn a_syn_takes_over_the_reply_tuple_of_a_closed_connection() {
+    let mut ct = Conntrack::default();
+    let gateway = host(1);
+    let backend = SocketAddrV4::new(host(5), 80);
+    let via = NatSpec {
+        snat: Some(gateway),
+        dnat: Some(backend),
+        ..NatSpec::default()
+    };
+    let first = key(Protocol::Tcp, host(2), 40000, host(100), 80);
+    let second = key(Protocol::Tcp, host(2), 40000, host(101), 80);
+    let hit = ct.track_or_create(&first, via, 60, SYN, t(0)).unwrap();
+    ct.track(&hit.reply, 60, SYN | ACK, t(0)).unwrap();
+    ct.track(&first, 60, ACK, t(0)).unwrap();
+
+    // Open: the second connection would share the reply tuple.
+    assert!(matches!(
+        ct.track_or_create(&second, via, 60, SYN, t(1)),
+        Err(ConntrackError::Conflict(_))
+    ));
+
+    // Reset: closed, so the second takes the tuple over.
+    ct.track(&hit.reply, 40, RST | ACK, t(2)).unwrap();
+    assert_eq!(
+        state(&ct, &first, t(2)),
+        Some(FlowState::Tcp(TcpState::Close))
+    );
+    let again = ct.track_or_create(&second, via, 60, SYN, t(3)).unwrap();
+    assert_eq!(again.reply, hit.reply);
+    assert_eq!(state(&ct, &first, t(3)), None);
+    assert_eq!(
+        state(&ct, &second, t(3)),
+        Some(FlowState::Tcp(TcpState::SynSent))
+    );
+}
