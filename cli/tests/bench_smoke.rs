@@ -349,6 +349,15 @@ fn storm_scenario_reports_both_storms() {
     let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
     assert_eq!(doc["scenario"], "storm", "{text}");
     assert!(doc["quiet_gbit_s"].as_f64().unwrap_or(0.0) > 0.0, "{text}");
+    // The reference: the same sender into a veth pair in A's namespace.
+    assert!(
+        doc["sender_alone"]["offered_frames_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{text}"
+    );
+    assert!(doc["sender_alone"]["gbit_s"].as_f64().is_some(), "{text}");
     for run in ["storm_control_on", "storm_control_off"] {
         let r = &doc[run];
         assert!(r["gbit_s"].as_f64().is_some(), "{run}: {text}");

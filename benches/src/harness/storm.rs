@@ -10,7 +10,10 @@
 //! socket opened inside A's namespace ([`weft_os::packet`]). Every such
 //! request is flooded to every other port of the network unless storm
 //! control stops it. The storm runs twice: with the daemon's default limits
-//! and with a daemon started with every limit at 0 (off).
+//! and with a daemon started with every limit at 0 (off). For reference it
+//! also measures pair B while the same sender floods a veth pair inside
+//! A's namespace, which weft never sees: what the sender's own CPU takes
+//! from pair B on this machine, storm control or not.
 //!
 //! It reports the quiet figure, the figure under each storm and its ratio
 //! to quiet, the storm's offered rate (frames the sender handed to the
@@ -36,7 +39,7 @@ use weft_os::packet::PacketSocket;
 
 use super::error::{Context as _, Error, Result};
 use super::measure::{self, Test};
-use super::sys::{self, Guard};
+use super::sys::{self, in_ns, Guard};
 use super::topology::{self, Ctx, Topology};
 use super::{report, Reporter};
 
@@ -54,6 +57,23 @@ const STORM_OFF: [&str; 6] = [
 /// The storm runs this long before the measurement starts, so that the
 /// measurement sees the storm's steady state.
 const RAMP: Duration = Duration::from_millis(500);
+/// The interface the reference storm goes to: one end of a veth pair in
+/// A's namespace (deleted with it), whose other end drops the requests.
+const SINK: &str = "storm0";
+
+/// The reference storm's veth pair in `ns`, up.
+fn sink(ns: &str) -> Result<()> {
+    sys::run(&in_ns(
+        ns,
+        &[
+            "ip", "link", "add", SINK, "type", "veth", "peer", "name", "storm1",
+        ],
+    ))?;
+    for dev in [SINK, "storm1"] {
+        sys::run(&in_ns(ns, &["ip", "link", "set", dev, "up"]))?;
+    }
+    Ok(())
+}
 
 /// What the storm scenario measures and where it writes.
 #[derive(Debug, Clone)]
@@ -91,6 +111,9 @@ impl UnderStorm {
 #[derive(Debug, Clone)]
 pub struct StormResults {
     pub quiet_gbps: f64,
+    /// The sender flooding a veth pair in A's namespace: weft sees none
+    /// of it.
+    pub alone: std::result::Result<UnderStorm, String>,
     pub on: std::result::Result<UnderStorm, String>,
     pub off: std::result::Result<UnderStorm, String>,
 }
@@ -141,21 +164,30 @@ pub fn run(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResults> {
     report.status(&format!(
         "weft bench storm: default storm limits: pair B quiet, {secs} s"
     ));
-    let (quiet_gbps, on) = {
+    let (quiet_gbps, alone, on) = {
         let mut net = build(&ctx, "ston", &[])?;
         let quiet = tcp1(&net.topo, &mut net.servers, secs)?;
         report.status(&format!(
+            "weft bench storm: pair B while the sender floods a veth in A's namespace, {secs} s"
+        ));
+        let alone = sink(&net.flood_ns).and_then(|_| under_storm(&mut net, secs, SINK));
+        let alone = keep_going(alone)?;
+        report.status(&format!(
             "weft bench storm: default storm limits: pair B under an ARP storm, {secs} s"
         ));
-        let on = under_storm(&mut net, secs);
-        (quiet, on)
+        let flood_if = net.flood_if.clone();
+        let on = under_storm(&mut net, secs, &flood_if);
+        (quiet, alone, on)
     };
     let on = keep_going(on)?;
     report.status(&format!(
         "weft bench storm: storm control off: pair B under an ARP storm, {secs} s"
     ));
     let off = match build(&ctx, "stoff", &STORM_OFF) {
-        Ok(mut net) => under_storm(&mut net, secs),
+        Ok(mut net) => {
+            let flood_if = net.flood_if.clone();
+            under_storm(&mut net, secs, &flood_if)
+        }
         Err(e) => Err(e),
     };
     let off = keep_going(off)?;
@@ -164,6 +196,7 @@ pub fn run(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResults> {
 
     let results = StormResults {
         quiet_gbps,
+        alone,
         on,
         off,
     };
@@ -267,12 +300,13 @@ fn tcp1(topo: &Topology, servers: &mut measure::Servers, secs: u64) -> Result<f6
         .context("iperf3 gave no throughput")
 }
 
-/// Pair B's throughput while A floods, and the storm's figures.
-fn under_storm(net: &mut Net, secs: u64) -> Result<UnderStorm> {
+/// Pair B's throughput while A floods out of its interface `ifname`, and
+/// the storm's figures.
+fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
     let before = flooder_counters(net)?;
     let frame = arp_request(net.flood_mac, net.flood_ip, net.nobody);
     let ns_path = Path::new("/var/run/netns").join(&net.flood_ns);
-    let ifname = net.flood_if.clone();
+    let ifname = ifname.to_string();
     let sock = weft_os::netns::run_in_netns(&ns_path, move || PacketSocket::open(&ifname))
         .map_err(|e| Error::Tool(format!("cannot enter {}: {e}", ns_path.display())))?
         .map_err(|e| Error::Tool(format!("cannot open a packet socket in the flooder: {e}")))?;
@@ -408,6 +442,7 @@ pub fn table(r: &StormResults) -> String {
         "quiet", r.quiet_gbps, "100%", "-", "-", "-"
     );
     for (name, run) in [
+        ("sender alone (veth in A)", &r.alone),
         ("storm, storm control on", &r.on),
         ("storm, storm control off", &r.off),
     ] {
@@ -460,6 +495,7 @@ fn json_doc(r: &StormResults, opts: &StormOptions, started: u64) -> Value {
         "duration_s": opts.duration,
         "machine": report::machine(),
         "quiet_gbit_s": r.quiet_gbps,
+        "sender_alone": run(&r.alone),
         "storm_control_on": run(&r.on),
         "storm_control_off": run(&r.off),
         "target_ratio": TARGET_RATIO,
