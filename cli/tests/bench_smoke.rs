@@ -363,6 +363,10 @@ fn storm_scenario_reports_both_storms() {
         assert!(r["gbit_s"].as_f64().is_some(), "{run}: {text}");
         assert!(r["ratio_to_quiet"].as_f64().is_some(), "{run}: {text}");
         assert!(
+            r["ratio_to_sender_alone"].as_f64().is_some(),
+            "{run}: {text}"
+        );
+        assert!(
             r["offered_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
             "{run}: no storm offered: {text}"
         );
