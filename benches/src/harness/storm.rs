@@ -153,6 +153,17 @@ pub fn run(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResults> {
     sys::catch_interrupts()?;
     fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let result = measure_all(opts, report);
+    if result.is_err() {
+        // Still empty after a failure or an interruption: no reason to
+        // keep it (every guard has been dropped by now).
+        let _ = fs::remove_dir(&opts.out);
+    }
+    result
+}
+
+/// [`run`] once the output directory exists.
+fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResults> {
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
