@@ -22,7 +22,8 @@ Examples:
   sudo weft bench --scenario convergence --hosts 50 --endpoints 100
   sudo weft bench --scenario same-host --against kernel-bridge \\
       --baseline-weft /tmp/weft-previous
-  sudo weft bench --scenario rootless --duration 10";
+  sudo weft bench --scenario rootless --duration 10
+  sudo weft bench --scenario storm --duration 5";
 
 /// `weft bench` options.
 #[derive(Debug, clap::Args)]
@@ -109,6 +110,9 @@ enum ScenarioArg {
     /// --hosts daemons joined through one etcd (--store): how long a new
     /// endpoint takes to be reachable from every other host
     Convergence,
+    /// One pair's TCP throughput quiet and while a third endpoint floods
+    /// broadcast ARP requests, with storm control on (the defaults) and off
+    Storm,
 }
 
 /// Progress and warnings on stderr, the table on stdout.
@@ -137,6 +141,7 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         ScenarioArg::Overlay => vec![Scenario::Overlay],
         ScenarioArg::All => vec![Scenario::SameHost, Scenario::Overlay],
         ScenarioArg::Rootless => return run_rootless(exe, args),
+        ScenarioArg::Storm => return run_storm(exe, args),
         ScenarioArg::Convergence => {
             let opts = harness::ConvergenceOptions {
                 exe: exe.to_path_buf(),
@@ -207,6 +212,31 @@ fn run_rootless(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         mtus: MTUS.to_vec(),
     };
     match rootless::run(&opts, &Terminal) {
+        Err(e) if e.is_interrupted() => {
+            eprintln!("weft bench: interrupted; everything it created has been removed");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `weft bench --scenario storm`.
+fn run_storm(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    use weft_benches::harness::storm::{self, StormOptions};
+    let out = args.out.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("weft-bench-storm-{secs}"))
+    });
+    let opts = StormOptions {
+        exe: exe.to_path_buf(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        duration: args.duration,
+        out,
+    };
+    match storm::run(&opts, &Terminal) {
         Err(e) if e.is_interrupted() => {
             eprintln!("weft bench: interrupted; everything it created has been removed");
             std::process::exit(EXIT_INTERRUPTED);

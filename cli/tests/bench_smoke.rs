@@ -3,8 +3,8 @@
 //! that nothing is left behind. No figure is asserted: speed is for the
 //! benchmark, not for tests.
 //!
-//! Also the rootless and convergence scenarios (the latter on three hosts and
-//! a real etcd).
+//! Also the rootless, convergence (on three hosts and a real etcd) and
+//! storm scenarios.
 //!
 //! Needs root (and iperf3, etcd); without them it prints why and returns.
 
@@ -297,6 +297,103 @@ fn bench_convergence_on_three_hosts() {
         !std::env::temp_dir()
             .join(format!("weft-b{pid}-conv"))
             .exists(),
+        "temporary directory left behind"
+    );
+}
+
+/// `--scenario storm`: pair B quiet and under an ARP storm from a third
+/// endpoint, with storm control on and off. Only the fields and the storm
+/// drops are checked, no throughput.
+#[test]
+fn storm_scenario_reports_both_storms() {
+    require_root!();
+    if !have("iperf3") {
+        eprintln!("skipped: needs iperf3 (apt install iperf3)");
+        return;
+    }
+    let out = TempDir::new("bench-storm");
+    let mut child = Command::new(WEFT)
+        .args(["bench", "--scenario", "storm", "--duration", "1", "--out"])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weft bench");
+    let pid = child.id();
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weft bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // `pid` is our unreaped child; SIGINT makes it clean up.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+            let _ = child.wait();
+            panic!("weft bench did not finish within {} s", TIMEOUT.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let dump = format!("status: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(status.success(), "{dump}");
+    assert!(
+        stdout.contains("storm control on") && stdout.contains("storm control off"),
+        "{dump}"
+    );
+
+    let text = std::fs::read_to_string(out.path().join("results.json")).expect("read results.json");
+    let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
+    assert_eq!(doc["scenario"], "storm", "{text}");
+    assert!(doc["quiet_gbit_s"].as_f64().unwrap_or(0.0) > 0.0, "{text}");
+    // The reference: the same sender into a veth pair in A's namespace.
+    assert!(
+        doc["sender_alone"]["offered_frames_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{text}"
+    );
+    assert!(doc["sender_alone"]["gbit_s"].as_f64().is_some(), "{text}");
+    for run in ["storm_control_on", "storm_control_off"] {
+        let r = &doc[run];
+        assert!(r["gbit_s"].as_f64().is_some(), "{run}: {text}");
+        assert!(r["ratio_to_quiet"].as_f64().is_some(), "{run}: {text}");
+        assert!(
+            r["ratio_to_sender_alone"].as_f64().is_some(),
+            "{run}: {text}"
+        );
+        assert!(
+            r["offered_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{run}: no storm offered: {text}"
+        );
+        assert!(
+            r["weft_received_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{run}: weft read none of the storm: {text}"
+        );
+    }
+    // Storm control bites with its limits on, and never with them off.
+    assert!(
+        doc["storm_control_on"]["storm_drops_by_reason"]["storm_broadcast"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{text}"
+    );
+    assert_eq!(doc["storm_control_off"]["storm_drops"], 0, "{text}");
+    assert!(doc["target_met"].is_boolean(), "{text}");
+
+    let prefix = format!("weft-b{pid}-");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
         "temporary directory left behind"
     );
 }

@@ -24,6 +24,8 @@
 //! - `error`: [`Error`].
 //! - [`rootless`]: the rootless scenario (weft's socket uplink against
 //!   slirp4netns, pasta and a root veth).
+//! - [`storm`]: the storm scenario (one pair's throughput while another
+//!   endpoint floods broadcasts, with storm control on and off).
 
 mod chart;
 mod convergence;
@@ -31,6 +33,7 @@ mod error;
 mod measure;
 mod report;
 pub mod rootless;
+pub mod storm;
 mod sys;
 mod topology;
 

@@ -233,7 +233,7 @@ pub fn build<'r>(ctx: &Ctx<'r>, scenario: Scenario, switch: Switch) -> Result<To
 }
 
 /// Pings the server from the client until it answers (ARP, learning).
-fn wait_reachable(topo: &Topology) -> Result<()> {
+pub(super) fn wait_reachable(topo: &Topology) -> Result<()> {
     let mut last = String::new();
     for _ in 0..10 {
         let out = sys::run_bounded(
@@ -300,7 +300,7 @@ fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
 
 /// Starts a weft daemon from `exe` (in `netns` if given) and waits until
 /// it answers.
-fn start_weft(
+pub(super) fn start_weft(
     exe: &Path,
     topo: &mut Topology,
     name: &str,
@@ -348,7 +348,7 @@ fn weft_call(socket: &Path, req: serde_json::Value, what: &str) -> Result<serde_
     client::call(socket, &req).with_context(|| format!("`weft {what}` failed"))
 }
 
-fn weft_network(
+pub(super) fn weft_network(
     socket: &Path,
     subnet: &str,
     vni: Option<u32>,
@@ -365,7 +365,7 @@ fn weft_network(
     Ok(())
 }
 
-fn weft_attach(socket: &Path, netns: &str, name: &str) -> Result<EndpointInfo> {
+pub(super) fn weft_attach(socket: &Path, netns: &str, name: &str) -> Result<EndpointInfo> {
     let req = json!({
         "op": "attach",
         "network": "bench",
