@@ -30,6 +30,20 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The daemons' per-namespace resolv.conf directories (`/etc/netns/NAME`)
+/// must go with the namespaces: stopping a daemon no longer removes its
+/// endpoints, so the harness must not leave them behind.
+fn assert_no_resolv_conf_left(prefix: &str) {
+    let left: Vec<String> = std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    assert!(left.is_empty(), "/etc/netns entries left behind: {left:?}");
+}
+
 fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut bytes = Vec::new();
@@ -130,6 +144,7 @@ fn bench_against_the_kernel_bridge() {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert_no_resolv_conf_left(&prefix);
     assert!(
         !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
         "temporary directory left behind"
@@ -214,6 +229,7 @@ fn rootless_scenario_measures_weft_and_the_veth() {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert_no_resolv_conf_left(&prefix);
     assert!(
         !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
         "temporary directory left behind"
@@ -293,6 +309,7 @@ fn bench_convergence_on_three_hosts() {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert_no_resolv_conf_left(&prefix);
     assert!(
         !std::env::temp_dir()
             .join(format!("weft-b{pid}-conv"))
@@ -392,6 +409,7 @@ fn storm_scenario_reports_both_storms() {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert_no_resolv_conf_left(&prefix);
     assert!(
         !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
         "temporary directory left behind"

@@ -253,7 +253,7 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
         guard.add_netns(&h.probe)?;
         call(
             &h.socket,
-            json!({"op": "attach", "network": "conv", "netns": h.probe}),
+            json!({"op": "attach", "network": "conv", "netns": h.probe, "no_resolv_conf": true}),
             "attach",
         )?;
     }
@@ -270,7 +270,7 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
         guard.add_netns(&ns)?;
         let ep = call(
             &hosts[at].socket,
-            json!({"op": "attach", "network": "conv", "netns": ns}),
+            json!({"op": "attach", "network": "conv", "netns": ns, "no_resolv_conf": true}),
             "attach",
         )?;
         let attached = Instant::now();

@@ -209,7 +209,7 @@ fn build<'r>(
                 "--mtu",
                 &mtu.to_string(),
             ])?;
-            let ep = weft(&["attach", "rl", "--netns", &ns, "--json"])?;
+            let ep = weft(&["attach", "rl", "--netns", &ns, "--no-resolv-conf", "--json"])?;
             let ep: Value = serde_json::from_str(&ep).map_err(|e| Error::Json {
                 context: "reading `weft attach --json`".into(),
                 source: e,
