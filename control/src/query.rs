@@ -255,17 +255,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 .filter(|(_, v)| *v > 0)
                 .collect()
         };
-        let switch_drops = nonzero(&[
-            ("icmp_rate_limited", &c.icmp_rate_limited),
-            ("fdb_full", &c.fdb_full),
-            ("tunnel_too_big", &c.tunnel_too_big),
-            ("vxlan_malformed", &c.vxlan_malformed),
-            ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
-            ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
-            ("conntrack_full", &c.conntrack_full),
-            ("neighbor_queue_full", &c.neighbor_queue_full),
-            ("neighbor_queue_timeout", &c.neighbor_queue_timeout),
-        ]);
+        let switch_drops = nonzero(&c.drops());
         let counters = nonzero(&[
             ("arp_suppressed", &c.arp_suppressed),
             ("icmp_errors_sent", &c.icmp_errors_sent),

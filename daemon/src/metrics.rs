@@ -206,17 +206,7 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         "counter",
         "Frames dropped that belong to no port, by reason.",
     );
-    for (reason, v) in [
-        ("icmp_rate_limited", &c.icmp_rate_limited),
-        ("fdb_full", &c.fdb_full),
-        ("tunnel_too_big", &c.tunnel_too_big),
-        ("vxlan_malformed", &c.vxlan_malformed),
-        ("vxlan_unknown_vni", &c.vxlan_unknown_vni),
-        ("vxlan_unknown_peer", &c.vxlan_unknown_peer),
-        ("conntrack_full", &c.conntrack_full),
-        ("neighbor_queue_full", &c.neighbor_queue_full),
-        ("neighbor_queue_timeout", &c.neighbor_queue_timeout),
-    ] {
+    for (reason, v) in c.drops() {
         out.sample(name, &[("reason", reason)], v.load(Ordering::Relaxed));
     }
     out.counter(

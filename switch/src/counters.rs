@@ -229,6 +229,24 @@ pub struct SwitchCounters {
     pub conntrack_entries: AtomicU64,
 }
 
+impl SwitchCounters {
+    /// The switch-wide drop counters under their reported names: the one
+    /// list `weft stats` and the metrics exporter both read.
+    pub fn drops(&self) -> [(&'static str, &AtomicU64); 9] {
+        [
+            ("icmp_rate_limited", &self.icmp_rate_limited),
+            ("fdb_full", &self.fdb_full),
+            ("tunnel_too_big", &self.tunnel_too_big),
+            ("vxlan_malformed", &self.vxlan_malformed),
+            ("vxlan_unknown_vni", &self.vxlan_unknown_vni),
+            ("vxlan_unknown_peer", &self.vxlan_unknown_peer),
+            ("conntrack_full", &self.conntrack_full),
+            ("neighbor_queue_full", &self.neighbor_queue_full),
+            ("neighbor_queue_timeout", &self.neighbor_queue_timeout),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
