@@ -660,6 +660,11 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Times the datapath stopped reading the port because a storm spent
+    /// its storm-control budget (what the endpoint sent meanwhile waited
+    /// in, or was dropped from, its TAP's queue).
+    #[serde(default)]
+    pub storm_pauses: u64,
     /// Drops by reason; reasons with a zero count are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
 }

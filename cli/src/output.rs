@@ -617,6 +617,7 @@ mod tests {
                 rx_bytes: 980,
                 tx_packets: 9,
                 tx_bytes: 882,
+                storm_pauses: 0,
                 drops: drops_a,
             }],
             switch_drops: BTreeMap::new(),

@@ -5,7 +5,7 @@
 //! jumbo frame, a namespace deleted without detach, a client holding DNS
 //! connections open).
 //!
-//! Subnet indices 100..=106 (see `common` for the parallelism note).
+//! Subnet indices 100..=107 (see `common` for the parallelism note).
 
 mod common;
 
@@ -584,4 +584,124 @@ fn an_arp_storm_is_cut_to_the_port_limit_and_counted() {
     // Ordinary ARP and traffic still work once the storm is over.
     let out = a.exec(&["ping", "-c", "1", "-W", "2", &ep_b.ip]);
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// A number from a port's entry in `weft stats` (0 when absent).
+fn port_stat(d: &Daemon, endpoint: &str, key: &str) -> u64 {
+    let stats = json(d, &["stats"]);
+    stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["endpoint"] == endpoint)
+        .and_then(|p| p[key].as_u64())
+        .unwrap_or(0)
+}
+
+/// The TX drops the kernel counted on `dev` in `ns`: for a TAP, frames
+/// the endpoint sent that did not fit in the queue weft reads.
+fn kernel_tx_dropped(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.ip_ok(&["-s", "-j", "link", "show", "dev", dev]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["stats64"]["tx"]["dropped"].as_u64().unwrap()
+}
+
+/// A port that storms is not read while its storm budget is spent (its
+/// frames wait in, or are dropped from, its TAP's kernel queue, and both
+/// are counted), and its unicast flows again once the storm stops.
+#[test]
+fn a_ports_unicast_flows_again_after_a_storm_on_it_stops() {
+    require_root!();
+    let d = Daemon::start();
+    create_network(&d, "paused", &subnet(107, 1), &[]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let ep_a = attach(&d, "paused", &a, &["--name", "a"]);
+    let ep_b = attach(&d, "paused", &b, &["--name", "b"]);
+    // Unicast works before the storm (and a and b know each other).
+    let out = a.exec(&["ping", "-c", "1", "-W", "2", &ep_b.ip]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let mac = parse_mac(&ep_a.mac);
+    let ip: std::net::Ipv4Addr = ep_a.ip.parse().unwrap();
+    let frame = arp_broadcast(mac, ip, addr(107, 1, 200).parse().unwrap());
+    let rx_before = port_stat(&d, "a", "rx_packets");
+    let kernel_before = kernel_tx_dropped(&a, &ep_a.ifname);
+
+    // A storm of 300 ms, as fast as one thread sends.
+    const STORM: Duration = Duration::from_millis(300);
+    let ifname = ep_a.ifname.clone();
+    let started = Instant::now();
+    let sent = spawn_in_netns(a.path(), move || {
+        let sock = weft_os::packet::PacketSocket::open(&ifname).map_err(std::io::Error::other)?;
+        let mut sent = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < STORM {
+            for _ in 0..256 {
+                sent += u64::from(sock.send(&frame).is_ok());
+            }
+        }
+        Ok(sent)
+    })
+    .join()
+    .expect("storm thread")
+    .expect("packet socket in a");
+    let took = started.elapsed();
+    // Stale storm frames still queued are read (and dropped) a batch per
+    // pause of at most 10 ms: give them time.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let pauses = port_stat(&d, "a", "storm_pauses");
+    let read = port_stat(&d, "a", "rx_packets") - rx_before;
+    let cut = port_drops(&d, "a", "storm_broadcast");
+    let kernel = kernel_tx_dropped(&a, &ep_a.ifname) - kernel_before;
+    eprintln!(
+        "storm: {sent} sent in {took:?}; weft read {read}, cut {cut} to the limit, paused {pauses} \
+         times; the kernel dropped {kernel} from the TAP's queue"
+    );
+    assert!(pauses > 0, "the storming port was never paused");
+    // Every storm frame is accounted for: read by weft or dropped by the
+    // kernel while weft was not reading.
+    assert!(
+        read + kernel >= sent,
+        "{sent} sent, {read} read, {kernel} dropped by the kernel"
+    );
+    // Weft read what the limit lets through (a burst of 1,000 and 1,000 a
+    // second) plus at most two batches per pause, not the storm.
+    let budget = 1_000 + (took.as_secs_f64() * 1_000.0) as u64 + 128 * (pauses + 1) + 100;
+    assert!(
+        read <= budget,
+        "weft read {read} of {sent} storm frames (budget {budget})"
+    );
+
+    // The storm is over: the port is read again and its unicast flows.
+    let out = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &ep_b.ip]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let received = TempDir::new("paused");
+    let output = received.path().join("got");
+    let _server = b.spawn(
+        &["nc", "-l", "5107"],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&output).unwrap()),
+    );
+    assert!(b.wait_listening("tcp", 5107, Duration::from_secs(5)));
+    let payload: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let input = received.path().join("sent");
+    std::fs::write(&input, &payload).unwrap();
+    let mut client = a.command(&["nc", "-N", &ep_b.ip, "5107"]);
+    client
+        .stdin(Stdio::from(std::fs::File::open(&input).unwrap()))
+        .stdout(Stdio::null());
+    let mut client = Bg::spawn(client, "nc a -> b");
+    let status = client.wait_timeout(Duration::from_secs(20));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "nc a -> b did not finish: {status:?}"
+    );
+    let intact = wait_for(Duration::from_secs(5), || {
+        (std::fs::read(&output).ok()? == payload).then_some(())
+    });
+    assert!(intact.is_some(), "b did not receive a's 256 KiB intact");
+    // And the port is no longer paused: unicast spends no storm budget.
+    assert_eq!(port_stat(&d, "a", "storm_pauses"), pauses);
 }

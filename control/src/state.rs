@@ -554,6 +554,7 @@ pub fn port_stats(
         rx_bytes: snap.rx_bytes,
         tx_packets: snap.tx_packets,
         tx_bytes: snap.tx_bytes,
+        storm_pauses: snap.storm_pauses,
         drops: snap.drops_by_name(),
     }
 }

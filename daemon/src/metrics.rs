@@ -139,7 +139,7 @@ pub(crate) fn render(sources: &Sources) -> String {
 
 fn port_families(out: &mut Exposition, ports: &[PortSource]) {
     type Field = fn(&weft_switch::counters::PortCounters) -> &AtomicU64;
-    let families: [(&str, &str, Field); 4] = [
+    let families: [(&str, &str, Field); 5] = [
         (
             "weft_port_rx_packets_total",
             "Frames received from the port's device.",
@@ -159,6 +159,11 @@ fn port_families(out: &mut Exposition, ports: &[PortSource]) {
             "weft_port_tx_bytes_total",
             "Bytes sent to the port's device.",
             |c| &c.tx_bytes,
+        ),
+        (
+            "weft_port_storm_pauses_total",
+            "Times the port was not read because a storm spent its storm-control budget.",
+            |c| &c.storm_pauses,
         ),
     ];
     for (name, help, field) in families {

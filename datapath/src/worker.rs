@@ -40,6 +40,43 @@
 //! VXLAN header lands in the buffer's headroom, the inner frame where the
 //! switch expects it), matched to the tunnel port of their (peer, VNI) and
 //! switched like any other frame.
+//!
+//! ## Storm control: not reading what would be dropped
+//!
+//! The switch drops a port's broadcasts, multicasts and unknown unicasts
+//! beyond its storm-control budget ([`weft_switch::storm`]), but a
+//! userspace switch pays for a frame when it reads it, not when it drops
+//! it: under a 700k frames/s ARP storm the worker spent its time reading
+//! frames only to drop them, and the other ports lost throughput. A
+//! hardware switch (or the Linux bridge's netfilter limits) drops at line
+//! rate for free; the userspace equivalent is to stop reading. So when a
+//! batch from a port meets a spent budget, the worker *pauses* the port:
+//! it takes the port's descriptor out of the poll set (one `epoll_ctl`)
+//! and leaves it until the bucket holds a batch's worth of frames again
+//! ([`Switch::storm_wait`]), at most [`MAX_STORM_PAUSE`]. The paused ports
+//! are resumed by the loop itself (one comparison of the loop's clock
+//! reading against the earliest resume time, and the poll timeout shortened
+//! to it), so there is no timer, no system call per frame, and no delay
+//! for any other port. On resume the descriptor is polled again and the
+//! port read at once.
+//!
+//! While a port is paused its frames wait in the TAP's kernel queue (500
+//! frames); once that is full the kernel drops what the endpoint sends and
+//! counts it as the TAP's TX drops (`ip -s link` in the endpoint's
+//! namespace), not in weft's `storm_*` counters, which count only the
+//! frames weft read and dropped. `storm_pauses` in `weft stats` counts the
+//! pauses.
+//!
+//! The trade-off is the port's *other* traffic. Weft cannot tell a storm
+//! frame from a unicast one without reading it, so while a port is paused
+//! its unicast waits (or, with the queue full, is dropped by the kernel)
+//! too. A storm therefore costs its own port's unicast, never another
+//! port's: a port keeps its unicast as long as its floods stay within the
+//! limit, loses part of it while it storms, and gets it back at most one
+//! pause (plus one pause per batch of stale storm frames still queued)
+//! after the storm stops. [`MAX_STORM_PAUSE`] bounds each stall so that a
+//! mixed port's TCP sees a short gap rather than a retransmission timeout
+//! (at least 200 ms in Linux).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -66,6 +103,7 @@ use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::mac_table::{Learned, SavedMac};
 use weft_switch::neighbor::{Neighbor, SavedNeighbor};
 use weft_switch::offload::{Coalescer, Push};
+use weft_switch::storm::FloodClass;
 use weft_switch::switch::{
     conntrack_time, ConfigError, NetworkConfig, NetworkNat, PortConfig, Punt, ServiceConfig,
     Switch, Transmit, TunnelConfig, UplinkConfig,
@@ -82,6 +120,10 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 const VTEP_TOKEN: Token = Token(usize::MAX - 1);
 /// TCP flows merged at once on the VXLAN receive path.
 const COALESCE_FLOWS: usize = 8;
+/// The longest the worker stops reading a port whose storm budget is
+/// spent: short enough for a mixed port's unicast to see only a short
+/// stall, long enough that a storm costs a handful of reads per pause.
+pub(crate) const MAX_STORM_PAUSE: Duration = Duration::from_millis(10);
 
 /// A DNS query to a gateway, handed to the resolver thread: the worker's
 /// copy of the core's [`Punt`].
@@ -460,6 +502,8 @@ impl Datapath {
             switch,
             ports: Vec::new(),
             ready: Vec::new(),
+            paused: Vec::new(),
+            next_resume: None,
             bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
             commands: rx,
             vtep: None,
@@ -617,6 +661,9 @@ struct PortSlot {
     counters: Arc<PortCounters>,
     /// Whether the port is in the worker's ready list.
     ready: bool,
+    /// Storm control: the port is not polled until then (its descriptor
+    /// is out of the poll set and the port is in the worker's `paused`).
+    paused_until: Option<Instant>,
     /// Where its frames are mirrored while `weft capture` runs; `None`
     /// costs one predictable branch per frame.
     capture: Option<Sender<Captured>>,
@@ -628,6 +675,10 @@ struct Worker {
     ports: Vec<Option<PortSlot>>,
     /// Ports that may have frames waiting (edge-triggered readiness).
     ready: Vec<PortId>,
+    /// Ports not read until their storm-control budget refills.
+    paused: Vec<PortId>,
+    /// The earliest `paused_until` of `paused`.
+    next_resume: Option<Instant>,
     bufs: Vec<PacketBuf>,
     commands: Receiver<(Command, Ack)>,
     vtep: Option<VxlanIo>,
@@ -696,6 +747,25 @@ impl Transmit for PortTx<'_> {
     }
 }
 
+/// How long to stop reading port `id` after a batch that found the storm
+/// budgets of the classes in `spent` (indexed by [`FloodClass`]) empty:
+/// until the emptiest holds a batch's worth again, at most
+/// [`MAX_STORM_PAUSE`]. Zero: keep reading.
+#[inline]
+fn storm_pause(switch: &Switch, id: PortId, spent: [bool; 3], now: Instant) -> Duration {
+    let mut pause = Duration::ZERO;
+    for class in [
+        FloodClass::Broadcast,
+        FloodClass::Multicast,
+        FloodClass::UnknownUnicast,
+    ] {
+        if spent[class as usize] {
+            pause = pause.max(switch.storm_wait(id, class, BATCH as u32, now));
+        }
+    }
+    pause.min(MAX_STORM_PAUSE)
+}
+
 /// Hands one frame that arrived over a tunnel to the switch.
 #[inline]
 fn deliver(
@@ -718,7 +788,11 @@ impl Worker {
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         loop {
             let timeout = if self.ready.is_empty() && !self.vtep_ready {
-                next_expire.saturating_duration_since(Instant::now())
+                let wake_at = match self.next_resume {
+                    Some(at) => at.min(next_expire),
+                    None => next_expire,
+                };
+                wake_at.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -748,6 +822,9 @@ impl Worker {
                 self.send_injected();
             }
             let now = Instant::now();
+            if self.next_resume.is_some_and(|at| at <= now) {
+                self.resume(now);
+            }
             self.service_ready(now);
             if self.vtep_ready {
                 self.service_vtep(now);
@@ -764,7 +841,7 @@ impl Worker {
 
     fn mark_ready(&mut self, id: PortId) {
         if let Some(Some(slot)) = self.ports.get_mut(id.0 as usize) {
-            if !slot.ready {
+            if !slot.ready && slot.paused_until.is_none() {
                 slot.ready = true;
                 self.ready.push(id);
             }
@@ -775,9 +852,12 @@ impl Worker {
     /// ready list those that ran dry.
     fn service_ready(&mut self, now: Instant) {
         let Worker {
+            poll,
             switch,
             ports,
             ready,
+            paused,
+            next_resume,
             bufs,
             vtep,
             dns,
@@ -821,19 +901,79 @@ impl Worker {
                 vtep: vtep.as_mut(),
                 dns: dns.as_ref(),
             };
+            // Storm classes whose budget this batch found spent.
+            let mut spent = [false; 3];
             for buf in &mut bufs[..received] {
                 counters.count_rx(buf.len());
                 let offload = buf.offload();
                 if let Err(reason) = switch.handle(id, buf.frame_mut(), &offload, now, &mut tx) {
                     counters.count_drop(reason);
+                    if let Some(class) = reason.storm_class() {
+                        spent[class as usize] = true;
+                    }
                 }
             }
-            if drained {
+            let pause = storm_pause(switch, id, spent, now);
+            if !pause.is_zero() {
+                // Stop reading the port until its budget has refilled.
+                if let Some(Some(slot)) = ports.get_mut(id.0 as usize) {
+                    if let PortIo::Device(io) = &slot.io {
+                        if let Some(fd) = io.poll_fd() {
+                            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        }
+                    }
+                    let until = now + pause;
+                    slot.ready = false;
+                    slot.paused_until = Some(until);
+                    counters.storm_pauses.fetch_add(1, Ordering::Relaxed);
+                    paused.push(id);
+                    *next_resume = Some(next_resume.map_or(until, |at| at.min(until)));
+                }
+                ready.swap_remove(i);
+            } else if drained {
                 ready.swap_remove(i);
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// Polls again the paused ports whose time is up, and reads them at
+    /// once (frames have been waiting in their queues).
+    fn resume(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while i < self.paused.len() {
+            let id = self.paused[i];
+            let index = id.0 as usize;
+            let Some(Some(slot)) = self.ports.get_mut(index) else {
+                // Removed while paused.
+                self.paused.swap_remove(i);
+                continue;
+            };
+            match slot.paused_until {
+                Some(until) if until > now => {
+                    next = Some(next.map_or(until, |at| at.min(until)));
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if slot.paused_until.take().is_some() {
+                if let PortIo::Device(io) = &slot.io {
+                    if let Some(fd) = io.poll_fd() {
+                        let _ = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            Token(index),
+                            Interest::READABLE,
+                        );
+                    }
+                }
+            }
+            self.paused.swap_remove(i);
+            self.mark_ready(id);
+        }
+        self.next_resume = next;
     }
 
     /// Reads one batch of VXLAN datagrams, decapsulates them and switches
@@ -1212,6 +1352,7 @@ impl Worker {
                     io: PortIo::Tunnel { vni, peer },
                     counters,
                     ready: false,
+                    paused_until: None,
                     capture: None,
                 });
                 self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
@@ -1438,13 +1579,16 @@ impl Worker {
     }
 
     fn take_slot(&mut self, id: PortId) -> Option<PortSlot> {
-        let slot = self.ports.get_mut(id.0 as usize).and_then(Option::take)?;
+        let mut slot = self.ports.get_mut(id.0 as usize).and_then(Option::take)?;
         if let PortIo::Device(io) = &slot.io {
             if let Some(fd) = io.poll_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
         }
         self.ready.retain(|&p| p != id);
+        if slot.paused_until.take().is_some() {
+            self.paused.retain(|&p| p != id);
+        }
         Some(slot)
     }
 
@@ -1509,6 +1653,7 @@ impl Worker {
             io: PortIo::Device(io),
             counters,
             ready: false,
+            paused_until: None,
             capture: None,
         });
         // Frames may have queued before registration; look once.

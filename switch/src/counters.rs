@@ -91,6 +91,18 @@ impl DropReason {
     ];
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The flood class whose storm-control budget a drop for this reason
+    /// found spent, if it is a storm-control drop.
+    pub fn storm_class(self) -> Option<crate::storm::FloodClass> {
+        use crate::storm::FloodClass;
+        match self {
+            DropReason::StormBroadcast => Some(FloodClass::Broadcast),
+            DropReason::StormMulticast => Some(FloodClass::Multicast),
+            DropReason::StormUnknownUnicast => Some(FloodClass::UnknownUnicast),
+            _ => None,
+        }
+    }
+
     /// The name used in `weft stats` and the API.
     pub fn name(self) -> &'static str {
         match self {
@@ -132,6 +144,10 @@ pub struct PortCounters {
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// Times the datapath stopped reading the port because a storm had
+    /// spent its storm-control budget (frames then wait, or are dropped,
+    /// in the device's own queue).
+    pub storm_pauses: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -164,6 +180,7 @@ impl PortCounters {
             rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             tx_packets: self.tx_packets.load(Ordering::Relaxed),
             tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            storm_pauses: self.storm_pauses.load(Ordering::Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .map(|&r| (r, self.drops(r)))
@@ -180,6 +197,7 @@ pub struct PortCountersSnapshot {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    pub storm_pauses: u64,
     /// Non-zero drop counters.
     pub drops: Vec<(DropReason, u64)>,
 }

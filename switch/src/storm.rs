@@ -11,11 +11,16 @@
 //! no floating point, no allocation, and no lock (each worker owns its
 //! switch and the buckets in it).
 //!
+//! A userspace switch pays for every frame it reads, dropped or not, so
+//! the datapath also stops *reading* a port whose budget is spent until
+//! the bucket has refilled ([`PortStorm::wait`] says how long); see the
+//! datapath worker for that half.
+//!
 //! The defaults are far above what ARP, DHCP or service discovery need (a
 //! busy host sends a few broadcasts a second), and far below a storm
 //! (hundreds of thousands of frames a second).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token's worth of units: one frame.
 const UNIT: u64 = 1_000_000_000;
@@ -90,14 +95,11 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// Takes one frame's token if `rate` allows it at `now`.
+    /// The tokens the bucket holds at `now` (`rate` is limited).
     #[inline]
-    fn take(&mut self, rate: Rate, now: Instant) -> bool {
-        if rate.per_sec == 0 {
-            return true;
-        }
+    fn level(&self, rate: Rate, now: Instant) -> u64 {
         let cap = u64::from(rate.burst.max(1)) * UNIT;
-        let tokens = match self.last {
+        match self.last {
             None => cap,
             Some(last) => {
                 // Capped first so the product cannot overflow: a bucket
@@ -107,7 +109,16 @@ impl Bucket {
                 let refill = elapsed.min(fill_nanos) * u64::from(rate.per_sec);
                 (self.tokens + refill).min(cap)
             }
-        };
+        }
+    }
+
+    /// Takes one frame's token if `rate` allows it at `now`.
+    #[inline]
+    fn take(&mut self, rate: Rate, now: Instant) -> bool {
+        if rate.per_sec == 0 {
+            return true;
+        }
+        let tokens = self.level(rate, now);
         self.last = Some(now);
         if tokens >= UNIT {
             self.tokens = tokens - UNIT;
@@ -116,6 +127,23 @@ impl Bucket {
             self.tokens = tokens;
             false
         }
+    }
+}
+
+impl Bucket {
+    /// How long after `now` the bucket holds `frames` tokens (or is full,
+    /// if its burst is smaller).
+    fn wait(&self, rate: Rate, frames: u32, now: Instant) -> Duration {
+        if rate.per_sec == 0 {
+            return Duration::ZERO;
+        }
+        let want = u64::from(frames.min(rate.burst.max(1))) * UNIT;
+        let tokens = self.level(rate, now);
+        // Refill is `per_sec` units a nanosecond.
+        let nanos = want
+            .saturating_sub(tokens)
+            .div_ceil(u64::from(rate.per_sec));
+        Duration::from_nanos(nanos)
     }
 }
 
@@ -129,12 +157,32 @@ impl PortStorm {
     /// Whether a frame of `class` may be flooded from this port at `now`.
     #[inline]
     pub fn allow(&mut self, limits: &StormLimits, class: FloodClass, now: Instant) -> bool {
-        let (i, rate) = match class {
+        let (i, rate) = Self::bucket(limits, class);
+        self.buckets[i].take(rate, now)
+    }
+
+    /// How long after `now` this port's `class` bucket holds `frames`
+    /// tokens (or is full, if its burst is smaller): how long a reader
+    /// that found it empty may leave the port alone and lose nothing the
+    /// limit would have let through but the excess.
+    pub fn wait(
+        &self,
+        limits: &StormLimits,
+        class: FloodClass,
+        frames: u32,
+        now: Instant,
+    ) -> Duration {
+        let (i, rate) = Self::bucket(limits, class);
+        self.buckets[i].wait(rate, frames, now)
+    }
+
+    #[inline]
+    fn bucket(limits: &StormLimits, class: FloodClass) -> (usize, Rate) {
+        match class {
             FloodClass::Broadcast => (0, limits.broadcast),
             FloodClass::Multicast => (1, limits.multicast),
             FloodClass::UnknownUnicast => (2, limits.unknown_unicast),
-        };
-        self.buckets[i].take(rate, now)
+        }
     }
 }
 
@@ -185,6 +233,62 @@ mod tests {
         assert!((99..=111).contains(&passed), "{passed}");
         // Other classes are unlimited here.
         assert!((0..10_000).all(|_| p.allow(&limits, FloodClass::Multicast, t0)));
+    }
+
+    #[test]
+    fn wait_is_the_time_to_refill() {
+        let limits = StormLimits::default();
+        let mut p = PortStorm::default();
+        let t0 = Instant::now();
+        // Never used: full, no wait.
+        assert_eq!(
+            p.wait(&limits, FloodClass::Broadcast, 64, t0),
+            Duration::ZERO
+        );
+        while p.allow(&limits, FloodClass::Broadcast, t0) {}
+        // 1,000 a second: 64 tokens take 64 ms, 10 ms later 54 ms remain.
+        assert_eq!(
+            p.wait(&limits, FloodClass::Broadcast, 64, t0),
+            Duration::from_millis(64)
+        );
+        assert_eq!(
+            p.wait(
+                &limits,
+                FloodClass::Broadcast,
+                64,
+                t0 + Duration::from_millis(10)
+            ),
+            Duration::from_millis(54)
+        );
+        // Once waited, that many frames pass.
+        let later = t0 + Duration::from_millis(64);
+        let passed = (0..100)
+            .filter(|_| p.allow(&limits, FloodClass::Broadcast, later))
+            .count();
+        assert_eq!(passed, 64);
+        // Other classes and unlimited classes never wait.
+        assert_eq!(
+            p.wait(&limits, FloodClass::Multicast, 64, t0),
+            Duration::ZERO
+        );
+        assert_eq!(
+            p.wait(&StormLimits::OFF, FloodClass::Broadcast, 64, t0),
+            Duration::ZERO
+        );
+        // A burst smaller than asked for: waiting for a full bucket.
+        let small = StormLimits {
+            broadcast: Rate {
+                per_sec: 100,
+                burst: 10,
+            },
+            ..StormLimits::OFF
+        };
+        let mut p = PortStorm::default();
+        while p.allow(&small, FloodClass::Broadcast, t0) {}
+        assert_eq!(
+            p.wait(&small, FloodClass::Broadcast, 64, t0),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

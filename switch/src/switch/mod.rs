@@ -333,6 +333,23 @@ impl Switch {
         }
     }
 
+    /// How long after `now` port `port`'s `class` budget holds `frames`
+    /// frames again (zero for an unlimited class or an unknown port): how
+    /// long the datapath may stop reading a port whose budget a storm
+    /// spent ([`crate::storm::PortStorm::wait`]).
+    pub fn storm_wait(
+        &self,
+        port: PortId,
+        class: FloodClass,
+        frames: u32,
+        now: Instant,
+    ) -> Duration {
+        match self.storm.get(port.0 as usize) {
+            Some(s) => s.wait(&self.storm_limits, class, frames, now),
+            None => Duration::ZERO,
+        }
+    }
+
     pub fn add_network(&mut self, cfg: NetworkConfig) -> Result<(), ConfigError> {
         if self.network(cfg.id).is_some() {
             return Err(ConfigError::DuplicateNetwork(cfg.id));
