@@ -16,10 +16,14 @@
 //! from pair B on this machine, storm control or not.
 //!
 //! It reports the quiet figure, the figure under each storm and its ratio
-//! to quiet, the storm's offered rate (frames the sender handed to the
-//! kernel per second), the frames weft read from A per second, and the
-//! drops weft counted against A's port for storm control (`storm_*`
-//! reasons of `weft stats`). The target (issue 13): with storm control on,
+//! to quiet and to the sender-alone reference, the storm's offered rate
+//! (frames the sender handed to the kernel per second), the frames weft
+//! read from A per second, the drops weft counted against A's port for
+//! storm control (`storm_*` reasons of `weft stats`), the times weft
+//! stopped reading A's port for storm control (`storm_pauses`), and the
+//! frames the kernel dropped from A's TAP queue while weft was not reading
+//! it (the TAP's TX drops in A's namespace): every offered frame is either
+//! read by weft or dropped there. The target (issue 13): with storm control on,
 //! pair B keeps more than 80% of its quiet throughput.
 //!
 //! Everything (namespaces, daemons, iperf3, the sender thread, files) is
@@ -99,6 +103,10 @@ pub struct UnderStorm {
     /// Drops counted against the flooder's port for storm control, by
     /// reason (`storm_broadcast`, ...).
     pub drops: Vec<(String, u64)>,
+    /// Times weft stopped reading the flooder's port (`storm_pauses`).
+    pub pauses: u64,
+    /// Frames the kernel dropped from the flooder's TAP queue, per second.
+    pub kernel_dropped_pps: f64,
 }
 
 impl UnderStorm {
@@ -323,6 +331,7 @@ fn tcp1(topo: &Topology, servers: &mut measure::Servers, secs: u64) -> Result<f6
 /// the storm's figures.
 fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
     let before = flooder_counters(net)?;
+    let kernel_before = tap_tx_dropped(net)?;
     let frame = arp_request(net.flood_mac, net.flood_ip, net.nobody);
     let ns_path = Path::new("/var/run/netns").join(&net.flood_ns);
     let ifname = ifname.to_string();
@@ -337,6 +346,7 @@ fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
     // What weft read late is still counted.
     std::thread::sleep(Duration::from_millis(200));
     let after = flooder_counters(net)?;
+    let kernel = tap_tx_dropped(net)?.saturating_sub(kernel_before);
     let took = took.as_secs_f64().max(1e-3);
     let drops = after
         .drops
@@ -355,12 +365,28 @@ fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
         offered_pps: sent as f64 / took,
         received_pps: after.rx.saturating_sub(before.rx) as f64 / took,
         drops,
+        pauses: after.pauses.saturating_sub(before.pauses),
+        kernel_dropped_pps: kernel as f64 / took,
     })
+}
+
+/// The TX drops the kernel counted on the flooder's TAP: frames A sent
+/// that found the queue weft reads full.
+fn tap_tx_dropped(net: &Net) -> Result<u64> {
+    let out = sys::run(&in_ns(
+        &net.flood_ns,
+        &["ip", "-s", "-j", "link", "show", "dev", &net.flood_if],
+    ))?;
+    let v: Value = serde_json::from_str(&out).context("`ip -s -j link` gave no JSON")?;
+    v[0]["stats64"]["tx"]["dropped"]
+        .as_u64()
+        .context("`ip -s -j link` shows no TX drops")
 }
 
 /// The flooder's port counters in `weft stats`.
 struct Counters {
     rx: u64,
+    pauses: u64,
     /// `storm_*` drops by reason.
     drops: Vec<(String, u64)>,
 }
@@ -382,6 +408,7 @@ fn flooder_counters(net: &Net) -> Result<Counters> {
         .unwrap_or_default();
     Ok(Counters {
         rx: port["rx_packets"].as_u64().unwrap_or(0),
+        pauses: port["storm_pauses"].as_u64().unwrap_or(0),
         drops,
     })
 }
@@ -456,10 +483,18 @@ fn pct(x: Option<f64>) -> String {
 /// The table: pair B's throughput quiet and under each storm; "of alone"
 /// is the figure over the sender-alone reference's.
 pub fn table(r: &StormResults) -> String {
-    let row = |cells: [&str; 7]| {
+    let row = |cells: [&str; 9]| {
         format!(
-            "{:<26} | {:>7} | {:>8} | {:>8} | {:>12} | {:>13} | {:>11}\n",
-            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+            "{:<26} | {:>7} | {:>8} | {:>8} | {:>12} | {:>13} | {:>11} | {:>7} | {:>16}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8]
         )
     };
     let mut s = "storm: pair B, one TCP stream, while endpoint A floods broadcast ARP requests\n"
@@ -472,11 +507,15 @@ pub fn table(r: &StormResults) -> String {
         "offered f/s",
         "weft read f/s",
         "storm drops",
+        "pauses",
+        "kernel drops f/s",
     ]);
     s += &row([
         "quiet",
         &format!("{:.2}", r.quiet_gbps),
         "100%",
+        "-",
+        "-",
         "-",
         "-",
         "-",
@@ -501,6 +540,8 @@ pub fn table(r: &StormResults) -> String {
                     &format!("{:.0}", u.offered_pps),
                     &format!("{:.0}", u.received_pps),
                     &u.storm_drops().to_string(),
+                    &u.pauses.to_string(),
+                    &format!("{:.0}", u.kernel_dropped_pps),
                 ]);
             }
             Err(e) => s += &format!("{name:<26} | failed: {e}\n"),
@@ -525,6 +566,8 @@ fn json_doc(r: &StormResults, opts: &StormOptions, started: u64) -> Value {
             "offered_frames_s": u.offered_pps,
             "weft_received_frames_s": u.received_pps,
             "storm_drops": u.storm_drops(),
+            "storm_pauses": u.pauses,
+            "kernel_dropped_frames_s": u.kernel_dropped_pps,
             "storm_drops_by_reason": u
                 .drops
                 .iter()
@@ -558,6 +601,8 @@ mod tests {
             offered_pps: 500_000.0,
             received_pps: 100_000.0,
             drops: vec![("storm_broadcast".into(), drops)],
+            pauses: 77,
+            kernel_dropped_pps: 400_000.0,
         })
     }
 
@@ -571,7 +616,7 @@ mod tests {
         };
         let t = table(&r);
         assert!(t.contains("|    8.10 |      81% |      90% |"), "{t}");
-        assert!(t.contains("1234"), "{t}");
+        assert!(t.contains("1234 |      77 |           400000"), "{t}");
         assert!(
             t.contains("storm, storm control off   | failed: `weft daemon` exited"),
             "{t}"
