@@ -401,6 +401,16 @@ fn storm_scenario_reports_both_storms() {
         "{text}"
     );
     assert_eq!(doc["storm_control_off"]["storm_drops"], 0, "{text}");
+    // With its budget spent, the flooder's port is paused, and what weft
+    // did not read the kernel dropped from its TAP queue; without limits,
+    // never paused.
+    let on = &doc["storm_control_on"];
+    assert!(on["storm_pauses"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert!(
+        on["kernel_dropped_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    assert_eq!(doc["storm_control_off"]["storm_pauses"], 0, "{text}");
     assert!(doc["target_met"].is_boolean(), "{text}");
 
     let prefix = format!("weft-b{pid}-");
