@@ -236,6 +236,17 @@ pub fn explain_failure(why: &str, tls: Option<&TlsMaterial>) -> Option<String> {
             excerpt(why, "received fatal alert")
         ));
     }
+    // With TLS 1.3 the client may finish its side of the handshake before
+    // etcd rejects the missing certificate; then only a closed connection
+    // is seen.
+    if let Some(t) = tls.filter(|t| !t.has_identity()) {
+        if why.contains("broken pipe") || why.contains("connection reset") {
+            return Some(format!(
+                "etcd closed the TLS connection ({why}), as it does when it checks client certificates (--client-cert-auth) and gets none: pass --store-cert and --store-key (the CA was --store-ca {})",
+                t.ca_path.display()
+            ));
+        }
+    }
     if why.contains("InvalidContentType") || why.contains("corrupt message") {
         return Some(format!(
             "the store did not answer TLS ({}); if etcd serves plain gRPC there, write --store etcd://",
