@@ -423,7 +423,7 @@ pub async fn run(shared: Arc<Shared>, events: Sender<ClusterEvent>) {
         let result = session(&shared, &events).await;
         let why = match result {
             Ok(()) => "the session ended".to_string(),
-            Err(e) => e,
+            Err(e) => crate::tls::explain_failure(&e, shared.config.tls.as_ref()).unwrap_or(e),
         };
         let was = {
             let mut state = shared.lock();
