@@ -266,3 +266,42 @@ fn excerpt<'a>(why: &'a str, from: &str) -> &'a str {
     rest.find(": transport error")
         .map_or(rest, |end| &rest[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_failures_say_what_to_do() {
+        let unknown = "transport error: invalid peer certificate: UnknownIssuer: transport error: invalid peer certificate: UnknownIssuer";
+        let e = explain_failure(unknown, None).unwrap();
+        assert!(e.contains("TLS verification of etcd's certificate failed (invalid peer certificate: UnknownIssuer)"), "{e}");
+        assert!(e.contains(SYSTEM_CA_BUNDLE), "{e}");
+        let name = "invalid peer certificate: certificate not valid for name \"localhost\"";
+        assert!(explain_failure(name, None)
+            .unwrap()
+            .contains("does not name the host or address in --store"));
+        let alert = "transport error: received fatal alert: BadCertificate";
+        assert!(explain_failure(alert, None)
+            .unwrap()
+            .contains("pass --store-cert and --store-key"));
+        let plain = "transport error: received corrupt message of type InvalidContentType";
+        assert!(explain_failure(plain, None)
+            .unwrap()
+            .contains("write --store etcd://"));
+        // Not a TLS failure: left to the caller.
+        assert_eq!(explain_failure("connection refused", None), None);
+        assert_eq!(explain_failure("broken pipe", None), None);
+    }
+
+    #[test]
+    fn flags_are_checked_before_files() {
+        let files = TlsFiles {
+            ca: Some("/nonexistent/weft-t-ca.pem".into()),
+            cert: None,
+            key: Some("/nonexistent/weft-t-key.pem".into()),
+        };
+        let e = TlsMaterial::load(&files).unwrap_err().to_string();
+        assert!(e.contains("--store-key needs --store-cert"), "{e}");
+    }
+}
