@@ -184,6 +184,42 @@ mod tests {
         );
     }
 
+    struct Quiet;
+
+    impl Reporter for Quiet {
+        fn status(&self, _: &str) {}
+        fn warning(&self, message: &str) {
+            panic!("unexpected warning: {message}");
+        }
+        fn table(&self, _: &str) {}
+    }
+
+    /// Raises the machine's real limits just above what they are and
+    /// checks they come back when the guard goes (also on a panic: the
+    /// guard is dropped while unwinding).
+    #[test]
+    fn raised_limits_come_back_when_dropped() {
+        weft_testkit::require_root!();
+        let Some(before) = read_limits() else {
+            eprintln!("skipped: no {SYSCTL_DIR}");
+            return;
+        };
+        {
+            let raised = Raised::new(before[2] + 1, &Quiet);
+            let during = read_limits().expect("read the limits");
+            assert_eq!(Some(during), raised.limits);
+            assert_eq!(during, limits_for(before[2] + 1, before));
+            assert!(during[0] > before[0] && during[2] > before[2]);
+        }
+        assert_eq!(read_limits(), Some(before), "limits not restored");
+        // A run that fits changes nothing and restores nothing.
+        let unchanged = Raised::new(1, &Quiet);
+        assert_eq!(unchanged.limits, Some(before));
+        drop(unchanged);
+        assert_eq!(read_limits(), Some(before));
+        assert!(table_fulls().is_some(), "no {STAT}");
+    }
+
     #[test]
     fn table_fulls_sums_every_cpu() {
         let stat = "entries  allocs   destroys hash_grows lookups  hits     res_failed rcv_probes_mcast rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n\
