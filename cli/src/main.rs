@@ -253,7 +253,7 @@ enum Command {
     /// started again on the same --state-dir takes everything back (`weft
     /// reset` removes it all). Needs CAP_NET_ADMIN to create TAP devices and
     /// enter network namespaces. The socket is created with mode 0660.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
 
     /// Show weft working: namespaces, two networks, pings, routing (needs root)
     ///
@@ -661,9 +661,9 @@ struct DaemonArgs {
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: weft_daemon::LogFormat,
     /// Join a cluster of hosts sharing an etcd store,
-    /// etcd://HOST:PORT[,HOST:PORT...]: overlay networks, address blocks,
-    /// hosts and endpoints then come from the store [default: this host
-    /// alone]
+    /// etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS): overlay
+    /// networks, address blocks, hosts and endpoints then come from the
+    /// store [default: this host alone]
     #[arg(long, value_name = "URL", env = "WEFT_STORE")]
     store: Option<String>,
     /// Key prefix of weft's records in the store
@@ -682,6 +682,17 @@ struct DaemonArgs {
         requires = "store_user"
     )]
     store_password: Option<String>,
+    /// CA bundle (PEM) that signed etcd's certificate, for an etcds://
+    /// store [default: /etc/ssl/certs/ca-certificates.crt]
+    #[arg(long, value_name = "FILE", requires = "store")]
+    store_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to an etcds:// store that checks
+    /// them (etcd's --client-cert-auth); needs --store-key
+    #[arg(long, value_name = "FILE", requires = "store")]
+    store_cert: Option<PathBuf>,
+    /// Private key (PEM) of --store-cert
+    #[arg(long, value_name = "FILE", requires = "store")]
+    store_key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
     /// 127.0.0.1:9477) [default: none]
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
@@ -829,6 +840,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     url,
                     &args.store_prefix,
                     user,
+                    &weft_cluster::TlsFiles {
+                        ca: args.store_ca,
+                        cert: args.store_cert,
+                        key: args.store_key,
+                    },
                 )?),
                 None => None,
             };

@@ -300,6 +300,15 @@ fn bench_convergence_on_three_hosts() {
         doc["daemon_rss_mib"]["max"].as_f64().unwrap_or(0.0) > 0.0,
         "{text}"
     );
+    // The machine-wide ARP table's limits and its overflows during the run
+    // (3 hosts fit the default limits: nothing to raise).
+    assert_eq!(
+        doc["neighbour_table"]["gc_thresh"].as_array().map(Vec::len),
+        Some(3),
+        "{text}"
+    );
+    assert!(doc["neighbour_table"]["overflows"].is_u64(), "{text}");
+    assert!(stdout.contains("neighbour table: limits"), "{dump}");
     let svg = std::fs::read_to_string(out.path().join("chart.svg")).expect("read chart.svg");
     assert!(svg.starts_with("<svg"));
 

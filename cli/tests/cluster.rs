@@ -8,7 +8,11 @@
 //! `peer add` or `--ip-range`: hosts, networks, addresses and endpoints all
 //! come from the store.
 //!
-//! Subnet indices 70..=74 (overlay subnets 10.<index>.0.0/24, underlays
+//! The TLS tests make their own CA, server and client certificates with the
+//! `openssl` CLI in a temporary directory ([`Pki`]) and run etcd with
+//! `--client-cert-auth`; the login test turns etcd's authentication on.
+//!
+//! Subnet indices 70..=75 (overlay subnets 10.<index>.0.0/24, underlays
 //! 192.168.<index>.0/24).
 
 mod common;
@@ -35,6 +39,100 @@ fn assert_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what}:\n{}", describe(out));
 }
 
+/// A test's own certificate authority, made with the `openssl` CLI in a
+/// temporary directory: `ca.pem`, a server certificate `server.pem`
+/// (subjectAltName: the etcd address) with `server.key`, a client
+/// certificate `client.pem` with `client.key`, and `other-ca.pem`, a CA
+/// that signed neither.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new(server_ip: &str) -> Pki {
+        let pki = Pki {
+            dir: TempDir::new("pki"),
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        for (ca, cn) in [("ca", "weft-t-ca"), ("other-ca", "weft-t-other-ca")] {
+            pki.openssl(
+                &[&["req", "-x509"], &ec[..], &["-nodes", "-days", "2"]].concat(),
+                &[
+                    "-keyout",
+                    &pki.file(&format!("{ca}.key")),
+                    "-out",
+                    &pki.file(&format!("{ca}.pem")),
+                    "-subj",
+                    &format!("/CN={cn}"),
+                ],
+            );
+        }
+        for (name, ext) in [
+            (
+                "server",
+                format!("subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n".to_string()),
+        ] {
+            let ext_file = pki.file(&format!("{name}.ext"));
+            std::fs::write(&ext_file, ext).expect("write the extensions file");
+            pki.openssl(
+                &[&["req"], &ec[..], &["-nodes"]].concat(),
+                &[
+                    "-keyout",
+                    &pki.file(&format!("{name}.key")),
+                    "-out",
+                    &pki.file(&format!("{name}.csr")),
+                    "-subj",
+                    &format!("/CN=weft-t-{name}"),
+                ],
+            );
+            pki.openssl(
+                &["x509", "-req", "-days", "2", "-CAcreateserial"],
+                &[
+                    "-in",
+                    &pki.file(&format!("{name}.csr")),
+                    "-CA",
+                    &pki.file("ca.pem"),
+                    "-CAkey",
+                    &pki.file("ca.key"),
+                    "-out",
+                    &pki.file(&format!("{name}.pem")),
+                    "-extfile",
+                    &ext_file,
+                ],
+            );
+        }
+        pki
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str], more: &[&str]) {
+        let out = run_timeout(
+            Command::new("openssl").args(args).args(more),
+            Duration::from_secs(30),
+        );
+        assert_ok(&out, &format!("openssl {args:?} {more:?}"));
+    }
+
+    /// The daemon's flags for a client certificate and the right CA.
+    fn client_flags(&self) -> Vec<String> {
+        [
+            "--store-ca",
+            &self.file("ca.pem"),
+            "--store-cert",
+            &self.file("client.pem"),
+            "--store-key",
+            &self.file("client.key"),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
+
 /// A real etcd in a namespace, its data in a temporary directory; killed
 /// (with its process group) on drop.
 struct Etcd {
@@ -42,26 +140,104 @@ struct Etcd {
     data: TempDir,
     ns: String,
     ip: String,
+    /// etcdctl's TLS flags, when etcd serves TLS and checks client
+    /// certificates (`--client-cert-auth`).
+    tls: Option<Vec<String>>,
+    /// etcdctl's `--user`, once authentication is on.
+    user: Option<String>,
 }
 
 impl Etcd {
     fn start(ns: &Netns, ip: &str) -> Etcd {
+        Etcd::start_with(ns, ip, None)
+    }
+
+    /// With `pki`, etcd serves TLS with its server certificate and accepts
+    /// only clients with a certificate its CA signed.
+    fn start_with(ns: &Netns, ip: &str, pki: Option<&Pki>) -> Etcd {
         let mut etcd = Etcd {
             server: None,
             data: TempDir::new("etcd"),
             ns: ns.name.clone(),
             ip: ip.to_string(),
+            tls: pki.map(|p| {
+                [
+                    "--cacert",
+                    &p.file("ca.pem"),
+                    "--cert",
+                    &p.file("client.pem"),
+                    "--key",
+                    &p.file("client.key"),
+                ]
+                .map(str::to_string)
+                .to_vec()
+            }),
+            user: None,
         };
-        etcd.spawn();
+        let server_tls = pki.map(|p| {
+            [
+                "--cert-file",
+                &p.file("server.pem"),
+                "--key-file",
+                &p.file("server.key"),
+                "--trusted-ca-file",
+                &p.file("ca.pem"),
+                "--client-cert-auth",
+            ]
+            .map(str::to_string)
+            .to_vec()
+        });
+        etcd.spawn_with(server_tls.as_deref().unwrap_or_default());
         etcd
     }
 
     fn url(&self) -> String {
-        format!("etcd://{}:{ETCD_PORT}", self.ip)
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}:{ETCD_PORT}", self.ip)
+    }
+
+    /// Runs etcdctl against this etcd, with its TLS flags and user.
+    fn etcdctl(&self, args: &[&str]) -> Output {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:{ETCD_PORT}", self.ip);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "etcdctl", "--endpoints", &client])
+            .args(self.tls.iter().flatten());
+        if let Some(user) = &self.user {
+            cmd.args(["--user", user]);
+        }
+        run_timeout(cmd.args(args), Duration::from_secs(5))
+    }
+
+    /// Adds user `root` with `password` and turns authentication on: from
+    /// then on every client must log in.
+    fn enable_auth(&mut self, password: &str) {
+        let root = format!("root:{password}");
+        assert_ok(
+            &self.etcdctl(&["user", "add", &root, "--interactive=false"]),
+            "etcdctl user add root",
+        );
+        // etcd 3.4 wants root to hold the root role (which may not exist yet).
+        let _ = self.etcdctl(&["role", "add", "root"]);
+        assert_ok(
+            &self.etcdctl(&["user", "grant-role", "root", "root"]),
+            "etcdctl user grant-role root root",
+        );
+        assert_ok(&self.etcdctl(&["auth", "enable"]), "etcdctl auth enable");
+        self.user = Some(root);
+        assert_ok(
+            &self.etcdctl(&["endpoint", "health"]),
+            "etcdctl as root after auth enable",
+        );
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://{}:{ETCD_PORT}", self.ip);
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, server_tls: &[String]) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:{ETCD_PORT}", self.ip);
         let peer = format!("http://{}:2380", self.ip);
         let data = self.data.path().join("member");
         let mut cmd = Command::new("ip");
@@ -73,23 +249,12 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("weft-t={peer}")])
+            .args(server_tls)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         self.server = Some(Bg::spawn(cmd, "etcd"));
         let healthy = wait_for(Duration::from_secs(20), || {
-            let out = run_timeout(
-                Command::new("ip").args([
-                    "netns",
-                    "exec",
-                    &self.ns,
-                    "etcdctl",
-                    "--endpoints",
-                    &client,
-                    "endpoint",
-                    "health",
-                ]),
-                Duration::from_secs(5),
-            );
+            let out = self.etcdctl(&["endpoint", "health"]);
             out.status.success().then_some(())
         });
         assert!(healthy.is_some(), "etcd did not become healthy at {client}");
@@ -143,6 +308,11 @@ impl Underlay {
     /// A host namespace plugged into the bridge as `ul0` = 192.168.<k>.<n>,
     /// running a daemon joined to `store`.
     fn host(&self, n: u8, store: &str, prefix: &str) -> Host {
+        self.host_with(n, store, prefix, &[])
+    }
+
+    /// [`Underlay::host`] with more `weft daemon` flags (TLS, login).
+    fn host_with(&self, n: u8, store: &str, prefix: &str, extra: &[String]) -> Host {
         let ns = Netns::new("host");
         let port = format!("p{n}");
         assert_ok(
@@ -161,10 +331,9 @@ impl Underlay {
             "host address",
         );
         assert_ok(&ns.ip(&["link", "set", "ul0", "up"]), "ul0 up");
-        let daemon = Daemon::start_in(
-            &ns,
-            &["--vtep-ip", &ip, "--store", store, "--store-prefix", prefix],
-        );
+        let mut args = vec!["--vtep-ip", &ip, "--store", store, "--store-prefix", prefix];
+        args.extend(extra.iter().map(String::as_str));
+        let daemon = Daemon::start_in(&ns, &args);
         Host {
             daemon,
             _ns: ns,
@@ -668,7 +837,7 @@ fn bad_or_unreachable_store_is_refused_clearly() {
     for (store, says) in [
         ("127.0.0.1:2379", "etcd://HOST:PORT"),
         ("etcd://127.0.0.1", "has no port"),
-        ("etcds://127.0.0.1:2379", "TLS"),
+        ("https://127.0.0.1", "has no port"),
     ] {
         let out = run(store);
         assert!(!out.status.success(), "{store} was accepted");
@@ -692,4 +861,325 @@ fn bad_or_unreachable_store_is_refused_clearly() {
         !sock.exists(),
         "an unreachable store left the socket behind"
     );
+}
+
+/// Runs `weft daemon` (in `ns`, if given) with `args`, expecting it to be
+/// refused: it fails and leaves no socket, and its stderr is returned.
+/// When `early` (bad flags or files), it did not even make its state
+/// directory.
+fn refused_daemon(ns: Option<&str>, args: &[String], early: bool) -> String {
+    let dir = TempDir::new("refused");
+    let sock = dir.path().join("weft.sock");
+    let state = dir.path().join("state");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, WEFT]);
+            cmd
+        }
+        None => Command::new(WEFT),
+    };
+    let out = run_timeout(
+        cmd.arg("--socket")
+            .arg(&sock)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert!(!sock.exists(), "{args:?}: a refused daemon left its socket");
+    assert!(
+        !(early && state.exists()),
+        "{args:?}: refused flags made the state directory"
+    );
+    text(&out.stderr)
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn tls_store_with_client_certificates() {
+    require_root!();
+    let ul = Underlay::new(74);
+    let pki = Pki::new(&ul.addr(254));
+    let etcd = Etcd::start_with(&ul.ns, &ul.addr(254), Some(&pki));
+    let url = etcd.url();
+    assert!(url.starts_with("etcds://"), "{url}");
+    let prefix = prefix();
+    let hosts: Vec<Host> = (1..=2)
+        .map(|n| ul.host_with(n, &url, &prefix, &pki.client_flags()))
+        .collect();
+    for h in &hosts {
+        let store = h.store();
+        assert_eq!(store["connected"], true, "{store}");
+        assert_eq!(store["url"], url.as_str(), "{store}");
+    }
+    let status = text(&hosts[0].weft(&["status"]).stdout);
+    assert!(status.contains("connected"), "{status}");
+
+    // A network made on one host reaches the other through the TLS store,
+    // and so do endpoints: they ping without peer add.
+    assert_ok(
+        &hosts[0].weft(&[
+            "network",
+            "create",
+            "tls",
+            "--subnet",
+            "10.74.0.0/24",
+            "--vni",
+            "74",
+        ]),
+        "network create",
+    );
+    converge("network on host 2", CONVERGE_TIMEOUT, || {
+        hosts[1].has_network("tls")
+    });
+    let a = hosts[0].container("tls");
+    let b = hosts[1].container("tls");
+    converge("endpoint a on host 2", CONVERGE_TIMEOUT, || {
+        hosts[1]
+            .neighbors("tls")
+            .iter()
+            .any(|n| n.starts_with(&format!("{} ", a.ep.ip)))
+    });
+    assert_reaches(&a.ns, &b.ep.ip);
+    assert_eq!(hosts[1].store()["hosts"], 2);
+    // What etcd holds is what the daemons wrote over TLS.
+    let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", &prefix]);
+    assert_ok(&keys, "etcdctl get");
+    assert!(
+        text(&keys.stdout).contains(&format!("{prefix}networks/tls")),
+        "{}",
+        describe(&keys)
+    );
+
+    // A CA that did not sign etcd's certificate: refused, naming the TLS
+    // verification failure, not an unreachable store.
+    let vtep = [
+        "--vtep-ip",
+        &ul.addr(254),
+        "--store",
+        &url,
+        "--store-prefix",
+        &prefix,
+    ];
+    let mut wrong_ca = strings(&vtep);
+    wrong_ca.extend(strings(&[
+        "--store-ca",
+        &pki.file("other-ca.pem"),
+        "--store-cert",
+        &pki.file("client.pem"),
+        "--store-key",
+        &pki.file("client.key"),
+    ]));
+    let err = refused_daemon(Some(&ul.ns.name), &wrong_ca, false);
+    assert!(
+        err.contains("TLS verification of etcd's certificate failed")
+            && err.contains("UnknownIssuer")
+            && err.contains("other-ca.pem")
+            && !err.contains("cannot reach"),
+        "{err}"
+    );
+    // No client certificate for an etcd with --client-cert-auth.
+    let mut no_cert = strings(&vtep);
+    no_cert.extend(strings(&["--store-ca", &pki.file("ca.pem")]));
+    let err = refused_daemon(Some(&ul.ns.name), &no_cert, false);
+    // (etcd's alert, or with TLS 1.3 sometimes only the closed connection.)
+    assert!(
+        err.contains("over TLS") && err.contains("pass --store-cert and --store-key"),
+        "{err}"
+    );
+    // Plain gRPC to a TLS etcd does not get in either.
+    let err = refused_daemon(
+        Some(&ul.ns.name),
+        &strings(&[
+            "--vtep-ip",
+            &ul.addr(254),
+            "--store",
+            &format!("etcd://{}:{ETCD_PORT}", ul.addr(254)),
+        ]),
+        false,
+    );
+    assert!(err.contains("cannot reach the store"), "{err}");
+    // The refused daemons registered nothing.
+    assert_eq!(hosts[0].store()["hosts"], 2);
+}
+
+#[test]
+fn bad_tls_files_are_refused_before_the_daemon_starts() {
+    require_root!();
+    let pki = Pki::new("127.0.0.1");
+    let unreadable = pki.file("absent.pem");
+    let ca = pki.file("ca.pem");
+    let cert = pki.file("client.pem");
+    let key = pki.file("client.key");
+    let server_key = pki.file("server.key");
+    let store = [
+        "--vtep-ip",
+        "127.0.0.1",
+        "--store",
+        "etcds://127.0.0.1:2379",
+    ];
+    let cases: [(Vec<&str>, &str); 7] = [
+        // A key is not a CA bundle.
+        (vec!["--store-ca", &key], "holds no certificate"),
+        // Nor is a certificate a key.
+        (
+            vec![
+                "--store-ca",
+                &ca,
+                "--store-cert",
+                &cert,
+                "--store-key",
+                &cert,
+            ],
+            "holds no private key",
+        ),
+        // The server's key does not belong to the client certificate.
+        (
+            vec![
+                "--store-ca",
+                &ca,
+                "--store-cert",
+                &cert,
+                "--store-key",
+                &server_key,
+            ],
+            "cannot sign for --store-cert",
+        ),
+        (
+            vec!["--store-ca", &ca, "--store-key", &key],
+            "--store-key needs --store-cert",
+        ),
+        (
+            vec!["--store-ca", &ca, "--store-cert", &cert],
+            "--store-cert needs --store-key",
+        ),
+        (
+            vec![
+                "--store-ca",
+                &ca,
+                "--store-cert",
+                &cert,
+                "--store-key",
+                &unreadable,
+            ],
+            "--store-key",
+        ),
+        (
+            vec![
+                "--store-ca",
+                &ca,
+                "--store-cert",
+                &unreadable,
+                "--store-key",
+                &key,
+            ],
+            "--store-cert",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = strings(&store);
+        args.extend(strings(&flags));
+        let err = refused_daemon(None, &args, true);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    let err = refused_daemon(
+        None,
+        &strings(&[
+            "--vtep-ip",
+            "127.0.0.1",
+            "--store",
+            "etcds://127.0.0.1:2379",
+            "--store-ca",
+            &unreadable,
+        ]),
+        true,
+    );
+    assert!(
+        err.contains(&unreadable) && err.contains("cannot read it"),
+        "{err}"
+    );
+    // TLS files with a plain store.
+    let err = refused_daemon(
+        None,
+        &strings(&[
+            "--vtep-ip",
+            "127.0.0.1",
+            "--store",
+            "etcd://127.0.0.1:2379",
+            "--store-ca",
+            &ca,
+            "--store-cert",
+            &cert,
+            "--store-key",
+            &key,
+        ]),
+        true,
+    );
+    assert!(err.contains("write the store as etcds://"), "{err}");
+}
+
+#[test]
+fn store_with_user_and_password() {
+    require_root!();
+    let ul = Underlay::new(75);
+    let mut etcd = Etcd::start(&ul.ns, &ul.addr(254));
+    let password = "weft-t-secret";
+    etcd.enable_auth(password);
+    let prefix = prefix();
+    let login = strings(&["--store-user", "root", "--store-password", password]);
+    let hosts: Vec<Host> = (1..=2)
+        .map(|n| ul.host_with(n, &etcd.url(), &prefix, &login))
+        .collect();
+    assert_ok(
+        &hosts[0].weft(&[
+            "network",
+            "create",
+            "auth",
+            "--subnet",
+            "10.75.0.0/24",
+            "--vni",
+            "75",
+        ]),
+        "network create",
+    );
+    converge("network on host 2", CONVERGE_TIMEOUT, || {
+        hosts[1].has_network("auth")
+    });
+    for h in &hosts {
+        assert_eq!(h.store()["connected"], true);
+        assert_eq!(h.store()["hosts"], 2);
+    }
+    let vtep = [
+        "--vtep-ip",
+        &ul.addr(254),
+        "--store",
+        &etcd.url(),
+        "--store-prefix",
+        &prefix,
+    ];
+    // A wrong password, and no login at all, are refused as such.
+    let mut wrong = strings(&vtep);
+    wrong.extend(strings(&[
+        "--store-user",
+        "root",
+        "--store-password",
+        "wrong",
+    ]));
+    let err = refused_daemon(Some(&ul.ns.name), &wrong, false);
+    assert!(
+        err.contains("refused to log in") && err.contains("authentication failed"),
+        "{err}"
+    );
+    let err = refused_daemon(Some(&ul.ns.name), &strings(&vtep), false);
+    assert!(
+        err.contains("refused to log in") && err.contains("--store-user"),
+        "{err}"
+    );
+    assert_eq!(hosts[0].store()["hosts"], 2);
 }

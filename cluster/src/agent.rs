@@ -81,12 +81,21 @@ impl Shared {
     }
 }
 
-/// A short description of a store error.
+/// A short description of a store error, with its causes (a transport
+/// error's cause says, for one, why a TLS handshake failed).
 pub fn describe(e: &etcd_client::Error) -> String {
     match e {
-        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
-        other => other.to_string(),
+        etcd_client::Error::GRpcStatus(s) => match std::error::Error::source(s) {
+            Some(cause) => format!("{}: {}", s.message(), crate::tls::chain(cause)),
+            None => s.message().to_string(),
+        },
+        other => crate::tls::chain(other),
     }
+}
+
+/// Whether a store error is etcd refusing the user or password.
+pub fn is_auth_failure(why: &str) -> bool {
+    why.contains("authentication failed") || why.contains("user name is empty")
 }
 
 /// Bounds a store request by [`REQUEST_TIMEOUT`].
@@ -109,6 +118,9 @@ pub async fn connect(config: &StoreConfig) -> Result<Client, String> {
         .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
     if let Some((user, password)) = &config.user {
         options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &config.tls {
+        options = options.with_tls(tls.options());
     }
     bounded(Client::connect(config.endpoints.clone(), Some(options))).await
 }
@@ -411,7 +423,7 @@ pub async fn run(shared: Arc<Shared>, events: Sender<ClusterEvent>) {
         let result = session(&shared, &events).await;
         let why = match result {
             Ok(()) => "the session ended".to_string(),
-            Err(e) => e,
+            Err(e) => crate::tls::explain_failure(&e, shared.config.tls.as_ref()).unwrap_or(e),
         };
         let was = {
             let mut state = shared.lock();

@@ -15,9 +15,15 @@
 //! the datapath is untouched, and keeps forwarding on the last known state
 //! while the store is away ([`agent`] explains the reconnection).
 //!
-//! Modules: [`config`] (`--store`), [`error`], [`layout`] (keys and
-//! records), [`agent`] (registration, watch, resynchronisation) and
-//! [`store`] (the hooks' transactions).
+//! The store may be reached over TLS (`--store etcds://...` with
+//! `--store-ca`, and `--store-cert`/`--store-key` when etcd checks client
+//! certificates) and with a user and password when etcd has authentication
+//! on; every file and option is checked before the daemon starts ([`tls`]).
+//!
+//! Modules: [`config`] (`--store`), [`tls`] (the TLS files and handshake
+//! failures), [`error`], [`layout`] (keys and records), [`agent`]
+//! (registration, watch, resynchronisation) and [`store`] (the hooks'
+//! transactions).
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod layout;
 pub mod store;
+pub mod tls;
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -33,6 +40,7 @@ use std::sync::{Arc, Mutex};
 pub use config::{StoreConfig, DEFAULT_LEASE_TTL, DEFAULT_PREFIX};
 pub use error::ClusterError;
 pub use store::EtcdStore;
+pub use tls::TlsFiles;
 use weft_control::cluster::{ClusterEvent, HostRecord};
 
 /// Connects to the store, registers this host, reads every record (their
@@ -57,9 +65,15 @@ pub fn start(
     });
     runtime
         .block_on(agent::start(&shared, &events))
-        .map_err(|why| ClusterError::Unreachable {
-            url: shared.config.url.clone(),
-            why,
+        .map_err(|why| {
+            let url = shared.config.url.clone();
+            if let Some(why) = tls::explain_failure(&why, shared.config.tls.as_ref()) {
+                ClusterError::TlsRefused { url, why }
+            } else if agent::is_auth_failure(&why) {
+                ClusterError::AuthRefused { url, why }
+            } else {
+                ClusterError::Unreachable { url, why }
+            }
         })?;
     tracing::info!(url = %shared.config.url, prefix = %shared.config.prefix, revision = shared.lock().revision, "joined the cluster store");
     runtime.spawn(agent::run(Arc::clone(&shared), events));

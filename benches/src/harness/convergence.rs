@@ -15,6 +15,13 @@
 //! etcd requests per second during the attaches (from etcd's own gRPC
 //! counters), and each daemon's resident memory, and writes results.json
 //! and chart.svg (the distribution).
+//!
+//! All those namespaces share the kernel's one ARP table, which by default
+//! holds 1024 entries for the whole machine; 50 hosts need a few thousand
+//! (each host's underlay learns every other). The scenario raises the
+//! table's limits for the run and reports how often it overflowed anyway
+//! (see `neigh`): a full table discards the endpoint's replies, which is a
+//! cost of simulating many machines on one kernel, not of weft.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,7 @@ use serde_json::json;
 use weft_api::client;
 
 use super::error::Context as _;
+use super::neigh;
 use super::sys::{self, in_ns, run, Guard, Proc};
 use super::{Error, Reporter, Result};
 
@@ -112,6 +120,14 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
             package: "etcd-server",
         });
     }
+    // Every namespace's ARP entries count against one machine-wide table:
+    // without room for all of them, the kernel discards the endpoints'
+    // replies (see `neigh`). Raised before anything is created, restored
+    // after everything is removed (dropped after `guard`).
+    let neigh_limits = neigh::Raised::new(
+        neigh::convergence_entries(opts.hosts, opts.endpoints),
+        report,
+    );
     let mut guard = Guard::new(report);
     let tag = format!("weft-b{}", std::process::id());
     let work = std::env::temp_dir().join(format!("{tag}-conv"));
@@ -260,6 +276,7 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
 
     // One endpoint at a time on a random host.
     let requests_before = etcd_requests(&ul, etcd_ip);
+    let fulls_before = neigh::table_fulls();
     let started = Instant::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     let mut times = Vec::with_capacity(opts.endpoints);
@@ -299,6 +316,10 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
         ));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let table_fulls = match (fulls_before, neigh::table_fulls()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let requests_per_s = match (requests_before, etcd_requests(&ul, etcd_ip)) {
         (Some(a), Some(b)) => Some((b - a) / elapsed),
         _ => None,
@@ -321,10 +342,14 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
     let rss_max = rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
     let rss_mean = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
     let table = format!(
-        "convergence, {} hosts, {} endpoints\n  reachable (fdb entry and a ping answered on every other host): p50 {p50:.0} ms   p99 {p99:.0} ms   max {max:.0} ms\n  fdb entry on every other host: p50 {fdb_p50:.0} ms   p99 {fdb_p99:.0} ms   max {fdb_max:.0} ms\n  etcd requests/s during the attaches: {}\n  daemon RSS: max {rss_max:.1} MiB, mean {rss_mean:.1} MiB\n",
+        "convergence, {} hosts, {} endpoints\n  reachable (fdb entry and a ping answered on every other host): p50 {p50:.0} ms   p99 {p99:.0} ms   max {max:.0} ms\n  fdb entry on every other host: p50 {fdb_p50:.0} ms   p99 {fdb_p99:.0} ms   max {fdb_max:.0} ms\n  etcd requests/s during the attaches: {}\n  daemon RSS: max {rss_max:.1} MiB, mean {rss_mean:.1} MiB\n  neighbour table: limits (gc_thresh1..3) {}, overflows during the attaches (machine-wide): {}\n",
         opts.hosts,
         opts.endpoints,
         requests_per_s.map_or("n/a (curl missing)".to_string(), |r| format!("{r:.0}")),
+        neigh_limits
+            .limits
+            .map_or("unknown".to_string(), |l| format!("{l:?}")),
+        table_fulls.map_or("unknown".to_string(), |n| n.to_string()),
     );
     report.table(&table);
     let results = json!({
@@ -336,6 +361,7 @@ pub fn run_convergence(opts: &ConvergenceOptions, report: &dyn Reporter) -> Resu
         "fdb_ms": {"p50": fdb_p50, "p99": fdb_p99, "max": fdb_max, "each": fdb_times},
         "etcd_requests_per_s": requests_per_s,
         "daemon_rss_mib": {"max": rss_max, "mean": rss_mean},
+        "neighbour_table": {"gc_thresh": neigh_limits.limits, "overflows": table_fulls},
     });
     let path = opts.out.join("results.json");
     fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))

@@ -17,6 +17,8 @@
 //!
 //! - `topology`: builds and tears down each switch's namespaces.
 //! - `convergence`: the multi-host scenario on etcd ([`run_convergence`]).
+//! - `neigh`: the machine-wide ARP table's limits, raised while the
+//!   convergence scenario's many host namespaces share it.
 //! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
 //! - `report`: the results, the table and results.json.
 //! - `chart`: chart.svg.
@@ -31,6 +33,7 @@ mod chart;
 mod convergence;
 mod error;
 mod measure;
+mod neigh;
 mod report;
 pub mod rootless;
 pub mod storm;
