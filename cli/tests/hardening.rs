@@ -317,6 +317,25 @@ fn an_unprivileged_caller_is_refused_on_another_users_namespace() {
         "nobody attaching its own namespace: {}",
         describe(&out)
     );
+    // The daemon checked and attached through one descriptor it held
+    // (/proc/DAEMON/fd/N); what it records is the path nobody named, and
+    // the TAP is in that namespace.
+    let mine: Value = serde_json::from_slice(&out.stdout).expect("attach --json");
+    assert_eq!(mine["netns"], format!("/proc/{own_pid}/ns/net"), "{mine}");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{own_pid}/ns/net")).args([
+        "ip",
+        "-o",
+        "link",
+        "show",
+        mine["ifname"].as_str().unwrap(),
+    ]);
+    let out = run_timeout(&mut cmd, CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "no TAP in nobody's namespace: {}",
+        describe(&out)
+    );
     // ... but may not detach root's endpoint, only its own.
     let out = weft_as_nobody(&d, &["detach", "shared", &ep.name]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));

@@ -494,11 +494,17 @@ impl server::Handler for ApiHandler {
                 .find(|e| e.name == endpoint)
                 .map(|e| e.netns)
         });
-        if let Err(e) = allowed {
-            tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
-            return Reply::failure(e).into();
-        }
-        match control.handle(request) {
+        // Held until the request is done: an ordinary caller's attach is
+        // made through this descriptor.
+        let held = match allowed {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
+                return Reply::failure(e).into();
+            }
+        };
+        let pinned = held.as_ref().map(weft_os::peer::HeldNetns::fd_path);
+        match control.handle_pinned(request, pinned) {
             Ok(response) => {
                 let then = match (&response, capture_count) {
                     (weft_api::Response::Capture(info), Some(count)) => {
