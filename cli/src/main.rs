@@ -639,6 +639,10 @@ struct DaemonArgs {
     /// [default: the nameservers of /etc/resolv.conf]
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Seconds a DNS-over-TCP connection to a gateway may sit idle before
+    /// the gateway closes it [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    dns_tcp_idle_timeout: Option<Duration>,
     /// Storm control: broadcast frames per second each endpoint may send,
     /// with a burst of one second's worth; beyond it they are dropped and
     /// counted (`storm_broadcast`). 0 turns the limit off
@@ -866,6 +870,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     icmp: args.nat_icmp_timeout,
                 },
                 dns_upstreams: args.dns_upstream,
+                dns_tcp_idle_timeout: args.dns_tcp_idle_timeout,
                 storm: weft_daemon::StormLimits {
                     broadcast: weft_daemon::StormRate::per_sec(args.storm_broadcast),
                     multicast: weft_daemon::StormRate::per_sec(args.storm_multicast),

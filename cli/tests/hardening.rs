@@ -317,6 +317,25 @@ fn an_unprivileged_caller_is_refused_on_another_users_namespace() {
         "nobody attaching its own namespace: {}",
         describe(&out)
     );
+    // The daemon checked and attached through one descriptor it held
+    // (/proc/DAEMON/fd/N); what it records is the path nobody named, and
+    // the TAP is in that namespace.
+    let mine: Value = serde_json::from_slice(&out.stdout).expect("attach --json");
+    assert_eq!(mine["netns"], format!("/proc/{own_pid}/ns/net"), "{mine}");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{own_pid}/ns/net")).args([
+        "ip",
+        "-o",
+        "link",
+        "show",
+        mine["ifname"].as_str().unwrap(),
+    ]);
+    let out = run_timeout(&mut cmd, CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "no TAP in nobody's namespace: {}",
+        describe(&out)
+    );
     // ... but may not detach root's endpoint, only its own.
     let out = weft_as_nobody(&d, &["detach", "shared", &ep.name]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -509,6 +528,126 @@ fn one_client_holding_dns_tcp_connections_does_not_starve_the_others() {
         );
     }
     drop(held);
+}
+
+/// `dig +tcp` from `ns` at `server` for `name`, one try of `secs` seconds.
+fn dig_tcp(ns: &Netns, server: &str, name: &str, secs: u32) -> Output {
+    ns.exec_timeout(
+        &[
+            "dig",
+            "+tcp",
+            &format!("+time={secs}"),
+            "+tries=1",
+            "+short",
+            &format!("@{server}"),
+            name,
+        ],
+        Duration::from_secs(u64::from(secs) + 8),
+    )
+}
+
+/// `n` TCP connections from `ns` to `server` port 53, each established.
+fn hold_dns_tcp(ns: &Netns, server: std::net::Ipv4Addr, n: usize) -> Vec<std::net::TcpStream> {
+    let to = std::net::SocketAddr::from((server, 53));
+    spawn_in_netns(ns.path(), move || {
+        (0..n)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .join()
+    .expect("connecting thread")
+    .expect("a held connection was not accepted")
+}
+
+/// Subnets 10.107.1.0/24 and 10.107.2.0/24. Eight clients of one network,
+/// each at the per-client limit of 8, hold the 64 TCP connections that
+/// network may have at its gateway: a further client of that network is
+/// refused (its SYN dropped), while the other network's clients still ask
+/// over TCP. The gateway closes the idle connections after its idle
+/// timeout (3 s here, `--dns-tcp-idle-timeout`), and the refused client is
+/// served again.
+#[test]
+fn one_network_holding_its_dns_tcp_limit_does_not_starve_another() {
+    require_root!();
+    let d = Daemon::start_with(&["--dns-tcp-idle-timeout", "3"]);
+    create_network(&d, "crowd", &subnet(107, 1), &[]);
+    create_network(&d, "calm", &subnet(107, 2), &[]);
+    let hogs: Vec<Netns> = (0..8).map(|i| Netns::new(&format!("h{i}"))).collect();
+    for (i, ns) in hogs.iter().enumerate() {
+        attach(&d, "crowd", ns, &["--name", &format!("hog{i}")]);
+    }
+    let late_ns = Netns::new("late");
+    let late = attach(&d, "crowd", &late_ns, &["--name", "late"]);
+    let calm_ns = Netns::new("calm");
+    let calm = attach(&d, "calm", &calm_ns, &["--name", "quiet"]);
+    let (crowd_gw, calm_gw) = (addr(107, 1, 1), addr(107, 2, 1));
+
+    // Each query works before the crowd arrives.
+    let out = dig_tcp(&late_ns, &crowd_gw, "late", 2);
+    assert_eq!(text(&out.stdout).trim(), late.ip, "{}", describe(&out));
+
+    let gw: std::net::Ipv4Addr = crowd_gw.parse().unwrap();
+    let started = Instant::now();
+    let mut held: Vec<std::net::TcpStream> = Vec::new();
+    for ns in &hogs {
+        held.extend(hold_dns_tcp(ns, gw, 8));
+    }
+    assert_eq!(held.len(), 64);
+
+    // The other network's client is served, over and over ...
+    for round in 0..3 {
+        let out = dig_tcp(&calm_ns, &calm_gw, "quiet", 2);
+        assert!(
+            out.status.success() && text(&out.stdout).trim() == calm.ip,
+            "round {round}: a TCP query in another network failed while one network holds \
+             its 64 connections:\n{}",
+            describe(&out)
+        );
+    }
+    // ... while the full network takes no one else (checked well inside
+    // the idle timeout: the crowd's connections are still open).
+    let out = dig_tcp(&late_ns, &crowd_gw, "late", 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "too slow to see the limit"
+    );
+    assert!(
+        text(&out.stdout).trim() != late.ip,
+        "a 65th connection to one network's gateway was accepted:\n{}",
+        describe(&out)
+    );
+
+    // The gateway closes every idle connection (the client reads EOF)
+    // after the idle timeout, not before the check above.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (i, conn) in held.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match conn.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("connection {i}: {n} unasked bytes"),
+            Err(e) => panic!(
+                "connection {i} still open {:?} after it was made: {e}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "closed before the idle timeout"
+    );
+    drop(held);
+    // The crowd is gone: the late client is served again.
+    let served = wait_for(Duration::from_secs(10), || {
+        let out = dig_tcp(&late_ns, &crowd_gw, "late", 1);
+        (text(&out.stdout).trim() == late.ip).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "the full network's slots were not freed after its connections closed"
+    );
 }
 
 /// A port's `tx_packets` (frames delivered to the endpoint) in `weft stats`.

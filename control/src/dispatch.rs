@@ -1,6 +1,8 @@
 //! One entry point for every API request: [`Control::handle`] matches the
 //! request to its typed operation and wraps the result in a [`Response`].
 
+use std::path::PathBuf;
+
 use weft_api::{Request, Response};
 
 use crate::endpoint::AttachSpec;
@@ -20,6 +22,16 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// that cannot be saved stays made, and the error says so. The
     /// operations on networks, routes and peers save (and undo) themselves.
     pub fn handle(&mut self, request: Request) -> ApiResult<Response> {
+        self.handle_pinned(request, None)
+    }
+
+    /// [`Control::handle`], with an `attach` made through `pinned_netns`
+    /// (see [`AttachSpec::pinned_netns`]); other requests ignore it.
+    pub fn handle_pinned(
+        &mut self,
+        request: Request,
+        pinned_netns: Option<PathBuf>,
+    ) -> ApiResult<Response> {
         let saves_after = matches!(
             request,
             Request::Attach { .. }
@@ -38,7 +50,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         } else {
             None
         };
-        let response = self.apply_request(request)?;
+        let response = self.apply_request(request, pinned_netns)?;
         if let Some(request) = undo {
             if let Err(e) = self.save() {
                 if self.undo_addition(&request, &response) {
@@ -76,7 +88,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         undone.is_ok()
     }
 
-    fn apply_request(&mut self, request: Request) -> ApiResult<Response> {
+    fn apply_request(
+        &mut self,
+        request: Request,
+        pinned_netns: Option<PathBuf>,
+    ) -> ApiResult<Response> {
         Ok(match request {
             Request::Status => Response::Status(self.status()),
             Request::NetworkCreate {
@@ -131,6 +147,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 aliases,
                 no_resolv_conf,
                 owner,
+                pinned_netns,
             })?),
             Request::Detach { network, endpoint } => {
                 Response::Endpoint(self.detach(&network, &endpoint)?)

@@ -41,6 +41,13 @@ pub struct AttachSpec {
     pub no_resolv_conf: bool,
     /// Who the endpoint belongs to (a CNI container and interface).
     pub owner: Option<EndpointOwner>,
+    /// A path to the namespace that the caller of `attach` keeps open and
+    /// has already checked (the daemon's `/proc/PID/fd/N` for a caller who
+    /// may only attach namespaces it owns): the TAP is made through it, so
+    /// the namespace checked is the one used even if `netns` or `pid` has
+    /// come to name another since. `netns` or `pid` is still what the
+    /// endpoint records, and must lead to the same namespace.
+    pub pinned_netns: Option<std::path::PathBuf>,
 }
 
 /// Interface names tried for a new endpoint: eth0 … eth99.
@@ -69,6 +76,26 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             }
         };
         let netns = self.provisioner.open_netns(&target)?;
+        // The path the TAP is made through.
+        let enter = match &req.pinned_netns {
+            None => netns.path.clone(),
+            Some(pinned) => {
+                let held = self
+                    .provisioner
+                    .open_netns(&NetnsTarget::Path(pinned.clone()))?;
+                if held.id != netns.id {
+                    return Err(err(
+                        ErrorKind::NotFound,
+                        format!(
+                            "{} no longer leads to the namespace that was checked (the process \
+                             exited or the namespace was replaced meanwhile): nothing was attached",
+                            netns.path.display()
+                        ),
+                    ));
+                }
+                held.path
+            }
+        };
         let name = req.name.clone().unwrap_or(default_name);
         check_name("endpoint", &name)?;
         if net.endpoints.contains_key(&name) {
@@ -126,7 +153,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         };
         let ifname = match &req.ifname {
             Some(ifname) => ifname.clone(),
-            None => self.free_ifname(&netns.path)?,
+            None => self.free_ifname(&enter)?,
         };
         let first_network = !self
             .networks
@@ -165,7 +192,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 net.pool.release(ip);
             }
         };
-        let io = match self.provisioner.create_tap(&netns.path, &tap) {
+        let io = match self.provisioner.create_tap(&enter, &tap) {
             Ok(io) => io,
             Err(e) => {
                 release(self);

@@ -636,6 +636,54 @@ fn attach_by_pid_is_named_after_the_pid() {
     );
 }
 
+/// An attach through a pinned namespace (the daemon's held descriptor of
+/// the namespace it checked) makes the TAP through that path and records
+/// the pid's path; when the pid has meanwhile come to name another
+/// namespace (the process exited and its pid was reused), it is refused
+/// and nothing is made.
+#[test]
+fn a_pinned_attach_uses_the_checked_namespace_or_nothing() {
+    let w = World::new("attach-pinned");
+    w.prov.pids.lock().unwrap().insert(4242, (1, 999));
+    let pinned = PathBuf::from("/proc/77/fd/9");
+    w.prov
+        .paths
+        .lock()
+        .unwrap()
+        .insert(pinned.clone(), (1, 999));
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    let ep = c
+        .attach(AttachSpec {
+            network: "a".into(),
+            pid: Some(4242),
+            pinned_netns: Some(pinned.clone()),
+            ..AttachSpec::default()
+        })
+        .unwrap();
+    assert_eq!(ep.netns, "/proc/4242/ns/net", "the named path is recorded");
+    let taps = w.prov.taps.lock().unwrap().clone();
+    assert_eq!(taps.len(), 1);
+    assert_eq!(taps[0].0, pinned, "the TAP is made through the pinned path");
+
+    // The pid now names another process's namespace.
+    w.prov.pids.lock().unwrap().insert(4242, (1, 1000));
+    let request = attach_req(AttachSpec {
+        network: "a".into(),
+        pid: Some(4242),
+        name: Some("again".into()),
+        ..AttachSpec::default()
+    });
+    let before = w.seen(&c);
+    let e = c
+        .handle_pinned(request, Some(pinned))
+        .expect_err("a pid that changed namespace is refused");
+    assert_eq!(e.kind, ErrorKind::NotFound, "{}", e.message);
+    assert!(e.message.contains("no longer leads"), "{}", e.message);
+    assert_eq!(w.seen(&c), before, "a refused attach changed state");
+    assert_eq!(w.prov.taps.lock().unwrap().len(), 1, "a TAP was made");
+}
+
 #[test]
 fn attach_needs_exactly_one_namespace_that_exists() {
     let w = World::new("attach-ns");

@@ -13,11 +13,16 @@
 //!   namespace by `--pid`, by `/proc/PID/ns/net`, or under `/run/netns`
 //!   (never by a path of its own, which it could swap after the check), and
 //!   may not publish host ports.
+//!
+//! An ordinary caller's namespace is opened once, here: its owner is read
+//! from that descriptor ([`HeldNetns`]), and the attach is made through the
+//! same descriptor, so a pid reused (or a `/run/netns` entry replaced)
+//! between the check and the attach cannot slip another namespace in.
 
 use std::path::{Path, PathBuf};
 
 use weft_api::{ApiError, ErrorKind, Request};
-use weft_os::peer::{netns_owner_uid, PeerCred};
+use weft_os::peer::{netns_owner_uid, HeldNetns, PeerCred};
 
 /// The caller's standing with this daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +73,20 @@ fn denied(message: String) -> ApiError {
 
 /// Checks `request` from a caller with standing `access`. `endpoint_netns`
 /// finds the namespace path of an existing endpoint (for `detach`).
+///
+/// For an ordinary caller's `attach`, returns the namespace it names,
+/// opened and checked: the attach must be made through
+/// [`HeldNetns::fd_path`] while it is held.
 pub fn check(
     access: Access,
     request: &Request,
     endpoint_netns: impl FnOnce(&str, &str) -> Option<String>,
-) -> Result<(), ApiError> {
+) -> Result<Option<HeldNetns>, ApiError> {
     let Access::User(uid) = access else {
-        return Ok(());
+        return Ok(None);
     };
     if is_public_read(request) {
-        return Ok(());
+        return Ok(None);
     }
     match request {
         Request::Attach {
@@ -91,18 +100,25 @@ pub fn check(
                     "uid {uid} may not publish host ports: only root or the daemon's user may"
                 )));
             }
-            let path = match (netns, pid) {
-                (Some(n), None) => user_netns_path(n)?,
-                (None, Some(pid)) => weft_os::netns_path_for_pid(*pid),
+            let held = match (netns, pid) {
+                (Some(n), None) => {
+                    let path = user_netns_path(n)?;
+                    HeldNetns::open(&path).map_err(|e| cannot_open(&path, e))?
+                }
+                (None, Some(pid)) => HeldNetns::of_pid(*pid)
+                    .map_err(|e| cannot_open(&weft_os::netns_path_for_pid(*pid), e))?,
                 // Let the control plane say what is wrong with the request.
-                _ => return Ok(()),
+                _ => return Ok(None),
             };
-            check_owned(uid, &path)
+            if held.owner_uid != uid {
+                return Err(not_yours(uid, held.owner_uid, held.path()));
+            }
+            Ok(Some(held))
         }
         Request::Detach { network, endpoint } => match endpoint_netns(network, endpoint) {
-            Some(path) => check_owned(uid, Path::new(&path)),
+            Some(path) => check_owned(uid, Path::new(&path)).map(|()| None),
             // Not found: the control plane says so.
-            None => Ok(()),
+            None => Ok(None),
         },
         other => Err(denied(format!(
             "`{}` needs root or the daemon's user; uid {uid} may only list state and \
@@ -140,17 +156,38 @@ fn user_netns_path(netns: &str) -> Result<PathBuf, ApiError> {
     }
 }
 
+fn not_yours(uid: u32, owner: u32, path: &Path) -> ApiError {
+    denied(format!(
+        "network namespace {} belongs to uid {owner}, not to you (uid {uid}): attach a \
+         namespace of your own (for example one made by `unshare --user --map-root-user \
+         --net`), or ask root",
+        path.display()
+    ))
+}
+
+/// Why an ordinary caller's namespace could not be opened for the check.
+fn cannot_open(path: &Path, e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::new(
+            ErrorKind::NotFound,
+            format!("network namespace {} not found: {e}", path.display()),
+        ),
+        std::io::ErrorKind::InvalidInput => {
+            ApiError::new(ErrorKind::InvalidArgument, e.to_string())
+        }
+        _ => denied(format!(
+            "cannot tell who owns network namespace {} ({e}): refused",
+            path.display()
+        )),
+    }
+}
+
 /// Refuses unless the namespace at `path` belongs to `uid`; a namespace
 /// that cannot be found is left to the control plane to report.
 fn check_owned(uid: u32, path: &Path) -> Result<(), ApiError> {
     match netns_owner_uid(path) {
         Ok(owner) if owner == uid => Ok(()),
-        Ok(owner) => Err(denied(format!(
-            "network namespace {} belongs to uid {owner}, not to you (uid {uid}): attach a \
-             namespace of your own (for example one made by `unshare --user --map-root-user \
-             --net`), or ask root",
-            path.display()
-        ))),
+        Ok(owner) => Err(not_yours(uid, owner, path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || path_missing(path) => Ok(()),
         Err(e) => Err(denied(format!(
             "cannot tell who owns network namespace {} ({e}): refused",

@@ -106,6 +106,9 @@ pub struct DaemonOptions {
     /// DNS servers names outside weft's networks are forwarded to (empty:
     /// the nameservers of the daemon's /etc/resolv.conf).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// A DNS-over-TCP connection with nothing to do is closed after this
+    /// long (RFC 7766 §6.2.3); `None`: 10 s.
+    pub dns_tcp_idle_timeout: Option<Duration>,
     /// Storm-control limits of every port.
     pub storm: weft_switch::storm::StormLimits,
     /// Log filter (`--log-level`); `None`: `RUST_LOG`, else `info`.
@@ -225,6 +228,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         upstreams,
         datapath.injector(),
         Arc::clone(&dns_counters),
+        opts.dns_tcp_idle_timeout
+            .unwrap_or(weft_control::dns::TCP_IDLE_TIMEOUT),
     )
     .map_err(io_error("starting the DNS thread"))?;
     let switch_counters = Arc::clone(datapath.counters());
@@ -494,11 +499,17 @@ impl server::Handler for ApiHandler {
                 .find(|e| e.name == endpoint)
                 .map(|e| e.netns)
         });
-        if let Err(e) = allowed {
-            tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
-            return Reply::failure(e).into();
-        }
-        match control.handle(request) {
+        // Held until the request is done: an ordinary caller's attach is
+        // made through this descriptor.
+        let held = match allowed {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::info!(uid = caller.uid, pid = caller.pid, error = %e.message, "request refused");
+                return Reply::failure(e).into();
+            }
+        };
+        let pinned = held.as_ref().map(weft_os::peer::HeldNetns::fd_path);
+        match control.handle_pinned(request, pinned) {
             Ok(response) => {
                 let then = match (&response, capture_count) {
                     (weft_api::Response::Capture(info), Some(count)) => {

@@ -44,6 +44,14 @@ def main(pcap):
                 counts[('switch', kind)] = n + 1
                 for control in (0xC0, 0xE0, 0xF0):
                     save('switch_frame', bytes([control]) + f, seen)
+                # gateway: the same frame, moved into the target's subnets,
+                # as a raw step from endpoint 100 (the gateway's MAC forced
+                # or not), alone and followed by an echo built from fields.
+                g = to_gateway_subnets(f)
+                for control in (0xC0, 0xE0):
+                    step = bytes([0, 0, control]) + struct.pack('<H', len(g)) + g
+                    save('gateway', step, seen)
+                    save('gateway', step + GATEWAY_ECHO_STEP, seen)
         if ethertype != 0x0800 or len(f) < 34:
             continue
         ip = f[14:]
@@ -83,6 +91,50 @@ def main(pcap):
         save('netlink_reply', blob, seen)
     for t in sorted({t for t, _ in seen}):
         print(t, sum(1 for x, _ in seen if x == t))
+
+# The gateway target's built step (fuzz_targets/gateway.rs, Step::Ip): an
+# echo request from endpoint 100 to its gateway.
+GATEWAY_ECHO_STEP = bytes([2, 0, 0]) + struct.pack('<H', 2) + bytes([0, 40, 0x34, 0x12, 0, 1, 0, 7])
+
+def csum_fold(x):
+    while x >> 16:
+        x = (x & 0xffff) + (x >> 16)
+    return x
+
+def csum_adjust(old_sum, old, new):
+    """RFC 1624 eqn. 3 over 16-bit words."""
+    x = (~old_sum) & 0xffff
+    for o, n in zip(struct.unpack('>%dH' % (len(old) // 2), old), struct.unpack('>%dH' % (len(new) // 2), new)):
+        x += ((~o) & 0xffff) + n
+    return (~csum_fold(x)) & 0xffff
+
+def remap(addr):
+    """capture.sh's subnets 10.201/10.202 as the target's 10.1/10.2."""
+    if addr[0] == 10 and addr[1] in (201, 202):
+        return bytes([10, addr[1] - 200]) + addr[2:]
+    return addr
+
+def to_gateway_subnets(f):
+    f = bytearray(f)
+    ethertype = struct.unpack('>H', f[12:14])[0]
+    if ethertype == 0x0806 and len(f) >= 42:
+        for at in (28, 38):
+            f[at:at + 4] = remap(bytes(f[at:at + 4]))
+    if ethertype != 0x0800 or len(f) < 34:
+        return bytes(f)
+    old = bytes(f[26:34])
+    new = remap(old[:4]) + remap(old[4:])
+    f[26:34] = new
+    ihl = (f[14] & 0x0f) * 4
+    f[24:26] = struct.pack('>H', csum_adjust(struct.unpack('>H', f[24:26])[0], old, new))
+    proto, first = f[23], struct.unpack('>H', f[20:22])[0] & 0x1fff == 0
+    at = {6: 16, 17: 6}.get(proto)
+    l4 = 14 + ihl
+    if at is not None and first and len(f) >= l4 + at + 2:
+        old_sum = struct.unpack('>H', f[l4 + at:l4 + at + 2])[0]
+        if not (proto == 17 and old_sum == 0):
+            f[l4 + at:l4 + at + 2] = struct.pack('>H', csum_adjust(old_sum, old, new))
+    return bytes(f)
 
 API_REQUESTS = [
     '{"op":"status"}',

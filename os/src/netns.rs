@@ -152,7 +152,11 @@ pub(crate) fn open_ns(path: &Path) -> Result<File, NetnsError> {
 /// Checks that `path` exists and is a network namespace, without entering
 /// it.
 pub fn check_netns(path: &Path) -> Result<(), NetnsError> {
-    let file = open_ns(path)?;
+    check_netns_file(&open_ns(path)?, path)
+}
+
+/// Checks that the open `file` (opened by `path`) is a network namespace.
+pub(crate) fn check_netns_file(file: &File, path: &Path) -> Result<(), NetnsError> {
     // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the
     // descriptor, which is open for the duration of the call.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };

@@ -58,6 +58,15 @@ pub fn ipv4_checksum_ok(frame: &[u8], meta: &Ipv4Meta) -> bool {
     checksum(&frame[ETH_HEADER_LEN..ETH_HEADER_LEN + meta.header_len]) == 0
 }
 
+/// Whether a fragment stays inside the 65,535 bytes an IPv4 datagram can
+/// hold (RFC 791 §3.1: total length is 16 bits). One that ends beyond
+/// cannot be reassembled (the "ping of death"), and fragmenting it further
+/// would carry its offset into the flag bits: the router drops it.
+#[inline]
+pub fn fragment_in_bounds(meta: &Ipv4Meta) -> bool {
+    usize::from(meta.frag_offset()) + (meta.total_len - meta.header_len) <= usize::from(u16::MAX)
+}
+
 /// Recomputes the IPv4 header checksum from scratch.
 fn fill_ipv4_checksum(ip_header: &mut [u8]) {
     Ipv4Packet::new_unchecked(ip_header).fill_checksum();
@@ -126,6 +135,15 @@ pub fn echo_reply_in_place(frame: &mut [u8], meta: &Ipv4Meta, mac: MacAddr, ip: 
     let new_word = read_u16(msg, icmp::TYPE);
     let sum = update16(read_u16(msg, icmp::CHECKSUM), old_word, new_word);
     write_u16(msg, icmp::CHECKSUM, sum);
+    if sum == 0 {
+        // RFC 1624 eqn. 3 never yields 0xFFFF, yet a reply whose other
+        // words are all zero (identifier 0, sequence 0, no data) needs
+        // exactly that: its checksum over zeros is ~0. Recompute in that
+        // one case; a zero checksum over anything else stays as it is.
+        write_u16(msg, icmp::CHECKSUM, 0);
+        let full = checksum(msg);
+        write_u16(msg, icmp::CHECKSUM, full);
+    }
     end
 }
 
@@ -413,6 +431,46 @@ mod tests {
             icmp.checksum()
         );
         assert_eq!(&f[0..6], &A_MAC);
+    }
+
+    /// Found by the `gateway` fuzz target: the reply to an echo request
+    /// with identifier 0, sequence 0 and no data is all zeros but for its
+    /// checksum, which must then be 0xFFFF; the incremental update gave
+    /// 0x0000, which a receiver's check (the kernel's included) refuses.
+    #[test]
+    fn echo_reply_of_all_zeros_verifies() {
+        let builder = PacketBuilder::ethernet2(A_MAC, GW_MAC.0)
+            .ipv4([10, 0, 0, 2], GW_IP.octets(), 64)
+            .icmpv4_echo_request(0, 0);
+        let mut f = Vec::new();
+        builder.write(&mut f, &[]).unwrap();
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(is_valid_echo_request(&f, &meta));
+        let len = echo_reply_in_place(&mut f, &meta, GW_MAC, GW_IP);
+        let msg = &f[ETH_HEADER_LEN + meta.header_len..len];
+        assert_eq!(msg[icmp::TYPE], icmp::ECHO_REPLY);
+        assert_eq!(read_u16(msg, icmp::CHECKSUM), 0xffff);
+        assert_eq!(checksum(msg), 0, "the reply's checksum verifies");
+    }
+
+    /// Found by the `gateway` fuzz target: a fragment at offset 65,528
+    /// with 1,480 bytes was routed, and refragmenting it wrote offsets past
+    /// 13 bits into the flags.
+    #[test]
+    fn fragments_ending_past_64k_are_out_of_bounds() {
+        let mut f = udp(64, 1472, false);
+        let meta = parse_ipv4(&f).unwrap();
+        assert!(fragment_in_bounds(&meta), "an ordinary packet");
+        let payload = meta.total_len - meta.header_len;
+        for (offset_units, fits) in [
+            (0x1fff, false),
+            (((65535 - payload) / 8) as u16, true),
+            (((65535 - payload) / 8 + 1) as u16, false),
+        ] {
+            write_u16(&mut f, ETH_HEADER_LEN + ipv4::FLAGS_FRAG, offset_units);
+            let meta = parse_ipv4(&f).unwrap();
+            assert_eq!(fragment_in_bounds(&meta), fits, "offset {offset_units}");
+        }
     }
 
     #[test]

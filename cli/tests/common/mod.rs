@@ -16,7 +16,7 @@
 //! `<index>` is unique per test across all test files (switching: 10..=19,
 //! bad_input: 20..=39, port_security: 40..=49, cleanup: 50..=59, overlay:
 //! 60..=69, whose underlays also use 192.168.60..=69.0/24; cluster: 70..=74,
-//! whose underlays also use 192.168.70..=74.0/24; hardening: 100..=106; nat: 80..=93, whose uplinks
+//! whose underlays also use 192.168.70..=74.0/24; hardening: 100..=107; nat: 80..=93, whose uplinks
 //! also use 192.168.80..=93.0/24; dns_tcp: 95; rootless: 96; cni: 97; podman:
 //! 98; cni and podman uplinks ([`Uplinked`]) use 192.168.97.0/24 and
 //! 192.168.98.0/24). Networks of

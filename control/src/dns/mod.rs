@@ -49,13 +49,18 @@ pub struct DnsCounters {
     pub dropped: AtomicU64,
 }
 
+pub use tcp::IDLE_TIMEOUT as TCP_IDLE_TIMEOUT;
+
 /// Starts the resolver thread; returns the queue the datapath feeds.
-/// `counters` records what it does.
+/// `counters` records what it does; a DNS-over-TCP connection with nothing
+/// to do is closed after `tcp_idle_timeout` ([`TCP_IDLE_TIMEOUT`] by
+/// default).
 pub fn start(
     tables: NameTables,
     upstreams: Vec<SocketAddr>,
     injector: Injector,
     counters: Arc<DnsCounters>,
+    tcp_idle_timeout: std::time::Duration,
 ) -> std::io::Result<Sender<DnsQuery>> {
     let (tx, rx) = bounded(QUEUE);
     // Upstreams get 1.8 s in all, so that with the queueing and the trip
@@ -65,6 +70,7 @@ pub fn start(
         Arc::clone(&tables),
         Arc::clone(&forwarder),
         injector.clone(),
+        tcp_idle_timeout,
     )?;
     std::thread::Builder::new()
         .name("weft-dns".into())

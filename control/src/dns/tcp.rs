@@ -19,7 +19,8 @@
 //! short-lived thread each (bounded in number), SERVFAIL within the
 //! forwarder's deadline if no upstream answers. The server closes a
 //! connection when the client has half-closed it and every answer is out,
-//! after an idle timeout (§6.2.3), or on a message it drops.
+//! after an idle timeout (§6.2.3, [`IDLE_TIMEOUT`] unless configured), or
+//! on a message it drops.
 //!
 //! Everything is bounded: the queue from the datapath (segments beyond it
 //! are dropped, as on a congested link, and TCP retransmits them), the
@@ -73,8 +74,9 @@ const MAX_PENDING: usize = 8;
 const MAX_OUT: usize = 4 * (2 + 65535);
 /// Forwarded TCP queries in flight at once.
 const MAX_FORWARDS: usize = 32;
-/// A connection with nothing to do is closed after this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with nothing to do is closed after this long, unless the
+/// daemon is told otherwise (`weft daemon --dns-tcp-idle-timeout`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection still closing after this long is reset.
 const LINGER: Duration = Duration::from_secs(10);
 /// Unacknowledged data for this long resets the connection.
@@ -98,11 +100,12 @@ pub(super) fn start(
     tables: NameTables,
     forwarder: Arc<Forwarder>,
     injector: Injector,
+    idle_timeout: Duration,
 ) -> io::Result<Sender<DnsQuery>> {
     let (tx, rx) = bounded(QUEUE);
     std::thread::Builder::new()
         .name("weft-dns-tcp".into())
-        .spawn(move || Server::new(tables, forwarder, injector).run(rx))?;
+        .spawn(move || Server::new(tables, forwarder, injector, idle_timeout).run(rx))?;
     Ok(tx)
 }
 
@@ -166,10 +169,17 @@ struct Server {
     last_prune: Instant,
     /// SYNs dropped by the per-client and per-network limits.
     refused: u64,
+    /// A connection with nothing to do is closed after this long.
+    idle_timeout: Duration,
 }
 
 impl Server {
-    fn new(tables: NameTables, forwarder: Arc<Forwarder>, injector: Injector) -> Server {
+    fn new(
+        tables: NameTables,
+        forwarder: Arc<Forwarder>,
+        injector: Injector,
+        idle_timeout: Duration,
+    ) -> Server {
         let epoch = Instant::now();
         let mut link = Link::default();
         let mut config = Config::new(HardwareAddress::Ip);
@@ -198,6 +208,7 @@ impl Server {
             next_conn: 0,
             last_prune: epoch,
             refused: 0,
+            idle_timeout,
         }
     }
 
@@ -481,7 +492,7 @@ impl Server {
         } else if idle
             && (conn.finish
                 || !socket.may_recv()
-                || now.duration_since(conn.last_active) >= IDLE_TIMEOUT)
+                || now.duration_since(conn.last_active) >= self.idle_timeout)
         {
             socket.close();
             conn.closing_since = Some(now);

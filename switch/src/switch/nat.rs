@@ -810,7 +810,7 @@ impl Switch {
             }
             ETHERTYPE_IPV4 if dst == uplink.mac => {
                 let meta = gateway::parse_ipv4(frame).map_err(|_| DropReason::Malformed)?;
-                if !gateway::ipv4_checksum_ok(frame, &meta) {
+                if !gateway::ipv4_checksum_ok(frame, &meta) || !gateway::fragment_in_bounds(&meta) {
                     return Err(DropReason::Malformed);
                 }
                 if meta.dst != uplink.ip {

@@ -43,7 +43,7 @@ impl Switch {
         now: Instant,
         tx: &mut T,
     ) -> Result<(), DropReason> {
-        if !gateway::ipv4_checksum_ok(frame, meta) {
+        if !gateway::ipv4_checksum_ok(frame, meta) || !gateway::fragment_in_bounds(meta) {
             return Err(DropReason::Malformed);
         }
         if self.is_own_address(meta.dst) {
