@@ -1018,3 +1018,103 @@ fn rootless_podman_container_attached_by_pid() {
     drop(podman);
     drop(daemon);
 }
+
+/// A TCP server on the host's loopback that writes everything one
+/// connection sends into `into`, then closes; the thread ends with it.
+fn sink_server(into: PathBuf) -> (u16, std::thread::JoinHandle<u64>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP sink");
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut conn, _) = l.accept().expect("accept the upload");
+        let mut file = File::create(&into).expect("create the sink file");
+        std::io::copy(&mut conn, &mut file).expect("receive the upload")
+    });
+    (port, t)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run_timeout(Command::new("sha256sum").arg(path), CMD_TIMEOUT);
+    assert!(out.status.success(), "sha256sum: {}", describe(&out));
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn socket_uplink_carries_a_large_upload_intact_at_mtu_65520() {
+    if skip_without_root("rootless socket uplink integrity") || user_namespaces_disabled() {
+        return;
+    }
+    let _serial = serial();
+    let user = TestUser::new();
+    let _tun = TunMode::set(0o666);
+    let dir = TempDirAt::new(&unique_name("rootless-sha"), user.uid, user.gid);
+    let w = Rootless {
+        socket: dir.0.join("weft.sock"),
+        log: dir.0.join("daemon.log"),
+        dir: dir.0.clone(),
+        user,
+    };
+    // 48 MiB of random bytes the user may read: 64 KiB super-frames from
+    // the namespace, each one's payload written to a host socket.
+    let sent = w.dir.join("upload");
+    {
+        use std::io::{Read, Write};
+        let mut rnd = File::open("/dev/urandom").expect("open /dev/urandom");
+        let mut f = File::create(&sent).expect("create the upload");
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..48 {
+            rnd.read_exact(&mut buf).expect("read /dev/urandom");
+            f.write_all(&buf).expect("write the upload");
+        }
+    }
+    fs::set_permissions(&sent, fs::Permissions::from_mode(0o644)).unwrap();
+    let received = w.dir.join("received");
+    let (port, sink) = sink_server(received.clone());
+    let daemon = start_daemon(&w, &[]);
+    let a = w.namespace();
+    w.weft_ok(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        &subnet(INDEX, 5),
+        "--mtu",
+        "65520",
+    ]);
+    attach_pid(&w, "n", a.pid());
+    w.weft_ok(&["uplink", "set", "--sockets"]);
+    // (Not /sys/class/net: that shows the host's namespace here.)
+    let link = w.ns_exec(a.pid(), &["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        text(&link.stdout).contains(" mtu 65520 "),
+        "{}",
+        describe(&link)
+    );
+
+    let up = w.ns_exec(
+        a.pid(),
+        &[
+            "sh",
+            "-c",
+            &format!("nc -N 10.0.2.2 {port} < {}", sent.display()),
+        ],
+    );
+    assert!(up.status.success(), "upload: {}", describe(&up));
+    let got = sink.join().expect("the sink thread");
+    assert_eq!(got, 48 << 20, "bytes the host received");
+    assert_eq!(
+        sha256(&received),
+        sha256(&sent),
+        "the host received other bytes than the namespace sent"
+    );
+
+    // The socket uplink's own counters show in `weft stats`.
+    let stats = w.weft_ok(&["stats"]);
+    assert!(stats.contains("sockets_tcp_opened=1"), "{stats}");
+
+    drop(daemon);
+    drop(a);
+}

@@ -185,6 +185,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             self.provisioner.open_uplink(interface)?
         };
         let mtu = device.mtu;
+        let socket_counters = device.socket_counters;
         let id = self.take_port_id();
         let counters = Arc::new(PortCounters::default());
         let cfg = UplinkConfig {
@@ -218,6 +219,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             gateway,
             mtu,
             port: id,
+            socket_counters,
         });
         tracing::info!(%interface, sockets, %ip, prefix_len, %mac, "uplink set");
         self.uplink_show()

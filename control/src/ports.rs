@@ -8,6 +8,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use weft_api::ApiError;
 use weft_datapath::port::{HostListener, Port};
@@ -84,6 +85,9 @@ pub struct UplinkDevice {
     pub port: Box<dyn Port>,
     /// The interface's MTU.
     pub mtu: u32,
+    /// The socket uplink's own counters (flows opened, pings refused, a
+    /// full flow table, retransmissions), shown by `weft stats`.
+    pub socket_counters: Option<Arc<weft_hostnet::Counters>>,
 }
 
 /// Makes and finds the operating-system objects endpoints need. Errors are

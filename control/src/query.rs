@@ -256,12 +256,23 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 .collect()
         };
         let switch_drops = nonzero(&c.drops());
-        let counters = nonzero(&[
+        let mut counters = nonzero(&[
             ("arp_suppressed", &c.arp_suppressed),
             ("icmp_errors_sent", &c.icmp_errors_sent),
             ("conntrack_early_evicted", &c.conntrack_early_evicted),
             ("neighbor_queued", &c.neighbor_queued),
         ]);
+        if let Some(s) = self
+            .nat
+            .uplink
+            .as_ref()
+            .and_then(|u| u.socket_counters.as_ref())
+        {
+            // The socket uplink's own: `sockets_ping_refused` and the like.
+            for (name, v) in nonzero(&s.all()) {
+                counters.insert(format!("sockets_{name}"), v);
+            }
+        }
         Stats {
             ports,
             switch_drops,

@@ -215,6 +215,8 @@ pub struct Uplink {
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
     pub port: PortId,
+    /// The socket uplink's counters (`None` for an interface uplink).
+    pub socket_counters: Option<Arc<weft_hostnet::Counters>>,
 }
 
 /// A service VIP and its backends.

@@ -106,6 +106,7 @@ impl Provisioner for OsProvisioner {
         Ok(UplinkDevice {
             port: Box::new(port),
             mtu,
+            socket_counters: None,
         })
     }
 
@@ -119,10 +120,12 @@ impl Provisioner for OsProvisioner {
                 ),
             )
         })?;
+        let socket_counters = Some(uplink.counters());
         Ok(UplinkDevice {
             port: Box::new(SocketUplinkPort::new(uplink)),
             // No link below: the switch never needs to cut anything for it.
             mtu: u32::from(u16::MAX),
+            socket_counters,
         })
     }
 

@@ -9,7 +9,12 @@
 //! * ARP for any address but the uplink's is answered with the virtual
 //!   host's MAC, so the switch's next hop resolves at once.
 //! * TCP: each flow gets a host `SOCK_STREAM` socket connecting to the
-//!   destination; [`crate::tcp`] keeps the two halves in step.
+//!   destination; [`crate::tcp`] keeps the two halves in step. A flow to
+//!   the host's loopback uses [`LOOPBACK_CONGESTION`] (cubic) rather than
+//!   the system default: a paced default such as BBR paces a flow that
+//!   has no network to be fair to (measured, namespace → host at MTU
+//!   65520 under load: 4.3–4.8 → 5.9–7.3 Gbit/s, and 1.02 → 0.85 CPU
+//!   seconds per GB for the whole pipeline).
 //! * UDP: each flow gets a connected host `SOCK_DGRAM` socket, closed after
 //!   [`UDP_IDLE`] ([`UDP_IDLE_REPLIED`] once the far side answered), the
 //!   way conntrack expires UDP entries.
@@ -76,6 +81,9 @@ const PENDING_CAP: usize = 4096;
 const MAX_TCP_PAYLOAD: usize = 65535 - 40;
 /// Largest UDP payload: an IPv4 datagram is at most 64 KiB.
 const MAX_UDP_PAYLOAD: usize = 65535 - 28;
+/// The congestion control of host sockets to the host's loopback: one
+/// that does not pace (see [`SocketUplink`]'s TCP flows).
+pub const LOOPBACK_CONGESTION: &[u8] = b"cubic";
 /// Published ports one uplink listens on.
 pub const MAX_LISTENERS: usize = 1000;
 
@@ -121,6 +129,25 @@ pub struct Counters {
     pub pending_full: AtomicU64,
     /// Data sent again after a timeout or duplicate ACKs.
     pub retransmits: AtomicU64,
+}
+
+impl Counters {
+    /// Every counter with its name, for `weft stats` and the metrics.
+    pub fn all(&self) -> [(&'static str, &AtomicU64); 11] {
+        [
+            ("tcp_opened", &self.tcp_opened),
+            ("udp_opened", &self.udp_opened),
+            ("icmp_opened", &self.icmp_opened),
+            ("published_accepted", &self.published_accepted),
+            ("ping_refused", &self.ping_refused),
+            ("table_full", &self.table_full),
+            ("socket_errors", &self.socket_errors),
+            ("malformed", &self.malformed),
+            ("unsupported", &self.unsupported),
+            ("pending_full", &self.pending_full),
+            ("retransmits", &self.retransmits),
+        ]
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -791,6 +818,13 @@ impl SocketUplink {
         };
         let _ = sock.set_nonblocking(true);
         let _ = sock.set_tcp_nodelay(true);
+        if target.ip().is_loopback() {
+            // Where the system's default is a paced algorithm (BBR), a
+            // flow that never leaves the host gains nothing from pacing
+            // and was measured slower: such flows use cubic. Where cubic
+            // is not available, the default stays.
+            let _ = sock.set_tcp_congestion(LOOPBACK_CONGESTION);
+        }
         match sock.connect(&SocketAddr::V4(target).into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}

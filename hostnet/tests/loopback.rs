@@ -174,7 +174,19 @@ fn tcp_flow_both_ways_with_super_frames_and_close() {
     assert_eq!(synack.flags, SYN | ACK);
     assert_eq!(synack.ack, 101);
     assert_eq!(synack.src, dst);
-    let (mut conn, _) = server.accept().unwrap();
+    let (mut conn, peer) = server.accept().unwrap();
+    // A flow to the host's loopback does not pace: cubic, where the
+    // kernel has it, whatever the system default.
+    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap_or_default();
+    if available.split_whitespace().any(|a| a == "cubic") {
+        let out = std::process::Command::new("ss")
+            .args(["-Htin", "src", &peer.to_string()])
+            .output()
+            .expect("run ss");
+        let ss = String::from_utf8_lossy(&out.stdout);
+        assert!(ss.contains("cubic"), "weft's host socket: {ss}");
+    }
     let mut isn = synack.seq.wrapping_add(1);
     up.send_frame(&tcp_frame(40000, dst, 101, isn, ACK, &[]), now());
     // Endpoint → host.

@@ -496,6 +496,7 @@ impl Provisioner for &FakeProvisioner {
         Ok(UplinkDevice {
             port: Box::new(self.device()),
             mtu: 1500,
+            socket_counters: None,
         })
     }
 
