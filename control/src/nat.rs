@@ -53,14 +53,6 @@ fn split_proto(spec: &str) -> Option<(&str, Protocol)> {
     }
 }
 
-pub(crate) fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Icmp => "icmp",
-    }
-}
-
 fn parse_prefixed(text: &str) -> Result<(Ipv4Addr, u8), ApiError> {
     let bad = || {
         err(
@@ -283,7 +275,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     format!(
                         "host port {}/{} is already published for {ep} in {net}: pick another host port",
                         p.host_port,
-                        proto_name(p.proto)
+                        p.proto.name()
                     ),
                 ));
             }
@@ -296,7 +288,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     format!(
                         "host port {}/{} is given twice",
                         p.host_port,
-                        proto_name(p.proto)
+                        p.proto.name()
                     ),
                 ));
             }
@@ -569,7 +561,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             name: name.to_string(),
             network: s.network.clone(),
             vip: s.vip,
-            proto: proto_name(s.proto).to_string(),
+            proto: s.proto.name().to_string(),
             port: s.port,
             backends: s.backends.clone(),
             lb: crate::state::lb_name(s.lb).to_string(),
@@ -687,7 +679,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 let t = |k: &weft_nat::FlowKey| format!("{} -> {}", k.src, k.dst);
                 let translated = f.translated() != f.original;
                 FlowEntry {
-                    proto: proto_name(f.original.proto).to_string(),
+                    proto: f.original.proto.name().to_string(),
                     original: t(&f.original),
                     reply: t(&f.reply),
                     translated,
@@ -722,7 +714,7 @@ fn publish_info(network: &str, endpoint: &str, ip: Ipv4Addr, p: &Publish) -> Pub
     PublishInfo {
         network: network.to_string(),
         endpoint: endpoint.to_string(),
-        proto: proto_name(p.proto).to_string(),
+        proto: p.proto.name().to_string(),
         host_port: p.host_port,
         port: p.port,
         target: SocketAddrV4::new(ip, p.port),

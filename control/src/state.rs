@@ -26,7 +26,6 @@ use weft_vtep::Vni;
 use crate::cluster::{ClusterStore, Remote};
 use crate::dns::{table_for, NameTables};
 use crate::error::{err, in_network, ipam_error, ApiResult};
-use crate::nat::proto_name;
 use crate::persist::{
     SavedEndpoint, SavedNetwork, SavedService, SavedState, SavedUplink, StateFile,
 };
@@ -422,7 +421,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     .get(&(n.name.clone(), e.name.clone()))
                     .into_iter()
                     .flatten()
-                    .map(|p| format!("{}:{}/{}", p.host_port, p.port, proto_name(p.proto)))
+                    .map(|p| format!("{}:{}/{}", p.host_port, p.port, p.proto.name()))
                     .collect(),
                 resolv_conf: e.resolv_conf.clone(),
                 owner: e.owner.clone(),
@@ -453,7 +452,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     name: name.clone(),
                     network: s.network.clone(),
                     vip: s.vip.to_string(),
-                    port: format!("{}/{}", s.port, proto_name(s.proto)),
+                    port: format!("{}/{}", s.port, s.proto.name()),
                     backends: s.backends.clone(),
                     lb: lb_name(s.lb).to_string(),
                 })

@@ -49,15 +49,20 @@ impl Protocol {
             _ => None,
         }
     }
+
+    /// The lower-case name users type and see: `tcp`, `udp`, `icmp`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-        })
+        f.write_str(self.name())
     }
 }
 
