@@ -2,7 +2,8 @@
 //! Prometheus client's parser (`prometheus_client.parser`, Debian's
 //! python3-prometheus-client) and its counters move with real traffic.
 //!
-//! Subnet index 74; see `common` for the parallelism note.
+//! Subnet index 74 (subnets 1 and 2); see `common` for the parallelism
+//! note.
 
 mod common;
 
@@ -222,4 +223,52 @@ fn a_taken_metrics_port_is_refused_with_what_to_do() {
     assert!(err.contains("--metrics") && err.contains(&addr), "{err}");
     assert!(!d.socket.exists(), "the refused daemon left its socket");
     d.respawn(&[]);
+}
+
+#[test]
+fn socket_uplink_events_are_exported() {
+    require_root!();
+    let metrics = free_port();
+    let addr_text = metrics.to_string();
+    let d = Daemon::start_with(&["--metrics", &addr_text]);
+    let a = Netns::new("a");
+    create_network(&d, "n", &subnet(74, 2), &[]);
+    attach(&d, "n", &a, &[]);
+
+    // No socket uplink, no family of its own.
+    let (before, _) = scrape(metrics);
+    assert!(
+        !before
+            .keys()
+            .any(|(name, _)| name == "weft_socket_uplink_events_total"),
+        "socket uplink series without a socket uplink"
+    );
+
+    weft_ok(&d, &["uplink", "set", "--sockets"]);
+    let (idle, _) = scrape(metrics);
+    let event = |s: &Samples, e: &str| value(s, "weft_socket_uplink_events_total", &[("event", e)]);
+    assert_eq!(event(&idle, "tcp_opened"), 0.0, "zeros included");
+    assert_eq!(event(&idle, "ping_refused"), 0.0);
+
+    // One TCP connection from the endpoint to a server on the host's
+    // loopback, which the socket uplink reaches as 10.0.2.2.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let accept = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().expect("accept the endpoint's connection");
+        let mut got = String::new();
+        s.read_to_string(&mut got).expect("read");
+        got
+    });
+    let out = a.exec(&[
+        "sh",
+        "-c",
+        &format!("echo hello | nc -N -w 5 10.0.2.2 {port}"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(accept.join().unwrap(), "hello\n");
+
+    let (after, _) = scrape(metrics);
+    assert_eq!(event(&after, "tcp_opened"), 1.0);
+    assert_eq!(event(&after, "table_full"), 0.0);
 }

@@ -23,6 +23,18 @@ pub struct PortSource {
     pub counters: std::sync::Arc<weft_switch::counters::PortCounters>,
 }
 
+/// What the metrics exporter reads, copied out under the control plane's
+/// lock: the counters are shared atomics, read after it is released.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSources {
+    /// Every port: the endpoints and the uplink.
+    pub ports: Vec<PortSource>,
+    /// The overlay's peers and their traffic.
+    pub peers: Vec<weft_api::PeerInfo>,
+    /// The socket uplink's own counters, when that is the uplink.
+    pub socket_uplink: Option<std::sync::Arc<weft_hostnet::Counters>>,
+}
+
 /// An ARP reply (RFC 826) from `sha`/`spa` to `tha`/`tpa`, in an Ethernet
 /// frame addressed to `tha`.
 fn arp_reply(
@@ -51,8 +63,9 @@ fn arp_reply(
 
 impl<D: Datapath, P: Provisioner> Control<D, P> {
     /// Every port's counters (shared, so they can be read after the
-    /// control plane's lock is released) and the peers' traffic.
-    pub fn metrics_sources(&self) -> (Vec<PortSource>, Vec<weft_api::PeerInfo>) {
+    /// control plane's lock is released), the peers' traffic and the socket
+    /// uplink's counters.
+    pub fn metrics_sources(&self) -> MetricsSources {
         let mut ports = Vec::new();
         for net in self.networks.values() {
             for ep in net.endpoints.values() {
@@ -72,7 +85,15 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 counters: std::sync::Arc::clone(&u.counters),
             });
         }
-        (ports, self.peer_list())
+        MetricsSources {
+            ports,
+            peers: self.peer_list(),
+            socket_uplink: self
+                .nat
+                .uplink
+                .as_ref()
+                .and_then(|u| u.socket_counters.clone()),
+        }
     }
 
     /// `capture`: the port of endpoint `endpoint` (of `network`, needed

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weft_control::dns::DnsCounters;
-use weft_control::PortSource;
+use weft_control::{MetricsSources, PortSource};
 use weft_switch::counters::{DropReason, SwitchCounters};
 
 use crate::DaemonControl;
@@ -103,15 +103,14 @@ fn serve(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
 
 /// The exposition text.
 pub(crate) fn render(sources: &Sources) -> String {
-    let (ports, peers, networks, endpoints) = {
+    let (read, networks, endpoints) = {
         let guard = sources.control.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(c) => {
-                let (ports, peers) = c.metrics_sources();
                 let status = c.status();
-                (ports, peers, status.networks, status.endpoints)
+                (c.metrics_sources(), status.networks, status.endpoints)
             }
-            None => (Vec::new(), Vec::new(), 0, 0),
+            None => (MetricsSources::default(), 0, 0),
         }
     };
     let mut out = Exposition::default();
@@ -130,10 +129,13 @@ pub(crate) fn render(sources: &Sources) -> String {
     );
     out.gauge("weft_networks", "Networks.", networks as u64);
     out.gauge("weft_endpoints", "Attached endpoints.", endpoints as u64);
-    port_families(&mut out, &ports);
+    port_families(&mut out, &read.ports);
     switch_families(&mut out, &sources.switch, sources.conntrack_max);
-    peer_families(&mut out, &peers);
+    peer_families(&mut out, &read.peers);
     dns_families(&mut out, &sources.dns);
+    if let Some(uplink) = &read.socket_uplink {
+        socket_uplink_families(&mut out, uplink);
+    }
     out.text
 }
 
@@ -318,6 +320,21 @@ fn dns_families(out: &mut Exposition, d: &DnsCounters) {
     out.family(name, "counter", "DNS queries that failed, by how.");
     out.sample(name, &[("reason", "servfail")], load(&d.servfail));
     out.sample(name, &[("reason", "dropped")], load(&d.dropped));
+}
+
+/// The socket uplink's own counters (rootless egress through host sockets),
+/// one series per event, zeros included; written only while that is the
+/// uplink.
+fn socket_uplink_families(out: &mut Exposition, c: &weft_hostnet::Counters) {
+    let name = "weft_socket_uplink_events_total";
+    out.family(
+        name,
+        "counter",
+        "Socket uplink events: flows opened, published connections accepted, and refusals and errors by kind.",
+    );
+    for (event, v) in c.all() {
+        out.sample(name, &[("event", event)], v.load(Ordering::Relaxed));
+    }
 }
 
 /// Prometheus text format writer.
