@@ -56,6 +56,7 @@ use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
 use weft_vtep::Vni;
 
+use crate::busy_poll::BusyPoll;
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -438,6 +439,14 @@ impl Injector {
 /// Frames waiting to be injected.
 const INJECT_QUEUE: usize = 1024;
 
+/// How the worker thread runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// The longest the worker polls without sleeping after it runs out of
+    /// work (see [`crate::busy_poll`]); zero sleeps at once.
+    pub busy_poll: Duration,
+}
+
 impl Datapath {
     /// Starts the worker thread with a default connection-tracking table.
     pub fn start(aging: Duration) -> Result<Self, DatapathError> {
@@ -447,6 +456,16 @@ impl Datapath {
     /// Starts the worker thread; NAT uses `conntrack`, which moves to the
     /// worker (see [`conntrack`](Self::conntrack)).
     pub fn start_with(aging: Duration, conntrack: Conntrack) -> Result<Self, DatapathError> {
+        Self::start_tuned(aging, conntrack, Tuning::default())
+    }
+
+    /// Starts the worker thread with NAT on `conntrack` and the worker
+    /// tuned by `tuning`.
+    pub fn start_tuned(
+        aging: Duration,
+        conntrack: Conntrack,
+        tuning: Tuning,
+    ) -> Result<Self, DatapathError> {
         let poll = Poll::new().map_err(DatapathError::Start)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
@@ -470,6 +489,7 @@ impl Datapath {
             counters: Arc::clone(&counters),
             injected: inject_rx,
             dns: None,
+            busy_poll: BusyPoll::new(tuning.busy_poll),
         };
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
@@ -643,6 +663,8 @@ struct Worker {
     injected: Receiver<(PortId, Vec<u8>)>,
     /// Where DNS queries to the gateways go ([`Command::SetDns`]).
     dns: Option<Sender<DnsQuery>>,
+    /// Whether to poll without sleeping after running out of work.
+    busy_poll: BusyPoll,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
@@ -717,10 +739,15 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         loop {
-            let timeout = if self.ready.is_empty() && !self.vtep_ready {
-                next_expire.saturating_duration_since(Instant::now())
-            } else {
+            let timeout = if !self.ready.is_empty() || self.vtep_ready {
                 Duration::ZERO
+            } else {
+                let now = Instant::now();
+                if self.busy_poll.spinning(now, &self.counters) {
+                    Duration::ZERO
+                } else {
+                    next_expire.saturating_duration_since(now)
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -732,13 +759,16 @@ impl Worker {
                 }
             }
             let mut wake = false;
+            let mut traffic = false;
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     wake = true;
                 } else if event.token() == VTEP_TOKEN {
                     self.vtep_ready = true;
+                    traffic = true;
                 } else {
                     self.mark_ready(PortId(event.token().0 as u32));
+                    traffic = true;
                 }
             }
             if wake {
@@ -748,9 +778,15 @@ impl Worker {
                 self.send_injected();
             }
             let now = Instant::now();
+            if traffic {
+                self.busy_poll.woke(now, &self.counters);
+            }
             self.service_ready(now);
             if self.vtep_ready {
                 self.service_vtep(now);
+            }
+            if self.ready.is_empty() && !self.vtep_ready {
+                self.busy_poll.idle(Instant::now(), &self.counters);
             }
             if now >= next_expire {
                 self.switch.expire(now);
