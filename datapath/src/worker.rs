@@ -40,6 +40,12 @@
 //! VXLAN header lands in the buffer's headroom, the inner frame where the
 //! switch expects it), matched to the tunnel port of their (peer, VNI) and
 //! switched like any other frame.
+//!
+//! When a pass leaves no port ready, the worker may keep polling with a
+//! zero timeout for a short adaptive window before sleeping
+//! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
+//! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
+//! It spins only after work, so an idle switch uses no CPU.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
