@@ -192,6 +192,13 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?,
         None => weft_nat::PortRange::default(),
     };
+    if opts.busy_poll > MAX_BUSY_POLL {
+        return Err(DaemonError::InvalidOption(format!(
+            "--busy-poll {} µs is too long: use 0 (off) to {} µs",
+            opts.busy_poll.as_micros(),
+            MAX_BUSY_POLL.as_micros()
+        )));
+    }
     if opts.conntrack_max == 0 {
         return Err(DaemonError::InvalidOption(
             "--conntrack-max must be at least 1".into(),
@@ -217,13 +224,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         timeouts: opts.nat_timeouts.timeouts(),
         ..weft_nat::ConntrackConfig::default()
     });
-    if opts.busy_poll > MAX_BUSY_POLL {
-        return Err(DaemonError::InvalidOption(format!(
-            "--busy-poll {} µs is too long: use 0 (off) to {} µs",
-            opts.busy_poll.as_micros(),
-            MAX_BUSY_POLL.as_micros()
-        )));
-    }
     let datapath = Datapath::start_tuned(
         opts.mac_aging,
         conntrack,
