@@ -610,6 +610,10 @@ struct DaemonArgs {
     /// traffic and never spins while no traffic flows
     #[arg(long, value_name = "USECS", default_value = "50", value_parser = parse_busy_poll)]
     busy_poll: Duration,
+    /// Pin the datapath worker thread to this CPU (e.g. the one the
+    /// latency-sensitive endpoints are pinned to) [default: not pinned]
+    #[arg(long, value_name = "CPU")]
+    worker_cpu: Option<usize>,
     /// Source ports masquerade hands out, FIRST-LAST; when given, only
     /// these [default: 32768-60999, and a free source port outside it is
     /// kept]
@@ -875,6 +879,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 underlay_mtu: args.underlay_mtu,
                 conntrack_max: args.conntrack_max,
                 busy_poll: args.busy_poll,
+                worker_cpu: args.worker_cpu,
                 snat_ports: args.snat_ports,
                 nat_timeouts: weft_daemon::NatTimeoutOptions {
                     strict: args.nat_strict,

@@ -101,6 +101,9 @@ pub struct DaemonOptions {
     /// The longest the datapath worker busy-polls after running out of
     /// work (zero: never; see `weft_datapath::busy_poll`).
     pub busy_poll: Duration,
+    /// The CPU the datapath worker thread is pinned to (`None`: not
+    /// pinned).
+    pub worker_cpu: Option<usize>,
     /// Source ports SNAT hands out (`None`: Linux's ephemeral range, and a
     /// free source port outside it is kept; `Some`: only these).
     pub snat_ports: Option<(u16, u16)>,
@@ -229,6 +232,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         conntrack,
         weft_datapath::Tuning {
             busy_poll: opts.busy_poll,
+            cpu: opts.worker_cpu,
         },
     )?;
     let upstreams = if opts.dns_upstreams.is_empty() {

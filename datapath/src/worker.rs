@@ -46,6 +46,8 @@
 //! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
 //! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
 //! It spins only after work, so an idle switch uses no CPU.
+//! [`Tuning::cpu`] pins the worker thread to one CPU: next to endpoints
+//! pinned there, each hop's wake-up stays on that CPU.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -451,6 +453,9 @@ pub struct Tuning {
     /// The longest the worker polls without sleeping after it runs out of
     /// work (see [`crate::busy_poll`]); zero sleeps at once.
     pub busy_poll: Duration,
+    /// The CPU the worker thread is pinned to (`None`: wherever the
+    /// scheduler puts it).
+    pub cpu: Option<usize>,
 }
 
 impl Datapath {
@@ -497,10 +502,32 @@ impl Datapath {
             dns: None,
             busy_poll: BusyPoll::new(tuning.busy_poll),
         };
+        let (pin_tx, pin_rx) = bounded(1);
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                if let Some(cpu) = tuning.cpu {
+                    let pinned = weft_os::affinity::pin_current_thread(cpu);
+                    let ok = pinned.is_ok();
+                    let _ = pin_tx.send(pinned);
+                    if !ok {
+                        return;
+                    }
+                }
+                worker.run()
+            })
             .map_err(DatapathError::Start)?;
+        if tuning.cpu.is_some() {
+            match pin_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(DatapathError::Start(e)),
+                Err(_) => {
+                    return Err(DatapathError::Start(io::Error::other(
+                        "the worker thread ended before pinning itself",
+                    )))
+                }
+            }
+        }
         Ok(Datapath {
             commands: tx,
             waker,
