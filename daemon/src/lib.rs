@@ -98,6 +98,12 @@ pub struct DaemonOptions {
     pub underlay_mtu: u32,
     /// Most connections tracked at once.
     pub conntrack_max: usize,
+    /// The longest the datapath worker busy-polls after running out of
+    /// work (zero: never; see `weft_datapath::busy_poll`).
+    pub busy_poll: Duration,
+    /// The CPU the datapath worker thread is pinned to (`None`: not
+    /// pinned).
+    pub worker_cpu: Option<usize>,
     /// Source ports SNAT hands out (`None`: Linux's ephemeral range, and a
     /// free source port outside it is kept; `Some`: only these).
     pub snat_ports: Option<(u16, u16)>,
@@ -168,6 +174,10 @@ impl NatTimeoutOptions {
     }
 }
 
+/// The longest busy-poll window accepted: beyond this a spin costs more
+/// CPU than the wake-up it might save.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     logging::init(opts.log_level.as_deref(), opts.log_format)
@@ -188,6 +198,13 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::InvalidOption(format!("--snat-ports: {e}")))?,
         None => weft_nat::PortRange::default(),
     };
+    if opts.busy_poll > MAX_BUSY_POLL {
+        return Err(DaemonError::InvalidOption(format!(
+            "--busy-poll {} µs is too long: use 0 (off) to {} µs",
+            opts.busy_poll.as_micros(),
+            MAX_BUSY_POLL.as_micros()
+        )));
+    }
     if opts.conntrack_max == 0 {
         return Err(DaemonError::InvalidOption(
             "--conntrack-max must be at least 1".into(),
@@ -213,7 +230,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         timeouts: opts.nat_timeouts.timeouts(),
         ..weft_nat::ConntrackConfig::default()
     });
-    let datapath = Datapath::start_with(opts.mac_aging, conntrack)?;
+    let datapath = Datapath::start_tuned(
+        opts.mac_aging,
+        conntrack,
+        weft_datapath::Tuning {
+            busy_poll: opts.busy_poll,
+            cpu: opts.worker_cpu,
+        },
+    )?;
     let upstreams = if opts.dns_upstreams.is_empty() {
         weft_dns::parse_resolv_conf(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),

@@ -247,6 +247,21 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         conntrack_max as u64,
     );
     out.counter(
+        "weft_busy_poll_spins_total",
+        "Busy-poll windows the datapath started after running out of work.",
+        c.busy_poll_spins.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "weft_busy_poll_hits_total",
+        "Busy-poll windows that ended with a packet (a wake-up saved).",
+        c.busy_poll_hits.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "weft_busy_poll_misses_total",
+        "Busy-poll windows that ran out without a packet.",
+        c.busy_poll_misses.load(Ordering::Relaxed),
+    );
+    out.counter(
         "weft_conntrack_refused_total",
         "New connections refused because the tracking table was full.",
         c.conntrack_full.load(Ordering::Relaxed),

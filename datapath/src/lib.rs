@@ -14,10 +14,11 @@
 //!   are applied all or nothing between packet batches and acknowledged
 //!   once applied.
 
+pub mod busy_poll;
 pub mod port;
 pub mod sockets;
 pub mod uplink;
 pub mod vxlan;
 mod worker;
 
-pub use worker::{Captured, Change, Command, Datapath, DatapathError, DnsQuery, Injector};
+pub use worker::{Captured, Change, Command, Datapath, DatapathError, DnsQuery, Injector, Tuning};

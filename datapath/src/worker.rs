@@ -41,6 +41,14 @@
 //! switch expects it), matched to the tunnel port of their (peer, VNI) and
 //! switched like any other frame.
 //!
+//! When a pass leaves no port ready, the worker may keep polling with a
+//! zero timeout for a short adaptive window before sleeping
+//! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
+//! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
+//! It spins only after work, so an idle switch uses no CPU.
+//! [`Tuning::cpu`] pins the worker thread to one CPU: next to endpoints
+//! pinned there, each hop's wake-up stays on that CPU.
+//!
 //! ## Storm control: not reading what would be dropped
 //!
 //! The switch drops a port's broadcasts, multicasts and unknown unicasts
@@ -93,6 +101,7 @@ use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
 use weft_vtep::Vni;
 
+use crate::busy_poll::BusyPoll;
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -480,6 +489,17 @@ impl Injector {
 /// Frames waiting to be injected.
 const INJECT_QUEUE: usize = 1024;
 
+/// How the worker thread runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// The longest the worker polls without sleeping after it runs out of
+    /// work (see [`crate::busy_poll`]); zero sleeps at once.
+    pub busy_poll: Duration,
+    /// The CPU the worker thread is pinned to (`None`: wherever the
+    /// scheduler puts it).
+    pub cpu: Option<usize>,
+}
+
 impl Datapath {
     /// Starts the worker thread with a default connection-tracking table.
     pub fn start(aging: Duration) -> Result<Self, DatapathError> {
@@ -489,6 +509,16 @@ impl Datapath {
     /// Starts the worker thread; NAT uses `conntrack`, which moves to the
     /// worker (see [`conntrack`](Self::conntrack)).
     pub fn start_with(aging: Duration, conntrack: Conntrack) -> Result<Self, DatapathError> {
+        Self::start_tuned(aging, conntrack, Tuning::default())
+    }
+
+    /// Starts the worker thread with NAT on `conntrack` and the worker
+    /// tuned by `tuning`.
+    pub fn start_tuned(
+        aging: Duration,
+        conntrack: Conntrack,
+        tuning: Tuning,
+    ) -> Result<Self, DatapathError> {
         let poll = Poll::new().map_err(DatapathError::Start)?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
@@ -514,11 +544,34 @@ impl Datapath {
             counters: Arc::clone(&counters),
             injected: inject_rx,
             dns: None,
+            busy_poll: BusyPoll::new(tuning.busy_poll),
         };
+        let (pin_tx, pin_rx) = bounded(1);
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                if let Some(cpu) = tuning.cpu {
+                    let pinned = weft_os::affinity::pin_current_thread(cpu);
+                    let ok = pinned.is_ok();
+                    let _ = pin_tx.send(pinned);
+                    if !ok {
+                        return;
+                    }
+                }
+                worker.run()
+            })
             .map_err(DatapathError::Start)?;
+        if tuning.cpu.is_some() {
+            match pin_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(DatapathError::Start(e)),
+                Err(_) => {
+                    return Err(DatapathError::Start(io::Error::other(
+                        "the worker thread ended before pinning itself",
+                    )))
+                }
+            }
+        }
         Ok(Datapath {
             commands: tx,
             waker,
@@ -694,6 +747,8 @@ struct Worker {
     injected: Receiver<(PortId, Vec<u8>)>,
     /// Where DNS queries to the gateways go ([`Command::SetDns`]).
     dns: Option<Sender<DnsQuery>>,
+    /// Whether to poll without sleeping after running out of work.
+    busy_poll: BusyPoll,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
@@ -787,14 +842,21 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         loop {
-            let timeout = if self.ready.is_empty() && !self.vtep_ready {
-                let wake_at = match self.next_resume {
-                    Some(at) => at.min(next_expire),
-                    None => next_expire,
-                };
-                wake_at.saturating_duration_since(Instant::now())
-            } else {
+            let timeout = if !self.ready.is_empty() || self.vtep_ready {
                 Duration::ZERO
+            } else {
+                let now = Instant::now();
+                if self.busy_poll.spinning(now, &self.counters) {
+                    Duration::ZERO
+                } else {
+                    // Sleep until the next aging pass or the next storm
+                    // pause's end, whichever is first.
+                    let wake_at = match self.next_resume {
+                        Some(at) => at.min(next_expire),
+                        None => next_expire,
+                    };
+                    wake_at.saturating_duration_since(now)
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -806,13 +868,16 @@ impl Worker {
                 }
             }
             let mut wake = false;
+            let mut traffic = false;
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     wake = true;
                 } else if event.token() == VTEP_TOKEN {
                     self.vtep_ready = true;
+                    traffic = true;
                 } else {
                     self.mark_ready(PortId(event.token().0 as u32));
+                    traffic = true;
                 }
             }
             if wake {
@@ -825,9 +890,15 @@ impl Worker {
             if self.next_resume.is_some_and(|at| at <= now) {
                 self.resume(now);
             }
+            if traffic {
+                self.busy_poll.woke(now, &self.counters);
+            }
             self.service_ready(now);
             if self.vtep_ready {
                 self.service_vtep(now);
+            }
+            if self.ready.is_empty() && !self.vtep_ready {
+                self.busy_poll.idle(Instant::now(), &self.counters);
             }
             if now >= next_expire {
                 self.switch.expire(now);

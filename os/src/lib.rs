@@ -32,6 +32,7 @@
 //! [`run_in_netns`] is how to act on another one. File descriptors created
 //! inside a namespace stay bound to it and can be used from any thread.
 
+pub mod affinity;
 mod cmsg;
 pub mod ethtool;
 pub mod hostsock;

@@ -245,6 +245,14 @@ pub struct SwitchCounters {
     /// Connections tracked, as of the worker's last expiry pass (a gauge,
     /// at most half a second old).
     pub conntrack_entries: AtomicU64,
+    /// Busy-poll windows the datapath worker started after running out of
+    /// work.
+    pub busy_poll_spins: AtomicU64,
+    /// Busy-poll windows that ended because a packet arrived (a wake-up
+    /// saved).
+    pub busy_poll_hits: AtomicU64,
+    /// Busy-poll windows that ran out without a packet.
+    pub busy_poll_misses: AtomicU64,
 }
 
 impl SwitchCounters {

@@ -1,0 +1,64 @@
+//! Pinning the calling thread to one CPU (`sched_setaffinity(2)` on the
+//! thread's own id).
+
+use std::io;
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+/// Pins the calling thread to `cpu`. Fails with a message naming the CPUs
+/// this process may use when `cpu` is not one of them.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    if !allowed.is_set(cpu).unwrap_or(false) {
+        let usable: Vec<String> = (0..CpuSet::count())
+            .filter(|&c| allowed.is_set(c).unwrap_or(false))
+            .map(|c| c.to_string())
+            .collect();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "CPU {cpu} is not one this process may run on (usable: {})",
+                usable.join(",")
+            ),
+        ));
+    }
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(io::Error::from)?;
+    // Pid 0 is the calling thread.
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_only_the_calling_thread() {
+        let before = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        let first = (0..CpuSet::count())
+            .find(|&c| before.is_set(c).unwrap())
+            .unwrap();
+        std::thread::spawn(move || {
+            pin_current_thread(first).unwrap();
+            let now = sched_getaffinity(Pid::from_raw(0)).unwrap();
+            for c in 0..CpuSet::count() {
+                assert_eq!(now.is_set(c).unwrap(), c == first, "CPU {c}");
+            }
+        })
+        .join()
+        .unwrap();
+        // This thread kept its mask.
+        let after = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    }
+
+    #[test]
+    fn an_unusable_cpu_is_refused_with_the_usable_ones() {
+        let err = std::thread::spawn(|| pin_current_thread(CpuSet::count() + 5).unwrap_err())
+            .join()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("usable: "), "{err}");
+    }
+}
