@@ -111,7 +111,8 @@ enum ScenarioArg {
     /// endpoint takes to be reachable from every other host
     Convergence,
     /// One pair's TCP throughput quiet and while a third endpoint floods
-    /// broadcast ARP requests, with storm control on (the defaults) and off
+    /// broadcast ARP requests, with storm control on (the defaults) and off,
+    /// and the same on a Linux bridge for reference
     Storm,
 }
 

@@ -370,6 +370,10 @@ fn storm_scenario_reports_both_storms() {
         stdout.contains("storm control on") && stdout.contains("storm control off"),
         "{dump}"
     );
+    assert!(
+        stdout.contains("kernel bridge quiet") && stdout.contains("kernel bridge, storm"),
+        "{dump}"
+    );
 
     let text = std::fs::read_to_string(out.path().join("results.json")).expect("read results.json");
     let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
@@ -401,6 +405,24 @@ fn storm_scenario_reports_both_storms() {
             "{run}: weft read none of the storm: {text}"
         );
     }
+    // The reference: the same storm on a Linux bridge, which reads it all
+    // from A's port and has no storm control.
+    let bridge = &doc["kernel_bridge"];
+    assert!(
+        bridge["quiet_gbit_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    let storm = &bridge["storm"];
+    assert!(storm["gbit_s"].as_f64().is_some(), "{text}");
+    assert!(storm["ratio_to_quiet"].as_f64().is_some(), "{text}");
+    assert!(
+        storm["offered_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "kernel bridge: no storm offered: {text}"
+    );
+    assert!(
+        storm["bridge_received_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "kernel bridge: the bridge read none of the storm: {text}"
+    );
     // Storm control bites with its limits on, and never with them off.
     assert!(
         doc["storm_control_on"]["storm_drops_by_reason"]["storm_broadcast"]

@@ -13,7 +13,13 @@
 //! and with a daemon started with every limit at 0 (off). For reference it
 //! also measures pair B while the same sender floods a veth pair inside
 //! A's namespace, which weft never sees: what the sender's own CPU takes
-//! from pair B on this machine, storm control or not.
+//! from pair B on this machine, storm control or not. And to show what
+//! the same storm costs a kernel switch here, it builds the same three
+//! endpoints on a Linux bridge (the same-host scenario's kernel-bridge
+//! topology of [`super::topology`], with a third port for A) and measures
+//! pair B quiet and under the same sender flooding the same request from
+//! A: the kernel bridge has no storm control, so it floods every request
+//! to both of B's ports.
 //!
 //! It reports the quiet figure, the figure under each storm and its ratio
 //! to quiet and to the sender-alone reference, the storm's offered rate
@@ -26,7 +32,7 @@
 //! read by weft or dropped there. The target (issue 13): with storm control on,
 //! pair B keeps more than 80% of its quiet throughput.
 //!
-//! Everything (namespaces, daemons, iperf3, the sender thread, files) is
+//! Everything (namespaces, the bridge, daemons, iperf3, the sender thread, files) is
 //! removed on every exit path: the guards of [`super::sys`] and
 //! [`Flood`]'s drop.
 
@@ -124,6 +130,25 @@ pub struct StormResults {
     pub alone: std::result::Result<UnderStorm, String>,
     pub on: std::result::Result<UnderStorm, String>,
     pub off: std::result::Result<UnderStorm, String>,
+    /// The same on a Linux bridge.
+    pub bridge: std::result::Result<BridgeResults, String>,
+}
+
+/// Pair B on a Linux bridge, quiet and under the storm. The storm's
+/// `received_pps` is what the bridge read from A's port; it has no storm
+/// drops or pauses.
+#[derive(Debug, Clone)]
+pub struct BridgeResults {
+    pub quiet_gbps: f64,
+    pub storm: std::result::Result<UnderStorm, String>,
+}
+
+impl BridgeResults {
+    /// The storm's throughput over this bridge's own quiet figure.
+    fn ratio(&self) -> Option<f64> {
+        let s = self.storm.as_ref().ok()?;
+        (self.quiet_gbps > 0.0).then(|| s.gbps / self.quiet_gbps)
+    }
 }
 
 impl StormResults {
@@ -218,6 +243,10 @@ fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResult
         Err(e) => Err(e),
     };
     let off = keep_going(off)?;
+    report.status(&format!(
+        "weft bench storm: kernel bridge: pair B quiet, then under an ARP storm, {secs} s each"
+    ));
+    let bridge = keep_going(bridge_run(&ctx, secs))?;
     sys::check_interrupted()?;
     drop(top);
 
@@ -226,6 +255,7 @@ fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResult
         alone,
         on,
         off,
+        bridge,
     };
     report.table(&table(&results));
     let doc = json_doc(&results, opts, started);
@@ -241,7 +271,7 @@ fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResult
 
 /// An interruption ends the run; any other failure of one configuration
 /// is kept as its note.
-fn keep_going(r: Result<UnderStorm>) -> Result<std::result::Result<UnderStorm, String>> {
+fn keep_going<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
     match r {
         Err(e) if e.is_interrupted() => Err(e),
         r => Ok(r.map_err(|e| e.message())),
@@ -327,27 +357,47 @@ fn tcp1(topo: &Topology, servers: &mut measure::Servers, secs: u64) -> Result<f6
         .context("iperf3 gave no throughput")
 }
 
-/// Pair B's throughput while A floods out of its interface `ifname`, and
-/// the storm's figures.
-fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
-    let before = flooder_counters(net)?;
-    let kernel_before = tap_tx_dropped(net)?;
-    let frame = arp_request(net.flood_mac, net.flood_ip, net.nobody);
-    let ns_path = Path::new("/var/run/netns").join(&net.flood_ns);
+/// Pair B's throughput while the sender floods `frame` out of `ifname`
+/// in `flood_ns`: Gbit/s, frames the kernel took and how long the storm
+/// ran.
+fn flood_during(
+    topo: &Topology,
+    servers: &mut measure::Servers,
+    flood_ns: &str,
+    ifname: &str,
+    frame: [u8; 42],
+    secs: u64,
+) -> Result<(f64, u64, f64)> {
+    let ns_path = Path::new("/var/run/netns").join(flood_ns);
     let ifname = ifname.to_string();
     let sock = weft_os::netns::run_in_netns(&ns_path, move || PacketSocket::open(&ifname))
         .map_err(|e| Error::Tool(format!("cannot enter {}: {e}", ns_path.display())))?
         .map_err(|e| Error::Tool(format!("cannot open a packet socket in the flooder: {e}")))?;
     let flood = Flood::start(sock, frame)?;
     std::thread::sleep(RAMP);
-    let gbps = tcp1(&net.topo, &mut net.servers, secs);
+    let gbps = tcp1(topo, servers, secs);
     let (sent, took) = flood.stop();
-    let gbps = gbps?;
+    Ok((gbps?, sent, took.as_secs_f64().max(1e-3)))
+}
+
+/// Pair B's throughput while A floods out of its interface `ifname`, and
+/// the storm's figures.
+fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
+    let before = flooder_counters(net)?;
+    let kernel_before = tx_dropped(&net.flood_ns, &net.flood_if)?;
+    let frame = arp_request(net.flood_mac, net.flood_ip, net.nobody);
+    let (gbps, sent, took) = flood_during(
+        &net.topo,
+        &mut net.servers,
+        &net.flood_ns,
+        ifname,
+        frame,
+        secs,
+    )?;
     // What weft read late is still counted.
     std::thread::sleep(Duration::from_millis(200));
     let after = flooder_counters(net)?;
-    let kernel = tap_tx_dropped(net)?.saturating_sub(kernel_before);
-    let took = took.as_secs_f64().max(1e-3);
+    let kernel = tx_dropped(&net.flood_ns, &net.flood_if)?.saturating_sub(kernel_before);
     let drops = after
         .drops
         .iter()
@@ -370,17 +420,83 @@ fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
     })
 }
 
-/// The TX drops the kernel counted on the flooder's TAP: frames A sent
-/// that found the queue weft reads full.
-fn tap_tx_dropped(net: &Net) -> Result<u64> {
-    let out = sys::run(&in_ns(
-        &net.flood_ns,
-        &["ip", "-s", "-j", "link", "show", "dev", &net.flood_if],
-    ))?;
+/// The TX drops the kernel counted on `dev` in `ns`: on the flooder's
+/// TAP, frames A sent that found the queue weft reads full; on its veth,
+/// frames the bridge's side had no room for.
+fn tx_dropped(ns: &str, dev: &str) -> Result<u64> {
+    link_stat(ns, dev, "tx", "dropped")
+}
+
+/// One counter of `ip -s link` for `dev` in `ns`.
+fn link_stat(ns: &str, dev: &str, dir: &str, name: &str) -> Result<u64> {
+    let out = sys::run(&in_ns(ns, &["ip", "-s", "-j", "link", "show", "dev", dev]))?;
     let v: Value = serde_json::from_str(&out).context("`ip -s -j link` gave no JSON")?;
-    v[0]["stats64"]["tx"]["dropped"]
+    v[0]["stats64"][dir][name]
         .as_u64()
-        .context("`ip -s -j link` shows no TX drops")
+        .with_context(|| format!("`ip -s -j link` shows no {dir} {name} for {dev}"))
+}
+
+/// The bridge's port for A, in the bridge's namespace.
+const BRIDGE_FLOOD_PORT: &str = "p-flood";
+
+/// Pair B on a Linux bridge with A on a third port: quiet, then under
+/// the storm.
+fn bridge_run(ctx: &Ctx, secs: u64) -> Result<BridgeResults> {
+    let tag = "stbr";
+    let mut guard = Guard::new(ctx.report);
+    let dir = ctx.tmp.join(tag);
+    guard.add_dir(&dir)?;
+    let ns = |role: &str| format!("{}-{tag}-{role}", ctx.prefix);
+    let mut topo = Topology {
+        client_ns: ns("cli"),
+        server_ns: ns("srv"),
+        server_ip: String::new(),
+        server_if: "eth0".into(),
+        switch_pids: Vec::new(),
+        dir,
+        guard,
+    };
+    let sw = ns("sw");
+    topology::kernel_bridge(&mut topo, &sw)?;
+    let flood_ns = ns("flood");
+    topo.guard.add_netns(&flood_ns)?;
+    topology::bridge_port(&sw, BRIDGE_FLOOD_PORT, &flood_ns, "10.232.0.4/24")?;
+    topology::wait_reachable(&topo)?;
+    let out = sys::run(&in_ns(
+        &flood_ns,
+        &["ip", "-j", "link", "show", "dev", "eth0"],
+    ))?;
+    let v: Value = serde_json::from_str(&out).context("`ip -j link` gave no JSON")?;
+    let mac = v[0]["address"].as_str().unwrap_or_default();
+    let mac = parse_mac(mac).with_context(|| format!("A's eth0 has the MAC {mac:?}"))?;
+    // Dropped before the topology: it runs in the server's namespace.
+    let mut servers = measure::start_servers(&topo, &[Test::Tcp1])?;
+    let quiet_gbps = tcp1(&topo, &mut servers, secs)?;
+    let storm = (|| {
+        let read_before = link_stat(&sw, BRIDGE_FLOOD_PORT, "rx", "packets")?;
+        let dropped_before = tx_dropped(&flood_ns, "eth0")?;
+        let frame = arp_request(
+            mac,
+            std::net::Ipv4Addr::new(10, 232, 0, 4),
+            std::net::Ipv4Addr::new(10, 232, 0, 250),
+        );
+        let (gbps, sent, took) = flood_during(&topo, &mut servers, &flood_ns, "eth0", frame, secs)?;
+        let read = link_stat(&sw, BRIDGE_FLOOD_PORT, "rx", "packets")?.saturating_sub(read_before);
+        let dropped = tx_dropped(&flood_ns, "eth0")?.saturating_sub(dropped_before);
+        Ok(UnderStorm {
+            gbps,
+            offered_pps: sent as f64 / took,
+            received_pps: read as f64 / took,
+            drops: Vec::new(),
+            pauses: 0,
+            kernel_dropped_pps: dropped as f64 / took,
+        })
+    })();
+    drop(servers);
+    Ok(BridgeResults {
+        quiet_gbps,
+        storm: keep_going(storm)?,
+    })
 }
 
 /// The flooder's port counters in `weft stats`.
@@ -481,11 +597,13 @@ fn pct(x: Option<f64>) -> String {
 }
 
 /// The table: pair B's throughput quiet and under each storm; "of alone"
-/// is the figure over the sender-alone reference's.
+/// is the figure over the sender-alone reference's; "switch read" is what
+/// weft, or the kernel bridge, read from A's port. The kernel bridge's
+/// rows are over its own quiet figure.
 pub fn table(r: &StormResults) -> String {
     let row = |cells: [&str; 9]| {
         format!(
-            "{:<26} | {:>7} | {:>8} | {:>8} | {:>12} | {:>13} | {:>11} | {:>7} | {:>16}\n",
+            "{:<26} | {:>7} | {:>8} | {:>8} | {:>12} | {:>15} | {:>11} | {:>7} | {:>16}\n",
             cells[0],
             cells[1],
             cells[2],
@@ -505,7 +623,7 @@ pub fn table(r: &StormResults) -> String {
         "of quiet",
         "of alone",
         "offered f/s",
-        "weft read f/s",
+        "switch read f/s",
         "storm drops",
         "pauses",
         "kernel drops f/s",
@@ -547,6 +665,38 @@ pub fn table(r: &StormResults) -> String {
             Err(e) => s += &format!("{name:<26} | failed: {e}\n"),
         }
     }
+    match &r.bridge {
+        Ok(b) => {
+            s += &row([
+                "kernel bridge quiet",
+                &format!("{:.2}", b.quiet_gbps),
+                "100%",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+            ]);
+            match &b.storm {
+                Ok(u) => {
+                    s += &row([
+                        "kernel bridge, storm",
+                        &format!("{:.2}", u.gbps),
+                        &pct(b.ratio()),
+                        "-",
+                        &format!("{:.0}", u.offered_pps),
+                        &format!("{:.0}", u.received_pps),
+                        "-",
+                        "-",
+                        &format!("{:.0}", u.kernel_dropped_pps),
+                    ])
+                }
+                Err(e) => s += &format!("{:<26} | failed: {e}\n", "kernel bridge, storm"),
+            }
+        }
+        Err(e) => s += &format!("{:<26} | failed: {e}\n", "kernel bridge"),
+    }
     if let Some(x) = r.ratio(&r.on) {
         s += &format!(
             "target: pair B keeps more than {:.0}% of its quiet throughput with storm control on: {}\n",
@@ -586,6 +736,22 @@ fn json_doc(r: &StormResults, opts: &StormOptions, started: u64) -> Value {
         "sender_alone": run(&r.alone),
         "storm_control_on": run(&r.on),
         "storm_control_off": run(&r.off),
+        "kernel_bridge": match &r.bridge {
+            Ok(b) => json!({
+                "quiet_gbit_s": b.quiet_gbps,
+                "storm": match &b.storm {
+                    Ok(u) => json!({
+                        "gbit_s": u.gbps,
+                        "ratio_to_quiet": b.ratio(),
+                        "offered_frames_s": u.offered_pps,
+                        "bridge_received_frames_s": u.received_pps,
+                        "kernel_dropped_frames_s": u.kernel_dropped_pps,
+                    }),
+                    Err(e) => json!({ "error": e }),
+                },
+            }),
+            Err(e) => json!({ "error": e }),
+        },
         "target_ratio": TARGET_RATIO,
         "target_met": r.ratio(&r.on).map(|x| x > TARGET_RATIO),
     })
@@ -613,8 +779,20 @@ mod tests {
             alone: storm(9.0, 0),
             on: storm(8.1, 1234),
             off: Err("`weft daemon` exited".into()),
+            bridge: Ok(BridgeResults {
+                quiet_gbps: 20.0,
+                storm: storm(5.0, 0),
+            }),
         };
         let t = table(&r);
+        assert!(
+            t.contains("kernel bridge quiet        |   20.00 |     100% |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("kernel bridge, storm       |    5.00 |      25% |        - |"),
+            "{t}"
+        );
         assert!(t.contains("|    8.10 |      81% |      90% |"), "{t}");
         assert!(t.contains("1234 |      77 |           400000"), "{t}");
         assert!(
@@ -624,9 +802,15 @@ mod tests {
         assert!(t.ends_with("storm control on: met\n"), "{t}");
         let r = StormResults {
             on: storm(5.0, 1),
+            bridge: Err("no bridge".into()),
             ..r
         };
-        assert!(table(&r).ends_with("NOT met\n"));
+        let t = table(&r);
+        assert!(t.ends_with("NOT met\n"), "{t}");
+        assert!(
+            t.contains("kernel bridge              | failed: no bridge"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -282,7 +282,9 @@ fn address(ns: &str, ifname: &str, cidr: &str) -> Result<()> {
     Ok(())
 }
 
-fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
+/// A Linux bridge `br0` in its own namespace `sw` with the client and
+/// server on ports of it (10.232.0.0/24); more ports: [`bridge_port`].
+pub(super) fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
     topo.guard.add_netns(sw)?;
     add_endpoints(topo)?;
     run(&["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])?;
@@ -291,10 +293,17 @@ fn kernel_bridge(topo: &mut Topology, sw: &str) -> Result<()> {
         ("p-cli", &topo.client_ns, "10.232.0.2/24"),
         ("p-srv", &topo.server_ns, "10.232.0.3/24"),
     ] {
-        veth(sw, port, ns, cidr, 1500)?;
-        run(&["ip", "-n", sw, "link", "set", port, "master", "br0"])?;
+        bridge_port(sw, port, ns, cidr)?;
     }
     topo.server_ip = "10.232.0.3".into();
+    Ok(())
+}
+
+/// A port `port` of [`kernel_bridge`]'s bridge in `sw`: a veth pair whose
+/// other end is `eth0` in `ep_ns` (which must exist) with `cidr`.
+pub(super) fn bridge_port(sw: &str, port: &str, ep_ns: &str, cidr: &str) -> Result<()> {
+    veth(sw, port, ep_ns, cidr, 1500)?;
+    run(&["ip", "-n", sw, "link", "set", port, "master", "br0"])?;
     Ok(())
 }
 
