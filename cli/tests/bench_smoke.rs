@@ -423,6 +423,17 @@ fn storm_scenario_reports_both_storms() {
         storm["bridge_received_frames_s"].as_f64().unwrap_or(0.0) > 0.0,
         "kernel bridge: the bridge read none of the storm: {text}"
     );
+    // weft under the storm paced to the rate the bridge's sender reached:
+    // an offered rate near the bridge's (the pacing holds), and a ratio.
+    let paced = &doc["storm_control_on_at_bridge_rate"];
+    assert!(paced["ratio_to_quiet"].as_f64().is_some(), "{text}");
+    let bridge_rate = storm["offered_frames_s"].as_f64().unwrap_or(0.0);
+    let paced_rate = paced["offered_frames_s"].as_f64().unwrap_or(0.0);
+    assert!(
+        paced_rate > 0.0 && paced_rate <= bridge_rate * 1.1,
+        "paced at {paced_rate} frames/s for the bridge's {bridge_rate}: {text}"
+    );
+    assert!(stdout.contains("same, at the bridge's rate"), "{dump}");
     // Storm control bites with its limits on, and never with them off.
     assert!(
         doc["storm_control_on"]["storm_drops_by_reason"]["storm_broadcast"]

@@ -129,6 +129,10 @@ pub struct StormResults {
     /// of it.
     pub alone: std::result::Result<UnderStorm, String>,
     pub on: std::result::Result<UnderStorm, String>,
+    /// Storm control on, with the storm paced to the rate the kernel
+    /// bridge's sender reached (on the bridge the sender pays for the
+    /// flooding, which slows it): the two switches under an equal storm.
+    pub on_at_bridge_rate: std::result::Result<UnderStorm, String>,
     pub off: std::result::Result<UnderStorm, String>,
     /// The same on a Linux bridge.
     pub bridge: std::result::Result<BridgeResults, String>,
@@ -213,40 +217,54 @@ fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResult
     };
     let secs = opts.duration;
 
+    // The bridge first: its storm's rate paces one of weft's storms.
+    report.status(&format!(
+        "weft bench storm: kernel bridge: pair B quiet, then under an ARP storm, {secs} s each"
+    ));
+    let bridge = keep_going(bridge_run(&ctx, secs))?;
+    let bridge_rate = bridge
+        .as_ref()
+        .ok()
+        .and_then(|b| b.storm.as_ref().ok())
+        .map(|u| u.offered_pps);
     report.status(&format!(
         "weft bench storm: default storm limits: pair B quiet, {secs} s"
     ));
-    let (quiet_gbps, alone, on) = {
+    let (quiet_gbps, alone, on, on_at_bridge_rate) = {
         let mut net = build(&ctx, "ston", &[])?;
         let quiet = tcp1(&net.topo, &mut net.servers, secs)?;
         report.status(&format!(
             "weft bench storm: pair B while the sender floods a veth in A's namespace, {secs} s"
         ));
-        let alone = sink(&net.flood_ns).and_then(|_| under_storm(&mut net, secs, SINK));
+        let alone = sink(&net.flood_ns).and_then(|_| under_storm(&mut net, secs, SINK, None));
         let alone = keep_going(alone)?;
         report.status(&format!(
             "weft bench storm: default storm limits: pair B under an ARP storm, {secs} s"
         ));
         let flood_if = net.flood_if.clone();
-        let on = under_storm(&mut net, secs, &flood_if);
-        (quiet, alone, on)
+        let on = keep_going(under_storm(&mut net, secs, &flood_if, None))?;
+        let paced = match bridge_rate {
+            Some(rate) if rate >= 1.0 => {
+                report.status(&format!(
+                    "weft bench storm: default storm limits: pair B under the ARP storm paced to the bridge's {rate:.0} frames/s, {secs} s"
+                ));
+                under_storm(&mut net, secs, &flood_if, Some(rate))
+            }
+            _ => Err(Error::Tool("no kernel bridge storm rate to pace to".into())),
+        };
+        (quiet, alone, on, keep_going(paced)?)
     };
-    let on = keep_going(on)?;
     report.status(&format!(
         "weft bench storm: storm control off: pair B under an ARP storm, {secs} s"
     ));
     let off = match build(&ctx, "stoff", &STORM_OFF) {
         Ok(mut net) => {
             let flood_if = net.flood_if.clone();
-            under_storm(&mut net, secs, &flood_if)
+            under_storm(&mut net, secs, &flood_if, None)
         }
         Err(e) => Err(e),
     };
     let off = keep_going(off)?;
-    report.status(&format!(
-        "weft bench storm: kernel bridge: pair B quiet, then under an ARP storm, {secs} s each"
-    ));
-    let bridge = keep_going(bridge_run(&ctx, secs))?;
     sys::check_interrupted()?;
     drop(top);
 
@@ -254,6 +272,7 @@ fn measure_all(opts: &StormOptions, report: &dyn Reporter) -> Result<StormResult
         quiet_gbps,
         alone,
         on,
+        on_at_bridge_rate,
         off,
         bridge,
     };
@@ -358,8 +377,8 @@ fn tcp1(topo: &Topology, servers: &mut measure::Servers, secs: u64) -> Result<f6
 }
 
 /// Pair B's throughput while the sender floods `frame` out of `ifname`
-/// in `flood_ns`: Gbit/s, frames the kernel took and how long the storm
-/// ran.
+/// in `flood_ns`, as fast as it can or paced to `rate` frames/s: Gbit/s,
+/// frames the kernel took and how long the storm ran.
 fn flood_during(
     topo: &Topology,
     servers: &mut measure::Servers,
@@ -367,22 +386,23 @@ fn flood_during(
     ifname: &str,
     frame: [u8; 42],
     secs: u64,
+    rate: Option<f64>,
 ) -> Result<(f64, u64, f64)> {
     let ns_path = Path::new("/var/run/netns").join(flood_ns);
     let ifname = ifname.to_string();
     let sock = weft_os::netns::run_in_netns(&ns_path, move || PacketSocket::open(&ifname))
         .map_err(|e| Error::Tool(format!("cannot enter {}: {e}", ns_path.display())))?
         .map_err(|e| Error::Tool(format!("cannot open a packet socket in the flooder: {e}")))?;
-    let flood = Flood::start(sock, frame)?;
+    let flood = Flood::start(sock, frame, rate)?;
     std::thread::sleep(RAMP);
     let gbps = tcp1(topo, servers, secs);
     let (sent, took) = flood.stop();
     Ok((gbps?, sent, took.as_secs_f64().max(1e-3)))
 }
 
-/// Pair B's throughput while A floods out of its interface `ifname`, and
-/// the storm's figures.
-fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
+/// Pair B's throughput while A floods out of its interface `ifname` (as
+/// fast as it can, or paced to `rate` frames/s), and the storm's figures.
+fn under_storm(net: &mut Net, secs: u64, ifname: &str, rate: Option<f64>) -> Result<UnderStorm> {
     let before = flooder_counters(net)?;
     let kernel_before = tx_dropped(&net.flood_ns, &net.flood_if)?;
     let frame = arp_request(net.flood_mac, net.flood_ip, net.nobody);
@@ -393,6 +413,7 @@ fn under_storm(net: &mut Net, secs: u64, ifname: &str) -> Result<UnderStorm> {
         ifname,
         frame,
         secs,
+        rate,
     )?;
     // What weft read late is still counted.
     std::thread::sleep(Duration::from_millis(200));
@@ -480,7 +501,8 @@ fn bridge_run(ctx: &Ctx, secs: u64) -> Result<BridgeResults> {
             std::net::Ipv4Addr::new(10, 232, 0, 4),
             std::net::Ipv4Addr::new(10, 232, 0, 250),
         );
-        let (gbps, sent, took) = flood_during(&topo, &mut servers, &flood_ns, "eth0", frame, secs)?;
+        let (gbps, sent, took) =
+            flood_during(&topo, &mut servers, &flood_ns, "eth0", frame, secs, None)?;
         let read = link_stat(&sw, BRIDGE_FLOOD_PORT, "rx", "packets")?.saturating_sub(read_before);
         let dropped = tx_dropped(&flood_ns, "eth0")?.saturating_sub(dropped_before);
         Ok(UnderStorm {
@@ -545,13 +567,18 @@ fn arp_request(mac: [u8; 6], ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr)
 /// The storm: one thread sending the same frame on a packet socket as
 /// fast as it can until stopped. Dropping it stops the thread and closes
 /// the socket.
+/// Frames the paced flooder sends between its sleeps.
+const PACE_BURST: u64 = 32;
+
 struct Flood {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<(u64, Duration)>>,
 }
 
 impl Flood {
-    fn start(sock: PacketSocket, frame: [u8; 42]) -> Result<Flood> {
+    /// Floods `frame` as fast as the kernel takes it, or paced to `rate`
+    /// frames/s (in bursts of [`PACE_BURST`], sleeping between them).
+    fn start(sock: PacketSocket, frame: [u8; 42], rate: Option<f64>) -> Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -560,10 +587,19 @@ impl Flood {
                 let started = Instant::now();
                 let mut sent = 0u64;
                 while !flag.load(Ordering::Relaxed) {
-                    // A full queue (WouldBlock, ENOBUFS) is tried again:
-                    // only frames the kernel took are offered.
-                    if sock.send(&frame).is_ok() {
-                        sent += 1;
+                    if let Some(rate) = rate {
+                        // Ahead of the schedule: wait for it.
+                        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    for _ in 0..PACE_BURST {
+                        // A full queue (WouldBlock, ENOBUFS) is tried again:
+                        // only frames the kernel took are offered.
+                        if sock.send(&frame).is_ok() {
+                            sent += 1;
+                        }
                     }
                 }
                 (sent, started.elapsed())
@@ -642,6 +678,7 @@ pub fn table(r: &StormResults) -> String {
     for (name, run, reference) in [
         ("sender alone (veth in A)", &r.alone, true),
         ("storm, storm control on", &r.on, false),
+        ("same, at the bridge's rate", &r.on_at_bridge_rate, false),
         ("storm, storm control off", &r.off, false),
     ] {
         match run {
@@ -697,6 +734,15 @@ pub fn table(r: &StormResults) -> String {
         }
         Err(e) => s += &format!("{:<26} | failed: {e}\n", "kernel bridge"),
     }
+    if let (Ok(b), Some(x)) = (&r.bridge, r.ratio(&r.on_at_bridge_rate)) {
+        if let Some(y) = b.ratio() {
+            s += &format!(
+                "under an equal storm (the rate the bridge's sender reached): pair B keeps {} of quiet on weft, {} on the kernel bridge\n",
+                pct(Some(x)),
+                pct(Some(y))
+            );
+        }
+    }
     if let Some(x) = r.ratio(&r.on) {
         s += &format!(
             "target: pair B keeps more than {:.0}% of its quiet throughput with storm control on: {}\n",
@@ -735,6 +781,7 @@ fn json_doc(r: &StormResults, opts: &StormOptions, started: u64) -> Value {
         "quiet_gbit_s": r.quiet_gbps,
         "sender_alone": run(&r.alone),
         "storm_control_on": run(&r.on),
+        "storm_control_on_at_bridge_rate": run(&r.on_at_bridge_rate),
         "storm_control_off": run(&r.off),
         "kernel_bridge": match &r.bridge {
             Ok(b) => json!({
@@ -778,6 +825,7 @@ mod tests {
             quiet_gbps: 10.0,
             alone: storm(9.0, 0),
             on: storm(8.1, 1234),
+            on_at_bridge_rate: storm(9.5, 10),
             off: Err("`weft daemon` exited".into()),
             bridge: Ok(BridgeResults {
                 quiet_gbps: 20.0,
@@ -797,6 +845,14 @@ mod tests {
         assert!(t.contains("1234 |      77 |           400000"), "{t}");
         assert!(
             t.contains("storm, storm control off   | failed: `weft daemon` exited"),
+            "{t}"
+        );
+        assert!(
+            t.contains("same, at the bridge's rate |    9.50 |      95% |     106% |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("equal storm (the rate the bridge's sender reached): pair B keeps 95% of quiet on weft, 25% on the kernel bridge"),
             "{t}"
         );
         assert!(t.ends_with("storm control on: met\n"), "{t}");
