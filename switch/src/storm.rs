@@ -128,9 +128,7 @@ impl Bucket {
             false
         }
     }
-}
 
-impl Bucket {
     /// How long after `now` the bucket holds `frames` tokens (or is full,
     /// if its burst is smaller).
     fn wait(&self, rate: Rate, frames: u32, now: Instant) -> Duration {

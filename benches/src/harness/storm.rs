@@ -315,19 +315,8 @@ struct Net<'r> {
 /// A daemon started with `daemon_args`, its network and three endpoints,
 /// tagged `tag` in names.
 fn build<'r>(ctx: &Ctx<'r>, tag: &str, daemon_args: &[&str]) -> Result<Net<'r>> {
-    let mut guard = Guard::new(ctx.report);
-    let dir = ctx.tmp.join(tag);
-    guard.add_dir(&dir)?;
-    let ns = |role: &str| format!("{}-{tag}-{role}", ctx.prefix);
-    let mut topo = Topology {
-        client_ns: ns("cli"),
-        server_ns: ns("srv"),
-        server_ip: String::new(),
-        server_if: "eth0".into(),
-        switch_pids: Vec::new(),
-        dir,
-        guard,
-    };
+    let mut topo = Topology::empty(ctx, tag)?;
+    let ns = |role: &str| topology::ns_name(ctx, tag, role);
     let socket = topology::start_weft(ctx.exe, &mut topo, "weft", None, daemon_args)?;
     let flood_ns = ns("flood");
     for n in [
@@ -464,19 +453,8 @@ const BRIDGE_FLOOD_PORT: &str = "p-flood";
 /// the storm.
 fn bridge_run(ctx: &Ctx, secs: u64) -> Result<BridgeResults> {
     let tag = "stbr";
-    let mut guard = Guard::new(ctx.report);
-    let dir = ctx.tmp.join(tag);
-    guard.add_dir(&dir)?;
-    let ns = |role: &str| format!("{}-{tag}-{role}", ctx.prefix);
-    let mut topo = Topology {
-        client_ns: ns("cli"),
-        server_ns: ns("srv"),
-        server_ip: String::new(),
-        server_if: "eth0".into(),
-        switch_pids: Vec::new(),
-        dir,
-        guard,
-    };
+    let mut topo = Topology::empty(ctx, tag)?;
+    let ns = |role: &str| topology::ns_name(ctx, tag, role);
     let sw = ns("sw");
     topology::kernel_bridge(&mut topo, &sw)?;
     let flood_ns = ns("flood");

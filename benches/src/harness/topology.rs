@@ -185,22 +185,35 @@ pub struct Topology<'r> {
     pub guard: Guard<'r>,
 }
 
+impl<'r> Topology<'r> {
+    /// A topology tagged `tag` with nothing built yet: its client and
+    /// server namespace names, and a scratch directory its guard removes.
+    pub fn empty(ctx: &Ctx<'r>, tag: &str) -> Result<Topology<'r>> {
+        let mut guard = Guard::new(ctx.report);
+        let dir = ctx.tmp.join(tag);
+        guard.add_dir(&dir)?;
+        Ok(Topology {
+            client_ns: ns_name(ctx, tag, "cli"),
+            server_ns: ns_name(ctx, tag, "srv"),
+            server_ip: String::new(),
+            server_if: "eth0".into(),
+            switch_pids: Vec::new(),
+            dir,
+            guard,
+        })
+    }
+}
+
+/// The name of namespace `role` of the topology tagged `tag`.
+pub fn ns_name(ctx: &Ctx, tag: &str, role: &str) -> String {
+    format!("{}-{tag}-{role}", ctx.prefix)
+}
+
 /// Builds the topology of `switch` in `scenario`.
 pub fn build<'r>(ctx: &Ctx<'r>, scenario: Scenario, switch: Switch) -> Result<Topology<'r>> {
     let tag = switch.tag(scenario);
-    let mut guard = Guard::new(ctx.report);
-    let dir = ctx.tmp.join(tag);
-    guard.add_dir(&dir)?;
-    let ns = |role: &str| format!("{}-{tag}-{role}", ctx.prefix);
-    let mut topo = Topology {
-        client_ns: ns("cli"),
-        server_ns: ns("srv"),
-        server_ip: String::new(),
-        server_if: "eth0".into(),
-        switch_pids: Vec::new(),
-        dir: dir.clone(),
-        guard,
-    };
+    let mut topo = Topology::empty(ctx, tag)?;
+    let ns = |role: &str| ns_name(ctx, tag, role);
     // weft-baseline is weft's topology with daemons from another binary.
     let weft_exe = match switch {
         Switch::WeftBaseline => ctx
