@@ -17,6 +17,12 @@
 //!   window; below [`MIN_WINDOW`] it is zero and the worker sleeps at once
 //!   until a short gap is seen again.
 //!
+//! A spin yields the CPU before each poll (`sched_yield`): an endpoint the
+//! worker just woke on its own CPU (the reader of the frame it wrote to a
+//! TAP) runs at once instead of waiting out the window behind a spinning
+//! thread, and with nothing else runnable the yield returns at once. On a
+//! CPU shared with the endpoints, this is what makes spinning pay.
+//!
 //! The worker only spins after a batch that did work, for at most one
 //! window, so a switch with no traffic never spins: its idle CPU stays
 //! zero. Sparse traffic (gaps beyond the cap) decays the window to zero

@@ -847,6 +847,11 @@ impl Worker {
             } else {
                 let now = Instant::now();
                 if self.busy_poll.spinning(now, &self.counters) {
+                    // Spin politely: a thread this CPU woke (an endpoint
+                    // reading the frame just written to its TAP) runs
+                    // first; with nothing else runnable this returns at
+                    // once.
+                    std::thread::yield_now();
                     Duration::ZERO
                 } else {
                     // Sleep until the next aging pass or the next storm

@@ -5,7 +5,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use super::error::{Context as _, Error, Result};
-use nix::unistd::{sysconf, SysconfVar};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::{sysconf, Pid, SysconfVar};
 use serde_json::Value;
 
 use super::sys::{self, in_ns, Proc};
@@ -27,7 +28,8 @@ pub enum Test {
     Tcp4,
     /// iperf3 UDP with 64-byte frames, packets per second
     Udp64,
-    /// sockperf UDP ping-pong round trips, pinned and unpinned
+    /// sockperf UDP ping-pong round trips: both ends pinned to CPU 0, then
+    /// also the switch's threads with them, then nothing pinned
     Rr,
 }
 
@@ -52,7 +54,7 @@ impl Test {
     /// How many timed runs of `--duration` it makes.
     pub fn runs(self) -> u32 {
         match self {
-            Test::Rr => 2,
+            Test::Rr => 3,
             _ => 1,
         }
     }
@@ -75,6 +77,9 @@ impl Test {
                 Metric::RrPinnedAvg,
                 Metric::RrPinnedP50,
                 Metric::RrPinnedP99,
+                Metric::RrColocatedAvg,
+                Metric::RrColocatedP50,
+                Metric::RrColocatedP99,
                 Metric::RrAvg,
                 Metric::RrP50,
                 Metric::RrP99,
@@ -97,6 +102,9 @@ pub enum Metric {
     RrPinnedAvg,
     RrPinnedP50,
     RrPinnedP99,
+    RrColocatedAvg,
+    RrColocatedP50,
+    RrColocatedP99,
     RrAvg,
     RrP50,
     RrP99,
@@ -117,6 +125,9 @@ impl Metric {
             Metric::RrPinnedAvg => "rr_pinned_avg",
             Metric::RrPinnedP50 => "rr_pinned_p50",
             Metric::RrPinnedP99 => "rr_pinned_p99",
+            Metric::RrColocatedAvg => "rr_colocated_avg",
+            Metric::RrColocatedP50 => "rr_colocated_p50",
+            Metric::RrColocatedP99 => "rr_colocated_p99",
             Metric::RrAvg => "rr_avg",
             Metric::RrP50 => "rr_p50",
             Metric::RrP99 => "rr_p99",
@@ -137,6 +148,9 @@ impl Metric {
             Metric::RrPinnedAvg => "UDP RTT pinned, avg",
             Metric::RrPinnedP50 => "UDP RTT pinned, p50",
             Metric::RrPinnedP99 => "UDP RTT pinned, p99",
+            Metric::RrColocatedAvg => "UDP RTT pinned with switch, avg",
+            Metric::RrColocatedP50 => "UDP RTT pinned with switch, p50",
+            Metric::RrColocatedP99 => "UDP RTT pinned with switch, p99",
             Metric::RrAvg => "UDP RTT unpinned, avg",
             Metric::RrP50 => "UDP RTT unpinned, p50",
             Metric::RrP99 => "UDP RTT unpinned, p99",
@@ -388,23 +402,37 @@ pub fn run_test(
                 switch_s: topo.switch_pids.first().map(|_| 0.0),
                 ..Cpu::default()
             };
-            for (pinned, metrics) in [
+            for (placement, metrics) in [
                 (
-                    true,
+                    Placement::Pinned,
                     [
                         Metric::RrPinnedAvg,
                         Metric::RrPinnedP50,
                         Metric::RrPinnedP99,
                     ],
                 ),
-                (false, [Metric::RrAvg, Metric::RrP50, Metric::RrP99]),
+                (
+                    Placement::Colocated,
+                    [
+                        Metric::RrColocatedAvg,
+                        Metric::RrColocatedP50,
+                        Metric::RrColocatedP99,
+                    ],
+                ),
+                (
+                    Placement::Free,
+                    [Metric::RrAvg, Metric::RrP50, Metric::RrP99],
+                ),
             ] {
-                on_run(if pinned {
-                    "rr (pinned)"
-                } else {
-                    "rr (unpinned)"
-                });
-                let (rtt, c) = sockperf(topo, secs, pinned)?;
+                // A kernel switch forwards in the endpoints' own softirq
+                // context: it has no threads to place.
+                let _pinned_switch = match placement {
+                    Placement::Colocated if topo.switch_pids.is_empty() => continue,
+                    Placement::Colocated => Some(PinnedThreads::pin(&topo.switch_pids, PIN_CPU)?),
+                    _ => None,
+                };
+                on_run(placement.run_name());
+                let (rtt, c) = sockperf(topo, secs, placement != Placement::Free)?;
                 cpu = sum_cpu(cpu, c);
                 values.extend([
                     (metrics[0], rtt.avg),
@@ -483,8 +511,82 @@ pub struct Rtt {
     pub p99: f64,
 }
 
+/// The CPU the pinned round-trip runs put both endpoints (and, co-located,
+/// the switch's threads) on.
+const PIN_CPU: usize = 0;
+
+/// Where a round-trip run places its parties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Both sockperf ends on [`PIN_CPU`]; the switch where the scheduler
+    /// puts it.
+    Pinned,
+    /// Both ends and every thread of the switch's processes on
+    /// [`PIN_CPU`], as the kernel's forwarding is (it runs in the
+    /// endpoints' softirq context).
+    Colocated,
+    /// Nothing pinned.
+    Free,
+}
+
+impl Placement {
+    fn run_name(self) -> &'static str {
+        match self {
+            Placement::Pinned => "rr (pinned)",
+            Placement::Colocated => "rr (pinned with the switch)",
+            Placement::Free => "rr (unpinned)",
+        }
+    }
+}
+
+/// Every thread of some processes held on one CPU; their earlier CPU
+/// masks come back on drop.
+struct PinnedThreads {
+    saved: Vec<(Pid, CpuSet)>,
+}
+
+impl PinnedThreads {
+    fn pin(pids: &[u32], cpu: usize) -> Result<Self> {
+        let mut only = CpuSet::new();
+        only.set(cpu)
+            .map_err(|e| Error::Tool(format!("cannot name CPU {cpu}: {e}")))?;
+        let mut pinned = PinnedThreads { saved: Vec::new() };
+        for pid in pids {
+            let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+                .with_context(|| format!("cannot list the threads of switch process {pid}"))?;
+            for task in tasks.flatten() {
+                let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                let tid = Pid::from_raw(tid);
+                // A thread that ended meanwhile is not an error.
+                let Ok(mask) = sched_getaffinity(tid) else {
+                    continue;
+                };
+                if sched_setaffinity(tid, &only).is_ok() {
+                    pinned.saved.push((tid, mask));
+                }
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+impl Drop for PinnedThreads {
+    fn drop(&mut self) {
+        for (tid, mask) in &self.saved {
+            let _ = sched_setaffinity(*tid, mask);
+        }
+    }
+}
+
 fn sockperf(topo: &Topology, secs: u64, pinned: bool) -> Result<(Rtt, Cpu)> {
-    let pin: &[&str] = if pinned { &["taskset", "-c", "0"] } else { &[] };
+    let cpu = PIN_CPU.to_string();
+    let pin: &[&str] = if pinned {
+        &["taskset", "-c", &cpu]
+    } else {
+        &[]
+    };
     let mut server = pin.to_vec();
     server.extend(["sockperf", "sr", "-i", &topo.server_ip, "-p", SOCKPERF_PORT]);
     let log = topo.dir.join(format!(
@@ -590,6 +692,26 @@ pub fn parse_sockperf(text: &str) -> Result<Rtt> {
 
 #[cfg(test)]
 mod tests {
+    /// Pinning holds every thread of the process on the CPU, and dropping
+    /// the pin gives each its earlier mask back.
+    #[test]
+    fn pinned_threads_come_back_to_their_mask() {
+        let me = Pid::from_raw(0);
+        let before = sched_getaffinity(me).expect("read this thread's mask");
+        let Some(cpu) = (0..CpuSet::count()).find(|c| before.is_set(*c).unwrap_or(false)) else {
+            panic!("this thread may run on no CPU");
+        };
+        {
+            let _pin = PinnedThreads::pin(&[std::process::id()], cpu).expect("pin");
+            let during = sched_getaffinity(me).expect("read the mask");
+            for c in 0..CpuSet::count() {
+                assert_eq!(during.is_set(c).unwrap(), c == cpu, "CPU {c} while pinned");
+            }
+        }
+        let after = sched_getaffinity(me).expect("read the mask");
+        assert_eq!(after, before);
+    }
+
     use super::*;
 
     const SOCKPERF: &str = "sockperf: [Valid Duration] RunTime=1.550 sec\n\
