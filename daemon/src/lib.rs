@@ -66,7 +66,7 @@ pub enum DaemonError {
     Locked(#[from] lock::LockError),
     #[error(transparent)]
     State(#[from] PersistError),
-    #[error("starting the datapath: {0}")]
+    #[error(transparent)]
     Datapath(#[from] DatapathError),
     /// The saved state could not be applied.
     #[error("{0}")]
