@@ -802,6 +802,10 @@ impl Transmit for PortTx<'_> {
     }
 }
 
+/// How soon a port whose descriptor could not be polled again after a
+/// storm pause is tried again.
+const RESUME_RETRY: Duration = Duration::from_millis(1);
+
 /// How long to stop reading port `id` after a batch that found the storm
 /// budgets of the classes in `spent` (indexed by [`FloodClass`]) empty:
 /// until the emptiest holds a batch's worth again, at most
@@ -1038,11 +1042,20 @@ impl Worker {
             if slot.paused_until.take().is_some() {
                 if let PortIo::Device(io) = &slot.io {
                     if let Some(fd) = io.poll_fd() {
-                        let _ = self.poll.registry().register(
+                        if let Err(e) = self.poll.registry().register(
                             &mut SourceFd(&fd),
                             Token(index),
                             Interest::READABLE,
-                        );
+                        ) {
+                            // Unpolled, the port would never be read
+                            // again: stay paused and try again shortly.
+                            tracing::warn!(port = id.0, error = %e, "could not poll a port again after its storm pause; retrying");
+                            let retry = now + RESUME_RETRY;
+                            slot.paused_until = Some(retry);
+                            next = Some(next.map_or(retry, |at| at.min(retry)));
+                            i += 1;
+                            continue;
+                        }
                     }
                 }
             }
