@@ -667,6 +667,41 @@ pub struct PortStats {
     pub storm_pauses: u64,
     /// Drops by reason; reasons with a zero count are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// What the kernel counted on its side of an endpoint's TAP device,
+    /// read when `stats` was asked; absent for ports with no TAP (the
+    /// uplink, tunnels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelPortStats>,
+}
+
+/// The kernel's counters of an endpoint's TAP device, or why there are
+/// none this time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelPortStats {
+    Counters(TapCounters),
+    /// Why they could not be read (say, the namespace is gone and the
+    /// endpoint is about to be detached); the other ports are unaffected.
+    Unavailable(String),
+}
+
+/// A TAP device's counters in the endpoint's namespace (`ip -s link` there),
+/// named by direction. The kernel counts a frame the endpoint sends when
+/// weft reads it, and drops it when tun's queue (`txqueuelen` frames) is
+/// full because weft has not read the ones before it: frames the endpoint
+/// sent = `from_endpoint_packets + from_endpoint_dropped`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapCounters {
+    /// Frames the endpoint sent that weft read (the TAP's `tx_packets`).
+    pub from_endpoint_packets: u64,
+    /// Frames the endpoint sent that the kernel dropped because weft had
+    /// not read the queue in time (the TAP's `tx_dropped`).
+    pub from_endpoint_dropped: u64,
+    /// Frames weft wrote that the kernel took in (the TAP's `rx_packets`).
+    pub to_endpoint_packets: u64,
+    /// Frames weft wrote that the kernel then dropped, e.g. with its
+    /// input backlog full (the TAP's `rx_dropped`).
+    pub to_endpoint_dropped: u64,
 }
 
 /// Whole-daemon counters for `weft stats`.
@@ -748,6 +783,37 @@ mod tests {
         );
         let text = serde_json::to_string(&Request::Stats).unwrap();
         assert_eq!(text, r#"{"op":"stats"}"#);
+    }
+
+    #[test]
+    fn kernel_port_stats_are_tagged_and_optional() {
+        let mut port = PortStats {
+            port: 1,
+            kernel: Some(KernelPortStats::Counters(TapCounters {
+                from_endpoint_packets: 5,
+                from_endpoint_dropped: 6,
+                to_endpoint_packets: 7,
+                to_endpoint_dropped: 8,
+            })),
+            ..PortStats::default()
+        };
+        let text = serde_json::to_string(&port).unwrap();
+        assert!(
+            text.ends_with(r#""kernel":{"counters":{"from_endpoint_packets":5,"from_endpoint_dropped":6,"to_endpoint_packets":7,"to_endpoint_dropped":8}}}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<PortStats>(&text).unwrap(), port);
+        port.kernel = Some(KernelPortStats::Unavailable("gone".into()));
+        let text = serde_json::to_string(&port).unwrap();
+        assert!(
+            text.ends_with(r#""kernel":{"unavailable":"gone"}}"#),
+            "{text}"
+        );
+        // Ports without a TAP, and daemons from before, leave it out.
+        port.kernel = None;
+        let text = serde_json::to_string(&port).unwrap();
+        assert!(!text.contains("kernel"), "{text}");
+        assert_eq!(serde_json::from_str::<PortStats>(&text).unwrap(), port);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    EndpointInfo, FdbEntry, FlowEntry, NeighborEntry, NetworkDetail, NetworkInfo, PeerInfo,
-    PublishInfo, RouteInfo, ServiceInfo, Stats, StatusInfo, API_VERSION,
+    EndpointInfo, FdbEntry, FlowEntry, KernelPortStats, NeighborEntry, NetworkDetail, NetworkInfo,
+    PeerInfo, PublishInfo, RouteInfo, ServiceInfo, Stats, StatusInfo, API_VERSION,
 };
 
 /// Decodes a reply's `result` into the type the request promises.
@@ -368,6 +368,7 @@ pub fn stats(stats: &Stats) -> String {
         ]);
     }
     let mut out = t.render();
+    out.push_str(&kernel_stats(stats));
     let _ = writeln!(out, "\nswitch drops: {}", drops(&stats.switch_drops));
     if !stats.counters.is_empty() {
         let _ = writeln!(out, "switch counters: {}", drops(&stats.counters));
@@ -375,6 +376,54 @@ pub fn stats(stats: &Stats) -> String {
     if !stats.peers.is_empty() {
         let _ = writeln!(out, "\n{}", peers(&stats.peers));
     }
+    out
+}
+
+/// The kernel's side of each endpoint's TAP, below the ports' table: what
+/// the endpoint sent and weft read (or the kernel dropped, unread), what
+/// weft wrote and the kernel took (or dropped); then, one per line, the
+/// ports whose counters could not be read and why. Empty when no port has
+/// a TAP.
+fn kernel_stats(stats: &Stats) -> String {
+    let mut t = Table::new(&[
+        "PORT",
+        "ENDPOINT",
+        "FROM_ENDPOINT",
+        "DROPPED_UNREAD",
+        "TO_ENDPOINT",
+        "DROPPED_BY_KERNEL",
+    ])
+    .right(&[0, 2, 3, 4, 5]);
+    let mut unavailable = String::new();
+    for p in &stats.ports {
+        match &p.kernel {
+            Some(KernelPortStats::Counters(c)) => t.row(vec![
+                p.port.to_string(),
+                or_dash(&p.endpoint),
+                c.from_endpoint_packets.to_string(),
+                c.from_endpoint_dropped.to_string(),
+                c.to_endpoint_packets.to_string(),
+                c.to_endpoint_dropped.to_string(),
+            ]),
+            Some(KernelPortStats::Unavailable(why)) => {
+                let _ = writeln!(
+                    unavailable,
+                    "port {} ({}): unavailable: {why}",
+                    p.port,
+                    or_dash(&p.endpoint)
+                );
+            }
+            None => {}
+        }
+    }
+    if t.rows.is_empty() && unavailable.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nTAP counters in the endpoints' namespaces (kernel):\n");
+    if !t.rows.is_empty() {
+        out.push_str(&t.render());
+    }
+    out.push_str(&unavailable);
     out
 }
 
@@ -619,6 +668,7 @@ mod tests {
                 tx_bytes: 882,
                 storm_pauses: 0,
                 drops: drops_a,
+                kernel: None,
             }],
             switch_drops: BTreeMap::new(),
             counters: BTreeMap::new(),
@@ -630,6 +680,70 @@ mod tests {
              1  front    a                 10       980           9       882  no_route=1,spoofed_source=3\n\
              \n\
              switch drops: -\n"
+        );
+    }
+
+    #[test]
+    fn stats_show_the_kernel_side_of_each_tap() {
+        let port = |n: u32, endpoint: &str, kernel| PortStats {
+            port: n,
+            network: "front".into(),
+            endpoint: endpoint.into(),
+            rx_packets: 100,
+            rx_bytes: 6400,
+            tx_packets: 90,
+            tx_bytes: 5760,
+            storm_pauses: 0,
+            drops: BTreeMap::new(),
+            kernel,
+        };
+        let read = crate::api::TapCounters {
+            from_endpoint_packets: 100,
+            from_endpoint_dropped: 4000,
+            to_endpoint_packets: 90,
+            to_endpoint_dropped: 2,
+        };
+        let s = Stats {
+            ports: vec![
+                port(1, "a", Some(KernelPortStats::Counters(read))),
+                port(
+                    2,
+                    "b",
+                    Some(KernelPortStats::Unavailable(
+                        "namespace /run/netns/b is gone".into(),
+                    )),
+                ),
+                port(3, "uplink:eth0", None),
+            ],
+            ..Stats::default()
+        };
+        assert_eq!(
+            stats(&s),
+            "PORT  NETWORK  ENDPOINT     RX_PACKETS  RX_BYTES  TX_PACKETS  TX_BYTES  DROPS\n   \
+             1  front    a                   100      6400          90      5760  -\n   \
+             2  front    b                   100      6400          90      5760  -\n   \
+             3  front    uplink:eth0         100      6400          90      5760  -\n\
+             \n\
+             TAP counters in the endpoints' namespaces (kernel):\n\
+             PORT  ENDPOINT  FROM_ENDPOINT  DROPPED_UNREAD  TO_ENDPOINT  DROPPED_BY_KERNEL\n   \
+             1  a                   100            4000           90                  2\n\
+             port 2 (b): unavailable: namespace /run/netns/b is gone\n\
+             \n\
+             switch drops: -\n"
+        );
+        // Only the unavailable: no table, just the reason.
+        let s = Stats {
+            ports: vec![port(
+                2,
+                "b",
+                Some(KernelPortStats::Unavailable("gone".into())),
+            )],
+            ..Stats::default()
+        };
+        assert!(
+            stats(&s).contains("(kernel):\nport 2 (b): unavailable: gone\n"),
+            "{}",
+            stats(&s)
         );
     }
 

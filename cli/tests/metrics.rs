@@ -206,6 +206,37 @@ fn metrics_parse_and_move_with_traffic() {
         0.0
     );
 
+    // The kernel's counters of each endpoint's TAP, by direction: a's
+    // echo requests left through its TAP, b's arrived through its own.
+    let dir = |base: &[(&'static str, &str)], direction: &'static str| {
+        let mut l: Vec<(&'static str, String)> =
+            base.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        l.push(("direction", direction.to_string()));
+        l
+    };
+    let kernel = |s: &Samples, name: &str, base: &[(&'static str, &str)], d: &'static str| {
+        let l = dir(base, d);
+        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        value(s, name, &l)
+    };
+    assert_eq!(value(&after, "weft_port_kernel_counters_up", &la), 1.0);
+    assert_eq!(
+        family_type("weft_port_kernel_drops").as_deref(),
+        Some("counter")
+    );
+    let kernel_delta = |name: &str, base: &[(&'static str, &str)], d: &'static str| {
+        kernel(&after, name, base, d) - kernel(&before, name, base, d)
+    };
+    assert!(kernel_delta("weft_port_kernel_packets_total", &la, "from_endpoint") >= 5.0);
+    assert!(kernel_delta("weft_port_kernel_packets_total", &lb, "to_endpoint") >= 5.0);
+    for (base, d) in [(&la, "from_endpoint"), (&lb, "to_endpoint")] {
+        assert_eq!(
+            kernel(&after, "weft_port_kernel_drops_total", base, d),
+            0.0,
+            "nothing dropped by a few pings"
+        );
+    }
+
     let (status, _) = get(metrics, "/nothing");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 }

@@ -9,6 +9,8 @@ use std::fs::File;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use common::*;
 
 fn assert_ping_ok(from: &Netns, target: &str) -> String {
@@ -454,4 +456,184 @@ fn attach_by_pid_joins_the_process_namespace() {
         describe(&links)
     );
     assert_ping_ok(&a, &ip);
+}
+
+/// The kernel's counters of one port's TAP and weft's own counters of the
+/// port, from `weft stats --json`.
+#[derive(Debug, Clone, Copy)]
+struct PortView {
+    /// weft read from / wrote to the port.
+    weft_rx: u64,
+    weft_tx: u64,
+    from_endpoint: u64,
+    from_endpoint_dropped: u64,
+    to_endpoint: u64,
+    to_endpoint_dropped: u64,
+}
+
+fn port_view(d: &Daemon, port: u64) -> PortView {
+    let stats = json(d, &["stats"]);
+    let p = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"].as_u64() == Some(port))
+        .unwrap_or_else(|| panic!("port {port} in stats: {stats}"))
+        .clone();
+    let k = &p["kernel"]["counters"];
+    let n = |v: &serde_json::Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("port {port} has no kernel counters: {p}"))
+    };
+    PortView {
+        weft_rx: n(&p["rx_packets"]),
+        weft_tx: n(&p["tx_packets"]),
+        from_endpoint: n(&k["from_endpoint_packets"]),
+        from_endpoint_dropped: n(&k["from_endpoint_dropped"]),
+        to_endpoint: n(&k["to_endpoint_packets"]),
+        to_endpoint_dropped: n(&k["to_endpoint_dropped"]),
+    }
+}
+
+/// `UdpRcvbufErrors` of `/proc/net/snmp` in namespace `ns`: datagrams its
+/// UDP sockets dropped because their receive buffer was full.
+fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let snmp = text(&out.stdout);
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let [names, values] = &udp[..] else {
+        panic!("no Udp: lines in /proc/net/snmp:\n{snmp}")
+    };
+    let i = names.iter().position(|n| *n == "RcvbufErrors").unwrap();
+    values[i].parse().unwrap()
+}
+
+/// Resumes a process stopped with SIGSTOP, also when the test panics.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        kill_group(pid, Signal::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        kill_group(self.0, Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn stats_show_where_a_64_byte_udp_flood_is_lost_in_the_kernel() {
+    require_root!();
+    const I: u8 = 17;
+    const SENT: u64 = 20_000;
+    let d = Daemon::start();
+    create_network(&d, "flood", &subnet(I, 1), &[]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let ep_a = attach(&d, "flood", &a, &[]);
+    let ep_b = attach(&d, "flood", &b, &[]);
+    // Both neighbours resolved, so the flood goes straight out.
+    assert_ping_ok(&a, &ep_b.ip);
+
+    // In b, a socket that is bound and never read, with a small buffer.
+    let sink = b
+        .run(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:9999")?;
+            socket2::SockRef::from(&s).set_recv_buffer_size(4096)?;
+            Ok(s)
+        })
+        .unwrap();
+    let dst = format!("{}:9999", ep_b.ip);
+    let src = a
+        .run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            s.connect(dst)?;
+            Ok(s)
+        })
+        .unwrap();
+    let (a0, b0) = (port_view(&d, ep_a.port), port_view(&d, ep_b.port));
+    let rcvbuf0 = udp_rcvbuf_errors(&b);
+
+    // weft stops reading: the endpoint's 64-byte frames (18-byte payload)
+    // fill tun's queue and the kernel drops the rest.
+    let stopped = Stopped::stop(d.pid());
+    for i in 0..SENT {
+        src.send(&[0x5a; 18])
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+    drop(stopped);
+    // weft drains the queue and forwards what was in it.
+    let settled = wait_for(Duration::from_secs(10), || {
+        let v = port_view(&d, ep_a.port);
+        (v.weft_rx == v.from_endpoint && v.from_endpoint > a0.from_endpoint).then_some(v)
+    });
+    let a1 = settled.unwrap_or_else(|| {
+        panic!(
+            "weft did not read what the kernel queued: {:?}",
+            port_view(&d, ep_a.port)
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let b1 = port_view(&d, ep_b.port);
+
+    // From a: every frame sent was either read by weft or dropped unread,
+    // and most were dropped (tun queues a few hundred frames).
+    let read = a1.from_endpoint - a0.from_endpoint;
+    let unread = a1.from_endpoint_dropped - a0.from_endpoint_dropped;
+    assert!(
+        (SENT..SENT + 20).contains(&(read + unread)),
+        "{SENT} sent, {read} read by weft, {unread} dropped unread: {a0:?} -> {a1:?}"
+    );
+    assert!(unread > SENT / 2, "{unread} dropped unread of {SENT}");
+    assert_eq!(
+        a1.weft_rx - a0.weft_rx,
+        read,
+        "weft's count of what it read"
+    );
+    // To b: the kernel took every frame weft wrote; the socket that never
+    // reads dropped them once its buffer was full.
+    let wrote = b1.weft_tx - b0.weft_tx;
+    assert!(
+        wrote > 0 && wrote <= read,
+        "weft wrote {wrote} to b of {read}"
+    );
+    assert_eq!(b1.to_endpoint - b0.to_endpoint, wrote, "{b0:?} -> {b1:?}");
+    assert_eq!(b1.to_endpoint_dropped, b0.to_endpoint_dropped);
+    let rcvbuf = udp_rcvbuf_errors(&b) - rcvbuf0;
+    eprintln!(
+        "{SENT} sent: {unread} dropped unread at a's TAP, {read} read by weft, {wrote} written to b, {rcvbuf} dropped at b's socket"
+    );
+    assert!(
+        rcvbuf > 0 && rcvbuf <= wrote,
+        "{rcvbuf} dropped at the socket of {wrote} delivered"
+    );
+    drop(sink);
+
+    // The table shows the same.
+    let table = weft_ok(&d, &["stats"]);
+    assert!(
+        table.contains("TAP counters in the endpoints' namespaces (kernel):")
+            && table.contains(&a1.from_endpoint_dropped.to_string()),
+        "{table}"
+    );
+
+    // b's namespace goes: `stats` still answers, and b's port (until the
+    // daemon reaps it) says its counters are unavailable.
+    let out = host_exec(&["ip", "netns", "del", &b.name]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stats = json(&d, &["stats"]);
+    let ports = stats["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["port"].as_u64() == Some(ep_a.port)));
+    if let Some(p) = ports.iter().find(|p| p["port"].as_u64() == Some(ep_b.port)) {
+        let why = p["kernel"]["unavailable"].as_str().unwrap_or_default();
+        assert!(why.ends_with("is gone"), "{p}");
+    }
 }

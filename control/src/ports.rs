@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use weft_api::ApiError;
+use weft_api::{ApiError, TapCounters};
 use weft_datapath::port::{HostListener, Port};
 use weft_datapath::{Change, DatapathError};
 pub use weft_hostnet::Config as SocketUplinkConfig;
@@ -124,6 +124,17 @@ pub trait Provisioner {
         Err(ApiError::new(
             weft_api::ErrorKind::Internal,
             "this daemon cannot listen on host ports",
+        ))
+    }
+    /// The kernel's counters of the TAP `ifname` in `netns` (the namespace
+    /// it was attached in, which must still be there by that path), read
+    /// on the calling thread without involving the datapath. The error is
+    /// what `stats` shows for the port instead.
+    fn tap_counters(&self, netns: &Netns, ifname: &str) -> Result<TapCounters, ApiError> {
+        let _ = (netns, ifname);
+        Err(ApiError::new(
+            weft_api::ErrorKind::Internal,
+            "this daemon cannot read the kernel's counters of a TAP",
         ))
     }
     /// Binds the VXLAN socket on `listen`.

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_api::{
-    EndpointInfo, FdbEntry, NetworkDetail, NetworkInfo, RouteInfo, Stats, StatusInfo, API_VERSION,
+    EndpointInfo, FdbEntry, KernelPortStats, NetworkDetail, NetworkInfo, RouteInfo, Stats,
+    StatusInfo, API_VERSION,
 };
 
 use crate::error::{datapath_error, ApiResult};
-use crate::ports::{Datapath, Provisioner};
+use crate::ports::{Datapath, Netns, Provisioner};
 use crate::state::{port_stats, Control, Network};
 
 /// One port's counters as the metrics exporter reads them.
@@ -21,6 +22,17 @@ pub struct PortSource {
     pub endpoint: String,
     pub port: u32,
     pub counters: std::sync::Arc<weft_switch::counters::PortCounters>,
+    /// Where the endpoint's TAP is, to read the kernel's counters of it
+    /// (`None` for the uplink).
+    pub tap: Option<TapLocation>,
+}
+
+/// An endpoint's TAP device: its namespace (the path it was attached by and
+/// the namespace's identity) and its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapLocation {
+    pub netns: Netns,
+    pub ifname: String,
 }
 
 /// What the metrics exporter reads, copied out under the control plane's
@@ -74,6 +86,13 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                     endpoint: ep.name.clone(),
                     port: ep.port.0,
                     counters: std::sync::Arc::clone(&ep.counters),
+                    tap: Some(TapLocation {
+                        netns: Netns {
+                            path: ep.netns.clone(),
+                            id: ep.netns_id,
+                        },
+                        ifname: ep.ifname.clone(),
+                    }),
                 });
             }
         }
@@ -83,6 +102,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 endpoint: format!("uplink:{}", u.interface),
                 port: u.port.0,
                 counters: std::sync::Arc::clone(&u.counters),
+                tap: None,
             });
         }
         MetricsSources {
@@ -255,12 +275,24 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         Ok(rows)
     }
 
-    /// `stats`: per-port and switch-wide counters.
+    /// `stats`: per-port and switch-wide counters, and the kernel's
+    /// counters of each endpoint's TAP (read here, on the control thread,
+    /// one short request per endpoint; a port whose counters cannot be
+    /// read says why and the others are unaffected).
     pub fn stats(&self) -> Stats {
         let mut ports = Vec::new();
         for net in self.networks.values() {
             for ep in net.endpoints.values() {
-                ports.push(port_stats(ep.port, &net.name, &ep.name, &ep.counters));
+                let mut stats = port_stats(ep.port, &net.name, &ep.name, &ep.counters);
+                let netns = Netns {
+                    path: ep.netns.clone(),
+                    id: ep.netns_id,
+                };
+                stats.kernel = Some(match self.provisioner.tap_counters(&netns, &ep.ifname) {
+                    Ok(c) => KernelPortStats::Counters(c),
+                    Err(e) => KernelPortStats::Unavailable(e.message),
+                });
+                ports.push(stats);
             }
         }
         if let Some(u) = &self.nat.uplink {

@@ -557,5 +557,6 @@ pub fn port_stats(
         tx_bytes: snap.tx_bytes,
         storm_pauses: snap.storm_pauses,
         drops: snap.drops_by_name(),
+        kernel: None,
     }
 }

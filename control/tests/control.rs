@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use fake::{control, FakeDatapath, FakeProvisioner, Model, StateDir, TestControl};
 use weft_api::{
-    EndpointInfo, ErrorKind, NetworkInfo, PeerInfo, PublishInfo, Request, Response, RouteInfo,
-    ServiceInfo, UplinkInfo,
+    EndpointInfo, ErrorKind, KernelPortStats, NetworkInfo, PeerInfo, PublishInfo, Request,
+    Response, RouteInfo, ServiceInfo, TapCounters, UplinkInfo,
 };
 use weft_control::{AttachSpec, NetworkSpec};
 use weft_packet::MacAddr;
@@ -1260,6 +1260,62 @@ fn stats_list_every_port_including_the_uplink() {
         !stats.switch_drops.contains_key("fdb_full"),
         "zeros are left out"
     );
+    assert_eq!(stats.ports[1].kernel, None, "the uplink has no TAP to read");
+}
+
+#[test]
+fn stats_read_each_taps_kernel_counters_and_say_which_are_unavailable() {
+    let w = World::new("stats-kernel");
+    let mut c = w.control();
+    create(&mut c, net("a", "10.1.0.0/24"));
+    let one = c.attach(attach("a", "ns1")).unwrap();
+    let two = c.attach(attach("a", "ns2")).unwrap();
+    let read = TapCounters {
+        from_endpoint_packets: 1000,
+        from_endpoint_dropped: 24_000,
+        to_endpoint_packets: 990,
+        to_endpoint_dropped: 3,
+    };
+    w.prov
+        .tap_counters
+        .lock()
+        .unwrap()
+        .insert((PathBuf::from(&one.netns), one.ifname.clone()), read);
+    let kernel = |c: &TestControl<'_>, port: u32| {
+        c.stats()
+            .ports
+            .into_iter()
+            .find(|p| p.port == port)
+            .and_then(|p| p.kernel)
+    };
+    assert_eq!(kernel(&c, one.port), Some(KernelPortStats::Counters(read)));
+    assert_eq!(
+        kernel(&c, two.port),
+        Some(KernelPortStats::Counters(TapCounters::default()))
+    );
+    // ns2 is deleted: its port says so until the reaper detaches it, and
+    // `stats` still answers for every other port.
+    w.prov.namespaces.lock().unwrap().remove("ns2");
+    let stats = c.stats();
+    assert_eq!(stats.ports.len(), 2);
+    assert_eq!(
+        kernel(&c, two.port),
+        Some(KernelPortStats::Unavailable(format!(
+            "namespace {} is gone",
+            two.netns
+        )))
+    );
+    assert_eq!(kernel(&c, one.port), Some(KernelPortStats::Counters(read)));
+    // Made again under the same name: another namespace, not the TAP's.
+    w.prov
+        .namespaces
+        .lock()
+        .unwrap()
+        .insert("ns2".into(), (1, 4242));
+    assert!(matches!(
+        kernel(&c, two.port),
+        Some(KernelPortStats::Unavailable(_))
+    ));
 }
 
 // ---- peers ---------------------------------------------------------------------

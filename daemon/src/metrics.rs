@@ -4,7 +4,9 @@
 //! A tiny HTTP/1.1 server on one thread of its own, off the datapath: each
 //! scrape takes the control-plane lock only to copy the list of ports (their
 //! counters are shared atomics, read after the lock is released), reads the
-//! switch's and the DNS service's atomics, and answers with
+//! switch's and the DNS service's atomics, reads the kernel's counters of
+//! each endpoint's TAP (one rtnetlink request per endpoint, made inside its
+//! namespace by a short-lived thread), and answers with
 //! `Connection: close`. Every counter family is written with its `# HELP`
 //! and `# TYPE` lines; drop reasons are written for every reason, zeros
 //! included, so that `rate()` sees a series from its start.
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use weft_api::TapCounters;
 use weft_control::dns::DnsCounters;
 use weft_control::{MetricsSources, PortSource};
 use weft_switch::counters::{DropReason, SwitchCounters};
@@ -130,6 +133,18 @@ pub(crate) fn render(sources: &Sources) -> String {
     out.gauge("weft_networks", "Networks.", networks as u64);
     out.gauge("weft_endpoints", "Attached endpoints.", endpoints as u64);
     port_families(&mut out, &read.ports);
+    // One short rtnetlink request per endpoint, off the control plane's
+    // lock and off the datapath.
+    let kernel: Vec<_> = read
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let tap = p.tap.as_ref()?;
+            let counters = crate::provisioner::tap_counters(&tap.netns, &tap.ifname).ok();
+            Some((p, counters))
+        })
+        .collect();
+    kernel_families(&mut out, &kernel);
     switch_families(&mut out, &sources.switch, sources.conntrack_max);
     peer_families(&mut out, &read.peers);
     dns_families(&mut out, &sources.dns);
@@ -194,6 +209,55 @@ fn port_families(out: &mut Exposition, ports: &[PortSource]) {
                 ],
                 p.counters.drops(reason),
             );
+        }
+    }
+}
+
+/// The kernel's counters of the endpoints' TAPs, by direction; a port
+/// whose counters could not be read this time (its namespace is gone) has
+/// `weft_port_kernel_counters_up` 0 and no other sample.
+fn kernel_families(out: &mut Exposition, ports: &[(&PortSource, Option<TapCounters>)]) {
+    let up = "weft_port_kernel_counters_up";
+    out.family(
+        up,
+        "gauge",
+        "Whether the kernel's counters of the endpoint's TAP could be read (0: its namespace is gone).",
+    );
+    for (p, c) in ports {
+        out.sample(up, &port_labels(p), u64::from(c.is_some()));
+    }
+    type Field = fn(&TapCounters) -> u64;
+    let families: [(&str, &str, Field, Field); 2] = [
+        (
+            "weft_port_kernel_packets_total",
+            "Frames the kernel counted on the endpoint's TAP: from_endpoint, sent by the endpoint and read by weft; to_endpoint, written by weft.",
+            |c| c.from_endpoint_packets,
+            |c| c.to_endpoint_packets,
+        ),
+        (
+            "weft_port_kernel_drops_total",
+            "Frames the kernel dropped at the endpoint's TAP: from_endpoint, sent while tun's queue was full because weft had not read it; to_endpoint, written by weft and dropped by the kernel.",
+            |c| c.from_endpoint_dropped,
+            |c| c.to_endpoint_dropped,
+        ),
+    ];
+    for (name, help, from, to) in families {
+        out.family(name, "counter", help);
+        for (p, c) in ports {
+            let Some(c) = c else { continue };
+            let port = p.port.to_string();
+            for (direction, value) in [("from_endpoint", from(c)), ("to_endpoint", to(c))] {
+                out.sample(
+                    name,
+                    &[
+                        ("network", p.network.as_str()),
+                        ("endpoint", p.endpoint.as_str()),
+                        ("port", port.as_str()),
+                        ("direction", direction),
+                    ],
+                    value,
+                );
+            }
         }
     }
 }
@@ -407,6 +471,41 @@ fn escape_into(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_counters_by_direction_and_ports_without_them() {
+        let port = |n: u32, endpoint: &str| PortSource {
+            network: "front".into(),
+            endpoint: endpoint.into(),
+            port: n,
+            counters: Arc::default(),
+            tap: None,
+        };
+        let (a, b) = (port(1, "a"), port(2, "b"));
+        let read = TapCounters {
+            from_endpoint_packets: 10,
+            from_endpoint_dropped: 3,
+            to_endpoint_packets: 7,
+            to_endpoint_dropped: 1,
+        };
+        let mut out = Exposition::default();
+        kernel_families(&mut out, &[(&a, Some(read)), (&b, None)]);
+        let samples: Vec<&str> = out.text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"weft_port_kernel_counters_up{network="front",endpoint="a",port="1"} 1"#,
+                r#"weft_port_kernel_counters_up{network="front",endpoint="b",port="2"} 0"#,
+                r#"weft_port_kernel_packets_total{network="front",endpoint="a",port="1",direction="from_endpoint"} 10"#,
+                r#"weft_port_kernel_packets_total{network="front",endpoint="a",port="1",direction="to_endpoint"} 7"#,
+                r#"weft_port_kernel_drops_total{network="front",endpoint="a",port="1",direction="from_endpoint"} 3"#,
+                r#"weft_port_kernel_drops_total{network="front",endpoint="a",port="1",direction="to_endpoint"} 1"#,
+            ]
+        );
+        assert!(out
+            .text
+            .contains("# TYPE weft_port_kernel_drops_total counter\n"));
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -8,13 +8,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use weft_api::{ApiError, ErrorKind};
+use weft_api::{ApiError, ErrorKind, TapCounters};
 use weft_control::{Netns, NetnsTarget, Provisioner, SocketUplinkConfig, TapRequest, UplinkDevice};
 use weft_datapath::port::HostListener;
 use weft_datapath::port::{Port, TapPort};
 use weft_datapath::sockets::SocketUplinkPort;
 use weft_datapath::uplink::UplinkPort;
 use weft_hostnet::SocketUplink;
+use weft_os::linkstats::{link_stats_in, LinkStatsError};
 use weft_os::netns::{check_netns, netns_path_for_name, netns_path_for_pid, NetnsError};
 use weft_os::privilege::Privilege;
 use weft_os::provision::{
@@ -155,6 +156,10 @@ impl Provisioner for OsProvisioner {
         })
     }
 
+    fn tap_counters(&self, netns: &Netns, ifname: &str) -> Result<TapCounters, ApiError> {
+        tap_counters(netns, ifname)
+    }
+
     fn bind_vtep(&self, listen: SocketAddrV4) -> Result<VxlanSocket, ApiError> {
         VxlanSocket::bind(listen, VTEP_SEND_SOCKETS).map_err(|e| {
             ApiError::new(
@@ -193,6 +198,37 @@ impl Provisioner for OsProvisioner {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::remove_dir(dir);
             }
+        }
+    }
+}
+
+/// The kernel's counters of TAP `ifname` in `netns`, named by direction:
+/// for `weft stats` (through [`Provisioner::tap_counters`]) and for the
+/// metrics exporter, which reads them off the control plane's lock.
+pub(crate) fn tap_counters(netns: &Netns, ifname: &str) -> Result<TapCounters, ApiError> {
+    if needs_helper() {
+        return Err(ApiError::new(
+            ErrorKind::System,
+            "this daemon cannot enter namespaces (it runs without CAP_SYS_ADMIN over the host), so it cannot read its TAPs' kernel counters: `ip -s link show` inside the namespace shows them",
+        ));
+    }
+    match link_stats_in(&netns.path, Some(netns.id), ifname) {
+        Ok(s) => Ok(TapCounters {
+            // The TAP's own view: it transmits what the endpoint sends (to
+            // weft) and receives what weft writes (to the endpoint).
+            from_endpoint_packets: s.tx_packets,
+            from_endpoint_dropped: s.tx_dropped,
+            to_endpoint_packets: s.rx_packets,
+            to_endpoint_dropped: s.rx_dropped,
+        }),
+        Err(e) => {
+            let kind = match e {
+                LinkStatsError::NamespaceGone { .. }
+                | LinkStatsError::NamespaceReplaced { .. }
+                | LinkStatsError::NoLink { .. } => ErrorKind::NotFound,
+                _ => ErrorKind::System,
+            };
+            Err(ApiError::new(kind, weft_os::error_chain(&e)))
         }
     }
 }

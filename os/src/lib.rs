@@ -8,6 +8,8 @@
 //!   virtio-net header for checksum/segmentation offloads ([`VirtioNetHdr`]).
 //! - [`netlink`]: a minimal synchronous rtnetlink client ([`Netlink`]) for
 //!   link, address and route configuration.
+//! - [`linkstats`]: a link's packet and drop counters read inside another
+//!   namespace ([`linkstats::link_stats_in`]), for `weft stats`.
 //! - [`netns`]: running a closure inside another network namespace on a
 //!   dedicated thread ([`run_in_netns`]).
 //! - [`packet`]: `AF_PACKET` sockets bound to an interface, for uplinks
@@ -36,6 +38,7 @@ pub mod affinity;
 mod cmsg;
 pub mod ethtool;
 pub mod hostsock;
+pub mod linkstats;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
@@ -46,7 +49,7 @@ pub mod tap;
 pub mod udp;
 pub mod userns;
 
-pub use netlink::{Netlink, NetlinkError};
+pub use netlink::{LinkStats, Netlink, NetlinkError};
 pub use netns::{check_netns, netns_path_for_name, netns_path_for_pid, run_in_netns, NetnsError};
 pub use tap::{Tap, TapError, TapOptions, VirtioNetHdr};
 

@@ -5,7 +5,8 @@
 //! [`run_in_netns`](crate::netns::run_in_netns) to configure another
 //! namespace). It implements only what weft needs to set up a TAP port: look
 //! up a link by name, set its MAC address, MTU and up state, add an IPv4
-//! address and an IPv4 default route, and delete a link.
+//! address and an IPv4 default route, and delete a link; and to watch one:
+//! read a link's packet and drop counters ([`LinkStats`]).
 //!
 //! Messages are built and parsed with `netlink-packet-route` (on
 //! `netlink-packet-core`) and sent over a plain blocking `netlink-sys`
@@ -145,6 +146,49 @@ fn getlink_by_name(name: &str) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
     RouteNetlinkMessage::GetLink(msg)
+}
+
+/// A link's packet and drop counters as the kernel keeps them
+/// (`IFLA_STATS64`, the `struct rtnl_link_stats64` of `ip -s link`), from
+/// the link's own point of view: `rx` is what the kernel took in through it,
+/// `tx` what it sent out through it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+impl LinkStats {
+    /// The counters of an `RTM_NEWLINK` message: its 64-bit statistics, or
+    /// the 32-bit ones of a kernel that sends only those; `None` when it
+    /// carries neither.
+    fn of_link(link: &LinkMessage) -> Option<LinkStats> {
+        let mut found = None;
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::Stats64(s) => {
+                    return Some(LinkStats {
+                        rx_packets: s.rx_packets,
+                        rx_dropped: s.rx_dropped,
+                        tx_packets: s.tx_packets,
+                        tx_dropped: s.tx_dropped,
+                    })
+                }
+                LinkAttribute::Stats(s) => {
+                    found = Some(LinkStats {
+                        rx_packets: s.rx_packets.into(),
+                        rx_dropped: s.rx_dropped.into(),
+                        tx_packets: s.tx_packets.into(),
+                        tx_dropped: s.tx_dropped.into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        found
+    }
 }
 
 /// `RTM_NEWLINK` changing interface `index` (no attributes yet).
@@ -446,6 +490,39 @@ impl Netlink {
         })
     }
 
+    /// The packet and drop counters of the interface called `name`, or
+    /// `None` if there is none. One `RTM_GETLINK`: the kernel sums its
+    /// per-CPU counters when asked, so reading them costs the link nothing.
+    pub fn link_stats(&mut self, name: &str) -> Result<Option<LinkStats>, NetlinkError> {
+        const OP: &str = "read the counters of interface";
+        validate_ifname(name).map_err(|reason| NetlinkError::InvalidArgument {
+            op: OP,
+            reason: format!("interface name {name:?}: {reason}"),
+        })?;
+        let target = || format!("interface {name:?}");
+        let replies = match self.request(OP, target, getlink_by_name(name), 0) {
+            Ok(r) => r,
+            Err(e) if e.kernel_errno() == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for reply in replies {
+            if let RouteNetlinkMessage::NewLink(link) = reply {
+                return LinkStats::of_link(&link).map(Some).ok_or_else(|| {
+                    NetlinkError::Malformed {
+                        op: OP,
+                        target: target(),
+                        reason: "the link has no IFLA_STATS64 or IFLA_STATS",
+                    }
+                });
+            }
+        }
+        Err(NetlinkError::Malformed {
+            op: OP,
+            target: target(),
+            reason: "no RTM_NEWLINK in the reply",
+        })
+    }
+
     /// Sets the MAC address of interface `index`.
     pub fn set_link_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let mut msg = link_change(index);
@@ -653,6 +730,33 @@ mod tests {
         assert_eq!(rt[16 + 5], libc::RTPROT_STATIC);
         assert_eq!(rt[16 + 6], libc::RT_SCOPE_UNIVERSE);
         assert_eq!(rt[16 + 7], libc::RTN_UNICAST);
+    }
+
+    #[test]
+    fn link_counters_prefer_the_64_bit_statistics() {
+        use netlink_packet_route::link::{Stats, Stats64};
+        let mut link = LinkMessage::default();
+        assert_eq!(LinkStats::of_link(&link), None);
+        let mut s = Stats::default();
+        (s.rx_packets, s.rx_dropped, s.tx_packets, s.tx_dropped) = (1, 2, 3, 4);
+        link.attributes.push(LinkAttribute::Stats(s));
+        let narrow = LinkStats {
+            rx_packets: 1,
+            rx_dropped: 2,
+            tx_packets: 3,
+            tx_dropped: 4,
+        };
+        assert_eq!(LinkStats::of_link(&link), Some(narrow));
+        let mut s = Stats64::default();
+        (s.rx_packets, s.rx_dropped, s.tx_packets, s.tx_dropped) = (1 << 40, 20, 30, 40);
+        link.attributes.push(LinkAttribute::Stats64(s));
+        let wide = LinkStats {
+            rx_packets: 1 << 40,
+            rx_dropped: 20,
+            tx_packets: 30,
+            tx_dropped: 40,
+        };
+        assert_eq!(LinkStats::of_link(&link), Some(wide));
     }
 
     #[test]

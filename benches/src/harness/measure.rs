@@ -72,7 +72,11 @@ impl Test {
                 Metric::Tcp4CpuPerGbit,
                 Metric::Tcp4SwitchCpuPerGbit,
             ],
-            Test::Udp64 => &[Metric::Udp64IfacePps, Metric::Udp64AppPps],
+            Test::Udp64 => &[
+                Metric::Udp64IfacePps,
+                Metric::Udp64AppPps,
+                Metric::Udp64SocketDropPps,
+            ],
             Test::Rr => &[
                 Metric::RrPinnedAvg,
                 Metric::RrPinnedP50,
@@ -99,6 +103,9 @@ pub enum Metric {
     Tcp4SwitchCpuPerGbit,
     Udp64IfacePps,
     Udp64AppPps,
+    /// Datagrams the server's socket dropped with its receive buffer full
+    /// (`UdpRcvbufErrors`): delivered by the switch, never read.
+    Udp64SocketDropPps,
     RrPinnedAvg,
     RrPinnedP50,
     RrPinnedP99,
@@ -122,6 +129,7 @@ impl Metric {
             Metric::Tcp4SwitchCpuPerGbit => "tcp4_switch_cpu_per_gbit",
             Metric::Udp64IfacePps => "udp64",
             Metric::Udp64AppPps => "udp64_app",
+            Metric::Udp64SocketDropPps => "udp64_socket_drops",
             Metric::RrPinnedAvg => "rr_pinned_avg",
             Metric::RrPinnedP50 => "rr_pinned_p50",
             Metric::RrPinnedP99 => "rr_pinned_p99",
@@ -145,6 +153,7 @@ impl Metric {
             Metric::Tcp4SwitchCpuPerGbit => "TCP 4 streams, switch CPU",
             Metric::Udp64IfacePps => "UDP 64 B, into server iface",
             Metric::Udp64AppPps => "UDP 64 B, read by server app",
+            Metric::Udp64SocketDropPps => "UDP 64 B, dropped at server socket",
             Metric::RrPinnedAvg => "UDP RTT pinned, avg",
             Metric::RrPinnedP50 => "UDP RTT pinned, p50",
             Metric::RrPinnedP99 => "UDP RTT pinned, p99",
@@ -164,7 +173,7 @@ impl Metric {
             | Metric::Tcp1SwitchCpuPerGbit
             | Metric::Tcp4CpuPerGbit
             | Metric::Tcp4SwitchCpuPerGbit => "CPU s/Gbit",
-            Metric::Udp64IfacePps | Metric::Udp64AppPps => "kpps",
+            Metric::Udp64IfacePps | Metric::Udp64AppPps | Metric::Udp64SocketDropPps => "kpps",
             _ => "µs",
         }
     }
@@ -369,10 +378,12 @@ pub fn run_test(
         Test::Udp64 => {
             on_run(test.name());
             let rx_before = rx_packets(topo)?;
+            let rcvbuf_before = udp_rcvbuf_errors(topo)?;
             let before = sample(&topo.switch_pids);
             let json = iperf(topo, secs, &["-u", "-b", "0", "-l", UDP64_PAYLOAD])?;
             let cpu = cpu_between(&before, &sample(&topo.switch_pids));
             let rx_after = rx_packets(topo)?;
+            let rcvbuf_after = udp_rcvbuf_errors(topo)?;
             let sum = json
                 .pointer("/end/sum")
                 .context("iperf3's JSON has no end.sum")?;
@@ -388,10 +399,12 @@ pub fn run_test(
                 .unwrap_or(0.0);
             let iface_pps = rx_after.saturating_sub(rx_before) as f64 / seconds;
             let app_pps = (packets - lost).max(0.0) / seconds;
+            let socket_drop_pps = rcvbuf_after.saturating_sub(rcvbuf_before) as f64 / seconds;
             Ok(TestResult {
                 values: vec![
                     (Metric::Udp64IfacePps, iface_pps / 1e3),
                     (Metric::Udp64AppPps, app_pps / 1e3),
+                    (Metric::Udp64SocketDropPps, socket_drop_pps / 1e3),
                 ],
                 cpu,
             })
@@ -501,6 +514,26 @@ fn rx_packets(topo: &Topology) -> Result<u64> {
     json.pointer("/0/stats64/rx/packets")
         .and_then(Value::as_u64)
         .context("`ip -s -j link` shows no stats64.rx.packets")
+}
+
+/// `UdpRcvbufErrors` in the server's namespace: datagrams its UDP sockets
+/// dropped because their receive buffer was full.
+fn udp_rcvbuf_errors(topo: &Topology) -> Result<u64> {
+    let out = sys::run(&in_ns(&topo.server_ns, &["cat", "/proc/net/snmp"]))?;
+    parse_udp_rcvbuf_errors(&out)
+        .context("/proc/net/snmp in the server's namespace has no Udp: RcvbufErrors")
+}
+
+/// `RcvbufErrors` of the `Udp:` lines of `/proc/net/snmp` (a line of names,
+/// then a line of values).
+fn parse_udp_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp
+        .lines()
+        .filter_map(|l| l.strip_prefix("Udp:"))
+        .map(str::split_whitespace);
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.into_iter().position(|n| n == "RcvbufErrors")?;
+    values.into_iter().nth(i)?.parse().ok()
 }
 
 /// Round-trip times in microseconds.
@@ -734,6 +767,21 @@ mod tests {
         let half = SOCKPERF.replace("avg-rtt", "avg-latency");
         assert_eq!(parse_sockperf(&half).unwrap().p50, 14.44);
         assert!(parse_sockperf("nothing").is_err());
+    }
+
+    #[test]
+    fn udp_receive_buffer_errors_are_found_by_name() {
+        let snmp = "Icmp: InMsgs InErrors\n\
+            Icmp: 3 0\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+            Udp: 1029 2 986 1040 984 0 2 0 0\n\
+            UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+            UdpLite: 0 0 0 0 7 0 0 0 0\n";
+        assert_eq!(parse_udp_rcvbuf_errors(snmp), Some(984));
+        assert_eq!(parse_udp_rcvbuf_errors("Udp: InDatagrams\nUdp: 5\n"), None);
+        assert_eq!(parse_udp_rcvbuf_errors("Udp: RcvbufErrors\n"), None);
+        assert_eq!(parse_udp_rcvbuf_errors("Udp: RcvbufErrors\nUdp: x\n"), None);
+        assert_eq!(parse_udp_rcvbuf_errors(""), None);
     }
 
     #[test]

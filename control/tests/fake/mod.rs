@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weft_api::{ApiError, ErrorKind};
+use weft_api::{ApiError, ErrorKind, TapCounters};
 use weft_control::dns::NameTables;
 use weft_control::{
     Control, Datapath, Netns, NetnsTarget, Provisioner, StateFile, TapRequest, UplinkDevice,
@@ -394,6 +394,9 @@ pub struct FakeProvisioner {
     pub resolv_confs: Mutex<BTreeSet<PathBuf>>,
     pub fail_tap: AtomicU32,
     pub fail_vtep: AtomicU32,
+    /// The kernel's counters of TAPs, by namespace path and name (a TAP
+    /// made and not listed here has all zeros).
+    pub tap_counters: Mutex<BTreeMap<(PathBuf, String), TapCounters>>,
 }
 
 impl FakeProvisioner {
@@ -466,6 +469,33 @@ impl Provisioner for &FakeProvisioner {
             .unwrap()
             .get(netns)
             .is_some_and(|l| l.contains(ifname)))
+    }
+
+    fn tap_counters(&self, netns: &Netns, ifname: &str) -> Result<TapCounters, ApiError> {
+        if self.path_netns(&netns.path) != Some(netns.id) {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("namespace {} is gone", netns.path.display()),
+            ));
+        }
+        let key = (netns.path.clone(), ifname.to_string());
+        if let Some(c) = self.tap_counters.lock().unwrap().get(&key) {
+            return Ok(*c);
+        }
+        let made = self
+            .taps
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(path, tap)| *path == netns.path && tap.ifname == ifname);
+        if made {
+            Ok(TapCounters::default())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no interface {ifname}"),
+            ))
+        }
     }
 
     fn create_tap(&self, netns: &Path, tap: &TapRequest) -> Result<Box<dyn Port>, ApiError> {
