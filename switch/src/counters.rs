@@ -231,6 +231,11 @@ pub struct SwitchCounters {
     pub vxlan_unknown_vni: AtomicU64,
     /// VXLAN datagrams from an address that is not a peer.
     pub vxlan_unknown_peer: AtomicU64,
+    /// VXLAN datagrams received with remote checksum offload (their inner
+    /// checksum left partial, draft-herbert-vxlan-rco).
+    pub vxlan_rco_rx: AtomicU64,
+    /// VXLAN datagrams sent with remote checksum offload.
+    pub vxlan_rco_tx: AtomicU64,
     /// New flows refused because the connection-tracking table was full.
     pub conntrack_full: AtomicU64,
     /// Unconfirmed flows evicted early to make room for new ones.

@@ -14,12 +14,17 @@
 //!   kernel's `tcp_gso_segment` would, into one caller-owned buffer laid out
 //!   for a single UDP GSO `sendmsg` (every record but the last has the same
 //!   length, with room in front of each for a tunnel header);
+//! * [`segment_partial`] cuts it the same way but leaves every TCP
+//!   checksum partial, for a peer that takes VXLAN remote checksum offload
+//!   (draft-herbert-vxlan-rco): the receiver completes it, or needs none;
 //! * [`complete_csum`] completes a partial checksum (the
 //!   `skb_checksum_help` of the kernel);
 //! * [`Coalescer`] does the reverse on the receiving host (like GRO):
 //!   consecutive in-order segments of a flow are merged back into one
 //!   super-frame, handed to the TAP with a virtio-net header that lets the
-//!   kernel take it as one packet.
+//!   kernel take it as one packet ([`Coalescer::push_partial`] merges
+//!   segments that arrived with remote checksum offload without summing
+//!   them).
 //!
 //! # Header fields touched
 //!
@@ -294,6 +299,59 @@ pub fn segment(
     prefix_len: usize,
     out: &mut [u8],
 ) -> Result<Segmented, OffloadError> {
+    cut(frame, offload, prefix_len, out, Sums::Full).map(|(s, _)| s)
+}
+
+/// Where the partial checksum of every record [`segment_partial`] wrote
+/// lies, from the start of the record's frame (virtio's `csum_start` and
+/// `csum_offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialCsum {
+    /// Start of the checksummed part (the TCP header of a segment).
+    pub csum_start: u16,
+    /// Offset of the checksum field from `csum_start`.
+    pub csum_offset: u16,
+}
+
+/// Like [`segment`], but leaves every checksum partial, for a receiver that
+/// completes it or needs none (remote checksum offload,
+/// draft-herbert-vxlan-rco): the payload is copied without being summed
+/// and each TCP checksum field holds the uncomplemented pseudo-header sum
+/// of its segment (what Linux keeps in a `CHECKSUM_PARTIAL` segment). The
+/// IPv4 header checksums are still complete. Every other byte is what
+/// [`segment`] writes.
+///
+/// A frame without GSO must say `NEEDS_CSUM` (otherwise there is nothing
+/// partial to leave) and is copied as it is. Returns where the checksum of
+/// each record lies.
+pub fn segment_partial(
+    frame: &[u8],
+    offload: &Offload,
+    prefix_len: usize,
+    out: &mut [u8],
+) -> Result<(Segmented, PartialCsum), OffloadError> {
+    if !is_gso(offload) && !needs_csum(offload) {
+        return Err(OffloadError::Malformed(
+            "a frame without GSO or NEEDS_CSUM has no partial checksum",
+        ));
+    }
+    cut(frame, offload, prefix_len, out, Sums::Partial)
+}
+
+/// Whether [`cut`] completes the TCP checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sums {
+    Full,
+    Partial,
+}
+
+fn cut(
+    frame: &[u8],
+    offload: &Offload,
+    prefix_len: usize,
+    out: &mut [u8],
+    sums: Sums,
+) -> Result<(Segmented, PartialCsum), OffloadError> {
     if !is_gso(offload) {
         let needed = prefix_len.saturating_add(frame.len());
         let available = out.len();
@@ -301,12 +359,20 @@ pub fn segment(
             .get_mut(prefix_len..needed)
             .ok_or(OffloadError::OutTooSmall { needed, available })?;
         dst.copy_from_slice(frame);
-        complete_csum(dst, offload)?;
-        return Ok(Segmented {
+        let csum = PartialCsum {
+            csum_start: offload.csum_start,
+            csum_offset: offload.csum_offset,
+        };
+        match sums {
+            Sums::Full => complete_csum(dst, offload)?,
+            Sums::Partial => check_csum_offsets(dst, offload)?,
+        }
+        let seg = Segmented {
             count: 1,
             stride: needed,
             total_len: needed,
-        });
+        };
+        return Ok((seg, csum));
     }
 
     let gso_type = offload.gso_type & !VIRTIO_NET_HDR_GSO_ECN;
@@ -364,7 +430,13 @@ pub fn segment(
         seg[..hdr_len].copy_from_slice(&frame[..hdr_len]);
         // The payload's sum is taken as it is copied; the TCP header is
         // even-sized, so the two partial sums combine.
-        let payload_sum = copy_and_sum(0, &mut seg[hdr_len..], chunk);
+        let payload_sum = match sums {
+            Sums::Full => copy_and_sum(0, &mut seg[hdr_len..], chunk),
+            Sums::Partial => {
+                seg[hdr_len..].copy_from_slice(chunk);
+                0
+            }
+        };
 
         let l3 = h.l3;
         if h.v6 {
@@ -391,15 +463,36 @@ pub fn segment(
         write_u16(seg, l4 + tcp::CHECKSUM, 0);
         let tcp_len = tcp_hdr_len + chunk.len();
         let pseudo = pseudo_header_sum(seg, &h, tcp_len);
-        let c = !fold(sum(pseudo, &seg[l4..hdr_len]) + payload_sum);
+        let c = match sums {
+            Sums::Full => !fold(sum(pseudo, &seg[l4..hdr_len]) + payload_sum),
+            Sums::Partial => fold(pseudo),
+        };
         write_u16(seg, l4 + tcp::CHECKSUM, c);
     }
 
-    Ok(Segmented {
+    let seg = Segmented {
         count,
         stride: if count == 1 { total_len } else { stride },
         total_len,
-    })
+    };
+    let csum = PartialCsum {
+        csum_start: h.l4 as u16,
+        csum_offset: TCP_CSUM_OFFSET,
+    };
+    Ok((seg, csum))
+}
+
+/// Checks that the checksum field `offload` points at lies inside `frame`.
+fn check_csum_offsets(frame: &[u8], offload: &Offload) -> Result<(), OffloadError> {
+    let field = usize::from(offload.csum_start) + usize::from(offload.csum_offset);
+    if field + 2 > frame.len() {
+        return Err(OffloadError::BadCsumOffsets {
+            csum_start: offload.csum_start,
+            csum_offset: offload.csum_offset,
+            frame_len: frame.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Completes the partial checksum of `frame` if `offload` has
@@ -415,15 +508,9 @@ pub fn complete_csum(frame: &mut [u8], offload: &Offload) -> Result<(), OffloadE
     if !needs_csum(offload) {
         return Ok(());
     }
+    check_csum_offsets(frame, offload)?;
     let start = usize::from(offload.csum_start);
     let field = start + usize::from(offload.csum_offset);
-    if field + 2 > frame.len() {
-        return Err(OffloadError::BadCsumOffsets {
-            csum_start: offload.csum_start,
-            csum_offset: offload.csum_offset,
-            frame_len: frame.len(),
-        });
-    }
     let c = match checksum(&frame[start..]) {
         0 => 0xffff,
         c => c,
@@ -585,7 +672,32 @@ impl Coalescer {
     /// can be handled: the flow's pending one when the frame does not
     /// continue it (or is not coalescable), or the oldest pending one when
     /// a new flow needs a slot and none is free.
-    pub fn push<F: FnMut(&mut [u8], &Offload)>(&mut self, frame: &[u8], mut emit: F) -> Push {
+    pub fn push<F: FnMut(&mut [u8], &Offload)>(&mut self, frame: &[u8], emit: F) -> Push {
+        self.push_with(frame, None, emit)
+    }
+
+    /// Takes one received segment whose TCP checksum was left partial at
+    /// `csum` (remote checksum offload: the field holds the pseudo-header
+    /// sum and the outer UDP checksum covered the data). It is merged
+    /// under the same rules as [`push`](Self::push) without its checksum
+    /// being summed, since the super-frame leaves with `NEEDS_CSUM` anyway.
+    /// A checksum anywhere but the segment's TCP checksum field makes it
+    /// [`Push::NotCoalescable`].
+    pub fn push_partial<F: FnMut(&mut [u8], &Offload)>(
+        &mut self,
+        frame: &[u8],
+        csum: PartialCsum,
+        emit: F,
+    ) -> Push {
+        self.push_with(frame, Some(csum), emit)
+    }
+
+    fn push_with<F: FnMut(&mut [u8], &Offload)>(
+        &mut self,
+        frame: &[u8],
+        partial: Option<PartialCsum>,
+        mut emit: F,
+    ) -> Push {
         let Ok(h) = parse_tcp(frame) else {
             return Push::NotCoalescable;
         };
@@ -595,15 +707,21 @@ impl Coalescer {
             .iter()
             .position(|s| s.flow.is_some_and(|f| f.key == key));
 
-        let Some(psh) = coalescable(frame, &h) else {
-            if let Some(i) = existing {
-                self.slots[i].emit(&mut emit);
+        let at_tcp =
+            |c: PartialCsum| usize::from(c.csum_start) == h.l4 && c.csum_offset == TCP_CSUM_OFFSET;
+        let verify = partial.is_none();
+        let psh = match coalescable(frame, &h) {
+            Some(psh) if partial.is_none_or(at_tcp) => psh,
+            _ => {
+                if let Some(i) = existing {
+                    self.slots[i].emit(&mut emit);
+                }
+                return Push::NotCoalescable;
             }
-            return Push::NotCoalescable;
         };
 
         let i = match existing {
-            Some(i) => match self.slots[i].try_append(frame, &h, psh) {
+            Some(i) => match self.slots[i].try_append(frame, &h, psh, verify) {
                 Append::Appended => return Push::Merged,
                 Append::BadChecksum => {
                     // Leave it to the receiving stack to drop, after the
@@ -634,7 +752,7 @@ impl Coalescer {
             },
         };
         self.clock += 1;
-        if !self.slots[i].start(frame, &h, key, psh, self.clock) {
+        if !self.slots[i].start(frame, &h, key, psh, self.clock, verify) {
             return Push::NotCoalescable;
         }
         Push::Pending
@@ -680,13 +798,25 @@ enum Append {
 
 impl Slot {
     /// Starts a super-frame with `frame`; false (and the slot stays free)
-    /// when its TCP checksum does not verify.
-    fn start(&mut self, frame: &[u8], h: &TcpFrame, key: FlowKey, psh: bool, now: u64) -> bool {
+    /// when its TCP checksum is to be verified and does not.
+    fn start(
+        &mut self,
+        frame: &[u8],
+        h: &TcpFrame,
+        key: FlowKey,
+        psh: bool,
+        now: u64,
+        verify: bool,
+    ) -> bool {
         self.buf[..h.l4].copy_from_slice(&frame[..h.l4]);
-        let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
-        let total = copy_and_sum(pseudo, &mut self.buf[h.l4..h.end], &frame[h.l4..h.end]);
-        if fold(total) != 0xffff {
-            return false;
+        if verify {
+            let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
+            let total = copy_and_sum(pseudo, &mut self.buf[h.l4..h.end], &frame[h.l4..h.end]);
+            if fold(total) != 0xffff {
+                return false;
+            }
+        } else {
+            self.buf[h.l4..h.end].copy_from_slice(&frame[h.l4..h.end]);
         }
         let gso_size = h.end - h.payload;
         self.flow = Some(Flow {
@@ -702,8 +832,8 @@ impl Slot {
     }
 
     /// Appends the segment if it continues the pending super-frame and its
-    /// TCP checksum verifies.
-    fn try_append(&mut self, frame: &[u8], h: &TcpFrame, psh: bool) -> Append {
+    /// TCP checksum verifies (or is not to be verified).
+    fn try_append(&mut self, frame: &[u8], h: &TcpFrame, psh: bool, verify: bool) -> Append {
         let Some(f) = self.flow.as_mut() else {
             return Append::NoFit;
         };
@@ -736,14 +866,16 @@ impl Slot {
         }
         // Copy the payload past the pending end and verify as it goes; only
         // a good segment moves the end, so a bad one leaves no trace.
-        let payload_sum = copy_and_sum(
-            0,
-            &mut self.buf[f.h.end..f.h.end + plen],
-            &frame[h.payload..h.end],
-        );
-        let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
-        if fold(sum(pseudo, &frame[h.l4..h.payload]) + payload_sum) != 0xffff {
-            return Append::BadChecksum;
+        let dst = &mut self.buf[f.h.end..f.h.end + plen];
+        let src = &frame[h.payload..h.end];
+        if !verify {
+            dst.copy_from_slice(src);
+        } else {
+            let payload_sum = copy_and_sum(0, dst, src);
+            let pseudo = pseudo_header_sum(frame, h, h.end - h.l4);
+            if fold(sum(pseudo, &frame[h.l4..h.payload]) + payload_sum) != 0xffff {
+                return Append::BadChecksum;
+            }
         }
         f.h.end += plen;
         f.next_seq = f.next_seq.wrapping_add(plen as u32);

@@ -12,7 +12,9 @@ use weft_os::tap::{
     VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
 };
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::offload::{complete_csum, segment, Coalescer, OffloadError, Push, Segmented};
+use weft_switch::offload::{
+    complete_csum, segment, segment_partial, Coalescer, OffloadError, PartialCsum, Push, Segmented,
+};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -1212,4 +1214,187 @@ fn assert_same_frame_at(got: &[u8], want: &[u8], l4: usize) {
     let g = u16::from_be_bytes([got[l4 + 16], got[l4 + 17]]);
     let w = u16::from_be_bytes([want[l4 + 16], want[l4 + 17]]);
     assert!(g == w || (w == 0 && g == 0xffff));
+}
+
+// Remote checksum offload (draft-herbert-vxlan-rco): segments that leave
+// their TCP checksum partial, and merging such segments without summing.
+
+/// The folded pseudo-header sum of every segment, read from the field.
+fn csum_field(frame: &[u8]) -> u16 {
+    let (_, l4, _) = offsets(frame);
+    u16::from_be_bytes([frame[l4 + 16], frame[l4 + 17]])
+}
+
+/// `segment_partial` writes what `segment` writes, byte for byte, but for
+/// each TCP checksum field, which holds the segment's pseudo-header sum;
+/// completing it gives `segment`'s checksum.
+#[test]
+fn partial_segments_differ_only_in_the_tcp_checksum() {
+    for v6 in [false, true] {
+        for (len, mss) in [(10_000, 1448), (45 * 1448, 1448), (100, 1448), (2896, 1448)] {
+            let spec = Spec {
+                v6,
+                psh: true,
+                ..Spec::v4()
+            };
+            let (frame, offload) = gso(build(spec, &pattern(len)), mss);
+            let (full, s) = do_segment(&frame, &offload);
+            let mut out = vec![SENTINEL; full.len()];
+            let (p, csum) = segment_partial(&frame, &offload, PREFIX, &mut out).unwrap();
+            assert_eq!(p, s, "the same records");
+            let (_, l4, _) = offsets(&frame);
+            assert_eq!(
+                csum,
+                PartialCsum {
+                    csum_start: l4 as u16,
+                    csum_offset: 16
+                }
+            );
+            for (got, want) in frames(&out, &p).into_iter().zip(frames(&full, &s)) {
+                assert_eq!(got[..l4 + 16], want[..l4 + 16]);
+                assert_eq!(got[l4 + 18..], want[l4 + 18..]);
+                assert_eq!(csum_field(got), pseudo_sum(got), "the pseudo-header sum");
+                let mut done = got.to_vec();
+                let o = Offload {
+                    flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                    csum_start: csum.csum_start,
+                    csum_offset: csum.csum_offset,
+                    ..NO_OFFLOAD
+                };
+                complete_csum(&mut done, &o).unwrap();
+                assert_same_frame_at(&done, want, l4);
+            }
+            // The prefixes are left alone, as segment leaves them.
+            for r in p.records() {
+                assert!(out[r.start..r.start + PREFIX]
+                    .iter()
+                    .all(|&b| b == SENTINEL));
+            }
+        }
+    }
+}
+
+#[test]
+fn partial_frame_without_gso_is_copied_as_it_is() {
+    let (frame, gso_offload) = gso(build(Spec::v4(), &pattern(300)), 1448);
+    let offload = Offload {
+        gso_type: VIRTIO_NET_HDR_GSO_NONE,
+        gso_size: 0,
+        ..gso_offload
+    };
+    let mut out = vec![SENTINEL; PREFIX + frame.len()];
+    let (s, csum) = segment_partial(&frame, &offload, PREFIX, &mut out).unwrap();
+    assert_eq!(s.count, 1);
+    assert_eq!(&out[PREFIX..], &frame[..]);
+    assert_eq!((csum.csum_start, csum.csum_offset), (34, 16));
+    // Nothing partial to leave, or a field outside the frame: refused.
+    assert!(segment_partial(&frame, &NO_OFFLOAD, PREFIX, &mut out).is_err());
+    let far = Offload {
+        csum_start: frame.len() as u16,
+        ..offload
+    };
+    assert!(matches!(
+        segment_partial(&frame, &far, PREFIX, &mut out),
+        Err(OffloadError::BadCsumOffsets { .. })
+    ));
+}
+
+/// Partial segments merge into the super-frame full ones merge into, and
+/// their payload is not summed (the outer UDP checksum covered it).
+#[test]
+fn partial_segments_coalesce_without_sums() {
+    for v6 in [false, true] {
+        let spec = Spec {
+            v6,
+            psh: true,
+            ..Spec::v4()
+        };
+        let payload = pattern(10_000);
+        let (frame, offload) = gso(build(spec, &payload), 1448);
+        let (full, s) = do_segment(&frame, &offload);
+        let mut out = vec![SENTINEL; full.len()];
+        let (_, csum) = segment_partial(&frame, &offload, PREFIX, &mut out).unwrap();
+
+        let want = coalesce(&mut Coalescer::new(4), &frames(&full, &s)).1;
+        let mut c = Coalescer::new(4);
+        let mut got = Vec::new();
+        for seg in frames(&out, &s) {
+            let r = c.push_partial(seg, csum, |f: &mut [u8], o: &Offload| {
+                got.push((f.to_vec(), *o))
+            });
+            assert_ne!(r, Push::NotCoalescable);
+        }
+        c.flush(|f: &mut [u8], o: &Offload| got.push((f.to_vec(), *o)));
+        assert_eq!(got, want, "the same super-frame and header");
+
+        // A flipped payload byte in a partial segment is not caught here
+        // (nothing is summed); in a full one it is.
+        let mut bad = frames(&full, &s)[1].to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let first = frames(&full, &s)[0];
+        let mut c = Coalescer::new(4);
+        c.push(first, |_: &mut [u8], _: &Offload| {});
+        assert_eq!(
+            c.push(&bad, |_: &mut [u8], _: &Offload| {}),
+            Push::NotCoalescable
+        );
+        let mut c = Coalescer::new(4);
+        c.push_partial(frames(&out, &s)[0], csum, |_: &mut [u8], _: &Offload| {});
+        let mut bad = frames(&out, &s)[1].to_vec();
+        bad[last] ^= 1;
+        assert_eq!(
+            c.push_partial(&bad, csum, |_: &mut [u8], _: &Offload| {}),
+            Push::Merged
+        );
+    }
+}
+
+/// The segments of `payload` cut at `mss`, built one by one (consecutive
+/// sequence numbers and IP IDs, PSH on the last if `spec.psh`).
+fn run_segments(spec: Spec, payload: &[u8], mss: usize) -> Vec<Vec<u8>> {
+    let n = payload.chunks(mss).count();
+    payload
+        .chunks(mss)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let s = Spec {
+                seq: spec.seq.wrapping_add((k * mss) as u32),
+                ip_id: spec.ip_id.wrapping_add(k as u16),
+                psh: spec.psh && k == n - 1,
+                ..spec
+            };
+            build(s, chunk)
+        })
+        .collect()
+}
+
+/// A partial checksum anywhere but the TCP checksum field is not merged,
+/// and flushes what its flow had pending first.
+#[test]
+fn partial_checksum_elsewhere_is_not_coalesced() {
+    let segs = run_segments(Spec::v4(), &pattern(4000), 1448);
+    let (_, l4, _) = offsets(&segs[0]);
+    for wrong in [
+        PartialCsum {
+            csum_start: l4 as u16 + 2,
+            csum_offset: 16,
+        },
+        PartialCsum {
+            csum_start: l4 as u16,
+            csum_offset: 6,
+        },
+    ] {
+        let mut c = Coalescer::new(4);
+        let mut emitted = 0;
+        let ok = PartialCsum {
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        c.push_partial(&segs[0], ok, |_: &mut [u8], _: &Offload| emitted += 1);
+        let r = c.push_partial(&segs[1], wrong, |_: &mut [u8], _: &Offload| emitted += 1);
+        assert_eq!(r, Push::NotCoalescable);
+        assert_eq!(emitted, 1, "the pending super-frame left first");
+        assert_eq!(c.pending(), 0);
+    }
 }

@@ -6,6 +6,7 @@
 //! VXLAN header that holds a 24-bit VXLAN Network Identifier ([`Vni`]).
 //!
 //! - [`header`]: a zero-copy view of the VXLAN header ([`VxlanHeader`]).
+//! - [`rco`]: the remote checksum offload field (draft-herbert-vxlan-rco).
 //! - [`decapsulate`]: validates a received UDP payload and splits it into
 //!   the VNI and the inner Ethernet frame.
 //! - [`inner_flow_hash`] and [`udp_source_port`]: pick the outer UDP source
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod header;
+pub mod rco;
 
 pub use header::{Truncated, VxlanHeader, FLAG_VNI, HEADER_LEN};
 
