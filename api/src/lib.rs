@@ -115,6 +115,12 @@ pub enum Request {
     /// Adds a remote VTEP: `IP` or `IP:PORT` (default port 4789).
     PeerAdd {
         addr: String,
+        /// Send to it with remote checksum offload (draft-herbert-vxlan-rco,
+        /// Linux's `remcsumrx`): inner checksums left for the peer. Left out
+        /// when false, so a plain `peer_add` still reaches a daemon that
+        /// predates the field.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remote_csum: bool,
     },
     PeerList,
     PeerRemove {
@@ -631,6 +637,9 @@ pub struct FdbEntry {
 pub struct PeerInfo {
     /// `IP:PORT` datagrams are sent to.
     pub addr: String,
+    /// Datagrams to it carry remote checksum offload.
+    #[serde(default)]
+    pub remote_csum: bool,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -814,6 +823,33 @@ mod tests {
         let text = serde_json::to_string(&port).unwrap();
         assert!(!text.contains("kernel"), "{text}");
         assert_eq!(serde_json::from_str::<PortStats>(&text).unwrap(), port);
+    }
+
+    #[test]
+    fn peer_add_leaves_remote_csum_out_unless_set() {
+        // A plain peer_add is what daemons before the field accept.
+        let plain = Request::PeerAdd {
+            addr: "192.0.2.7".into(),
+            remote_csum: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"op":"peer_add","addr":"192.0.2.7"}"#
+        );
+        let rco = Request::PeerAdd {
+            addr: "192.0.2.7".into(),
+            remote_csum: true,
+        };
+        let line = serde_json::to_string(&rco).unwrap();
+        assert_eq!(
+            line,
+            r#"{"op":"peer_add","addr":"192.0.2.7","remote_csum":true}"#
+        );
+        assert_eq!(decode_request(&line).unwrap(), rco);
+        assert_eq!(
+            decode_request(r#"{"op":"peer_add","addr":"192.0.2.7"}"#).unwrap(),
+            plain
+        );
     }
 
     #[test]

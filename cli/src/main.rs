@@ -521,6 +521,12 @@ enum PeerCommand {
     Add {
         #[arg(value_name = "IP[:PORT]")]
         addr: String,
+        /// Send with remote checksum offload (draft-herbert-vxlan-rco): the
+        /// inner TCP checksums are left for the peer, the outer UDP
+        /// checksum covers the data. Only for a peer that takes it: weft, or
+        /// a Linux vxlan device with `remcsumrx` (any other drops them).
+        #[arg(long)]
+        remote_csum: bool,
     },
     /// List peers with their traffic and drops
     #[command(visible_alias = "list")]
@@ -1008,11 +1014,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = request(&socket, Request::Fdb { network }, "fdb")?;
             print_result(json.json, result, "fdb", |f: Vec<_>| output::fdb(&f))
         }
-        Command::Peer(PeerCommand::Add { addr }) => {
-            let result = request(&socket, Request::PeerAdd { addr }, "peer add")?;
+        Command::Peer(PeerCommand::Add { addr, remote_csum }) => {
+            let result = request(&socket, Request::PeerAdd { addr, remote_csum }, "peer add")?;
             let info: api::PeerInfo =
                 serde_json::from_value(result).context("reading the daemon's reply")?;
-            println!("added peer {}", info.addr);
+            if info.remote_csum {
+                println!("added peer {} (remote checksum offload)", info.addr);
+            } else {
+                println!("added peer {}", info.addr);
+            }
             Ok(())
         }
         Command::Peer(PeerCommand::Ls { json }) => {

@@ -217,16 +217,18 @@ pub fn fdb(list: &[FdbEntry]) -> String {
 pub fn peers(list: &[PeerInfo]) -> String {
     let mut t = Table::new(&[
         "PEER",
+        "RCO",
         "RX_PACKETS",
         "RX_BYTES",
         "TX_PACKETS",
         "TX_BYTES",
         "DROPS",
     ])
-    .right(&[1, 2, 3, 4]);
+    .right(&[2, 3, 4, 5]);
     for p in list {
         t.row(vec![
             p.addr.clone(),
+            if p.remote_csum { "yes" } else { "no" }.to_string(),
             p.rx_packets.to_string(),
             p.rx_bytes.to_string(),
             p.tx_packets.to_string(),

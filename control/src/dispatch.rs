@@ -160,7 +160,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             }
             Request::Fdb { network } => Response::Fdb(self.fdb(network.as_deref())?),
             Request::Stats => Response::Stats(self.stats()),
-            Request::PeerAdd { addr } => Response::Peer(self.peer_add(&addr)?),
+            Request::PeerAdd { addr, remote_csum } => {
+                Response::Peer(self.peer_add(&addr, remote_csum)?)
+            }
             Request::PeerList => Response::Peers(self.peer_list()),
             Request::PeerRemove { ip } => Response::Peer(self.peer_remove(&ip)?),
             Request::FdbAdd { network, mac, vtep } => {

@@ -112,7 +112,9 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         vni: Vni,
         peer: Ipv4Addr,
     ) -> (Change, PortId) {
-        let addr = self.overlay.peers[&peer].addr;
+        let Peer {
+            addr, remote_csum, ..
+        } = self.overlay.peers[&peer];
         let max_ip_len = self.overlay.max_inner_ip_len();
         let port = self.take_port_id();
         let change = Change::AddTunnel {
@@ -123,6 +125,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             },
             vni,
             peer: addr,
+            remote_csum,
         };
         (change, port)
     }
@@ -136,9 +139,12 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     }
 
     /// `peer add`: adds a remote VTEP (`IP` or `IP:PORT`, default port
-    /// 4789), with a tunnel for every overlay network, and saves it.
-    pub fn peer_add(&mut self, text: &str) -> ApiResult<PeerInfo> {
-        let info = self.add_peer(text)?;
+    /// 4789), with a tunnel for every overlay network, and saves it. With
+    /// `remote_csum`, datagrams to it carry remote checksum offload
+    /// (draft-herbert-vxlan-rco): only for a peer that takes it (weft, or
+    /// a Linux VTEP with `remcsumrx`), since any other drops them.
+    pub fn peer_add(&mut self, text: &str, remote_csum: bool) -> ApiResult<PeerInfo> {
+        let info = self.add_peer(text, remote_csum)?;
         if let Err(e) = self.save() {
             let ip = parse_peer(text)?.ip().to_string();
             let _ = self.remove_peer(&ip);
@@ -151,14 +157,14 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     pub fn peer_remove(&mut self, ip: &str) -> ApiResult<PeerInfo> {
         let info = self.remove_peer(ip)?;
         if let Err(e) = self.save() {
-            let _ = self.add_peer(&info.addr);
+            let _ = self.add_peer(&info.addr, info.remote_csum);
             return Err(e);
         }
         Ok(info)
     }
 
     /// Adds a peer (not saved): `IP` or `IP:PORT`, default port 4789.
-    pub(crate) fn add_peer(&mut self, text: &str) -> ApiResult<PeerInfo> {
+    pub(crate) fn add_peer(&mut self, text: &str, remote_csum: bool) -> ApiResult<PeerInfo> {
         let addr = parse_peer(text)?;
         let ip = *addr.ip();
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
@@ -186,6 +192,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ip,
             Peer {
                 addr,
+                remote_csum,
                 counters: Arc::clone(&counters),
             },
         );
@@ -207,7 +214,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 net.tunnels.insert(ip, port);
             }
         }
-        tracing::info!(peer = %addr, "peer added");
+        tracing::info!(peer = %addr, remote_csum, "peer added");
         Ok(self.peer_info(&self.overlay.peers[&ip]))
     }
 
@@ -242,6 +249,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let snap = peer.counters.snapshot();
         PeerInfo {
             addr: peer.addr.to_string(),
+            remote_csum: peer.remote_csum,
             rx_packets: snap.rx_packets,
             rx_bytes: snap.rx_bytes,
             tx_packets: snap.tx_packets,

@@ -104,6 +104,11 @@ pub struct SavedState {
     /// Peer VTEPs as `IP:PORT`.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// The IPs of the `peers` sent to with remote checksum offload (a list
+    /// of its own, so that files without it, and builds that do not know
+    /// it, still read the peers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_csum_peers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<SavedUplink>,
     #[serde(default)]
@@ -123,6 +128,7 @@ impl Default for SavedState {
             networks: Vec::new(),
             routes: Vec::new(),
             peers: Vec::new(),
+            remote_csum_peers: Vec::new(),
             uplink: None,
             endpoints: Vec::new(),
             services: Vec::new(),
@@ -252,7 +258,8 @@ mod tests {
                 nat: weft_api::NatSettings::default(),
             }],
             routes: vec![("a".into(), "b".into())],
-            peers: vec!["192.0.2.7:4789".into()],
+            peers: vec!["192.0.2.7:4789".into(), "192.0.2.8:4789".into()],
+            remote_csum_peers: vec!["192.0.2.8".into()],
             uplink: Some(SavedUplink {
                 interface: "eth9".into(),
                 sockets: false,

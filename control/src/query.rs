@@ -314,6 +314,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             ("icmp_errors_sent", &c.icmp_errors_sent),
             ("conntrack_early_evicted", &c.conntrack_early_evicted),
             ("neighbor_queued", &c.neighbor_queued),
+            ("vxlan_rco_rx", &c.vxlan_rco_rx),
+            ("vxlan_rco_tx", &c.vxlan_rco_tx),
         ]);
         if let Some(s) = self
             .nat

@@ -35,8 +35,10 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             move |e: weft_api::ApiError| err(e.kind, format!("restoring {what}: {}", e.message))
         };
         for peer in &saved.peers {
+            let ip = peer.split(':').next().unwrap_or(peer);
+            let remote_csum = saved.remote_csum_peers.iter().any(|p| p == ip);
             control
-                .add_peer(peer)
+                .add_peer(peer, remote_csum)
                 .map_err(context(format!("peer {peer}")))?;
         }
         for net in saved.networks {

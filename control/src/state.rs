@@ -161,6 +161,8 @@ pub struct VxlanSettings {
 /// A remote VTEP.
 pub struct Peer {
     pub addr: SocketAddrV4,
+    /// Send to it with remote checksum offload.
+    pub remote_csum: bool,
     pub counters: Arc<PortCounters>,
 }
 
@@ -436,6 +438,13 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 .iter()
                 .filter(|(ip, _)| !self.remote.peers.contains(ip))
                 .map(|(_, p)| p.addr.to_string())
+                .collect(),
+            remote_csum_peers: self
+                .overlay
+                .peers
+                .iter()
+                .filter(|(ip, p)| p.remote_csum && !self.remote.peers.contains(ip))
+                .map(|(ip, _)| ip.to_string())
                 .collect(),
             uplink: self.nat.uplink.as_ref().map(|u| SavedUplink {
                 interface: u.interface.clone(),

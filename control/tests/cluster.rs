@@ -132,6 +132,7 @@ fn other_host() -> HostRecord {
         vtep: SocketAddrV4::new(OTHER, 4789),
         underlay_mtu: 1500,
         version: "test".into(),
+        remote_csum: false,
     }
 }
 
@@ -206,6 +207,42 @@ fn other_hosts_records_become_peers_networks_and_static_entries() {
     // A network removed elsewhere while this host has endpoints stays.
     c.cluster_event(ClusterEvent::NetworkDown("ov".into()));
     assert_eq!(c.network_list().len(), 1);
+}
+
+#[test]
+fn a_host_that_takes_remote_checksum_offload_becomes_such_a_peer() {
+    let (dp, prov, dir) = (
+        FakeDatapath::default(),
+        FakeProvisioner::with_namespaces(&[]),
+        StateDir::new("cluster-rco"),
+    );
+    let mut c = control(&dp, &prov, &dir);
+    c.set_cluster(Box::new(MemStore::default()));
+    let rco_host = HostRecord {
+        remote_csum: true,
+        ..other_host()
+    };
+    c.cluster_event(ClusterEvent::HostUp(rco_host));
+    c.cluster_event(ClusterEvent::NetworkUp(ov_record()));
+    assert_eq!(
+        dp.model()
+            .remote_csum_tunnels
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(OTHER, 9)]
+    );
+    assert!(c.peer_list()[0].remote_csum);
+
+    // A record from a build before the field: no RCO.
+    let old: HostRecord =
+        serde_json::from_str(r#"{"vtep":"192.0.2.3:4789","underlay_mtu":1500,"version":"0.0.9"}"#)
+            .unwrap();
+    assert!(!old.remote_csum);
+    c.cluster_event(ClusterEvent::HostUp(old));
+    let peers = c.peer_list();
+    let third = peers.iter().find(|p| p.addr == "192.0.2.3:4789").unwrap();
+    assert!(!third.remote_csum);
+    assert_eq!(dp.model().remote_csum_tunnels.len(), 1);
 }
 
 #[test]

@@ -382,8 +382,8 @@ fn overlay_network_whose_vtep_cannot_bind_leaves_nothing() {
 fn overlay_network_whose_tunnel_fails_is_removed_with_its_other_tunnels() {
     let w = World::new("overlay-tunnel");
     let mut c = w.control();
-    c.peer_add("192.0.2.7").unwrap();
-    c.peer_add("192.0.2.8").unwrap();
+    c.peer_add("192.0.2.7", false).unwrap();
+    c.peer_add("192.0.2.8", false).unwrap();
     w.dp.fail_after("AddTunnel", 1);
     let mut req = create_req("ov", "10.20.0.0/24");
     if let Request::NetworkCreate { vni, .. } = &mut req {
@@ -451,7 +451,7 @@ fn network_remove_is_refused_while_endpoints_or_services_remain() {
 fn network_remove_drops_its_routes_and_tunnels_and_is_saved() {
     let w = World::new("rm");
     let mut c = w.control();
-    c.peer_add("192.0.2.7").unwrap();
+    c.peer_add("192.0.2.7", false).unwrap();
     create(&mut c, overlay("ov", "10.20.0.0/24", 9));
     create(&mut c, net("b", "10.2.0.0/24"));
     c.route_set("ov", "b", true).unwrap();
@@ -1133,7 +1133,7 @@ fn endpoints_are_listed_per_network() {
 fn fdb_names_the_endpoint_or_vtep_behind_each_port() {
     let w = World::new("fdb");
     let mut c = w.control();
-    c.peer_add("192.0.2.7").unwrap();
+    c.peer_add("192.0.2.7", false).unwrap();
     let ov = create(&mut c, overlay("ov", "10.20.0.0/24", 5));
     let ep = c.attach(attach("ov", "ns1")).unwrap();
     let tunnel_port = *w
@@ -1174,7 +1174,7 @@ fn fdb_add_needs_an_overlay_network_and_a_known_peer() {
     let w = World::new("fdb-add");
     let mut c = w.control();
     create(&mut c, net("plain", "10.1.0.0/24"));
-    c.peer_add("192.0.2.7").unwrap();
+    c.peer_add("192.0.2.7", false).unwrap();
     create(&mut c, overlay("ov", "10.20.0.0/24", 5));
     let add = |n: &str, mac: &str, vtep: &str| Request::FdbAdd {
         network: n.into(),
@@ -1327,7 +1327,7 @@ fn a_peer_gets_a_tunnel_on_every_overlay_network() {
     create(&mut c, overlay("ov1", "10.20.0.0/24", 5));
     create(&mut c, overlay("ov2", "10.21.0.0/24", 6));
     create(&mut c, net("plain", "10.1.0.0/24"));
-    let info = c.peer_add("192.0.2.7").unwrap();
+    let info = c.peer_add("192.0.2.7", false).unwrap();
     assert_eq!(info.addr, "192.0.2.7:4789");
     assert_eq!(w.dp.count("AddTunnel"), 2);
     assert!(w.dir.saved().contains("192.0.2.7:4789"));
@@ -1340,8 +1340,11 @@ fn a_peer_gets_a_tunnel_on_every_overlay_network() {
 fn peers_are_refused_when_bad_taken_or_this_host() {
     let w = World::new("peer-bad");
     let mut c = w.control();
-    c.peer_add("192.0.2.7:8472").unwrap();
-    let add = |a: &str| Request::PeerAdd { addr: a.into() };
+    c.peer_add("192.0.2.7:8472", false).unwrap();
+    let add = |a: &str| Request::PeerAdd {
+        addr: a.into(),
+        remote_csum: false,
+    };
     for bad in [
         "",
         "host",
@@ -1375,6 +1378,7 @@ fn a_peer_whose_second_tunnel_fails_is_not_added() {
         &mut c,
         Request::PeerAdd {
             addr: "192.0.2.7".into(),
+            remote_csum: false,
         },
         ErrorKind::Internal,
     );
@@ -1391,6 +1395,7 @@ fn a_peer_that_cannot_be_saved_is_not_added() {
         &mut c,
         Request::PeerAdd {
             addr: "192.0.2.7".into(),
+            remote_csum: false,
         },
         ErrorKind::System,
     );
@@ -1775,7 +1780,7 @@ fn a_new_control_plane_restores_networks_routes_and_peers() {
     let w = World::new("restore");
     {
         let mut c = w.control();
-        c.peer_add("192.0.2.7").unwrap();
+        c.peer_add("192.0.2.7", false).unwrap();
         create(&mut c, overlay("ov", "10.20.0.0/24", 5));
         c.network_create(NetworkSpec {
             ip_range: Some("10.1.0.128/25".into()),
@@ -1801,6 +1806,39 @@ fn a_new_control_plane_restores_networks_routes_and_peers() {
         1,
         "the overlay network is joined to its peer"
     );
+}
+
+#[test]
+fn remote_checksum_offload_is_per_peer_and_survives_a_restart() {
+    let w = World::new("rco");
+    {
+        let mut c = w.control();
+        let info = c.peer_add("192.0.2.7", true).unwrap();
+        assert!(info.remote_csum);
+        assert!(!c.peer_add("192.0.2.8", false).unwrap().remote_csum);
+        create(&mut c, overlay("ov", "10.20.0.0/24", 5));
+        let tunnels = w.dp.model().remote_csum_tunnels.clone();
+        assert_eq!(
+            tunnels.into_iter().collect::<Vec<_>>(),
+            [("192.0.2.7".parse().unwrap(), 5)],
+            "only the peer added with it sends with RCO"
+        );
+    }
+    let dp = FakeDatapath::default();
+    let c = control(&dp, &w.prov, &w.dir);
+    let peers: Vec<(String, bool)> = c
+        .peer_list()
+        .into_iter()
+        .map(|p| (p.addr, p.remote_csum))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            ("192.0.2.7:4789".to_string(), true),
+            ("192.0.2.8:4789".to_string(), false)
+        ]
+    );
+    assert_eq!(dp.model().remote_csum_tunnels.len(), 1);
 }
 
 #[test]
@@ -1948,7 +1986,7 @@ fn neighbor_announcements_tell_each_endpoint_its_gateway_and_peers() {
 fn reset_removes_everything_and_saves_nothing() {
     let w = World::new("reset");
     let mut c = w.control();
-    c.peer_add("192.0.2.7").unwrap();
+    c.peer_add("192.0.2.7", false).unwrap();
     create(&mut c, net("a", "10.1.0.0/24"));
     create(&mut c, overlay("ov", "10.20.0.0/24", 5));
     c.handle(Request::UplinkSet {

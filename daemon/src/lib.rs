@@ -386,6 +386,8 @@ fn join_cluster(
         vtep: std::net::SocketAddrV4::new(vtep_ip, vxlan.listen.port()),
         underlay_mtu: vxlan.underlay_mtu,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        // Every build with this field takes RCO on receive.
+        remote_csum: true,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let store = weft_cluster::start(config, me, tx)?;

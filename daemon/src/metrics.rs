@@ -300,6 +300,16 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         "Frames held while their next hop's MAC was being resolved.",
         c.neighbor_queued.load(Ordering::Relaxed),
     );
+    out.counter(
+        "weft_vxlan_rco_rx_total",
+        "VXLAN datagrams received with remote checksum offload (inner checksum left partial).",
+        c.vxlan_rco_rx.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "weft_vxlan_rco_tx_total",
+        "VXLAN datagrams sent with remote checksum offload (inner checksum left partial).",
+        c.vxlan_rco_tx.load(Ordering::Relaxed),
+    );
     out.gauge(
         "weft_conntrack_entries",
         "Connections tracked (as of the datapath's last expiry pass, at most 0.5 s old).",

@@ -97,8 +97,10 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
+use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
 use weft_os::udp::{RecvMeta, VxlanSocket};
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
+use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
@@ -111,7 +113,7 @@ use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_switch::mac_table::{Learned, SavedMac};
 use weft_switch::neighbor::{Neighbor, SavedNeighbor};
-use weft_switch::offload::{Coalescer, Push};
+use weft_switch::offload::{Coalescer, PartialCsum, Push};
 use weft_switch::storm::FloodClass;
 use weft_switch::switch::{
     conntrack_time, ConfigError, NetworkConfig, NetworkNat, PortConfig, Punt, ServiceConfig,
@@ -210,6 +212,9 @@ pub enum Change {
         cfg: TunnelConfig,
         vni: Vni,
         peer: SocketAddrV4,
+        /// Send with remote checksum offload (draft-herbert-vxlan-rco):
+        /// the peer completes (or needs no) inner checksums.
+        remote_csum: bool,
     },
     /// Feeds a MAC → port binding (e.g. a MAC behind a VTEP).
     SetStaticMac {
@@ -706,7 +711,12 @@ enum PortIo {
     /// A device of its own (a TAP), polled for frames.
     Device(Box<dyn Port>),
     /// A tunnel: encapsulated for `vni` and sent to `peer` by the VTEP.
-    Tunnel { vni: Vni, peer: SocketAddrV4 },
+    Tunnel {
+        vni: Vni,
+        peer: SocketAddrV4,
+        /// The peer takes remote checksum offload.
+        remote_csum: bool,
+    },
 }
 
 struct PortSlot {
@@ -766,8 +776,12 @@ impl Transmit for PortTx<'_> {
         };
         let result = match &mut slot.io {
             PortIo::Device(io) => io.send(frame, offload),
-            PortIo::Tunnel { vni, peer } => match self.vtep.as_deref_mut() {
-                Some(vtep) => vtep.send(*vni, *peer, frame, offload),
+            PortIo::Tunnel {
+                vni,
+                peer,
+                remote_csum,
+            } => match self.vtep.as_deref_mut() {
+                Some(vtep) => vtep.send(*vni, *peer, frame, offload, *remote_csum),
                 None => Err(io::ErrorKind::NotConnected.into()),
             },
         };
@@ -1130,9 +1144,16 @@ impl Worker {
                 let end = (offset + stride).min(data.len());
                 let datagram = &mut data[offset..end];
                 offset = end;
+                // A datagram with remote checksum offload
+                // (draft-herbert-vxlan-rco) carries an inner frame whose
+                // checksum is partial where its RCO field says: one that
+                // points outside the frame is malformed, any other is
+                // merged without summing or delivered alone with
+                // `NEEDS_CSUM` at that place.
+                let rco = Rco::parse(datagram);
                 let vni = match weft_vtep::decapsulate(datagram) {
-                    Ok((vni, _)) => vni,
-                    Err(_) => {
+                    Ok((vni, inner)) if rco.is_none_or(|r| r.check(inner.len()).is_ok()) => vni,
+                    _ => {
                         peer_counters.count_drop(DropReason::Malformed);
                         counters.vxlan_malformed.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -1157,19 +1178,28 @@ impl Worker {
                 let (port, port_counters) = current.as_ref().expect("set above");
                 let inner = &mut datagram[VXLAN_HEADER_LEN..];
                 port_counters.count_rx(inner.len());
-                let pushed = coalescer.push(inner, |f, o| {
+                let mut emit = |f: &mut [u8], o: &Offload| {
                     deliver(switch, &mut tx, *port, port_counters, f, o, now)
-                });
+                };
+                let (pushed, alone) = match rco {
+                    None => (coalescer.push(inner, &mut emit), NO_OFFLOAD),
+                    Some(rco) => {
+                        counters.vxlan_rco_rx.fetch_add(1, Ordering::Relaxed);
+                        let csum = PartialCsum {
+                            csum_start: rco.start(),
+                            csum_offset: rco.offset(),
+                        };
+                        let partial = Offload {
+                            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                            csum_start: rco.start(),
+                            csum_offset: rco.offset(),
+                            ..NO_OFFLOAD
+                        };
+                        (coalescer.push_partial(inner, csum, &mut emit), partial)
+                    }
+                };
                 if pushed == Push::NotCoalescable {
-                    deliver(
-                        switch,
-                        &mut tx,
-                        *port,
-                        port_counters,
-                        inner,
-                        &NO_OFFLOAD,
-                        now,
-                    );
+                    emit(inner, &alone);
                 }
             }
         }
@@ -1350,7 +1380,7 @@ impl Worker {
             Change::RemovePort(id) => {
                 self.switch.remove_port(id)?;
                 if let Some(slot) = self.take_slot(id) {
-                    if let PortIo::Tunnel { vni, peer } = slot.io {
+                    if let PortIo::Tunnel { vni, peer, .. } = slot.io {
                         self.tunnels.remove(&(*peer.ip(), vni.get()));
                     }
                 }
@@ -1412,7 +1442,7 @@ impl Worker {
                     .map_err(DatapathError::Register)?;
                 // Let the kernel hand over runs of datagrams of one flow.
                 socket.enable_gro();
-                self.vtep = Some(VxlanIo::new(socket));
+                self.vtep = Some(VxlanIo::new(socket, Arc::clone(&self.counters)));
                 self.vtep_ready = true;
                 Undo::UnbindVtep
             }
@@ -1420,7 +1450,12 @@ impl Worker {
                 let before = self.peers.insert(ip, counters);
                 Undo::RestorePeer(ip, before)
             }
-            Change::AddTunnel { cfg, vni, peer } => {
+            Change::AddTunnel {
+                cfg,
+                vni,
+                peer,
+                remote_csum,
+            } => {
                 if self.vtep.is_none() {
                     return Err(DatapathError::NoVtep);
                 }
@@ -1438,7 +1473,11 @@ impl Worker {
                     self.ports.resize_with(index + 1, || None);
                 }
                 self.ports[index] = Some(PortSlot {
-                    io: PortIo::Tunnel { vni, peer },
+                    io: PortIo::Tunnel {
+                        vni,
+                        peer,
+                        remote_csum,
+                    },
                     counters,
                     ready: false,
                     paused_until: None,
@@ -1569,7 +1608,7 @@ impl Worker {
                 Undo::RemoveTunnel(id) => {
                     let _ = self.switch.remove_port(id);
                     if let Some(slot) = self.take_slot(id) {
-                        if let PortIo::Tunnel { vni, peer } = slot.io {
+                        if let PortIo::Tunnel { vni, peer, .. } = slot.io {
                             self.tunnels.remove(&(*peer.ip(), vni.get()));
                         }
                     }

@@ -36,6 +36,11 @@ pub struct HostRecord {
     pub underlay_mtu: u32,
     /// weft's version on that host.
     pub version: String,
+    /// The host takes remote checksum offload (draft-herbert-vxlan-rco),
+    /// so peers send to it with inner checksums left partial. Absent in
+    /// records of older builds: false.
+    #[serde(default)]
+    pub remote_csum: bool,
 }
 
 /// A cluster-wide (overlay) network as stored.

@@ -183,7 +183,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         }
         self.remote.hosts.insert(ip, rec.clone());
         if !self.overlay.peers.contains_key(&ip) {
-            self.add_peer(&rec.vtep.to_string())?;
+            self.add_peer(&rec.vtep.to_string(), rec.remote_csum)?;
             self.remote.peers.insert(ip);
             tracing::info!(host = %rec.vtep, version = %rec.version, "host joined");
         }

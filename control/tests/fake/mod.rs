@@ -49,6 +49,8 @@ pub struct Model {
     pub ports: BTreeMap<u32, &'static str>,
     pub vtep_bound: bool,
     pub peers: BTreeSet<Ipv4Addr>,
+    /// Tunnels (peer, VNI) that send with remote checksum offload.
+    pub remote_csum_tunnels: BTreeSet<(Ipv4Addr, u32)>,
     pub uplink: Option<u32>,
     /// (protocol, host port) → target.
     pub publishes: BTreeMap<(String, u16), SocketAddrV4>,
@@ -170,11 +172,19 @@ impl FakeDatapath {
                 );
                 added.insert(cfg.id.0, io);
             }
-            Change::AddTunnel { cfg, .. } => {
+            Change::AddTunnel {
+                cfg,
+                vni,
+                peer,
+                remote_csum,
+            } => {
                 assert!(
                     m.networks.contains(&cfg.network.0),
                     "tunnel on unknown network"
                 );
+                if remote_csum {
+                    m.remote_csum_tunnels.insert((*peer.ip(), vni.get()));
+                }
                 assert!(m.vtep_bound, "tunnel before the VTEP");
                 assert!(
                     m.ports.insert(cfg.id.0, "tunnel").is_none(),
