@@ -45,6 +45,7 @@ pub mod packet;
 pub mod peer;
 pub mod privilege;
 pub mod provision;
+mod rco_guard;
 pub mod tap;
 pub mod udp;
 pub mod userns;

@@ -29,6 +29,9 @@
 //!   GRO (`UDP_GRO`, Linux 5.0) is opt-in through
 //!   [`VxlanSocket::enable_gro`]; a coalesced buffer is reported with its
 //!   [`RecvMeta::stride`].
+//! - **RCO guard.** The receive socket drops VXLAN datagrams that claim
+//!   remote checksum offload without an outer UDP checksum, in the kernel
+//!   ([`crate::rco_guard`]).
 //!
 //! Linux only: `recvmmsg`, `UDP_SEGMENT` and `UDP_GRO` are Linux APIs.
 //!
@@ -241,6 +244,10 @@ impl VxlanSocket {
         let recv = new_udp_socket()?;
         set_buffer_sizes(&recv)?;
         set_no_fragment(&recv)?;
+        crate::rco_guard::attach(&recv).map_err(|source| SocketError::SetOption {
+            option: "SO_ATTACH_FILTER (remote checksum offload guard)",
+            source,
+        })?;
         recv.bind(&SockAddr::from(listen))
             .map_err(|source| SocketError::Bind {
                 addr: listen,
