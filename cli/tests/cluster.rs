@@ -471,6 +471,17 @@ fn three_hosts_share_one_network_without_peers_or_ranges() {
             .map(|o| o.ip.clone())
             .collect();
         assert_eq!(h.peers(), others, "peers of {}", h.ip);
+        // Every host advertises remote checksum offload, so the peers the
+        // store brings use it.
+        let list = h.json(&["peer", "ls"]);
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["remote_csum"] == true),
+            "store peers without remote checksum offload on {}: {list}",
+            h.ip
+        );
     }
 
     // One network, created once, on host 1.

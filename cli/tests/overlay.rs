@@ -529,12 +529,19 @@ fn three_hosts_share_an_overlay_network() {
 /// `vx0` (VNI `vni`, learning, head-end replication to `remotes`) and a veth
 /// to a container namespace in bridge `br0`, all at MTU 1450.
 fn kernel_host(ul: &Underlay, n: u8, vni: &str, remotes: &[&str]) -> Netns {
+    kernel_host_with(ul, n, vni, remotes, &[])
+}
+
+/// [`kernel_host`] with more `ip link add ... type vxlan` options.
+fn kernel_host_with(ul: &Underlay, n: u8, vni: &str, remotes: &[&str], options: &[&str]) -> Netns {
     let h = ul.host_ns("kvx", n);
     let local = ul.addr(n);
+    let mut add = vec![
+        "link", "add", "vx0", "type", "vxlan", "id", vni, "dstport", "4789", "local", &local,
+    ];
+    add.extend_from_slice(options);
     for args in [
-        vec![
-            "link", "add", "vx0", "type", "vxlan", "id", vni, "dstport", "4789", "local", &local,
-        ],
+        add,
         vec!["link", "set", "vx0", "mtu", "1450"],
         vec!["link", "add", "br0", "type", "bridge"],
         vec!["link", "set", "vx0", "master", "br0"],
@@ -717,6 +724,230 @@ fn weft_interoperates_with_the_kernel_vxlan() {
     std::fs::remove_file(dir.join("k2w.bin")).unwrap();
     transfer(&c2.ns, &kc, &kc_ip, 6102, &input, &dir.join("w2k.bin"));
     eprintln!("kernel interop test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------
+// 2b. Remote checksum offload (draft-herbert-vxlan-rco)
+// ---------------------------------------------------------------------------
+
+/// The tcpdump filter for VXLAN datagrams from `src` with the RCO flag
+/// (0x20 in the second octet of the VXLAN header, the UDP payload's).
+fn rco_filter(src: &str) -> Vec<String> {
+    [
+        "udp",
+        "port",
+        "4789",
+        "and",
+        "src",
+        "host",
+        src,
+        "and",
+        "udp[9] & 0x20 != 0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs `transfer` while tcpdump on `ns`'s `ul0` waits for `count`
+/// datagrams matching `filter`; returns whether it saw them and what it
+/// printed.
+fn transfer_capturing(
+    ns: &Netns,
+    filter: &[String],
+    count: usize,
+    transfer: impl FnOnce(),
+) -> (bool, String) {
+    std::thread::scope(|s| {
+        let dump = s.spawn(|| {
+            let count = count.to_string();
+            let mut args = vec!["tcpdump", "-i", "ul0", "-nn", "-l", "-c", count.as_str()];
+            args.extend(filter.iter().map(String::as_str));
+            ns.exec_timeout(&args, Duration::from_secs(120))
+        });
+        // tcpdump needs a moment to open its socket.
+        std::thread::sleep(Duration::from_millis(700));
+        transfer();
+        let out = dump.join().expect("tcpdump thread");
+        (out.status.success(), describe(&out))
+    })
+}
+
+/// Sends three 1000-byte UDP datagrams from `from` to `to_ip:port` in
+/// `to` and returns how many arrived intact.
+fn udp_roundtrip(from: &Netns, to: &Netns, to_ip: &str, port: u16) -> usize {
+    let payload: Vec<u8> = (0..1000).map(|i| (i * 31 + 7) as u8).collect();
+    let want = payload.clone();
+    let bind = format!("{to_ip}:{port}");
+    let target = format!("{to_ip}:{port}");
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            in_netns(to, move || {
+                let sock = UdpSocket::bind(&bind)?;
+                sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut buf = [0u8; 2000];
+                let mut intact = 0;
+                while intact < 3 {
+                    let n = match sock.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    };
+                    if buf[..n] == want[..] {
+                        intact += 1;
+                    }
+                }
+                Ok(intact)
+            })
+        });
+        // Let the receiver bind first.
+        std::thread::sleep(Duration::from_millis(300));
+        in_netns(from, move || {
+            let sock = UdpSocket::bind("0.0.0.0:0")?;
+            for _ in 0..3 {
+                sock.send_to(&payload, &target)?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        });
+        server.join().expect("udp server thread")
+    })
+}
+
+#[test]
+fn weft_to_weft_with_remote_checksum_offload() {
+    require_root!();
+    const I: u8 = 66;
+    let ul = Underlay::new(I);
+    let hosts: Vec<Host> = (1..=2)
+        .map(|n| ul.weft_host(&format!("h{n}"), n, &[]))
+        .collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let range = format!("10.{I}.0.{}/28", 16 * (i + 1));
+        h.weft(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            &subnet(I, 0),
+            "--vni",
+            "6600",
+            "--ip-range",
+            &range,
+        ]);
+    }
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    h1.weft(&["peer", "add", &h2.ip, "--remote-csum"]);
+    h2.weft(&["peer", "add", &h1.ip, "--remote-csum"]);
+    let peers = h1.json(&["peer", "ls"]);
+    assert_eq!(peers[0]["remote_csum"], true, "{peers}");
+    let listing = h1.weft(&["peer", "ls"]);
+    assert!(
+        listing.contains("RCO") && listing.contains("yes"),
+        "{listing}"
+    );
+    let a = h1.container("h1c0", "ov", &[]);
+    let b = h2.container("h2c0", "ov", &[]);
+    assert_reaches(&a.ns, &b.ep.ip);
+
+    let dir = &h1.daemon.dir;
+    let input = random_file(dir, "in.bin");
+    let out = dir.join("out.bin");
+    let (seen, dump) = transfer_capturing(&h1.ns, &rco_filter(&h1.ip), 20, || {
+        transfer(&a.ns, &b.ns, &b.ep.ip, 5066, &input, &out)
+    });
+    assert!(seen, "no RCO datagrams from h1 on the wire:\n{dump}");
+    std::fs::remove_file(&out).unwrap();
+    transfer(&b.ns, &a.ns, &a.ep.ip, 5067, &input, &out);
+
+    // UDP leaves the TAP checksum-partial too: RCO with the UDP offset.
+    let before = counter(&h2.stats(), "vxlan_rco_rx");
+    assert_eq!(udp_roundtrip(&a.ns, &b.ns, &b.ep.ip, 5068), 3);
+    assert!(counter(&h2.stats(), "vxlan_rco_rx") >= before + 3);
+
+    for (h, other) in [(h1, h2), (h2, h1)] {
+        let stats = h.stats();
+        let (tx, rx) = (
+            counter(&stats, "vxlan_rco_tx"),
+            counter(&stats, "vxlan_rco_rx"),
+        );
+        eprintln!("{}: {tx} RCO datagrams sent, {rx} received", h.ip);
+        // 100 MiB is more than 70 000 segments each way.
+        assert!(
+            tx > 50_000,
+            "{} sent few RCO datagrams to {}: {stats}",
+            h.ip,
+            other.ip
+        );
+        assert!(rx > 50_000, "{} received few RCO datagrams: {stats}", h.ip);
+        for reason in ["vxlan_malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"] {
+            assert_eq!(switch_drop(&stats, reason), 0, "{reason}: {stats}");
+        }
+    }
+}
+
+#[test]
+fn weft_and_the_kernel_vxlan_with_remote_checksum_offload() {
+    require_root!();
+    const I: u8 = 67;
+    const VNI: &str = "6700";
+    let ul = Underlay::new(I);
+    let h1 = ul.weft_host("h1", 1, &[]);
+    // The kernel sends RCO (and so needs the outer UDP checksum) and takes it.
+    let kernel = kernel_host_with(
+        &ul,
+        3,
+        VNI,
+        &[&h1.ip],
+        &["udpcsum", "remcsumtx", "remcsumrx"],
+    );
+    let kc_ip = addr(I, 0, 100);
+    let kc = kernel_container(&kernel, &kc_ip);
+    h1.weft(&[
+        "network",
+        "create",
+        "ov",
+        "--subnet",
+        &subnet(I, 0),
+        "--vni",
+        VNI,
+        "--ip-range",
+        &format!("10.{I}.0.16/28"),
+    ]);
+    let kernel_ip = ul.addr(3);
+    h1.weft(&["peer", "add", &kernel_ip, "--remote-csum"]);
+    let c1 = h1.container("c1", "ov", &[]);
+    assert_reaches(&c1.ns, &kc_ip);
+    assert_reaches(&kc, &c1.ep.ip);
+
+    let dir = &h1.daemon.dir;
+    let input = random_file(dir, "in.bin");
+    let out = dir.join("out.bin");
+    // weft -> kernel: weft's datagrams carry RCO and the kernel takes them.
+    let (seen, dump) = transfer_capturing(&h1.ns, &rco_filter(&h1.ip), 20, || {
+        transfer(&c1.ns, &kc, &kc_ip, 6701, &input, &out)
+    });
+    assert!(seen, "no RCO datagrams from weft on the wire:\n{dump}");
+    std::fs::remove_file(&out).unwrap();
+    // kernel -> weft: the kernel's carry RCO and weft takes them.
+    let (seen, dump) = transfer_capturing(&h1.ns, &rco_filter(&kernel_ip), 20, || {
+        transfer(&kc, &c1.ns, &c1.ep.ip, 6702, &input, &out)
+    });
+    assert!(
+        seen,
+        "no RCO datagrams from the kernel on the wire:\n{dump}"
+    );
+
+    let stats = h1.stats();
+    assert!(counter(&stats, "vxlan_rco_tx") > 50_000, "{stats}");
+    assert!(counter(&stats, "vxlan_rco_rx") > 50_000, "{stats}");
+    for reason in ["vxlan_malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"] {
+        assert_eq!(switch_drop(&stats, reason), 0, "{reason}: {stats}");
+    }
+    // The kernel VTEP dropped nothing as malformed.
+    let link = kernel.ip(&["-s", "-j", "link", "show", "vx0"]);
+    let link: Value = serde_json::from_slice(&link.stdout).expect("ip -j link");
+    let rx_errors = &link[0]["stats64"]["rx"]["errors"];
+    assert_eq!(rx_errors, 0, "kernel vx0 rx errors: {link}");
 }
 
 // ---------------------------------------------------------------------------
@@ -972,6 +1203,101 @@ fn malformed_and_stray_vxlan_is_counted_and_dropped() {
     assert_ok(&c1.ns.ip(&["neigh", "flush", "all"]), "neigh flush");
     assert_reaches(&c1.ns, &c2.ep.ip);
     assert_reaches(&c2.ns, &c1.ep.ip);
+}
+
+// `SO_NO_CHECK`: send UDP over IPv4 with a zero checksum. (The macro
+// expands to other nix macros by their bare names.)
+use nix::libc;
+use nix::{setsockopt_impl, sockopt_impl};
+sockopt_impl!(NoCheck, SetOnly, libc::SOL_SOCKET, libc::SO_NO_CHECK, bool);
+
+/// Sends each datagram from `from`:0 to `to` inside `ns` with a zero UDP
+/// checksum.
+fn send_udp_unsummed(ns: &Netns, from: &str, to: &str, datagrams: Vec<Vec<u8>>) {
+    let (from, to) = (format!("{from}:0"), to.to_string());
+    in_netns(ns, move || {
+        let sock = UdpSocket::bind(&from)?;
+        nix::sys::socket::setsockopt(&sock, NoCheck, &true)?;
+        for d in &datagrams {
+            sock.send_to(d, &to)?;
+        }
+        Ok(())
+    });
+}
+
+/// `vxlan(0x08, vni, frame)` with the RCO flag and field `field`.
+fn vxlan_rco(vni: u32, field: u8, frame: &[u8]) -> Vec<u8> {
+    let mut d = vxlan(0x08, vni, frame);
+    d[1] |= 0x20;
+    d[7] = field;
+    d
+}
+
+#[test]
+fn hostile_remote_checksum_offload_is_dropped() {
+    require_root!();
+    const I: u8 = 68;
+    const VNI: u32 = 6800;
+    let ul = Underlay::new(I);
+    let h1 = ul.weft_host("h1", 1, &[]);
+    let h2 = ul.weft_host("h2", 2, &[]);
+    for (h, range) in [(&h1, "16"), (&h2, "32")] {
+        h.weft(&[
+            "network",
+            "create",
+            "ov",
+            "--subnet",
+            &subnet(I, 0),
+            "--vni",
+            &VNI.to_string(),
+            "--ip-range",
+            &format!("10.{I}.0.{range}/28"),
+        ]);
+    }
+    mesh(&[&h1, &h2]);
+    let c1 = h1.container("c1", "ov", &[]);
+    let target = format!("{}:4789", h1.ip);
+    let c1_ip: std::net::Ipv4Addr = c1.ep.ip.parse().unwrap();
+    let frame = arp_request([0x02, 0, 0, 0, 0x68, 0x99], [10, I, 0, 99], c1_ip.octets());
+
+    // (a) RCO whose checksum field lies past the 60-byte frame (start 254):
+    // malformed. (b) RCO in bounds but no outer UDP checksum: dropped by the
+    // kernel before weft reads it, so counted nowhere in weft.
+    send_udp(
+        &h2.ns,
+        &h2.ip,
+        &target,
+        vec![vxlan_rco(VNI, 0x7f, &frame); 3],
+    );
+    send_udp_unsummed(
+        &h2.ns,
+        &h2.ip,
+        &target,
+        vec![vxlan_rco(VNI, 0x07, &frame); 4],
+    );
+    let malformed = wait_for(Duration::from_secs(5), || {
+        let n = switch_drop(&h1.stats(), "vxlan_malformed");
+        (n >= 3).then_some(n)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = h1.stats();
+    assert_eq!(malformed, Some(3), "{stats}");
+    assert_eq!(switch_drop(&stats, "vxlan_malformed"), 3, "{stats}");
+    assert_eq!(counter(&stats, "vxlan_rco_rx"), 0, "{stats}");
+
+    // (c) The same in-bounds RCO with the outer checksum: taken.
+    send_udp(
+        &h2.ns,
+        &h2.ip,
+        &target,
+        vec![vxlan_rco(VNI, 0x07, &frame); 2],
+    );
+    let taken = wait_for(Duration::from_secs(5), || {
+        let n = counter(&h1.stats(), "vxlan_rco_rx");
+        (n >= 2).then_some(n)
+    });
+    assert_eq!(taken, Some(2), "{}", h1.stats());
+    assert_ok(&weft(&h1.daemon, &["status"]), "weft status after the junk");
 }
 
 // ---------------------------------------------------------------------------

@@ -79,6 +79,7 @@ fn everything_saved_comes_back_after_kill_and_sigterm_and_reset_removes_it() {
     create_network(&d, "n2", &subnet(70, 2), &["--mtu", "1400"]);
     weft_ok(&d, &["route", "allow", "n1", "n2"]);
     weft_ok(&d, &["peer", "add", "192.0.2.7"]);
+    weft_ok(&d, &["peer", "add", "192.0.2.8", "--remote-csum"]);
     weft_ok(
         &d,
         &[
@@ -123,6 +124,13 @@ fn everything_saved_comes_back_after_kill_and_sigterm_and_reset_removes_it() {
         ],
     );
     let before = snapshot(&d);
+    let rco: Vec<&Value> = before["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["remote_csum"])
+        .collect();
+    assert_eq!(rco, [false, true], "peers: {}", before["peers"]);
     let links_before = (link_state(&a, &ep_a.ifname), link_state(&b, &ep_b.ifname));
     assert_eq!(links_before.0 .0, "02:00:00:70:00:0a");
 
@@ -166,7 +174,7 @@ fn everything_saved_comes_back_after_kill_and_sigterm_and_reset_removes_it() {
     let reset = json(&d, &["reset"]);
     assert_eq!(
         reset,
-        serde_json::json!({"services": 1, "endpoints": 2, "uplink": true, "networks": 2, "peers": 1})
+        serde_json::json!({"services": 1, "endpoints": 2, "uplink": true, "networks": 2, "peers": 2})
     );
     for (ns, ep) in [(&a, &ep_a), (&b, &ep_b)] {
         assert!(
