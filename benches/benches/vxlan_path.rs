@@ -1,14 +1,15 @@
 //! Micro-benchmarks of the overlay path: VXLAN decapsulation and header
 //! emission (RFC 7348), cutting a TCP super-frame into tunnel-sized
-//! segments, and merging the segments back, each against a plain copy of
-//! the same bytes measured in the same run.
+//! segments (with every checksum, or with them left partial for a peer
+//! with remote checksum offload), and merging the segments back, each
+//! against a plain copy of the same bytes measured in the same run.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_os::tap::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
 use weft_switch::frame::Offload;
-use weft_switch::offload::{segment, Coalescer, Push};
+use weft_switch::offload::{segment, segment_partial, Coalescer, PartialCsum, Push};
 use weft_vtep::header::{VxlanHeader, HEADER_LEN};
 use weft_vtep::{decapsulate, Vni};
 
@@ -94,6 +95,11 @@ fn bench_offload(c: &mut Criterion) {
     g.bench_function("segment_64k_for_vxlan", |b| {
         b.iter(|| segment(black_box(&super_frame), &gso, HEADER_LEN, &mut out).unwrap())
     });
+    // For a peer with remote checksum offload (draft-herbert-vxlan-rco):
+    // the same records, the payload copied without being summed.
+    g.bench_function("segment_64k_for_rco_peer", |b| {
+        b.iter(|| segment_partial(black_box(&super_frame), &gso, HEADER_LEN, &mut out).unwrap())
+    });
 
     let segments: Vec<Vec<u8>> = (0..44)
         .map(|i| tcp_frame(MSS, 1 + (i * MSS) as u32))
@@ -104,6 +110,25 @@ fn bench_offload(c: &mut Criterion) {
         b.iter(|| {
             for s in &segments {
                 let pushed = coalescer.push(black_box(s), |f, _| merged += f.len());
+                debug_assert_ne!(pushed, Push::NotCoalescable);
+            }
+            coalescer.flush(|f, o: &Offload| {
+                merged += f.len();
+                black_box(o);
+            });
+        })
+    });
+    black_box(merged);
+    // The same segments from a peer with remote checksum offload: merged
+    // without summing.
+    let csum = PartialCsum {
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    g.bench_function("coalesce_44_rco_segments", |b| {
+        b.iter(|| {
+            for s in &segments {
+                let pushed = coalescer.push_partial(black_box(s), csum, |f, _| merged += f.len());
                 debug_assert_ne!(pushed, Push::NotCoalescable);
             }
             coalescer.flush(|f, o: &Offload| {

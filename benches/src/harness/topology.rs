@@ -444,11 +444,22 @@ fn weft_overlay(exe: &Path, topo: &mut Topology, hosts: [String; 2]) -> Result<(
     weft_network(&s1, "10.235.0.0/24", Some(4242), Some("10.235.0.0/25"))?;
     weft_network(&s2, "10.235.0.0/24", Some(4242), Some("10.235.0.128/25"))?;
     for (socket, peer) in [(&s1, "192.168.231.2"), (&s2, "192.168.231.1")] {
-        weft_call(
-            socket,
-            json!({ "op": "peer_add", "addr": peer }),
-            "peer add",
-        )?;
+        // Both ends are weft: inner checksums are left to the receiver
+        // (remote checksum offload).
+        let rco = json!({ "op": "peer_add", "addr": peer, "remote_csum": true });
+        if let Err(e) = weft_call(socket, rco, "peer add --remote-csum") {
+            // An older weft (a `--baseline-weft` binary) refuses the field
+            // it does not know (the API has `deny_unknown_fields`) and
+            // changes nothing: add the peer as that build can.
+            if !e.message().contains("remote_csum") {
+                return Err(e);
+            }
+            weft_call(
+                socket,
+                json!({ "op": "peer_add", "addr": peer }),
+                "peer add",
+            )?;
+        }
     }
     weft_attach(&s1, &topo.client_ns.clone(), "cli")?;
     let server = weft_attach(&s2, &topo.server_ns.clone(), "srv")?;
