@@ -467,27 +467,9 @@ impl Netlink {
 
     /// The index of the interface called `name`, or `None` if there is none.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        const OP: &str = "look up interface";
-        validate_ifname(name).map_err(|reason| NetlinkError::InvalidArgument {
-            op: OP,
-            reason: format!("interface name {name:?}: {reason}"),
-        })?;
-        let target = || format!("interface {name:?}");
-        let replies = match self.request(OP, target, getlink_by_name(name), 0) {
-            Ok(r) => r,
-            Err(e) if e.kernel_errno() == Some(libc::ENODEV) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        for reply in replies {
-            if let RouteNetlinkMessage::NewLink(link) = reply {
-                return Ok(Some(link.header.index));
-            }
-        }
-        Err(NetlinkError::Malformed {
-            op: OP,
-            target: target(),
-            reason: "no RTM_NEWLINK in the reply",
-        })
+        Ok(self
+            .link_by_name("look up interface", name)?
+            .map(|link| link.header.index))
     }
 
     /// The packet and drop counters of the interface called `name`, or
@@ -495,29 +477,43 @@ impl Netlink {
     /// per-CPU counters when asked, so reading them costs the link nothing.
     pub fn link_stats(&mut self, name: &str) -> Result<Option<LinkStats>, NetlinkError> {
         const OP: &str = "read the counters of interface";
+        let Some(link) = self.link_by_name(OP, name)? else {
+            return Ok(None);
+        };
+        LinkStats::of_link(&link)
+            .map(Some)
+            .ok_or_else(|| NetlinkError::Malformed {
+                op: OP,
+                target: format!("interface {name:?}"),
+                reason: "the link has no IFLA_STATS64 or IFLA_STATS",
+            })
+    }
+
+    /// The kernel's description of the interface called `name`
+    /// (`RTM_GETLINK`), or `None` if there is none; `op` names the caller's
+    /// operation in errors.
+    fn link_by_name(
+        &mut self,
+        op: &'static str,
+        name: &str,
+    ) -> Result<Option<LinkMessage>, NetlinkError> {
         validate_ifname(name).map_err(|reason| NetlinkError::InvalidArgument {
-            op: OP,
+            op,
             reason: format!("interface name {name:?}: {reason}"),
         })?;
         let target = || format!("interface {name:?}");
-        let replies = match self.request(OP, target, getlink_by_name(name), 0) {
+        let replies = match self.request(op, target, getlink_by_name(name), 0) {
             Ok(r) => r,
             Err(e) if e.kernel_errno() == Some(libc::ENODEV) => return Ok(None),
             Err(e) => return Err(e),
         };
         for reply in replies {
             if let RouteNetlinkMessage::NewLink(link) = reply {
-                return LinkStats::of_link(&link).map(Some).ok_or_else(|| {
-                    NetlinkError::Malformed {
-                        op: OP,
-                        target: target(),
-                        reason: "the link has no IFLA_STATS64 or IFLA_STATS",
-                    }
-                });
+                return Ok(Some(link));
             }
         }
         Err(NetlinkError::Malformed {
-            op: OP,
+            op,
             target: target(),
             reason: "no RTM_NEWLINK in the reply",
         })
