@@ -918,6 +918,11 @@ fn weft_and_the_kernel_vxlan_with_remote_checksum_offload() {
     let c1 = h1.container("c1", "ov", &[]);
     assert_reaches(&c1.ns, &kc_ip);
     assert_reaches(&kc, &c1.ep.ip);
+    // The kernel VTEP may have sent a datagram or two (its endpoint's first
+    // broadcasts) before weft knew it as a peer: only the transfers count.
+    const DROPS: [&str; 3] = ["vxlan_malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"];
+    let stats = h1.stats();
+    let drops_before = DROPS.map(|reason| switch_drop(&stats, reason));
 
     let dir = &h1.daemon.dir;
     let input = random_file(dir, "in.bin");
@@ -940,8 +945,8 @@ fn weft_and_the_kernel_vxlan_with_remote_checksum_offload() {
     let stats = h1.stats();
     assert!(counter(&stats, "vxlan_rco_tx") > 50_000, "{stats}");
     assert!(counter(&stats, "vxlan_rco_rx") > 50_000, "{stats}");
-    for reason in ["vxlan_malformed", "vxlan_unknown_vni", "vxlan_unknown_peer"] {
-        assert_eq!(switch_drop(&stats, reason), 0, "{reason}: {stats}");
+    for (reason, before) in DROPS.iter().zip(drops_before) {
+        assert_eq!(switch_drop(&stats, reason), before, "{reason}: {stats}");
     }
     // The kernel VTEP dropped nothing as malformed.
     let link = kernel.ip(&["-s", "-j", "link", "show", "vx0"]);
