@@ -21,81 +21,29 @@
 #![no_main]
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use weft_switch::counters::{DropReason, SwitchCounters};
-use weft_switch::frame::{Offload, NO_OFFLOAD};
 use weft_nat::Protocol;
-use weft_switch::switch::{
-    LoadBalance, NetworkConfig, PortConfig, Punt, ServiceConfig, Switch, Transmit, TunnelConfig,
-    UplinkConfig,
-};
-use weft_packet::MacAddr;
+use weft_switch::counters::DropReason;
+use weft_switch::frame::{Offload, NO_OFFLOAD};
+use weft_switch::switch::{LoadBalance, Punt, ServiceConfig, Switch, Transmit};
 use weft_switch::{NetworkId, PortId};
 
-const UNKNOWN_PORT: u32 = 999;
+#[path = "common/two_networks.rs"]
+mod two_networks;
+
+use two_networks::{
+    endpoint_ip, gateway_mac, mac, two_networks, CONFIGURED, UNKNOWN_PORT, UPLINK_IP, UPLINK_PORT,
+};
+
 /// Ingress choices for the low three bits of the control byte.
-const UPLINK_PORT: u32 = 900;
 const INGRESS: [u32; 8] = [100, 101, 150, 200, 201, 250, UNKNOWN_PORT, UPLINK_PORT];
-const CONFIGURED: [u32; 7] = [100, 101, 150, 200, 201, 250, UPLINK_PORT];
-const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-fn mac(n: u32) -> MacAddr {
-    let b = n.to_be_bytes();
-    MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
-}
-
-fn endpoint_ip(port: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, (port / 100) as u8, 0, 2 + (port % 100) as u8)
-}
-
-fn gateway_mac(net: u32) -> MacAddr {
-    mac(1000 + net)
-}
-
-/// Networks 10.1.0.0/24 (MTU 1500) and 10.2.0.0/24 (MTU 1400, so routed
-/// packets may need fragmenting or an ICMP error), routed to each other,
-/// each with two endpoints (n00, n01) and a tunnel (n50).
+/// The two routed networks with, outside, a published port and a service
+/// VIP.
 fn topology() -> Switch {
-    let mut sw = Switch::new(Arc::new(SwitchCounters::default()));
-    for n in 1..=2u32 {
-        sw.add_network(NetworkConfig {
-            id: NetworkId(n),
-            subnet: format!("10.{n}.0.0/24").parse().unwrap(),
-            gateway_ip: Ipv4Addr::new(10, n as u8, 0, 1),
-            gateway_mac: gateway_mac(n),
-            mtu: if n == 1 { 1500 } else { 1400 },
-        })
-        .unwrap();
-        for p in [n * 100, n * 100 + 1] {
-            sw.add_port(PortConfig {
-                id: PortId(p),
-                network: NetworkId(n),
-                mac: mac(p),
-                ip: endpoint_ip(p),
-            })
-            .unwrap();
-        }
-        sw.add_tunnel(TunnelConfig {
-            id: PortId(n * 100 + 50),
-            network: NetworkId(n),
-            max_ip_len: 1450,
-        })
-        .unwrap();
-    }
-    sw.set_route(NetworkId(1), NetworkId(2), true).unwrap();
-    // The outside: an uplink with NAT, a published port and a service VIP.
-    sw.set_uplink(UplinkConfig {
-        port: PortId(UPLINK_PORT),
-        ip: UPLINK_IP,
-        prefix_len: 24,
-        mac: mac(UPLINK_PORT),
-        gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
-        mtu: 1500,
-    })
-    .unwrap();
+    let mut sw = two_networks();
     sw.publish(
         Protocol::Tcp,
         8080,
