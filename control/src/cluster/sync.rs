@@ -188,28 +188,25 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             tracing::info!(host = %rec.vtep, version = %rec.version, "host joined");
         }
         // Endpoints that arrived before their host.
-        let waiting: Vec<EndpointRecord> = self
-            .remote
-            .endpoints
-            .values()
-            .filter(|e| e.host == ip)
-            .cloned()
-            .collect();
-        for ep in waiting {
+        for ep in self.remote_endpoints_on(ip) {
             self.install_remote(&ep)?;
         }
         Ok(())
     }
 
-    fn remote_host_down(&mut self, ip: Ipv4Addr) -> ApiResult<()> {
-        self.remote.hosts.remove(&ip);
-        let gone: Vec<EndpointRecord> = self
-            .remote
+    /// The known remote endpoints of host `ip`.
+    fn remote_endpoints_on(&self, ip: Ipv4Addr) -> Vec<EndpointRecord> {
+        self.remote
             .endpoints
             .values()
             .filter(|e| e.host == ip)
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    fn remote_host_down(&mut self, ip: Ipv4Addr) -> ApiResult<()> {
+        self.remote.hosts.remove(&ip);
+        let gone = self.remote_endpoints_on(ip);
         for ep in &gone {
             self.uninstall_remote(ep)?;
         }
