@@ -21,6 +21,7 @@ pub(crate) use weft_api::client;
 
 use crate::api::Request;
 use crate::client::ClientError;
+use weft_daemon::WorkerCpu;
 
 /// Exit status when the daemon refused a request (and for other failures).
 const EXIT_FAILURE: u8 = 1;
@@ -616,10 +617,12 @@ struct DaemonArgs {
     /// traffic and never spins while no traffic flows
     #[arg(long, value_name = "USECS", default_value = "50", value_parser = parse_busy_poll)]
     busy_poll: Duration,
-    /// Pin the datapath worker thread to this CPU (e.g. the one the
-    /// latency-sensitive endpoints are pinned to) [default: not pinned]
-    #[arg(long, value_name = "CPU")]
-    worker_cpu: Option<usize>,
+    /// Where the datapath worker thread runs: `follow` moves it next to
+    /// endpoints that wait on each other (request/response traffic) and
+    /// back when it gets busy (needs CAP_BPF; otherwise as `any`), `any`
+    /// leaves it to the scheduler, a CPU number pins it there
+    #[arg(long, value_name = "follow|any|CPU", default_value = "follow", value_parser = parse_worker_cpu)]
+    worker_cpu: WorkerCpu,
     /// Source ports masquerade hands out, FIRST-LAST; when given, only
     /// these [default: 32768-60999, and a free source port outside it is
     /// kept]
@@ -770,6 +773,16 @@ struct JsonFlag {
     /// Print the reply's result as JSON, for programs
     #[arg(long)]
     json: bool,
+}
+
+fn parse_worker_cpu(text: &str) -> Result<WorkerCpu, String> {
+    match text {
+        "follow" => Ok(WorkerCpu::Follow),
+        "any" => Ok(WorkerCpu::Scheduler),
+        n => n.parse().map(WorkerCpu::Pin).map_err(|_| {
+            format!("{text:?} is not a placement: give `follow`, `any` or a CPU number such as 0")
+        }),
+    }
 }
 
 fn parse_busy_poll(text: &str) -> Result<Duration, String> {
@@ -1491,6 +1504,21 @@ mod tests {
         assert_eq!(cli.socket, Some(PathBuf::from("/tmp/x.sock")));
         let cli = Cli::try_parse_from(["weft", "daemon", "--socket", "/tmp/y.sock"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/tmp/y.sock")));
+    }
+
+    #[test]
+    fn worker_cpu_is_follow_any_or_a_number() {
+        assert_eq!(parse_worker_cpu("follow"), Ok(WorkerCpu::Follow));
+        assert_eq!(parse_worker_cpu("any"), Ok(WorkerCpu::Scheduler));
+        assert_eq!(parse_worker_cpu("3"), Ok(WorkerCpu::Pin(3)));
+        assert!(parse_worker_cpu("-1")
+            .unwrap_err()
+            .contains("`follow`, `any` or a CPU"));
+        assert!(parse_worker_cpu("first").is_err());
+        match Cli::try_parse_from(["weft", "daemon"]).unwrap().command {
+            Command::Daemon(args) => assert_eq!(args.worker_cpu, WorkerCpu::Follow),
+            _ => unreachable!(),
+        }
     }
 
     #[test]

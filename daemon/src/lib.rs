@@ -42,6 +42,7 @@ use weft_os::peer::PeerCred;
 
 pub use logging::LogFormat;
 use provisioner::OsProvisioner;
+pub use weft_datapath::WorkerCpu;
 pub use weft_switch::storm::{Rate as StormRate, StormLimits};
 
 /// The control plane as the daemon runs it.
@@ -101,9 +102,9 @@ pub struct DaemonOptions {
     /// The longest the datapath worker busy-polls after running out of
     /// work (zero: never; see `weft_datapath::busy_poll`).
     pub busy_poll: Duration,
-    /// The CPU the datapath worker thread is pinned to (`None`: not
-    /// pinned).
-    pub worker_cpu: Option<usize>,
+    /// Where the datapath worker thread runs (see
+    /// `weft_datapath::placement`).
+    pub worker_cpu: weft_datapath::WorkerCpu,
     /// Source ports SNAT hands out (`None`: Linux's ephemeral range, and a
     /// free source port outside it is kept; `Some`: only these).
     pub snat_ports: Option<(u16, u16)>,

@@ -336,6 +336,18 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         c.busy_poll_misses.load(Ordering::Relaxed),
     );
     out.counter(
+        "weft_worker_moves_total",
+        "Times the datapath worker moved next to its endpoints or back (--worker-cpu follow).",
+        c.worker_moves.load(Ordering::Relaxed),
+    );
+    if let Some(cpu) = c.worker_following_cpu() {
+        out.gauge(
+            "weft_worker_following_cpu",
+            "The CPU the datapath worker runs on next to its endpoints (absent while it runs where the scheduler puts it).",
+            cpu as u64,
+        );
+    }
+    out.counter(
         "weft_conntrack_refused_total",
         "New connections refused because the tracking table was full.",
         c.conntrack_full.load(Ordering::Relaxed),

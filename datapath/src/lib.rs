@@ -7,6 +7,8 @@
 //!   AF_PACKET socket.
 //! * [`sockets`]: the socket uplink, a port over the daemon's own host
 //!   sockets (`weft_hostnet`), for daemons without privilege.
+//! * [`placement`]: where the worker runs; by default next to endpoints
+//!   that wait on each other, found from a per-CPU tally the kernel keeps.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
 //!   encapsulation with UDP GSO, decapsulation of GRO batches.
 //! * [`Datapath`]: the handle the control plane holds; changes reach the
@@ -15,10 +17,12 @@
 //!   once applied.
 
 pub mod busy_poll;
+pub mod placement;
 pub mod port;
 pub mod sockets;
 pub mod uplink;
 pub mod vxlan;
 mod worker;
 
+pub use placement::WorkerCpu;
 pub use worker::{Captured, Change, Command, Datapath, DatapathError, DnsQuery, Injector, Tuning};

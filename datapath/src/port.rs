@@ -12,12 +12,13 @@
 //! moves a whole TSO burst and nobody computes a checksum in software.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 pub use weft_hostnet::uplink::HostListener;
 use weft_switch::frame::{is_gso, needs_csum};
 pub use weft_switch::frame::{Offload, MAX_FRAME_LEN, NO_OFFLOAD};
 
+use weft_os::sender_cpus::SenderCpus;
 use weft_os::tap::{
     Tap, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, VIRTIO_NET_HDR_LEN,
 };
@@ -119,6 +120,14 @@ pub trait Port: Send {
         ))
     }
 
+    /// Has the kernel tally, per CPU, the frames its side hands to this
+    /// port (`Some`), or stop (`None`); see [`crate::placement`]. Only a
+    /// TAP port has such a side.
+    fn count_senders(&self, tally: Option<&SenderCpus>) -> io::Result<()> {
+        let _ = tally;
+        Ok(())
+    }
+
     /// Stops serving a published port and gives its socket back.
     fn unlisten(&mut self, tcp: bool, host_port: u16) -> Option<HostListener> {
         let _ = (tcp, host_port);
@@ -152,6 +161,14 @@ impl TapPort {
 }
 
 impl Port for TapPort {
+    fn count_senders(&self, tally: Option<&SenderCpus>) -> io::Result<()> {
+        match tally {
+            Some(tally) => tally.attach(self.tap.as_fd()),
+            // A filter a previous daemon attached stays with the device.
+            None => weft_os::sender_cpus::detach(self.tap.as_fd()),
+        }
+    }
+
     fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
         let mut filled = 0;
         let vnet = self.tap.vnet_hdr();

@@ -104,6 +104,7 @@ use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
+use crate::placement::{Follower, Moved, WorkerCpu};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -500,9 +501,9 @@ pub struct Tuning {
     /// The longest the worker polls without sleeping after it runs out of
     /// work (see [`crate::busy_poll`]); zero sleeps at once.
     pub busy_poll: Duration,
-    /// The CPU the worker thread is pinned to (`None`: wherever the
-    /// scheduler puts it).
-    pub cpu: Option<usize>,
+    /// Where the worker thread runs: next to endpoints that wait on each
+    /// other (the default), where the scheduler puts it, or on one CPU.
+    pub cpu: WorkerCpu,
 }
 
 impl Datapath {
@@ -532,7 +533,7 @@ impl Datapath {
         let mut switch = Switch::with_conntrack(Arc::clone(&counters), conntrack);
         let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
         switch.set_aging(aging);
-        let worker = Worker {
+        let mut worker = Worker {
             poll,
             switch,
             ports: Vec::new(),
@@ -550,23 +551,28 @@ impl Datapath {
             injected: inject_rx,
             dns: None,
             busy_poll: BusyPoll::new(tuning.busy_poll),
+            follower: None,
         };
         let (pin_tx, pin_rx) = bounded(1);
         let thread = std::thread::Builder::new()
             .name("weft-datapath".into())
             .spawn(move || {
-                if let Some(cpu) = tuning.cpu {
-                    let pinned = weft_os::affinity::pin_current_thread(cpu);
-                    let ok = pinned.is_ok();
-                    let _ = pin_tx.send(pinned);
-                    if !ok {
-                        return;
+                match tuning.cpu {
+                    WorkerCpu::Pin(cpu) => {
+                        let pinned = weft_os::affinity::pin_current_thread(cpu);
+                        let ok = pinned.is_ok();
+                        let _ = pin_tx.send(pinned);
+                        if !ok {
+                            return;
+                        }
                     }
+                    WorkerCpu::Follow => worker.start_following(),
+                    WorkerCpu::Scheduler => {}
                 }
                 worker.run()
             })
             .map_err(DatapathError::Start)?;
-        if tuning.cpu.is_some() {
+        if matches!(tuning.cpu, WorkerCpu::Pin(_)) {
             match pin_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(DatapathError::Start(e)),
@@ -759,6 +765,9 @@ struct Worker {
     dns: Option<Sender<DnsQuery>>,
     /// Whether to poll without sleeping after running out of work.
     busy_poll: BusyPoll,
+    /// Moves the worker next to endpoints that wait on each other
+    /// ([`WorkerCpu::Follow`] with the privilege to load its tally).
+    follower: Option<Follower>,
 }
 
 /// The [`Transmit`] sink over the worker's ports.
@@ -856,6 +865,69 @@ fn deliver(
 }
 
 impl Worker {
+    /// Loads the tally [`WorkerCpu::Follow`] needs; without the privilege
+    /// to, the worker stays where the scheduler puts it.
+    fn start_following(&mut self) {
+        match Follower::new(Instant::now()) {
+            Ok(follower) => self.follower = Some(follower),
+            Err(e) => tracing::info!(
+                error = %e,
+                "the datapath worker will not follow its endpoints' CPU: loading the kernel-side \
+                 counter needs CAP_BPF (or unprivileged BPF); it runs where the scheduler puts it"
+            ),
+        }
+    }
+
+    /// Lets the follower judge the interval's traffic on the devices.
+    fn reconsider_placement(&mut self, now: Instant) {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        for slot in self.ports.iter().flatten() {
+            if matches!(slot.io, PortIo::Device(_)) {
+                let c = &slot.counters;
+                frames += c.rx_packets.load(Ordering::Relaxed);
+                bytes += c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
+            }
+        }
+        if let Some(moved) = self
+            .follower
+            .as_mut()
+            .and_then(|f| f.tick(now, frames, bytes))
+        {
+            self.moved(moved);
+        }
+    }
+
+    fn moved(&mut self, moved: Moved) {
+        let following = match moved {
+            Moved::To(cpu) => {
+                tracing::debug!(cpu, "the datapath worker moved next to its endpoints");
+                cpu as u64 + 1
+            }
+            Moved::Home => {
+                tracing::debug!("the datapath worker went back to its CPUs");
+                0
+            }
+            Moved::Overridden => {
+                tracing::info!(
+                    "the datapath worker's CPUs were set from outside; it no longer follows its endpoints"
+                );
+                self.follower = None;
+                for slot in self.ports.iter().flatten() {
+                    if let PortIo::Device(io) = &slot.io {
+                        let _ = io.count_senders(None);
+                    }
+                }
+                0
+            }
+        };
+        if moved != Moved::Overridden {
+            self.counters.worker_moves.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters
+            .worker_following
+            .store(following, Ordering::Relaxed);
+    }
+
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
@@ -916,12 +988,22 @@ impl Worker {
             if traffic {
                 self.busy_poll.woke(now, &self.counters);
             }
+            let working = !self.ready.is_empty() || self.vtep_ready;
             self.service_ready(now);
             if self.vtep_ready {
                 self.service_vtep(now);
             }
+            if working {
+                if let Some(follower) = &mut self.follower {
+                    follower.add_pass();
+                }
+            }
+            let done = Instant::now();
             if self.ready.is_empty() && !self.vtep_ready {
-                self.busy_poll.idle(Instant::now(), &self.counters);
+                self.busy_poll.idle(done, &self.counters);
+            }
+            if self.follower.as_ref().is_some_and(|f| f.due(done)) {
+                self.reconsider_placement(done);
             }
             if now >= next_expire {
                 self.switch.expire(now);
@@ -1750,6 +1832,10 @@ impl Worker {
             return Err(ConfigError::DuplicatePort(cfg.id).into());
         }
         self.switch.add_port(cfg)?;
+        if let Err(e) = io.count_senders(self.follower.as_ref().map(Follower::tally)) {
+            // Placement only; forwarding does not depend on it.
+            tracing::debug!(port = cfg.id.0, error = %e, "counting the port's sender CPUs");
+        }
         if let Err(e) = self.register_device(cfg.id, io, counters) {
             let _ = self.switch.remove_port(cfg.id);
             return Err(e);

@@ -1,5 +1,5 @@
-//! Pinning the calling thread to one CPU (`sched_setaffinity(2)` on the
-//! thread's own id).
+//! Pinning the calling thread to CPUs (`sched_setaffinity(2)` on the
+//! thread's own id), and which CPU it is on (`sched_getcpu(3)`).
 
 use std::io;
 
@@ -29,6 +29,28 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
+/// The CPUs the calling thread may run on.
+pub fn current_thread_cpus() -> io::Result<Vec<usize>> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    Ok((0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// Lets the calling thread run on exactly `cpus`.
+pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu).map_err(io::Error::from)?;
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
+}
+
+/// The CPU the calling thread is running on right now.
+pub fn current_cpu() -> io::Result<usize> {
+    nix::sched::sched_getcpu().map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +73,21 @@ mod tests {
         // This thread kept its mask.
         let after = sched_getaffinity(Pid::from_raw(0)).unwrap();
         assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    }
+
+    #[test]
+    fn a_thread_moves_within_its_mask_and_back() {
+        std::thread::spawn(|| {
+            let all = current_thread_cpus().unwrap();
+            let last = *all.last().unwrap();
+            set_current_thread_cpus(&[last]).unwrap();
+            assert_eq!(current_thread_cpus().unwrap(), vec![last]);
+            assert_eq!(current_cpu().unwrap(), last);
+            set_current_thread_cpus(&all).unwrap();
+            assert_eq!(current_thread_cpus().unwrap(), all);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod peer;
 pub mod privilege;
 pub mod provision;
 mod rco_guard;
+pub mod sender_cpus;
 pub mod tap;
 pub mod udp;
 pub mod userns;

@@ -258,9 +258,24 @@ pub struct SwitchCounters {
     pub busy_poll_hits: AtomicU64,
     /// Busy-poll windows that ran out without a packet.
     pub busy_poll_misses: AtomicU64,
+    /// Times the datapath worker moved next to its endpoints or back
+    /// (`--worker-cpu follow`).
+    pub worker_moves: AtomicU64,
+    /// The CPU the worker runs on next to its endpoints, plus one; zero
+    /// while it runs where the scheduler puts it. Read it with
+    /// [`SwitchCounters::worker_following_cpu`].
+    pub worker_following: AtomicU64,
 }
 
 impl SwitchCounters {
+    /// The CPU the datapath worker follows its endpoints on, if it does.
+    pub fn worker_following_cpu(&self) -> Option<usize> {
+        match self.worker_following.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n as usize - 1),
+        }
+    }
+
     /// The switch-wide drop counters under their reported names: the one
     /// list `weft stats` and the metrics exporter both read.
     pub fn drops(&self) -> [(&'static str, &AtomicU64); 9] {

@@ -1,0 +1,393 @@
+//! Where the worker thread runs: next to endpoints that wait on each other.
+//!
+//! Kernel forwarding (a bridge, a veth pair) runs in the sender's context,
+//! on the sender's CPU: a request's delivery wakes a server sleeping on
+//! that CPU without an inter-processor interrupt. A userspace switch
+//! whose worker the scheduler keeps on another CPU pays two IPIs per round
+//! trip instead, which doubled the median of a pinned UDP round trip
+//! (README, "Datapath targets"). With [`WorkerCpu::Follow`] the worker
+//! moves itself next to the endpoints when
+//!
+//! * nearly all frames come from one other CPU: a per-CPU tally the kernel
+//!   keeps of the frames handed to the TAPs ([`weft_os::sender_cpus`]) says
+//!   which CPU sent them;
+//! * that CPU sends more than the worker's own CPU does (frames a
+//!   namespace sends in the worker's own `writev`, such as a kernel's echo
+//!   reply, count on the worker's CPU: endpoints split across two CPUs are
+//!   left as they are, since either place is as good);
+//! * and the traffic is light ([`Load::light`]): frames arrive one at a
+//!   time and little data moves, as in request/response traffic, where a
+//!   shared CPU costs nothing because the endpoint waits while the worker
+//!   forwards.
+//!
+//! A move needs two intervals in a row that call for it. The worker goes
+//! back to the CPUs it started with once the traffic is heavy
+//! ([`Load::heavy`]): a bulk transfer or a flood, whose sender would
+//! otherwise share its CPU with the worker.
+//!
+//! Load is judged from what the worker forwarded (bytes per second, frames
+//! per pass of its loop), not from the time it spent: next to endpoints,
+//! the endpoint a write wakes runs in the middle of the worker's pass, so
+//! the pass's wall time says more about the endpoint than the worker.
+//!
+//! Endpoints the scheduler is free to move do not stay put: woken by a
+//! worker that now holds their CPU, they wake on an idle one, and a
+//! follower would chase them from CPU to CPU without ever catching up. So
+//! when the endpoints leave within [`SETTLE`] of a move, the worker goes
+//! back to its CPUs and stops following for a while ([`BACKOFF`], doubling
+//! up to [`MAX_BACKOFF`] each time it happens again). Pinned endpoints
+//! never leave, and those are the ones that gain from a worker beside them.
+//!
+//! The CPUs set from outside win: when the worker's CPU mask is not the
+//! one it last set itself (`taskset -p` on the thread, a benchmark pinning
+//! it), it stops following for good.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use weft_os::sender_cpus::SenderCpus;
+
+/// How often the tally is read and the placement reconsidered.
+pub const INTERVAL: Duration = Duration::from_millis(200);
+/// The figures of one interval that say how heavy the traffic is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Bytes the endpoints (and the uplink) sent and were sent, per second.
+    pub bytes_per_sec: f64,
+    /// Frames read from them per pass of the worker's loop that had work.
+    pub frames_per_pass: f64,
+}
+
+impl Load {
+    /// Light enough to follow: under 32 MB/s (a quarter gigabit) in frames
+    /// that arrive about one per pass.
+    pub fn light(&self) -> bool {
+        self.bytes_per_sec < 32e6 && self.frames_per_pass < 2.0
+    }
+
+    /// Heavy enough to go home: over 128 MB/s, or frames queueing up
+    /// between passes.
+    pub fn heavy(&self) -> bool {
+        self.bytes_per_sec > 128e6 || self.frames_per_pass > 8.0
+    }
+}
+/// Fewer frames than this in an interval say nothing about placement.
+const MIN_FRAMES: u64 = 200;
+/// Endpoints that leave sooner than this after a move are not pinned.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long the worker first stops following after chasing endpoints.
+pub const BACKOFF: Duration = Duration::from_secs(5);
+/// The longest it stops following.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where the datapath worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerCpu {
+    /// Next to the endpoints when they wait on each other, elsewhere where
+    /// the scheduler puts it (see the module docs). Without the privilege
+    /// to load the kernel-side tally this is the same as `Scheduler`.
+    #[default]
+    Follow,
+    /// Wherever the scheduler puts it.
+    Scheduler,
+    /// Always on this CPU.
+    Pin(usize),
+}
+
+/// What one interval's figures call for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Stay,
+    MoveTo(usize),
+    /// Back to the CPUs the worker started with.
+    Release,
+}
+
+/// The decision, free of I/O: `sent` is the frames each CPU handed to the
+/// TAPs during the interval, `own` the worker's CPU, `load` the
+/// interval's traffic, `following` whether it is pinned next to endpoints
+/// now, and `allowed` the CPUs it may use.
+pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[usize]) -> Verdict {
+    if following && load.heavy() {
+        return Verdict::Release;
+    }
+    let total: u64 = sent.iter().sum();
+    if total < MIN_FRAMES || !load.light() {
+        return Verdict::Stay;
+    }
+    let own_sent = sent.get(own).copied().unwrap_or(0);
+    let others = total - own_sent;
+    let best = allowed
+        .iter()
+        .copied()
+        .filter(|&c| c != own)
+        .map(|c| (c, sent.get(c).copied().unwrap_or(0)))
+        .max_by_key(|&(_, n)| n);
+    match best {
+        Some((cpu, n)) if n * 10 >= others * 9 && n > own_sent + total / 10 => Verdict::MoveTo(cpu),
+        _ => Verdict::Stay,
+    }
+}
+
+/// The worker's side: the tally, the interval's busy time, and the moves.
+pub struct Follower {
+    tally: SenderCpus,
+    /// The CPUs the worker started with, and goes back to.
+    home: Vec<usize>,
+    last: Vec<u64>,
+    /// Passes of the worker's loop that had work, this interval.
+    passes: u64,
+    /// The devices' (frames received, bytes moved) at the interval's start.
+    moved: (u64, u64),
+    since: Instant,
+    /// The CPU the worker is pinned to next to endpoints, if it is.
+    following: Option<usize>,
+    /// A move the last interval called for, made if this one agrees.
+    pending: Option<usize>,
+    /// When the worker last moved next to endpoints.
+    moved_at: Option<Instant>,
+    /// No following before this (after chasing endpoints).
+    resting_until: Option<Instant>,
+    /// The next rest's length.
+    backoff: Duration,
+    /// The CPU mask the worker last set itself.
+    mask: Vec<usize>,
+}
+
+/// What [`Follower::tick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Next to endpoints on this CPU.
+    To(usize),
+    /// Back to the CPUs it started with.
+    Home,
+    /// Its CPUs were set from outside: following is over.
+    Overridden,
+}
+
+impl Follower {
+    /// Loads the kernel-side tally; fails without the privilege to.
+    pub fn new(now: Instant) -> io::Result<Self> {
+        let mut tally = SenderCpus::new()?;
+        let last = tally.totals()?.to_vec();
+        let home = weft_os::affinity::current_thread_cpus()?;
+        Ok(Follower {
+            tally,
+            mask: home.clone(),
+            home,
+            last,
+            passes: 0,
+            moved: (0, 0),
+            since: now,
+            following: None,
+            pending: None,
+            moved_at: None,
+            resting_until: None,
+            backoff: BACKOFF,
+        })
+    }
+
+    pub fn tally(&self) -> &SenderCpus {
+        &self.tally
+    }
+
+    /// Counts a pass of the worker's loop that had work.
+    pub fn add_pass(&mut self) {
+        self.passes += 1;
+    }
+
+    /// The CPU the worker is pinned to next to endpoints, if it is.
+    pub fn following(&self) -> Option<usize> {
+        self.following
+    }
+
+    /// Whether an interval has passed since the last [`tick`](Self::tick).
+    pub fn due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= INTERVAL
+    }
+
+    /// Reconsiders the placement, given the frames the devices have
+    /// received and the bytes they have moved so far (both ever-growing
+    /// sums), and says what the worker did, if anything.
+    pub fn tick(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Moved> {
+        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        let load = Load {
+            bytes_per_sec: bytes.saturating_sub(self.moved.1) as f64 / elapsed.max(1e-3),
+            frames_per_pass: frames.saturating_sub(self.moved.0) as f64 / self.passes.max(1) as f64,
+        };
+        self.moved = (frames, bytes);
+        self.passes = 0;
+        self.since = now;
+        match weft_os::affinity::current_thread_cpus() {
+            Ok(mask) if mask != self.mask => return Some(Moved::Overridden),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the worker's CPUs");
+                return None;
+            }
+        }
+        let totals = match self.tally.totals() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the sender-CPU tally");
+                return None;
+            }
+        };
+        let sent: Vec<u64> = totals
+            .iter()
+            .zip(&self.last)
+            .map(|(now, before)| now.wrapping_sub(*before))
+            .collect();
+        self.last.copy_from_slice(totals);
+        if self.resting_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        let own = weft_os::affinity::current_cpu().ok()?;
+        let verdict = decide(&sent, own, load, self.following.is_some(), &self.home);
+        tracing::trace!(?sent, own, ?load, ?verdict, "placement interval");
+        if !matches!(verdict, Verdict::MoveTo(_)) {
+            self.pending = None;
+        }
+        match verdict {
+            Verdict::Stay => {
+                if self.following.is_some()
+                    && self
+                        .moved_at
+                        .is_some_and(|at| now.duration_since(at) > 5 * SETTLE)
+                {
+                    // Settled next to pinned endpoints: a later chase
+                    // starts from the shortest rest again.
+                    self.backoff = BACKOFF;
+                }
+                None
+            }
+            Verdict::Release => self.go_home().then_some(Moved::Home),
+            Verdict::MoveTo(_)
+                if self.following.is_some()
+                    && self
+                        .moved_at
+                        .is_some_and(|at| now.duration_since(at) < SETTLE) =>
+            {
+                // The endpoints left the CPU the worker just joined: the
+                // scheduler moves them, and chasing them helps nobody.
+                self.resting_until = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.pending = None;
+                self.go_home().then_some(Moved::Home)
+            }
+            Verdict::MoveTo(cpu) if self.pending == Some(cpu) => {
+                self.pending = None;
+                self.set_mask(&[cpu]).then(|| {
+                    self.following = Some(cpu);
+                    self.moved_at = Some(now);
+                    Moved::To(cpu)
+                })
+            }
+            Verdict::MoveTo(cpu) => {
+                self.pending = Some(cpu);
+                None
+            }
+        }
+    }
+
+    fn go_home(&mut self) -> bool {
+        let home = self.home.clone();
+        let done = self.set_mask(&home);
+        if done {
+            self.following = None;
+        }
+        done
+    }
+
+    fn set_mask(&mut self, cpus: &[usize]) -> bool {
+        match weft_os::affinity::set_current_thread_cpus(cpus) {
+            Ok(()) => {
+                self.mask = cpus.to_vec();
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, ?cpus, "moving the worker");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: &[usize] = &[0, 1];
+    /// Request/response: 15 MB/s, a frame per pass.
+    const RR: Load = Load {
+        bytes_per_sec: 15e6,
+        frames_per_pass: 1.0,
+    };
+    /// A bulk transfer.
+    const BULK: Load = Load {
+        bytes_per_sec: 1.5e9,
+        frames_per_pass: 1.5,
+    };
+    /// A flood of small frames the worker falls behind on.
+    const FLOOD: Load = Load {
+        bytes_per_sec: 21e6,
+        frames_per_pass: 40.0,
+    };
+    /// Between light and heavy.
+    const MIDDLE: Load = Load {
+        bytes_per_sec: 60e6,
+        frames_per_pass: 1.0,
+    };
+
+    #[test]
+    fn request_response_from_another_cpu_is_followed() {
+        assert_eq!(decide(&[9_000, 0], 1, RR, false, BOTH), Verdict::MoveTo(0));
+        // A little housekeeping on the worker's CPU changes nothing.
+        assert_eq!(
+            decide(&[9_000, 300], 1, RR, false, BOTH),
+            Verdict::MoveTo(0)
+        );
+    }
+
+    #[test]
+    fn bulk_and_floods_are_not_followed() {
+        assert_eq!(decide(&[9_000, 0], 1, BULK, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 1, FLOOD, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 1, MIDDLE, false, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn a_following_worker_goes_home_when_traffic_gets_heavy() {
+        assert_eq!(decide(&[9_000, 0], 0, BULK, true, BOTH), Verdict::Release);
+        assert_eq!(decide(&[9_000, 0], 0, FLOOD, true, BOTH), Verdict::Release);
+        // Between light and heavy it neither follows nor leaves.
+        assert_eq!(decide(&[0, 9_000], 0, MIDDLE, true, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn endpoints_split_across_cpus_leave_the_worker_in_place() {
+        // The client on CPU 0, the server on CPU 1: half each.
+        assert_eq!(decide(&[4_500, 4_500], 1, RR, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[4_500, 4_500], 0, RR, false, BOTH), Verdict::Stay);
+        // Three CPUs, none dominant.
+        assert_eq!(
+            decide(&[3_000, 3_000, 3_000], 2, RR, false, &[0, 1, 2]),
+            Verdict::Stay
+        );
+    }
+
+    #[test]
+    fn once_next_to_the_endpoints_it_stays() {
+        assert_eq!(decide(&[9_000, 0], 0, RR, true, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn too_few_frames_say_nothing() {
+        assert_eq!(decide(&[150, 0], 1, RR, false, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn only_allowed_cpus_are_chosen() {
+        assert_eq!(decide(&[9_000, 0, 0], 2, RR, false, &[1, 2]), Verdict::Stay);
+    }
+}
