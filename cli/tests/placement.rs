@@ -1,8 +1,9 @@
 //! Where the datapath worker runs (`--worker-cpu follow`, the default),
 //! against real endpoints in namespaces of the test's own: it moves next
 //! to request/response traffic pinned to one CPU, follows it to another,
-//! goes back to all its CPUs under a bulk TCP transfer, and leaves its
-//! CPUs alone once they are set from outside.
+//! goes back to all its CPUs under a bulk TCP transfer, follows again
+//! once the transfer is over, and leaves its CPUs alone once they are set
+//! from outside.
 //!
 //! Observed from outside, as an operator would: the worker thread's
 //! `Cpus_allowed_list` in `/proc`.
@@ -179,8 +180,22 @@ fn the_worker_follows_pinned_request_response_and_goes_home_under_bulk() {
         .args([server.ip.as_str(), "-t", "4"])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let _bulk = Bg::spawn(client, "iperf3 client");
+    let mut bulk = Bg::spawn(client, "iperf3 client");
     wait_for_cpus(&daemon, tid, &cpus, "bulk TCP from CPU b");
+    // Four seconds of bulk took the counting program off the TAPs; light
+    // traffic puts it back, and the worker follows again.
+    assert!(
+        bulk.wait_timeout(Duration::from_secs(10)).is_some(),
+        "iperf3 did not finish"
+    );
+    let rr = ping_pong(&server_ns, &client_ns, &server.ip, a);
+    wait_for_cpus(
+        &daemon,
+        tid,
+        &[a],
+        "ping-pong on CPU a after the bulk transfer",
+    );
+    drop(rr);
 
     // CPUs set from outside stay set: pinned to b by an operator, the
     // worker does not follow ping-pong on a.

@@ -38,6 +38,12 @@
 //! up to [`MAX_BACKOFF`] each time it happens again). Pinned endpoints
 //! never leave, and those are the ones that gain from a worker beside them.
 //!
+//! Counting costs the sender a few tens of nanoseconds per frame, which a
+//! flood of small frames notices. It is needed only while traffic is
+//! light, so after [`HEAVY_STREAK`] heavy intervals in a row the program
+//! comes off the TAPs, and goes back on as soon as traffic is no longer
+//! heavy.
+//!
 //! The CPUs set from outside win: when the worker's CPU mask is not the
 //! one it last set itself (`taskset -p` on the thread, a benchmark pinning
 //! it), it stops following for good.
@@ -79,6 +85,8 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 pub const BACKOFF: Duration = Duration::from_secs(5);
 /// The longest it stops following.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Heavy intervals in a row after which the TAPs stop counting.
+pub const HEAVY_STREAK: u32 = 5;
 
 /// Where the datapath worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,9 +160,13 @@ pub struct Follower {
     backoff: Duration,
     /// The CPU mask the worker last set itself.
     mask: Vec<usize>,
+    /// Whether the TAPs count their senders' CPUs now.
+    counting: bool,
+    /// Heavy intervals in a row.
+    heavy_streak: u32,
 }
 
-/// What [`Follower::tick`] did.
+/// What [`Follower::tick`] did, or asks the worker to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moved {
     /// Next to endpoints on this CPU.
@@ -163,6 +175,8 @@ pub enum Moved {
     Home,
     /// Its CPUs were set from outside: following is over.
     Overridden,
+    /// Attach the tally to every TAP (`true`) or take it off (`false`).
+    Count(bool),
 }
 
 impl Follower {
@@ -184,11 +198,18 @@ impl Follower {
             moved_at: None,
             resting_until: None,
             backoff: BACKOFF,
+            counting: true,
+            heavy_streak: 0,
         })
     }
 
     pub fn tally(&self) -> &SenderCpus {
         &self.tally
+    }
+
+    /// The tally for a port added now: `None` while the TAPs do not count.
+    pub fn tally_for_new_port(&self) -> Option<&SenderCpus> {
+        self.counting.then_some(&self.tally)
     }
 
     /// Counts a pass of the worker's loop that had work.
@@ -225,6 +246,28 @@ impl Follower {
                 tracing::debug!(error = %e, "reading the worker's CPUs");
                 return None;
             }
+        }
+        self.heavy_streak = if load.heavy() {
+            self.heavy_streak + 1
+        } else {
+            0
+        };
+        if !self.counting {
+            if load.heavy() {
+                return None;
+            }
+            self.counting = true;
+            self.pending = None;
+            // Deltas start from here: the last frames counted before the
+            // program came off are not this interval's.
+            if let Ok(totals) = self.tally.totals() {
+                self.last.copy_from_slice(totals);
+            }
+            return Some(Moved::Count(true));
+        }
+        if self.heavy_streak >= HEAVY_STREAK && self.following.is_none() {
+            self.counting = false;
+            return Some(Moved::Count(false));
         }
         let totals = match self.tally.totals() {
             Ok(t) => t,

@@ -907,6 +907,15 @@ impl Worker {
                 tracing::debug!("the datapath worker went back to its CPUs");
                 0
             }
+            Moved::Count(on) => {
+                let tally = self.follower.as_ref().filter(|_| on).map(Follower::tally);
+                for slot in self.ports.iter().flatten() {
+                    if let PortIo::Device(io) = &slot.io {
+                        let _ = io.count_senders(tally);
+                    }
+                }
+                return;
+            }
             Moved::Overridden => {
                 tracing::info!(
                     "the datapath worker's CPUs were set from outside; it no longer follows its endpoints"
@@ -1832,7 +1841,11 @@ impl Worker {
             return Err(ConfigError::DuplicatePort(cfg.id).into());
         }
         self.switch.add_port(cfg)?;
-        if let Err(e) = io.count_senders(self.follower.as_ref().map(Follower::tally)) {
+        if let Err(e) = io.count_senders(
+            self.follower
+                .as_ref()
+                .and_then(Follower::tally_for_new_port),
+        ) {
             // Placement only; forwarding does not depend on it.
             tracing::debug!(port = cfg.id.0, error = %e, "counting the port's sender CPUs");
         }
