@@ -744,6 +744,10 @@ pub struct StatusInfo {
     /// The cluster store, when the daemon runs with `--store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
+    /// The CPU the datapath worker runs on next to its endpoints
+    /// (`--worker-cpu follow`); absent while it runs elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_following_cpu: Option<usize>,
 }
 
 /// The cluster store as `status` reports it.

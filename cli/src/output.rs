@@ -496,6 +496,9 @@ pub fn status(s: &StatusInfo, socket: &std::path::Path) -> String {
     if let Some(vtep) = s.vtep_ip {
         rows.push(("vtep", vtep.to_string()));
     }
+    if let Some(cpu) = s.worker_following_cpu {
+        rows.push(("datapath", format!("next to its endpoints on CPU {cpu}")));
+    }
     if let Some(store) = &s.store {
         let state = if store.connected {
             "connected".to_string()

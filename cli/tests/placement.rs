@@ -153,6 +153,11 @@ fn the_worker_follows_pinned_request_response_and_goes_home_under_bulk() {
     // Request/response pinned to CPU a: the worker joins it.
     let rr = ping_pong(&server_ns, &client_ns, &server.ip, a);
     wait_for_cpus(&daemon, tid, &[a], "ping-pong on CPU a");
+    let status = weft_ok(&daemon, &["status"]);
+    assert!(
+        status.contains(&format!("next to its endpoints on CPU {a}")),
+        "{status}"
+    );
     std::thread::sleep(SETTLE);
     drop(rr);
 

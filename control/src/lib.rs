@@ -53,5 +53,5 @@ pub use persist::{PersistError, StateFile};
 pub use ports::{
     Datapath, Netns, NetnsTarget, Provisioner, SocketUplinkConfig, TapRequest, UplinkDevice,
 };
-pub use query::{MetricsSources, PortSource, TapLocation};
+pub use query::{MetricsSources, PortSource, TapLocation, TapToRead};
 pub use state::{Control, VxlanSettings, DEFAULT_MTU, VXLAN_OVERHEAD};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_api::{
     EndpointInfo, FdbEntry, KernelPortStats, NetworkDetail, NetworkInfo, RouteInfo, Stats,
-    StatusInfo, API_VERSION,
+    StatusInfo, TapCounters, API_VERSION,
 };
 
 use crate::error::{datapath_error, ApiResult};
@@ -195,6 +195,7 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             vxlan_listen: self.overlay.bound,
             vtep_ip: self.overlay.vtep_ip(),
             store: self.store_status(),
+            worker_following_cpu: self.datapath.counters().worker_following_cpu(),
         }
     }
 
@@ -276,23 +277,41 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
     }
 
     /// `stats`: per-port and switch-wide counters, and the kernel's
-    /// counters of each endpoint's TAP (read here, on the control thread,
-    /// one short request per endpoint; a port whose counters cannot be
-    /// read says why and the others are unaffected).
+    /// counters of each endpoint's TAP (one short request per endpoint; a
+    /// port whose counters cannot be read says why and the others are
+    /// unaffected). A daemon serving many endpoints should read those off
+    /// its lock instead: [`stats_without_kernel`](Self::stats_without_kernel).
     pub fn stats(&self) -> Stats {
+        let (mut stats, taps) = self.stats_without_kernel();
+        for tap in &taps {
+            let read = self
+                .provisioner
+                .tap_counters(&tap.tap.netns, &tap.tap.ifname);
+            tap.fill(&mut stats, read);
+        }
+        stats
+    }
+
+    /// `stats` without the TAPs' kernel counters, and the TAPs to read
+    /// them from ([`TapToRead::fill`]): everything that needs the control
+    /// plane, so that the slow part (entering each endpoint's namespace)
+    /// can run after the caller lets go of it.
+    pub fn stats_without_kernel(&self) -> (Stats, Vec<TapToRead>) {
         let mut ports = Vec::new();
+        let mut taps = Vec::new();
         for net in self.networks.values() {
             for ep in net.endpoints.values() {
-                let mut stats = port_stats(ep.port, &net.name, &ep.name, &ep.counters);
-                let netns = Netns {
-                    path: ep.netns.clone(),
-                    id: ep.netns_id,
-                };
-                stats.kernel = Some(match self.provisioner.tap_counters(&netns, &ep.ifname) {
-                    Ok(c) => KernelPortStats::Counters(c),
-                    Err(e) => KernelPortStats::Unavailable(e.message),
+                ports.push(port_stats(ep.port, &net.name, &ep.name, &ep.counters));
+                taps.push(TapToRead {
+                    port: ep.port.0,
+                    tap: TapLocation {
+                        netns: Netns {
+                            path: ep.netns.clone(),
+                            id: ep.netns_id,
+                        },
+                        ifname: ep.ifname.clone(),
+                    },
                 });
-                ports.push(stats);
             }
         }
         if let Some(u) = &self.nat.uplink {
@@ -328,11 +347,33 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
                 counters.insert(format!("sockets_{name}"), v);
             }
         }
-        Stats {
+        let stats = Stats {
             ports,
             switch_drops,
             counters,
             peers: self.peer_list(),
+        };
+        (stats, taps)
+    }
+}
+
+/// An endpoint's TAP whose kernel counters a `stats` reply still needs
+/// ([`Control::stats_without_kernel`]).
+#[derive(Debug, Clone)]
+pub struct TapToRead {
+    /// The endpoint's switch port.
+    pub port: u32,
+    pub tap: TapLocation,
+}
+
+impl TapToRead {
+    /// Puts what reading the TAP's counters gave into its port's row.
+    pub fn fill(&self, stats: &mut Stats, read: ApiResult<TapCounters>) {
+        if let Some(row) = stats.ports.iter_mut().find(|p| p.port == self.port) {
+            row.kernel = Some(match read {
+                Ok(c) => KernelPortStats::Counters(c),
+                Err(e) => KernelPortStats::Unavailable(e.message),
+            });
         }
     }
 }

@@ -535,6 +535,17 @@ impl server::Handler for ApiHandler {
                 return Reply::failure(e).into();
             }
         };
+        if matches!(request, weft_api::Request::Stats) {
+            // The TAPs' kernel counters mean entering each endpoint's
+            // namespace: read them after letting go of the control plane.
+            let (mut stats, taps) = control.stats_without_kernel();
+            drop(guard);
+            for tap in &taps {
+                let read = provisioner::tap_counters(&tap.tap.netns, &tap.tap.ifname);
+                tap.fill(&mut stats, read);
+            }
+            return Reply::success(&weft_api::Response::Stats(stats)).into();
+        }
         let pinned = held.as_ref().map(weft_os::peer::HeldNetns::fd_path);
         match control.handle_pinned(request, pinned) {
             Ok(response) => {
