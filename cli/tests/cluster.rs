@@ -1004,7 +1004,7 @@ fn tls_store_with_client_certificates() {
         err.contains("over TLS") && err.contains("pass --store-cert and --store-key"),
         "{err}"
     );
-    // Plain gRPC to a TLS etcd does not get in either.
+    // Plain gRPC to a TLS etcd does not get in either, and is told why.
     let err = refused_daemon(
         Some(&ul.ns.name),
         &strings(&[
@@ -1015,7 +1015,10 @@ fn tls_store_with_client_certificates() {
         ]),
         false,
     );
-    assert!(err.contains("cannot reach the store"), "{err}");
+    assert!(
+        err.contains("closed the connection") && err.contains("write the store as etcds://"),
+        "{err}"
+    );
     // The refused daemons registered nothing.
     assert_eq!(hosts[0].store()["hosts"], 2);
 }

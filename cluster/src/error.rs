@@ -17,6 +17,8 @@ pub enum ClusterError {
     },
     #[error("{0}")]
     TlsFlags(String),
+    #[error("cannot use the store at {url}: {why}")]
+    ClosedOnPlain { url: String, why: String },
     #[error("cannot connect to the store at {url} over TLS: {why}")]
     TlsRefused { url: String, why: String },
     #[error("the store at {url} refused to log in: {why}; check --store-user and --store-password (or WEFT_STORE_PASSWORD) against etcd's users (`etcdctl user list`)")]

@@ -71,6 +71,14 @@ pub fn start(
                 ClusterError::TlsRefused { url, why }
             } else if agent::is_auth_failure(&why) {
                 ClusterError::AuthRefused { url, why }
+            } else if let Some(why) = shared
+                .config
+                .tls
+                .is_none()
+                .then(|| tls::explain_plain_failure(&why))
+                .flatten()
+            {
+                ClusterError::ClosedOnPlain { url, why }
             } else {
                 ClusterError::Unreachable { url, why }
             }

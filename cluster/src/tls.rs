@@ -256,6 +256,20 @@ pub fn explain_failure(why: &str, tls: Option<&TlsMaterial>) -> Option<String> {
     None
 }
 
+/// Why a first plain (`etcd://`) connection failed, when it looks like a
+/// store that serves TLS: etcd closes a connection that sends it plain
+/// gRPC on a TLS port, which the client sees as a broken pipe or a reset,
+/// not as a refusal.
+pub fn explain_plain_failure(why: &str) -> Option<String> {
+    let closed = ["broken pipe", "connection reset"]
+        .into_iter()
+        .find(|c| why.contains(c))?;
+    Some(format!(
+        "it closed the connection ({}), as etcd does when it serves TLS there and is sent plain gRPC; if it serves TLS, write the store as etcds:// (with --store-ca unless the system's CAs signed its certificate)",
+        excerpt(why, closed)
+    ))
+}
+
 /// The part of `why` from `from` to the transport's repetition of it (or
 /// the end), or all of `why`.
 fn excerpt<'a>(why: &'a str, from: &str) -> &'a str {
@@ -292,6 +306,19 @@ mod tests {
         // Not a TLS failure: left to the caller.
         assert_eq!(explain_failure("connection refused", None), None);
         assert_eq!(explain_failure("broken pipe", None), None);
+    }
+
+    #[test]
+    fn a_plain_connection_closed_on_the_spot_suggests_tls() {
+        let closed = "transport error: transport error: connection error: stream closed because of a broken pipe";
+        let e = explain_plain_failure(closed).unwrap();
+        assert!(e.contains("(broken pipe)"), "{e}");
+        assert!(e.contains("write the store as etcds://"), "{e}");
+        assert!(explain_plain_failure("connection reset by peer").is_some());
+        assert_eq!(
+            explain_plain_failure("Connection refused (os error 111)"),
+            None
+        );
     }
 
     #[test]
