@@ -716,6 +716,13 @@ struct DaemonArgs {
     /// Private key (PEM) of --store-cert
     #[arg(long, value_name = "FILE", requires = "store")]
     store_key: Option<PathBuf>,
+    /// Remote checksum offload with the other weft hosts of the --store
+    /// cluster: `on` asks them for it in this host's record and sends with
+    /// it to hosts that ask; `off` does neither (for a path that zeroes or
+    /// drops UDP checksums). Peers added by hand use `peer add
+    /// --remote-csum`
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set, requires = "store")]
+    remote_csum: bool,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
     /// 127.0.0.1:9477) [default: none]
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
@@ -732,6 +739,14 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}` is neither `on` nor `off`")),
+    }
 }
 
 fn parse_metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -923,6 +938,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format: args.log_format,
                 store,
                 metrics: args.metrics,
+                remote_csum: args.remote_csum,
             })?)
         }
         Command::Demo => {

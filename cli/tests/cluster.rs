@@ -454,7 +454,14 @@ fn three_hosts_share_one_network_without_peers_or_ranges() {
     let ul = Underlay::new(70);
     let etcd = Etcd::start(&ul.ns, &ul.addr(254));
     let prefix = prefix();
-    let hosts: Vec<Host> = (1..=3).map(|n| ul.host(n, &etcd.url(), &prefix)).collect();
+    // Host 3 turns remote checksum offload off; the others keep it.
+    let no_rco = strings(&["--remote-csum", "off"]);
+    let hosts: Vec<Host> = (1..=3)
+        .map(|n| match n {
+            3 => ul.host_with(n, &etcd.url(), &prefix, &no_rco),
+            _ => ul.host(n, &etcd.url(), &prefix),
+        })
+        .collect();
     for h in &hosts {
         let store = h.store();
         assert_eq!(store["connected"], true, "{store}");
@@ -471,17 +478,19 @@ fn three_hosts_share_one_network_without_peers_or_ranges() {
             .map(|o| o.ip.clone())
             .collect();
         assert_eq!(h.peers(), others, "peers of {}", h.ip);
-        // Every host advertises remote checksum offload, so the peers the
-        // store brings use it.
+        // Hosts 1 and 2 advertise remote checksum offload and use it with
+        // each other; host 3 neither asks for it nor sends it.
         let list = h.json(&["peer", "ls"]);
-        assert!(
-            list.as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["remote_csum"] == true),
-            "store peers without remote checksum offload on {}: {list}",
-            h.ip
-        );
+        for p in list.as_array().unwrap() {
+            let ip = p["addr"].as_str().and_then(|a| a.split(':').next());
+            let both = h.ip != hosts[2].ip && ip != Some(hosts[2].ip.as_str());
+            assert_eq!(
+                p["remote_csum"].as_bool().unwrap_or(false),
+                both,
+                "peer {p} on {}: {list}",
+                h.ip
+            );
+        }
     }
 
     // One network, created once, on host 1.

@@ -321,6 +321,10 @@ impl ClusterStore for EtcdStore {
         }
     }
 
+    fn remote_csum(&self) -> bool {
+        self.shared.me.remote_csum
+    }
+
     fn status(&self) -> StoreInfo {
         let hosts = self.shared.hosts();
         let state = self.shared.lock();

@@ -124,6 +124,10 @@ pub struct DaemonOptions {
     pub log_format: LogFormat,
     /// The cluster store (`--store`); `None`: this host alone.
     pub store: Option<weft_cluster::StoreConfig>,
+    /// Use remote checksum offload with the other hosts of the cluster:
+    /// advertise it in this host's record and send with it to hosts that
+    /// advertise it (`--remote-csum`).
+    pub remote_csum: bool,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -276,7 +280,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     announce_neighbors(&control, &injector);
     let control = Arc::new(Mutex::new(Some(control)));
     if let Some(config) = opts.store.clone() {
-        if let Err(e) = join_cluster(config, &vxlan, &control) {
+        if let Err(e) = join_cluster(config, &vxlan, opts.remote_csum, &control) {
             let _ = std::fs::remove_file(&opts.socket);
             return Err(e);
         }
@@ -380,6 +384,7 @@ fn reap_forever(control: &Mutex<Option<DaemonControl>>) {
 fn join_cluster(
     config: weft_cluster::StoreConfig,
     vxlan: &VxlanSettings,
+    remote_csum: bool,
     control: &Arc<Mutex<Option<DaemonControl>>>,
 ) -> Result<(), DaemonError> {
     let vtep_ip = vxlan.vtep_ip.ok_or(weft_cluster::ClusterError::NoVtep)?;
@@ -387,8 +392,9 @@ fn join_cluster(
         vtep: std::net::SocketAddrV4::new(vtep_ip, vxlan.listen.port()),
         underlay_mtu: vxlan.underlay_mtu,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        // Every build with this field takes RCO on receive.
-        remote_csum: true,
+        // Every build with this field takes RCO on receive; with
+        // `--remote-csum off` this host asks for (and sends) none.
+        remote_csum,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let store = weft_cluster::start(config, me, tx)?;

@@ -99,6 +99,12 @@ pub trait ClusterStore: Send {
     fn withdraw_endpoint(&self, network: &str, ip: Ipv4Addr);
     /// The store's state, for `status`.
     fn status(&self) -> StoreInfo;
+    /// Whether this host uses remote checksum offload with the others: it
+    /// says so in its record, and sends with it to hosts whose records
+    /// say so (`weft daemon --remote-csum`).
+    fn remote_csum(&self) -> bool {
+        true
+    }
 }
 
 /// What the control plane knows of the other hosts.

@@ -183,7 +183,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         }
         self.remote.hosts.insert(ip, rec.clone());
         if !self.overlay.peers.contains_key(&ip) {
-            self.add_peer(&rec.vtep.to_string(), rec.remote_csum)?;
+            let ours = self.cluster.as_ref().is_none_or(|c| c.remote_csum());
+            self.add_peer(&rec.vtep.to_string(), rec.remote_csum && ours)?;
             self.remote.peers.insert(ip);
             tracing::info!(host = %rec.vtep, version = %rec.version, "host joined");
         }
