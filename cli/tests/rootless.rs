@@ -353,6 +353,27 @@ fn unprivileged_daemon_attaches_user_owned_namespaces() {
     w.ping(a.pid(), &gateway);
     w.ping(b.pid(), &gateway);
 
+    // The TAPs' kernel counters, read through the rootless helper: each
+    // endpoint sent frames weft read, and took frames weft wrote.
+    let stats = w.weft_ok(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
+    for ep in [&ep_a, &ep_b] {
+        let port = stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["endpoint"] == ep.name.as_str())
+            .unwrap_or_else(|| panic!("{} in stats: {stats}", ep.name));
+        let k = &port["kernel"]["counters"];
+        for field in ["from_endpoint_packets", "to_endpoint_packets"] {
+            assert!(
+                k[field].as_u64().is_some_and(|n| n > 0),
+                "{}: {field} in {port}",
+                ep.name
+            );
+        }
+    }
+
     // A namespace of another user (pid 1's, the host's) is refused with
     // what to do.
     let out = w.weft(&["attach", "n", "--pid", "1"]);

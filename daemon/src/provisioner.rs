@@ -207,20 +207,22 @@ impl Provisioner for OsProvisioner {
 /// metrics exporter, which reads them off the control plane's lock.
 pub(crate) fn tap_counters(netns: &Netns, ifname: &str) -> Result<TapCounters, ApiError> {
     if needs_helper() {
-        return Err(ApiError::new(
-            ErrorKind::System,
-            "this daemon cannot enter namespaces (it runs without CAP_SYS_ADMIN over the host), so it cannot read its TAPs' kernel counters: `ip -s link show` inside the namespace shows them",
-        ));
+        // A daemon without privilege enters the endpoint's namespace
+        // through the rootless helper, as it does to make the TAP.
+        return match weft_os::userns::link_stats_via_helper(&netns.path, ifname) {
+            Ok(Some(s)) => Ok(tap_counters_of(s)),
+            Ok(None) => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no interface {ifname} in network namespace {}",
+                    netns.path.display()
+                ),
+            )),
+            Err(e) => Err(ApiError::new(ErrorKind::System, weft_os::error_chain(&e))),
+        };
     }
     match link_stats_in(&netns.path, Some(netns.id), ifname) {
-        Ok(s) => Ok(TapCounters {
-            // The TAP's own view: it transmits what the endpoint sends (to
-            // weft) and receives what weft writes (to the endpoint).
-            from_endpoint_packets: s.tx_packets,
-            from_endpoint_dropped: s.tx_dropped,
-            to_endpoint_packets: s.rx_packets,
-            to_endpoint_dropped: s.rx_dropped,
-        }),
+        Ok(s) => Ok(tap_counters_of(s)),
         Err(e) => {
             let kind = match e {
                 LinkStatsError::NamespaceGone { .. }
@@ -230,6 +232,17 @@ pub(crate) fn tap_counters(netns: &Netns, ifname: &str) -> Result<TapCounters, A
             };
             Err(ApiError::new(kind, weft_os::error_chain(&e)))
         }
+    }
+}
+
+fn tap_counters_of(s: weft_os::LinkStats) -> TapCounters {
+    TapCounters {
+        // The TAP's own view: it transmits what the endpoint sends (to
+        // weft) and receives what weft writes (to the endpoint).
+        from_endpoint_packets: s.tx_packets,
+        from_endpoint_dropped: s.tx_dropped,
+        to_endpoint_packets: s.rx_packets,
+        to_endpoint_dropped: s.rx_dropped,
     }
 }
 

@@ -22,15 +22,20 @@
 //!    error ([`HelperErrorKind`] and a message that says what to do), and
 //!    exits. The TAP lives on in the daemon, which holds the descriptor.
 //!
-//! [`provision_tap_via_helper`] and [`link_exists_via_helper`] are the
-//! daemon's side; [`helper_main`] is the child's, called by the binary's
+//! The same helper answers two questions about a link in such a
+//! namespace: whether it exists, and its kernel counters (for `weft stats`
+//! and the metrics exporter).
+//!
+//! [`provision_tap_via_helper`], [`link_exists_via_helper`] and
+//! [`link_stats_via_helper`] are the daemon's side; [`helper_main`] is the child's, called by the binary's
 //! `main` before anything else runs when its first argument is
 //! [`HELPER_ARG`].
 //!
 //! Wire format: fields separated by NUL (no path or name can hold one).
-//! Request `create NETNS IFNAME MAC IP PREFIX MTU GATEWAY|- VNET MQ NOV6`
-//! or `exists NETNS IFNAME`; reply `ok NAME` (with the descriptor), `yes`,
-//! `no`, or `err KIND MESSAGE`.
+//! Request `create NETNS IFNAME MAC IP PREFIX MTU GATEWAY|- VNET MQ NOV6`,
+//! `exists NETNS IFNAME` or `stats NETNS IFNAME`; reply `ok NAME` (with
+//! the descriptor), `yes`, `no`, `stats RX_PACKETS RX_DROPPED TX_PACKETS
+//! TX_DROPPED`, or `err KIND MESSAGE`.
 
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -48,7 +53,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::netlink::Netlink;
+use crate::netlink::{LinkStats, Netlink};
 use crate::netns::{open_ns, NetnsError};
 use crate::provision::{provision_inside, validate_spec, ProvisionError, TapSpec};
 use crate::tap::{Tap, TapError, TapOptions, TUN_DEVICE};
@@ -148,6 +153,49 @@ pub fn link_exists_via_helper(netns: &Path, ifname: &str) -> Result<bool, Provis
             format!("the rootless helper sent an unexpected reply: {fields:?}"),
         )),
     }
+}
+
+/// The kernel's counters of link `ifname` in the namespace at `netns`
+/// (`None`: no such link), read through the helper.
+pub fn link_stats_via_helper(
+    netns: &Path,
+    ifname: &str,
+) -> Result<Option<LinkStats>, ProvisionError> {
+    let request = join(&["stats", &path_str(netns)?, ifname]);
+    let (fields, _) = call_helper(&request)?;
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    match fields.as_slice() {
+        ["no"] => Ok(None),
+        ["stats", numbers @ ..] => decode_stats(numbers).map(Some).ok_or_else(|| {
+            helper_err(
+                HelperErrorKind::System,
+                format!("the rootless helper sent unreadable counters: {fields:?}"),
+            )
+        }),
+        _ => Err(helper_err(
+            HelperErrorKind::System,
+            format!("the rootless helper sent an unexpected reply: {fields:?}"),
+        )),
+    }
+}
+
+fn encode_stats(s: &LinkStats) -> Vec<String> {
+    [s.rx_packets, s.rx_dropped, s.tx_packets, s.tx_dropped]
+        .iter()
+        .map(u64::to_string)
+        .collect()
+}
+
+fn decode_stats(fields: &[&str]) -> Option<LinkStats> {
+    let [rx_packets, rx_dropped, tx_packets, tx_dropped] = fields else {
+        return None;
+    };
+    Some(LinkStats {
+        rx_packets: rx_packets.parse().ok()?,
+        rx_dropped: rx_dropped.parse().ok()?,
+        tx_packets: tx_packets.parse().ok()?,
+        tx_dropped: tx_dropped.parse().ok()?,
+    })
 }
 
 fn path_str(path: &Path) -> Result<String, ProvisionError> {
@@ -369,6 +417,13 @@ pub fn helper_main(args: &[String]) -> i32 {
             Some(tap.as_fd().as_raw_fd()),
         ),
         Ok(Reply::Exists(yes)) => send(&sock, if yes { b"yes" } else { b"no" }, None),
+        Ok(Reply::Stats(None)) => send(&sock, b"no", None),
+        Ok(Reply::Stats(Some(stats))) => {
+            let mut fields = vec!["stats".to_owned()];
+            fields.extend(encode_stats(&stats));
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            send(&sock, &join(&fields), None)
+        }
         Err((kind, message)) => send(&sock, &join(&["err", kind.as_str(), &message]), None),
     };
     i32::from(sent.is_err())
@@ -377,6 +432,7 @@ pub fn helper_main(args: &[String]) -> i32 {
 enum Reply {
     Tap(Tap),
     Exists(bool),
+    Stats(Option<LinkStats>),
 }
 
 type HelperResult<T> = Result<T, (HelperErrorKind, String)>;
@@ -407,6 +463,22 @@ fn serve(request: &[u8]) -> HelperResult<Reply> {
                 })?
                 .is_some();
             Ok(Reply::Exists(exists))
+        }
+        ["stats", netns, ifname] => {
+            let netns = PathBuf::from(netns);
+            enter(&netns)?;
+            let stats = Netlink::open()
+                .and_then(|mut nl| nl.link_stats(ifname))
+                .map_err(|e| {
+                    (
+                        HelperErrorKind::System,
+                        format!(
+                            "failed to read the counters of {ifname} in network namespace {}: {e}",
+                            netns.display()
+                        ),
+                    )
+                })?;
+            Ok(Reply::Stats(stats))
         }
         ["create", rest @ ..] => {
             let (netns, spec) = decode_create(rest).ok_or_else(invalid)?;
@@ -527,6 +599,21 @@ fn setns(file: &impl AsFd, nstype: libc::c_int) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_reply_roundtrip() {
+        let stats = LinkStats {
+            rx_packets: 1,
+            rx_dropped: 2,
+            tx_packets: u64::MAX,
+            tx_dropped: 0,
+        };
+        let text = encode_stats(&stats);
+        let fields: Vec<&str> = text.iter().map(String::as_str).collect();
+        assert_eq!(decode_stats(&fields), Some(stats));
+        assert_eq!(decode_stats(&["1", "2", "3"]), None);
+        assert_eq!(decode_stats(&["1", "2", "3", "x"]), None);
+    }
 
     #[test]
     fn create_request_roundtrip() {
