@@ -10,7 +10,8 @@
 //!
 //! * nearly all frames come from one other CPU: a per-CPU tally the kernel
 //!   keeps of the frames handed to the TAPs ([`weft_os::sender_cpus`]) says
-//!   which CPU sent them;
+//!   which CPU sent them (when nearly all come from the worker's own CPU,
+//!   where the scheduler happened to put it, the worker pins itself there);
 //! * that CPU sends more than the worker's own CPU does (frames a
 //!   namespace sends in the worker's own `writev`, such as a kernel's echo
 //!   reply, count on the worker's CPU: endpoints split across two CPUs are
@@ -133,6 +134,11 @@ pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[
         .max_by_key(|&(_, n)| n);
     match best {
         Some((cpu, n)) if n * 10 >= others * 9 && n > own_sent + total / 10 => Verdict::MoveTo(cpu),
+        // Already beside them, by the scheduler's choice: stay there, as
+        // the load balancer would otherwise move the worker away again.
+        _ if !following && own_sent * 10 >= total * 9 && allowed.contains(&own) => {
+            Verdict::MoveTo(own)
+        }
         _ => Verdict::Stay,
     }
 }
@@ -422,6 +428,16 @@ mod tests {
     #[test]
     fn once_next_to_the_endpoints_it_stays() {
         assert_eq!(decide(&[9_000, 0], 0, RR, true, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn a_worker_the_scheduler_put_beside_them_pins_itself_there() {
+        assert_eq!(decide(&[9_000, 0], 0, RR, false, BOTH), Verdict::MoveTo(0));
+        // Not when its own CPU's frames are only half (a kernel's inline
+        // replies to a sender elsewhere).
+        assert_eq!(decide(&[4_500, 4_500], 0, RR, false, BOTH), Verdict::Stay);
+        // Nor under heavy traffic.
+        assert_eq!(decide(&[9_000, 0], 0, BULK, false, BOTH), Verdict::Stay);
     }
 
     #[test]

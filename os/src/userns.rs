@@ -448,37 +448,14 @@ fn serve(request: &[u8]) -> HelperResult<Reply> {
     };
     match fields.as_slice() {
         ["exists", netns, ifname] => {
-            let netns = PathBuf::from(netns);
-            enter(&netns)?;
-            let exists = Netlink::open()
-                .and_then(|mut nl| nl.link_index(ifname))
-                .map_err(|e| {
-                    (
-                        HelperErrorKind::System,
-                        format!(
-                            "failed to look up {ifname} in network namespace {}: {e}",
-                            netns.display()
-                        ),
-                    )
-                })?
-                .is_some();
-            Ok(Reply::Exists(exists))
+            let index = ask_netlink(netns, &format!("look up {ifname}"), |nl| {
+                nl.link_index(ifname)
+            })?;
+            Ok(Reply::Exists(index.is_some()))
         }
         ["stats", netns, ifname] => {
-            let netns = PathBuf::from(netns);
-            enter(&netns)?;
-            let stats = Netlink::open()
-                .and_then(|mut nl| nl.link_stats(ifname))
-                .map_err(|e| {
-                    (
-                        HelperErrorKind::System,
-                        format!(
-                            "failed to read the counters of {ifname} in network namespace {}: {e}",
-                            netns.display()
-                        ),
-                    )
-                })?;
-            Ok(Reply::Stats(stats))
+            let what = format!("read the counters of {ifname}");
+            ask_netlink(netns, &what, |nl| nl.link_stats(ifname)).map(Reply::Stats)
         }
         ["create", rest @ ..] => {
             let (netns, spec) = decode_create(rest).ok_or_else(invalid)?;
@@ -489,6 +466,28 @@ fn serve(request: &[u8]) -> HelperResult<Reply> {
         }
         _ => Err(invalid()),
     }
+}
+
+/// Enters the network namespace at `netns` and asks its rtnetlink `ask`;
+/// `what` says what was asked, for the error.
+fn ask_netlink<T>(
+    netns: &str,
+    what: &str,
+    ask: impl FnOnce(&mut Netlink) -> Result<T, crate::NetlinkError>,
+) -> HelperResult<T> {
+    let netns = PathBuf::from(netns);
+    enter(&netns)?;
+    Netlink::open()
+        .and_then(|mut nl| ask(&mut nl))
+        .map_err(|e| {
+            (
+                HelperErrorKind::System,
+                format!(
+                    "failed to {what} in network namespace {}: {e}",
+                    netns.display()
+                ),
+            )
+        })
 }
 
 fn describe_provision_error(e: ProvisionError) -> (HelperErrorKind, String) {
