@@ -161,26 +161,15 @@ impl SenderCpus {
 
         let insns = program(map.as_raw_fd());
         let license = CString::new("GPL").expect("no NUL");
-        let mut log = vec![0u8; 4096];
-        let mut name = [0u8; 16];
-        name[..9].copy_from_slice(b"weft_cpus");
-        let mut load = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            prog_name: name,
-            ..Default::default()
-        };
-        // SAFETY: `insns`, `license` and `log` outlive the call, and the
-        // sizes given are theirs.
-        let prog = match unsafe { bpf(BPF_PROG_LOAD, &mut load) } {
+        // Quietly first: a verifier log too small for what the verifier
+        // says fails even a program it accepts. Only a refusal is loaded
+        // again, with the log, to say why.
+        let prog = match load_program(&insns, &license, None) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
             Err(e) => {
+                let mut log = vec![0u8; 16 * 1024];
+                let _ = load_program(&insns, &license, Some(&mut log));
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let verifier = String::from_utf8_lossy(&log[..end]);
                 return Err(io::Error::new(
@@ -218,6 +207,35 @@ impl SenderCpus {
         unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut lookup) }?;
         Ok(&self.values)
     }
+}
+
+/// `BPF_PROG_LOAD` of `insns` as a socket filter, with the verifier's
+/// log in `log` when given.
+fn load_program(
+    insns: &[Insn],
+    license: &CString,
+    log: Option<&mut Vec<u8>>,
+) -> io::Result<libc::c_long> {
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"weft_cpus");
+    let (log_level, log_size, log_buf) = match log {
+        Some(log) => (1, log.len() as u32, log.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
+    let mut load = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        prog_name: name,
+        ..Default::default()
+    };
+    // SAFETY: `insns`, `license` and the log (when given) outlive the call,
+    // and the sizes given are theirs.
+    unsafe { bpf(BPF_PROG_LOAD, &mut load) }
 }
 
 /// Takes any filter program off the TAP behind `tap` (one a previous
@@ -272,6 +290,24 @@ mod tests {
         assert_eq!(parse_cpu_list_len("0-3,8"), Some(9));
         assert_eq!(parse_cpu_list_len(""), None);
         assert_eq!(parse_cpu_list_len("x"), None);
+    }
+
+    #[test]
+    fn a_refused_program_is_loaded_again_for_the_verifiers_words() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let license = CString::new("GPL").unwrap();
+        // r0 = 0, and no exit.
+        let insns = [insn(0xb7, 0, 0, 0, 0)];
+        let e = load_program(&insns, &license, None).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        let mut log = vec![0u8; 16 * 1024];
+        assert!(load_program(&insns, &license, Some(&mut log)).is_err());
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let said = String::from_utf8_lossy(&log[..end]);
+        assert!(said.contains("last insn"), "{said}");
     }
 
     #[test]
