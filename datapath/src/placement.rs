@@ -143,7 +143,7 @@ pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[
     }
 }
 
-/// The worker's side: the tally, the interval's busy time, and the moves.
+/// The worker's side: the tally, the interval's load, and the moves.
 pub struct Follower {
     tally: SenderCpus,
     /// The CPUs the worker started with, and goes back to.
@@ -152,7 +152,7 @@ pub struct Follower {
     /// Passes of the worker's loop that had work, this interval.
     passes: u64,
     /// The devices' (frames received, bytes moved) at the interval's start.
-    moved: (u64, u64),
+    device_totals: (u64, u64),
     since: Instant,
     /// The CPU the worker is pinned to next to endpoints, if it is.
     following: Option<usize>,
@@ -174,7 +174,7 @@ pub struct Follower {
 
 /// What [`Follower::tick`] did, or asks the worker to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moved {
+pub enum Outcome {
     /// Next to endpoints on this CPU.
     To(usize),
     /// Back to the CPUs it started with.
@@ -197,7 +197,7 @@ impl Follower {
             home,
             last,
             passes: 0,
-            moved: (0, 0),
+            device_totals: (0, 0),
             since: now,
             following: None,
             pending: None,
@@ -236,17 +236,18 @@ impl Follower {
     /// Reconsiders the placement, given the frames the devices have
     /// received and the bytes they have moved so far (both ever-growing
     /// sums), and says what the worker did, if anything.
-    pub fn tick(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Moved> {
+    pub fn tick(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Outcome> {
         let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
         let load = Load {
-            bytes_per_sec: bytes.saturating_sub(self.moved.1) as f64 / elapsed.max(1e-3),
-            frames_per_pass: frames.saturating_sub(self.moved.0) as f64 / self.passes.max(1) as f64,
+            bytes_per_sec: bytes.saturating_sub(self.device_totals.1) as f64 / elapsed.max(1e-3),
+            frames_per_pass: frames.saturating_sub(self.device_totals.0) as f64
+                / self.passes.max(1) as f64,
         };
-        self.moved = (frames, bytes);
+        self.device_totals = (frames, bytes);
         self.passes = 0;
         self.since = now;
         match weft_os::affinity::current_thread_cpus() {
-            Ok(mask) if mask != self.mask => return Some(Moved::Overridden),
+            Ok(mask) if mask != self.mask => return Some(Outcome::Overridden),
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "reading the worker's CPUs");
@@ -269,11 +270,11 @@ impl Follower {
             if let Ok(totals) = self.tally.totals() {
                 self.last.copy_from_slice(totals);
             }
-            return Some(Moved::Count(true));
+            return Some(Outcome::Count(true));
         }
         if self.heavy_streak >= HEAVY_STREAK && self.following.is_none() {
             self.counting = false;
-            return Some(Moved::Count(false));
+            return Some(Outcome::Count(false));
         }
         let totals = match self.tally.totals() {
             Ok(t) => t,
@@ -310,7 +311,7 @@ impl Follower {
                 }
                 None
             }
-            Verdict::Release => self.go_home().then_some(Moved::Home),
+            Verdict::Release => self.go_home().then_some(Outcome::Home),
             Verdict::MoveTo(_)
                 if self.following.is_some()
                     && self
@@ -322,14 +323,14 @@ impl Follower {
                 self.resting_until = Some(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 self.pending = None;
-                self.go_home().then_some(Moved::Home)
+                self.go_home().then_some(Outcome::Home)
             }
             Verdict::MoveTo(cpu) if self.pending == Some(cpu) => {
                 self.pending = None;
                 self.set_mask(&[cpu]).then(|| {
                     self.following = Some(cpu);
                     self.moved_at = Some(now);
-                    Moved::To(cpu)
+                    Outcome::To(cpu)
                 })
             }
             Verdict::MoveTo(cpu) => {

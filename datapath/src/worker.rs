@@ -104,7 +104,7 @@ use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
-use crate::placement::{Follower, Moved, WorkerCpu};
+use crate::placement::{Follower, Outcome, WorkerCpu};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -888,26 +888,27 @@ impl Worker {
                 bytes += c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
             }
         }
-        if let Some(moved) = self
+        if let Some(outcome) = self
             .follower
             .as_mut()
             .and_then(|f| f.tick(now, frames, bytes))
         {
-            self.moved(moved);
+            self.placed(outcome);
         }
     }
 
-    fn moved(&mut self, moved: Moved) {
-        let following = match moved {
-            Moved::To(cpu) => {
+    /// Carries out what the follower decided, and counts it.
+    fn placed(&mut self, outcome: Outcome) {
+        let following = match outcome {
+            Outcome::To(cpu) => {
                 tracing::debug!(cpu, "the datapath worker moved next to its endpoints");
                 cpu as u64 + 1
             }
-            Moved::Home => {
+            Outcome::Home => {
                 tracing::debug!("the datapath worker went back to its CPUs");
                 0
             }
-            Moved::Count(on) => {
+            Outcome::Count(on) => {
                 let tally = self.follower.as_ref().filter(|_| on).map(Follower::tally);
                 for slot in self.ports.iter().flatten() {
                     if let PortIo::Device(io) = &slot.io {
@@ -916,7 +917,7 @@ impl Worker {
                 }
                 return;
             }
-            Moved::Overridden => {
+            Outcome::Overridden => {
                 tracing::info!(
                     "the datapath worker's CPUs were set from outside; it no longer follows its endpoints"
                 );
@@ -929,7 +930,7 @@ impl Worker {
                 0
             }
         };
-        if moved != Moved::Overridden {
+        if outcome != Outcome::Overridden {
             self.counters.worker_moves.fetch_add(1, Ordering::Relaxed);
         }
         self.counters

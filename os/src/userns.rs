@@ -53,7 +53,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::netlink::{LinkStats, Netlink};
+use crate::netlink::{LinkStats, Netlink, NetlinkError};
 use crate::netns::{open_ns, NetnsError};
 use crate::provision::{provision_inside, validate_spec, ProvisionError, TapSpec};
 use crate::tap::{Tap, TapError, TapOptions, TUN_DEVICE};
@@ -473,7 +473,7 @@ fn serve(request: &[u8]) -> HelperResult<Reply> {
 fn ask_netlink<T>(
     netns: &str,
     what: &str,
-    ask: impl FnOnce(&mut Netlink) -> Result<T, crate::NetlinkError>,
+    ask: impl FnOnce(&mut Netlink) -> Result<T, NetlinkError>,
 ) -> HelperResult<T> {
     let netns = PathBuf::from(netns);
     enter(&netns)?;
