@@ -143,6 +143,64 @@ pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[
     }
 }
 
+/// Keeps the worker from chasing endpoints the scheduler moves: a move
+/// that the endpoints answer by leaving within [`SETTLE`] starts a rest,
+/// [`BACKOFF`] long and doubling up to [`MAX_BACKOFF`]; staying put well
+/// past that resets it.
+#[derive(Debug, Clone)]
+pub struct Restraint {
+    moved_at: Option<Instant>,
+    resting_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Default for Restraint {
+    fn default() -> Self {
+        Restraint {
+            moved_at: None,
+            resting_until: None,
+            backoff: BACKOFF,
+        }
+    }
+}
+
+impl Restraint {
+    /// Whether following waits at `now`.
+    pub fn resting(&self, now: Instant) -> bool {
+        self.resting_until.is_some_and(|until| now < until)
+    }
+
+    /// The worker moved next to endpoints at `now`.
+    pub fn moved(&mut self, now: Instant) {
+        self.moved_at = Some(now);
+    }
+
+    /// The endpoints the worker follows are on another CPU at `now`:
+    /// whether that is a chase (they left soon after the move), in which
+    /// case a rest starts.
+    pub fn chased(&mut self, now: Instant) -> bool {
+        let soon = self
+            .moved_at
+            .is_some_and(|at| now.saturating_duration_since(at) < SETTLE);
+        if soon {
+            self.resting_until = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        soon
+    }
+
+    /// The worker still stays next to the endpoints at `now`: once well
+    /// settled, a later chase starts from the shortest rest again.
+    pub fn stayed(&mut self, now: Instant) {
+        if self
+            .moved_at
+            .is_some_and(|at| now.saturating_duration_since(at) > 5 * SETTLE)
+        {
+            self.backoff = BACKOFF;
+        }
+    }
+}
+
 /// The worker's side: the tally, the interval's load, and the moves.
 pub struct Follower {
     tally: SenderCpus,
@@ -158,12 +216,8 @@ pub struct Follower {
     following: Option<usize>,
     /// A move the last interval called for, made if this one agrees.
     pending: Option<usize>,
-    /// When the worker last moved next to endpoints.
-    moved_at: Option<Instant>,
-    /// No following before this (after chasing endpoints).
-    resting_until: Option<Instant>,
-    /// The next rest's length.
-    backoff: Duration,
+    /// Rests after chasing endpoints the scheduler moves.
+    restraint: Restraint,
     /// The CPU mask the worker last set itself.
     mask: Vec<usize>,
     /// Whether the TAPs count their senders' CPUs now.
@@ -201,9 +255,7 @@ impl Follower {
             since: now,
             following: None,
             pending: None,
-            moved_at: None,
-            resting_until: None,
-            backoff: BACKOFF,
+            restraint: Restraint::default(),
             counting: true,
             heavy_streak: 0,
         })
@@ -289,7 +341,7 @@ impl Follower {
             .map(|(now, before)| now.wrapping_sub(*before))
             .collect();
         self.last.copy_from_slice(totals);
-        if self.resting_until.is_some_and(|until| now < until) {
+        if self.restraint.resting(now) {
             return None;
         }
         let own = weft_os::affinity::current_cpu().ok()?;
@@ -300,28 +352,15 @@ impl Follower {
         }
         match verdict {
             Verdict::Stay => {
-                if self.following.is_some()
-                    && self
-                        .moved_at
-                        .is_some_and(|at| now.duration_since(at) > 5 * SETTLE)
-                {
-                    // Settled next to pinned endpoints: a later chase
-                    // starts from the shortest rest again.
-                    self.backoff = BACKOFF;
+                if self.following.is_some() {
+                    self.restraint.stayed(now);
                 }
                 None
             }
             Verdict::Release => self.go_home().then_some(Outcome::Home),
-            Verdict::MoveTo(_)
-                if self.following.is_some()
-                    && self
-                        .moved_at
-                        .is_some_and(|at| now.duration_since(at) < SETTLE) =>
-            {
-                // The endpoints left the CPU the worker just joined: the
-                // scheduler moves them, and chasing them helps nobody.
-                self.resting_until = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            // The endpoints left the CPU the worker just joined: the
+            // scheduler moves them, and chasing them helps nobody.
+            Verdict::MoveTo(_) if self.following.is_some() && self.restraint.chased(now) => {
                 self.pending = None;
                 self.go_home().then_some(Outcome::Home)
             }
@@ -329,7 +368,7 @@ impl Follower {
                 self.pending = None;
                 self.set_mask(&[cpu]).then(|| {
                     self.following = Some(cpu);
-                    self.moved_at = Some(now);
+                    self.restraint.moved(now);
                     Outcome::To(cpu)
                 })
             }
@@ -444,6 +483,51 @@ mod tests {
     #[test]
     fn too_few_frames_say_nothing() {
         assert_eq!(decide(&[150, 0], 1, RR, false, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn endpoints_that_leave_soon_after_a_move_start_a_doubling_rest() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Restraint::default();
+        assert!(!r.resting(t0));
+        r.moved(t0);
+        // They left within SETTLE: a chase, and a rest of BACKOFF.
+        assert!(r.chased(t0 + s(1)));
+        assert!(r.resting(t0 + s(5)));
+        assert!(!r.resting(t0 + s(6)));
+        // The next chase rests twice as long.
+        r.moved(t0 + s(6));
+        assert!(r.chased(t0 + s(7)));
+        assert!(r.resting(t0 + s(16)));
+        assert!(!r.resting(t0 + s(17)));
+        // Doubling stops at MAX_BACKOFF.
+        let mut at = t0 + s(17);
+        for _ in 0..6 {
+            r.moved(at);
+            assert!(r.chased(at + s(1)));
+            at += s(1) + MAX_BACKOFF;
+        }
+        assert_eq!(r.backoff, MAX_BACKOFF);
+    }
+
+    #[test]
+    fn endpoints_that_stay_put_are_no_chase_and_reset_the_rest() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Restraint::default();
+        r.moved(t0);
+        assert!(r.chased(t0 + s(1)));
+        r.moved(t0 + s(10));
+        // Pinned endpoints that later move (an operator's taskset) after
+        // SETTLE are followed, not rested from.
+        assert!(!r.chased(t0 + s(13)));
+        assert!(!r.resting(t0 + s(13)));
+        // Long settled: the next rest is the shortest again.
+        r.stayed(t0 + s(30));
+        r.moved(t0 + s(30));
+        assert!(r.chased(t0 + s(31)));
+        assert!(!r.resting(t0 + s(31) + BACKOFF));
     }
 
     #[test]
