@@ -275,11 +275,6 @@ impl Follower {
         self.passes += 1;
     }
 
-    /// The CPU the worker is pinned to next to endpoints, if it is.
-    pub fn following(&self) -> Option<usize> {
-        self.following
-    }
-
     /// Whether an interval has passed since the last [`tick`](Self::tick).
     pub fn due(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.since) >= INTERVAL

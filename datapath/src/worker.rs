@@ -897,6 +897,19 @@ impl Worker {
         }
     }
 
+    /// Attaches the follower's tally to every device (`on`, with a
+    /// follower) or takes it off.
+    fn count_senders_everywhere(&self, on: bool) {
+        let tally = self.follower.as_ref().filter(|_| on).map(Follower::tally);
+        for slot in self.ports.iter().flatten() {
+            if let PortIo::Device(io) = &slot.io {
+                if let Err(e) = io.count_senders(tally) {
+                    tracing::debug!(error = %e, "counting a port's sender CPUs");
+                }
+            }
+        }
+    }
+
     /// Carries out what the follower decided, and counts it.
     fn placed(&mut self, outcome: Outcome) {
         let following = match outcome {
@@ -909,12 +922,7 @@ impl Worker {
                 0
             }
             Outcome::Count(on) => {
-                let tally = self.follower.as_ref().filter(|_| on).map(Follower::tally);
-                for slot in self.ports.iter().flatten() {
-                    if let PortIo::Device(io) = &slot.io {
-                        let _ = io.count_senders(tally);
-                    }
-                }
+                self.count_senders_everywhere(on);
                 return;
             }
             Outcome::Overridden => {
@@ -922,11 +930,7 @@ impl Worker {
                     "the datapath worker's CPUs were set from outside; it no longer follows its endpoints"
                 );
                 self.follower = None;
-                for slot in self.ports.iter().flatten() {
-                    if let PortIo::Device(io) = &slot.io {
-                        let _ = io.count_senders(None);
-                    }
-                }
+                self.count_senders_everywhere(false);
                 0
             }
         };

@@ -9,12 +9,9 @@ use nix::unistd::Pid;
 /// Pins the calling thread to `cpu`. Fails with a message naming the CPUs
 /// this process may use when `cpu` is not one of them.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
-    if !allowed.is_set(cpu).unwrap_or(false) {
-        let usable: Vec<String> = (0..CpuSet::count())
-            .filter(|&c| allowed.is_set(c).unwrap_or(false))
-            .map(|c| c.to_string())
-            .collect();
+    let allowed = current_thread_cpus()?;
+    if !allowed.contains(&cpu) {
+        let usable: Vec<String> = allowed.iter().map(usize::to_string).collect();
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -23,10 +20,7 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
             ),
         ));
     }
-    let mut set = CpuSet::new();
-    set.set(cpu).map_err(io::Error::from)?;
-    // Pid 0 is the calling thread.
-    sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
+    set_current_thread_cpus(&[cpu])
 }
 
 /// The CPUs the calling thread may run on.
@@ -43,6 +37,7 @@ pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     for &cpu in cpus {
         set.set(cpu).map_err(io::Error::from)?;
     }
+    // Pid 0 is the calling thread.
     sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
