@@ -3,7 +3,8 @@
 //! to request/response traffic pinned to one CPU, follows it to another,
 //! goes back to all its CPUs under a bulk TCP transfer, follows again
 //! once the transfer is over, and leaves its CPUs alone once they are set
-//! from outside.
+//! from outside. A flood of small frames from a pinned sender brings it
+//! beside the sender, on one CPU and then on another.
 //!
 //! Observed from outside, as an operator would: the worker thread's
 //! `Cpus_allowed_list` in `/proc`.
@@ -220,4 +221,66 @@ fn the_worker_follows_pinned_request_response_and_goes_home_under_bulk() {
         "{}",
         daemon.log_tail(50)
     );
+}
+
+/// A 64-byte UDP flood at full speed from `client_ns`, pinned to `cpu`,
+/// to the iperf3 server on `port`.
+fn flood(client_ns: &Netns, server_ip: &str, port: u16, cpu: usize, secs: u32) -> Bg {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &client_ns.name, "iperf3", "-c", server_ip])
+        .args(["-p", &port.to_string()])
+        .args(["-u", "-b", "0", "-l", "64", "-t", &secs.to_string()])
+        .args(["-A", &cpu.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    Bg::spawn(cmd, "iperf3 UDP flood")
+}
+
+#[test]
+fn the_worker_forwards_a_flood_beside_its_pinned_sender() {
+    require_root!();
+    let cpus = usable_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
+        return;
+    }
+    let (a, b) = (cpus[0], cpus[1]);
+    let daemon = Daemon::start();
+    let tid = worker_tid(daemon.pid());
+
+    let net = unique_name("fl");
+    create_network(&daemon, &net, &subnet(0, 62), &[]);
+    let client_ns = Netns::new("flc");
+    let server_ns = Netns::new("fls");
+    attach(&daemon, &net, &client_ns, &[]);
+    let server = attach(&daemon, &net, &server_ns, &[]);
+    // A server for each flood: the first one's client is killed.
+    let _servers: Vec<_> = [5211u16, 5212]
+        .iter()
+        .map(|port| {
+            let port_text = port.to_string();
+            let bg = server_ns.spawn(
+                &["iperf3", "-s", "-p", &port_text],
+                Stdio::null(),
+                Stdio::null(),
+            );
+            assert!(server_ns.wait_listening("tcp", *port, Duration::from_secs(5)));
+            bg
+        })
+        .collect();
+
+    // A flood from CPU a: heavy traffic, yet the worker joins its sender.
+    let sender = flood(&client_ns, &server.ip, 5211, a, 20);
+    wait_for_cpus(&daemon, tid, &[a], "a flood sent from CPU a");
+    let status = weft_ok(&daemon, &["status"]);
+    assert!(
+        status.contains(&format!("next to its endpoints on CPU {a}")),
+        "{status}"
+    );
+    std::thread::sleep(SETTLE);
+    drop(sender);
+
+    // The sender moves to CPU b, and the worker with it.
+    let _sender = flood(&client_ns, &server.ip, 5212, b, 20);
+    wait_for_cpus(&daemon, tid, &[b], "the flood's sender moved to CPU b");
 }

@@ -23,8 +23,23 @@
 //!
 //! A move needs two intervals in a row that call for it. The worker goes
 //! back to the CPUs it started with once the traffic is heavy
-//! ([`Load::heavy`]): a bulk transfer or a flood, whose sender would
-//! otherwise share its CPU with the worker.
+//! ([`Load::heavy`]): a bulk transfer, whose sender would otherwise share
+//! its CPU with the worker.
+//!
+//! A flood of small frames from one CPU ([`Load::flood`]) is the
+//! exception: the worker moves next to its sender, as it does for light
+//! traffic. A bridge forwards in the sender's own system call, so a sender
+//! that outruns its receiver slows to the pace of the forwarding, and the
+//! receiver keeps the other CPU to read on. A worker elsewhere leaves the
+//! sender a CPU of its own to flood with, and on two CPUs the receiver
+//! then shares one with the worker and falls behind: its socket drops
+//! what the worker delivered. Beside the sender, the worker takes half
+//! its CPU, the frames it cannot take in time are dropped at the sender's
+//! TAP before any work is spent on them (counted there, see `weft stats`),
+//! and the receiver reads everything delivered (README, "Following a
+//! flood's sender"). Bulk transfers of large frames are not followed: the
+//! copies dominate there, and a worker that shares the sender's CPU
+//! halves the rate.
 //!
 //! Load is judged from what the worker forwarded (bytes per second, frames
 //! per pass of its loop), not from the time it spent: next to endpoints,
@@ -39,11 +54,11 @@
 //! up to [`MAX_BACKOFF`] each time it happens again). Pinned endpoints
 //! never leave, and those are the ones that gain from a worker beside them.
 //!
-//! Counting costs the sender a few tens of nanoseconds per frame, which a
-//! flood of small frames notices. It is needed only while traffic is
-//! light, so after [`HEAVY_STREAK`] heavy intervals in a row the program
-//! comes off the TAPs, and goes back on as soon as traffic is no longer
-//! heavy.
+//! Counting costs the sender a few tens of nanoseconds per frame. It is
+//! needed only while traffic is light or a flood, so after
+//! [`HEAVY_STREAK`] intervals of bulk traffic in a row the program comes
+//! off the TAPs, and goes back on as soon as the traffic is no longer
+//! bulk.
 //!
 //! The CPUs set from outside win: when the worker's CPU mask is not the
 //! one it last set itself (`taskset -p` on the thread, a benchmark pinning
@@ -63,6 +78,8 @@ pub struct Load {
     pub bytes_per_sec: f64,
     /// Frames read from them per pass of the worker's loop that had work.
     pub frames_per_pass: f64,
+    /// The mean size of the frames read from them, in bytes.
+    pub mean_frame: f64,
 }
 
 impl Load {
@@ -77,7 +94,16 @@ impl Load {
     pub fn heavy(&self) -> bool {
         self.bytes_per_sec > 128e6 || self.frames_per_pass > 8.0
     }
+
+    /// Heavy traffic of small frames: per-frame work, not copying,
+    /// decides its pace.
+    pub fn flood(&self) -> bool {
+        self.heavy() && self.mean_frame < FLOOD_FRAME
+    }
 }
+/// Frames smaller than this on average make heavy traffic a flood: a
+/// 64-byte UDP payload is a 106-byte frame, a TCP super-frame up to 64 KiB.
+pub const FLOOD_FRAME: f64 = 512.0;
 /// Fewer frames than this in an interval say nothing about placement.
 const MIN_FRAMES: u64 = 200;
 /// Endpoints that leave sooner than this after a move are not pinned.
@@ -86,7 +112,8 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 pub const BACKOFF: Duration = Duration::from_secs(5);
 /// The longest it stops following.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Heavy intervals in a row after which the TAPs stop counting.
+/// Intervals of bulk traffic (heavy, not a flood) in a row after which
+/// the TAPs stop counting.
 pub const HEAVY_STREAK: u32 = 5;
 
 /// Where the datapath worker runs.
@@ -114,13 +141,23 @@ pub enum Verdict {
 
 /// The decision, free of I/O: `sent` is the frames each CPU handed to the
 /// TAPs during the interval, `own` the worker's CPU, `load` the
-/// interval's traffic, `following` whether it is pinned next to endpoints
-/// now, and `allowed` the CPUs it may use.
-pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[usize]) -> Verdict {
+/// interval's traffic, `following` the CPU it is pinned to next to
+/// endpoints now, if it is, and `allowed` the CPUs it may use.
+pub fn decide(
+    sent: &[u64],
+    own: usize,
+    load: Load,
+    following: Option<usize>,
+    allowed: &[usize],
+) -> Verdict {
+    let total: u64 = sent.iter().sum();
+    if load.flood() {
+        return decide_flood(sent, total, following, allowed);
+    }
+    let following = following.is_some();
     if following && load.heavy() {
         return Verdict::Release;
     }
-    let total: u64 = sent.iter().sum();
     if total < MIN_FRAMES || !load.light() {
         return Verdict::Stay;
     }
@@ -140,6 +177,26 @@ pub fn decide(sent: &[u64], own: usize, load: Load, following: bool, allowed: &[
             Verdict::MoveTo(own)
         }
         _ => Verdict::Stay,
+    }
+}
+
+/// A flood: next to the CPU that sends at least nine frames in ten, the
+/// worker's own included; back home when no one CPU does.
+fn decide_flood(sent: &[u64], total: u64, following: Option<usize>, allowed: &[usize]) -> Verdict {
+    if total < MIN_FRAMES {
+        return Verdict::Stay;
+    }
+    let sender = allowed
+        .iter()
+        .copied()
+        .map(|c| (c, sent.get(c).copied().unwrap_or(0)))
+        .max_by_key(|&(_, n)| n)
+        .filter(|&(_, n)| n * 10 >= total * 9);
+    match (sender, following) {
+        (Some((cpu, _)), Some(at)) if cpu == at => Verdict::Stay,
+        (Some((cpu, _)), _) => Verdict::MoveTo(cpu),
+        (None, Some(_)) => Verdict::Release,
+        (None, None) => Verdict::Stay,
     }
 }
 
@@ -209,8 +266,8 @@ pub struct Follower {
     last: Vec<u64>,
     /// Passes of the worker's loop that had work, this interval.
     passes: u64,
-    /// The devices' (frames received, bytes moved) at the interval's start.
-    device_totals: (u64, u64),
+    /// The devices' totals at the interval's start.
+    device_totals: DeviceTotals,
     since: Instant,
     /// The CPU the worker is pinned to next to endpoints, if it is.
     following: Option<usize>,
@@ -222,8 +279,20 @@ pub struct Follower {
     mask: Vec<usize>,
     /// Whether the TAPs count their senders' CPUs now.
     counting: bool,
-    /// Heavy intervals in a row.
+    /// Intervals of bulk traffic in a row.
     heavy_streak: u32,
+}
+
+/// What the devices (the TAPs and the uplink) have done so far: sums that
+/// only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceTotals {
+    /// Frames read from them.
+    pub frames: u64,
+    /// The bytes of those frames.
+    pub frames_bytes: u64,
+    /// Bytes read from them and written to them.
+    pub bytes_moved: u64,
 }
 
 /// What [`Follower::tick`] did, or asks the worker to do.
@@ -251,7 +320,7 @@ impl Follower {
             home,
             last,
             passes: 0,
-            device_totals: (0, 0),
+            device_totals: DeviceTotals::default(),
             since: now,
             following: None,
             pending: None,
@@ -280,17 +349,20 @@ impl Follower {
         now.saturating_duration_since(self.since) >= INTERVAL
     }
 
-    /// Reconsiders the placement, given the frames the devices have
-    /// received and the bytes they have moved so far (both ever-growing
-    /// sums), and says what the worker did, if anything.
-    pub fn tick(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Outcome> {
+    /// Reconsiders the placement, given what the devices have done so far,
+    /// and says what the worker did, if anything.
+    pub fn tick(&mut self, now: Instant, totals: DeviceTotals) -> Option<Outcome> {
         let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        let before = self.device_totals;
+        let frames = totals.frames.saturating_sub(before.frames);
         let load = Load {
-            bytes_per_sec: bytes.saturating_sub(self.device_totals.1) as f64 / elapsed.max(1e-3),
-            frames_per_pass: frames.saturating_sub(self.device_totals.0) as f64
-                / self.passes.max(1) as f64,
+            bytes_per_sec: totals.bytes_moved.saturating_sub(before.bytes_moved) as f64
+                / elapsed.max(1e-3),
+            frames_per_pass: frames as f64 / self.passes.max(1) as f64,
+            mean_frame: totals.frames_bytes.saturating_sub(before.frames_bytes) as f64
+                / frames.max(1) as f64,
         };
-        self.device_totals = (frames, bytes);
+        self.device_totals = totals;
         self.passes = 0;
         self.since = now;
         match weft_os::affinity::current_thread_cpus() {
@@ -301,13 +373,11 @@ impl Follower {
                 return None;
             }
         }
-        self.heavy_streak = if load.heavy() {
-            self.heavy_streak + 1
-        } else {
-            0
-        };
+        // A flood is followed, so it needs the tally; bulk does not.
+        let bulk = load.heavy() && !load.flood();
+        self.heavy_streak = if bulk { self.heavy_streak + 1 } else { 0 };
         if !self.counting {
-            if load.heavy() {
+            if bulk {
                 return None;
             }
             self.counting = true;
@@ -340,7 +410,7 @@ impl Follower {
             return None;
         }
         let own = weft_os::affinity::current_cpu().ok()?;
-        let verdict = decide(&sent, own, load, self.following.is_some(), &self.home);
+        let verdict = decide(&sent, own, load, self.following, &self.home);
         tracing::trace!(?sent, own, ?load, ?verdict, "placement interval");
         if !matches!(verdict, Verdict::MoveTo(_)) {
             self.pending = None;
@@ -406,78 +476,126 @@ mod tests {
     const RR: Load = Load {
         bytes_per_sec: 15e6,
         frames_per_pass: 1.0,
+        mean_frame: 120.0,
     };
     /// A bulk transfer.
     const BULK: Load = Load {
         bytes_per_sec: 1.5e9,
         frames_per_pass: 1.5,
+        mean_frame: 60_000.0,
     };
     /// A flood of small frames the worker falls behind on.
     const FLOOD: Load = Load {
         bytes_per_sec: 21e6,
         frames_per_pass: 40.0,
+        mean_frame: 106.0,
+    };
+    /// A flood of full-size frames: bulk.
+    const BIG_FLOOD: Load = Load {
+        bytes_per_sec: 1.2e9,
+        frames_per_pass: 20.0,
+        mean_frame: 1514.0,
     };
     /// Between light and heavy.
     const MIDDLE: Load = Load {
         bytes_per_sec: 60e6,
         frames_per_pass: 1.0,
+        mean_frame: 1000.0,
     };
 
     #[test]
     fn request_response_from_another_cpu_is_followed() {
-        assert_eq!(decide(&[9_000, 0], 1, RR, false, BOTH), Verdict::MoveTo(0));
+        assert_eq!(decide(&[9_000, 0], 1, RR, None, BOTH), Verdict::MoveTo(0));
         // A little housekeeping on the worker's CPU changes nothing.
+        assert_eq!(decide(&[9_000, 300], 1, RR, None, BOTH), Verdict::MoveTo(0));
+    }
+
+    #[test]
+    fn bulk_is_not_followed() {
+        assert_eq!(decide(&[9_000, 0], 1, BULK, None, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 1, BIG_FLOOD, None, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 1, MIDDLE, None, BOTH), Verdict::Stay);
+    }
+
+    #[test]
+    fn a_flood_from_one_cpu_is_followed_to_its_sender() {
         assert_eq!(
-            decide(&[9_000, 300], 1, RR, false, BOTH),
+            decide(&[9_000, 0], 1, FLOOD, None, BOTH),
             Verdict::MoveTo(0)
+        );
+        // Where the scheduler put it, beside the sender: it pins itself.
+        assert_eq!(
+            decide(&[9_000, 0], 0, FLOOD, None, BOTH),
+            Verdict::MoveTo(0)
+        );
+        // Beside it already.
+        assert_eq!(decide(&[9_000, 0], 0, FLOOD, Some(0), BOTH), Verdict::Stay);
+        // The sender moved.
+        assert_eq!(
+            decide(&[0, 9_000], 0, FLOOD, Some(0), BOTH),
+            Verdict::MoveTo(1)
         );
     }
 
     #[test]
-    fn bulk_and_floods_are_not_followed() {
-        assert_eq!(decide(&[9_000, 0], 1, BULK, false, BOTH), Verdict::Stay);
-        assert_eq!(decide(&[9_000, 0], 1, FLOOD, false, BOTH), Verdict::Stay);
-        assert_eq!(decide(&[9_000, 0], 1, MIDDLE, false, BOTH), Verdict::Stay);
+    fn a_flood_from_several_cpus_is_not_followed() {
+        // Two senders, or a kernel's inline replies on the worker's CPU.
+        assert_eq!(decide(&[6_000, 3_000], 1, FLOOD, None, BOTH), Verdict::Stay);
+        assert_eq!(
+            decide(&[6_000, 3_000], 0, FLOOD, Some(0), BOTH),
+            Verdict::Release
+        );
+        assert_eq!(decide(&[150, 0], 1, FLOOD, None, BOTH), Verdict::Stay);
+        assert_eq!(
+            decide(&[9_000, 0, 0], 2, FLOOD, None, &[1, 2]),
+            Verdict::Stay
+        );
     }
 
     #[test]
     fn a_following_worker_goes_home_when_traffic_gets_heavy() {
-        assert_eq!(decide(&[9_000, 0], 0, BULK, true, BOTH), Verdict::Release);
-        assert_eq!(decide(&[9_000, 0], 0, FLOOD, true, BOTH), Verdict::Release);
+        assert_eq!(
+            decide(&[9_000, 0], 0, BULK, Some(0), BOTH),
+            Verdict::Release
+        );
+        assert_eq!(
+            decide(&[9_000, 0], 0, BIG_FLOOD, Some(0), BOTH),
+            Verdict::Release
+        );
         // Between light and heavy it neither follows nor leaves.
-        assert_eq!(decide(&[0, 9_000], 0, MIDDLE, true, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[0, 9_000], 0, MIDDLE, Some(0), BOTH), Verdict::Stay);
     }
 
     #[test]
     fn endpoints_split_across_cpus_leave_the_worker_in_place() {
         // The client on CPU 0, the server on CPU 1: half each.
-        assert_eq!(decide(&[4_500, 4_500], 1, RR, false, BOTH), Verdict::Stay);
-        assert_eq!(decide(&[4_500, 4_500], 0, RR, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[4_500, 4_500], 1, RR, None, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[4_500, 4_500], 0, RR, None, BOTH), Verdict::Stay);
         // Three CPUs, none dominant.
         assert_eq!(
-            decide(&[3_000, 3_000, 3_000], 2, RR, false, &[0, 1, 2]),
+            decide(&[3_000, 3_000, 3_000], 2, RR, None, &[0, 1, 2]),
             Verdict::Stay
         );
     }
 
     #[test]
     fn once_next_to_the_endpoints_it_stays() {
-        assert_eq!(decide(&[9_000, 0], 0, RR, true, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 0, RR, Some(0), BOTH), Verdict::Stay);
     }
 
     #[test]
     fn a_worker_the_scheduler_put_beside_them_pins_itself_there() {
-        assert_eq!(decide(&[9_000, 0], 0, RR, false, BOTH), Verdict::MoveTo(0));
+        assert_eq!(decide(&[9_000, 0], 0, RR, None, BOTH), Verdict::MoveTo(0));
         // Not when its own CPU's frames are only half (a kernel's inline
         // replies to a sender elsewhere).
-        assert_eq!(decide(&[4_500, 4_500], 0, RR, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[4_500, 4_500], 0, RR, None, BOTH), Verdict::Stay);
         // Nor under heavy traffic.
-        assert_eq!(decide(&[9_000, 0], 0, BULK, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0], 0, BULK, None, BOTH), Verdict::Stay);
     }
 
     #[test]
     fn too_few_frames_say_nothing() {
-        assert_eq!(decide(&[150, 0], 1, RR, false, BOTH), Verdict::Stay);
+        assert_eq!(decide(&[150, 0], 1, RR, None, BOTH), Verdict::Stay);
     }
 
     #[test]
@@ -527,6 +645,6 @@ mod tests {
 
     #[test]
     fn only_allowed_cpus_are_chosen() {
-        assert_eq!(decide(&[9_000, 0, 0], 2, RR, false, &[1, 2]), Verdict::Stay);
+        assert_eq!(decide(&[9_000, 0, 0], 2, RR, None, &[1, 2]), Verdict::Stay);
     }
 }

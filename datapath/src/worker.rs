@@ -104,7 +104,7 @@ use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
-use crate::placement::{Follower, Outcome, WorkerCpu};
+use crate::placement::{DeviceTotals, Follower, Outcome, WorkerCpu};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -880,19 +880,17 @@ impl Worker {
 
     /// Lets the follower judge the interval's traffic on the devices.
     fn reconsider_placement(&mut self, now: Instant) {
-        let (mut frames, mut bytes) = (0u64, 0u64);
+        let mut totals = DeviceTotals::default();
         for slot in self.ports.iter().flatten() {
             if matches!(slot.io, PortIo::Device(_)) {
                 let c = &slot.counters;
-                frames += c.rx_packets.load(Ordering::Relaxed);
-                bytes += c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
+                let rx_bytes = c.rx_bytes.load(Ordering::Relaxed);
+                totals.frames += c.rx_packets.load(Ordering::Relaxed);
+                totals.frames_bytes += rx_bytes;
+                totals.bytes_moved += rx_bytes + c.tx_bytes.load(Ordering::Relaxed);
             }
         }
-        if let Some(outcome) = self
-            .follower
-            .as_mut()
-            .and_then(|f| f.tick(now, frames, bytes))
-        {
+        if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, totals)) {
             self.placed(outcome);
         }
     }

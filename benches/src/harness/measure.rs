@@ -26,7 +26,8 @@ pub enum Test {
     Tcp1,
     /// iperf3 TCP, four streams
     Tcp4,
-    /// iperf3 UDP with 64-byte frames, packets per second
+    /// iperf3 UDP with 64-byte frames, packets per second: nothing pinned,
+    /// then the client and the server pinned to two CPUs apart
     Udp64,
     /// sockperf UDP ping-pong round trips: both ends pinned to CPU 0, then
     /// also the switch's threads with them, then nothing pinned
@@ -55,6 +56,7 @@ impl Test {
     pub fn runs(self) -> u32 {
         match self {
             Test::Rr => 3,
+            Test::Udp64 => 2,
             _ => 1,
         }
     }
@@ -76,6 +78,9 @@ impl Test {
                 Metric::Udp64IfacePps,
                 Metric::Udp64AppPps,
                 Metric::Udp64SocketDropPps,
+                Metric::Udp64ApartIfacePps,
+                Metric::Udp64ApartAppPps,
+                Metric::Udp64ApartSocketDropPps,
             ],
             Test::Rr => &[
                 Metric::RrPinnedAvg,
@@ -106,6 +111,11 @@ pub enum Metric {
     /// Datagrams the server's socket dropped with its receive buffer full
     /// (`UdpRcvbufErrors`): delivered by the switch, never read.
     Udp64SocketDropPps,
+    /// The same three with the client and the server pinned to two CPUs
+    /// apart, as containers with CPU sets of their own are.
+    Udp64ApartIfacePps,
+    Udp64ApartAppPps,
+    Udp64ApartSocketDropPps,
     RrPinnedAvg,
     RrPinnedP50,
     RrPinnedP99,
@@ -130,6 +140,9 @@ impl Metric {
             Metric::Udp64IfacePps => "udp64",
             Metric::Udp64AppPps => "udp64_app",
             Metric::Udp64SocketDropPps => "udp64_socket_drops",
+            Metric::Udp64ApartIfacePps => "udp64_apart",
+            Metric::Udp64ApartAppPps => "udp64_apart_app",
+            Metric::Udp64ApartSocketDropPps => "udp64_apart_socket_drops",
             Metric::RrPinnedAvg => "rr_pinned_avg",
             Metric::RrPinnedP50 => "rr_pinned_p50",
             Metric::RrPinnedP99 => "rr_pinned_p99",
@@ -154,6 +167,9 @@ impl Metric {
             Metric::Udp64IfacePps => "UDP 64 B, into server iface",
             Metric::Udp64AppPps => "UDP 64 B, read by server app",
             Metric::Udp64SocketDropPps => "UDP 64 B, dropped at server socket",
+            Metric::Udp64ApartIfacePps => "UDP 64 B pinned apart, into server iface",
+            Metric::Udp64ApartAppPps => "UDP 64 B pinned apart, read by server app",
+            Metric::Udp64ApartSocketDropPps => "UDP 64 B pinned apart, dropped at server socket",
             Metric::RrPinnedAvg => "UDP RTT pinned, avg",
             Metric::RrPinnedP50 => "UDP RTT pinned, p50",
             Metric::RrPinnedP99 => "UDP RTT pinned, p99",
@@ -173,7 +189,12 @@ impl Metric {
             | Metric::Tcp1SwitchCpuPerGbit
             | Metric::Tcp4CpuPerGbit
             | Metric::Tcp4SwitchCpuPerGbit => "CPU s/Gbit",
-            Metric::Udp64IfacePps | Metric::Udp64AppPps | Metric::Udp64SocketDropPps => "kpps",
+            Metric::Udp64IfacePps
+            | Metric::Udp64AppPps
+            | Metric::Udp64SocketDropPps
+            | Metric::Udp64ApartIfacePps
+            | Metric::Udp64ApartAppPps
+            | Metric::Udp64ApartSocketDropPps => "kpps",
             _ => "µs",
         }
     }
@@ -183,7 +204,12 @@ impl Metric {
     pub fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Metric::Tcp1Gbps | Metric::Tcp4Gbps | Metric::Udp64IfacePps | Metric::Udp64AppPps
+            Metric::Tcp1Gbps
+                | Metric::Tcp4Gbps
+                | Metric::Udp64IfacePps
+                | Metric::Udp64AppPps
+                | Metric::Udp64ApartIfacePps
+                | Metric::Udp64ApartAppPps
         )
     }
 
@@ -377,37 +403,26 @@ pub fn run_test(
         }
         Test::Udp64 => {
             on_run(test.name());
-            let rx_before = rx_packets(topo)?;
-            let rcvbuf_before = udp_rcvbuf_errors(topo)?;
-            let before = sample(&topo.switch_pids);
-            let json = iperf(topo, secs, &["-u", "-b", "0", "-l", UDP64_PAYLOAD])?;
-            let cpu = cpu_between(&before, &sample(&topo.switch_pids));
-            let rx_after = rx_packets(topo)?;
-            let rcvbuf_after = udp_rcvbuf_errors(topo)?;
-            let sum = json
-                .pointer("/end/sum")
-                .context("iperf3's JSON has no end.sum")?;
-            let seconds = sum
-                .get("seconds")
-                .and_then(Value::as_f64)
-                .filter(|s| *s > 0.0)
-                .unwrap_or(secs as f64);
-            let packets = sum.get("packets").and_then(Value::as_f64).unwrap_or(0.0);
-            let lost = sum
-                .get("lost_packets")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            let iface_pps = rx_after.saturating_sub(rx_before) as f64 / seconds;
-            let app_pps = (packets - lost).max(0.0) / seconds;
-            let socket_drop_pps = rcvbuf_after.saturating_sub(rcvbuf_before) as f64 / seconds;
-            Ok(TestResult {
-                values: vec![
-                    (Metric::Udp64IfacePps, iface_pps / 1e3),
-                    (Metric::Udp64AppPps, app_pps / 1e3),
-                    (Metric::Udp64SocketDropPps, socket_drop_pps / 1e3),
-                ],
-                cpu,
-            })
+            let (free, mut cpu) = udp64(topo, secs, &[])?;
+            let mut values = vec![
+                (Metric::Udp64IfacePps, free.iface_kpps),
+                (Metric::Udp64AppPps, free.app_kpps),
+                (Metric::Udp64SocketDropPps, free.socket_drop_kpps),
+            ];
+            // iperf3 pins the client with `-A N` and, for this one test,
+            // the server with `-A N,M`.
+            if let Some([client, server]) = two_cpus() {
+                on_run("udp64 pinned apart");
+                let cpus = format!("{client},{server}");
+                let (apart, c) = udp64(topo, secs, &["-A", &cpus])?;
+                cpu = sum_cpu(cpu, c);
+                values.extend([
+                    (Metric::Udp64ApartIfacePps, apart.iface_kpps),
+                    (Metric::Udp64ApartAppPps, apart.app_kpps),
+                    (Metric::Udp64ApartSocketDropPps, apart.socket_drop_kpps),
+                ]);
+            }
+            Ok(TestResult { values, cpu })
         }
         Test::Rr => {
             let mut values = Vec::new();
@@ -460,6 +475,55 @@ pub fn run_test(
             Ok(TestResult { values, cpu })
         }
     }
+}
+
+/// What one 64-byte UDP flood measured, in thousands of packets per second.
+struct Udp64Rates {
+    /// Into the server's interface, as its kernel counts.
+    iface_kpps: f64,
+    /// Read by iperf3's server.
+    app_kpps: f64,
+    /// Dropped at the server's socket, its receive buffer full.
+    socket_drop_kpps: f64,
+}
+
+/// A 64-byte UDP flood at full speed, `extra` added to iperf3's client.
+fn udp64(topo: &Topology, secs: u64, extra: &[&str]) -> Result<(Udp64Rates, Cpu)> {
+    let rx_before = rx_packets(topo)?;
+    let rcvbuf_before = udp_rcvbuf_errors(topo)?;
+    let before = sample(&topo.switch_pids);
+    let mut args = vec!["-u", "-b", "0", "-l", UDP64_PAYLOAD];
+    args.extend_from_slice(extra);
+    let json = iperf(topo, secs, &args)?;
+    let cpu = cpu_between(&before, &sample(&topo.switch_pids));
+    let rx_after = rx_packets(topo)?;
+    let rcvbuf_after = udp_rcvbuf_errors(topo)?;
+    let sum = json
+        .pointer("/end/sum")
+        .context("iperf3's JSON has no end.sum")?;
+    let seconds = sum
+        .get("seconds")
+        .and_then(Value::as_f64)
+        .filter(|s| *s > 0.0)
+        .unwrap_or(secs as f64);
+    let packets = sum.get("packets").and_then(Value::as_f64).unwrap_or(0.0);
+    let lost = sum
+        .get("lost_packets")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let rates = Udp64Rates {
+        iface_kpps: rx_after.saturating_sub(rx_before) as f64 / seconds / 1e3,
+        app_kpps: (packets - lost).max(0.0) / seconds / 1e3,
+        socket_drop_kpps: rcvbuf_after.saturating_sub(rcvbuf_before) as f64 / seconds / 1e3,
+    };
+    Ok((rates, cpu))
+}
+
+/// The first two CPUs this process may run on, if it may run on two.
+fn two_cpus() -> Option<[usize; 2]> {
+    let mask = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let mut cpus = (0..CpuSet::count()).filter(|&c| mask.is_set(c).unwrap_or(false));
+    Some([cpus.next()?, cpus.next()?])
 }
 
 /// `iperf3 -c SERVER -t SECS -J EXTRA...` from the client namespace.
