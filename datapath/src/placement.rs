@@ -78,8 +78,10 @@ pub struct Load {
     pub bytes_per_sec: f64,
     /// Frames read from them per pass of the worker's loop that had work.
     pub frames_per_pass: f64,
-    /// The mean size of the frames read from them, in bytes.
-    pub mean_frame: f64,
+    /// Bytes moved per frame read: twice the mean frame when every frame
+    /// read is written once. Frames that arrive through the overlay are
+    /// not counted as read, but their bytes written to the TAPs are.
+    pub bytes_per_frame: f64,
 }
 
 impl Load {
@@ -98,12 +100,15 @@ impl Load {
     /// Heavy traffic of small frames: per-frame work, not copying,
     /// decides its pace.
     pub fn flood(&self) -> bool {
-        self.heavy() && self.mean_frame < FLOOD_FRAME
+        self.heavy() && self.bytes_per_frame < FLOOD_BYTES_PER_FRAME
     }
 }
-/// Frames smaller than this on average make heavy traffic a flood: a
-/// 64-byte UDP payload is a 106-byte frame, a TCP super-frame up to 64 KiB.
-pub const FLOOD_FRAME: f64 = 512.0;
+/// Under this many bytes moved per frame read, heavy traffic is a flood:
+/// frames of under 512 bytes, read and written once. A 64-byte UDP payload
+/// is a 106-byte frame, a TCP super-frame up to 64 KiB. A TCP receiver
+/// behind the overlay sends small acknowledgements but is written
+/// super-frames, so it is no flood.
+pub const FLOOD_BYTES_PER_FRAME: f64 = 1024.0;
 /// Fewer frames than this in an interval say nothing about placement.
 const MIN_FRAMES: u64 = 200;
 /// Endpoints that leave sooner than this after a move are not pinned.
@@ -289,8 +294,6 @@ pub struct Follower {
 pub struct DeviceTotals {
     /// Frames read from them.
     pub frames: u64,
-    /// The bytes of those frames.
-    pub frames_bytes: u64,
     /// Bytes read from them and written to them.
     pub bytes_moved: u64,
 }
@@ -355,12 +358,11 @@ impl Follower {
         let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
         let before = self.device_totals;
         let frames = totals.frames.saturating_sub(before.frames);
+        let bytes = totals.bytes_moved.saturating_sub(before.bytes_moved);
         let load = Load {
-            bytes_per_sec: totals.bytes_moved.saturating_sub(before.bytes_moved) as f64
-                / elapsed.max(1e-3),
+            bytes_per_sec: bytes as f64 / elapsed.max(1e-3),
             frames_per_pass: frames as f64 / self.passes.max(1) as f64,
-            mean_frame: totals.frames_bytes.saturating_sub(before.frames_bytes) as f64
-                / frames.max(1) as f64,
+            bytes_per_frame: bytes as f64 / frames.max(1) as f64,
         };
         self.device_totals = totals;
         self.passes = 0;
@@ -476,31 +478,31 @@ mod tests {
     const RR: Load = Load {
         bytes_per_sec: 15e6,
         frames_per_pass: 1.0,
-        mean_frame: 120.0,
+        bytes_per_frame: 240.0,
     };
     /// A bulk transfer.
     const BULK: Load = Load {
         bytes_per_sec: 1.5e9,
         frames_per_pass: 1.5,
-        mean_frame: 60_000.0,
+        bytes_per_frame: 120_000.0,
     };
     /// A flood of small frames the worker falls behind on.
     const FLOOD: Load = Load {
         bytes_per_sec: 21e6,
         frames_per_pass: 40.0,
-        mean_frame: 106.0,
+        bytes_per_frame: 212.0,
     };
     /// A flood of full-size frames: bulk.
     const BIG_FLOOD: Load = Load {
         bytes_per_sec: 1.2e9,
         frames_per_pass: 20.0,
-        mean_frame: 1514.0,
+        bytes_per_frame: 3028.0,
     };
     /// Between light and heavy.
     const MIDDLE: Load = Load {
         bytes_per_sec: 60e6,
         frames_per_pass: 1.0,
-        mean_frame: 1000.0,
+        bytes_per_frame: 2000.0,
     };
 
     #[test]
@@ -535,6 +537,23 @@ mod tests {
             decide(&[0, 9_000], 0, FLOOD, Some(0), BOTH),
             Verdict::MoveTo(1)
         );
+    }
+
+    #[test]
+    fn small_frames_are_a_flood_only_when_small_frames_are_all_that_moves() {
+        assert!(FLOOD.flood());
+        assert!(!BIG_FLOOD.flood());
+        assert!(!BULK.flood());
+        // Light traffic is never a flood, however small its frames.
+        assert!(!RR.flood());
+        // A TCP receiver behind the overlay: the TAP reads its 66-byte
+        // acknowledgements and is written a super-frame for every two.
+        let overlay_receiver = Load {
+            bytes_per_sec: 1.1e9,
+            frames_per_pass: 3.0,
+            bytes_per_frame: 66.0 + 64_000.0 / 2.0,
+        };
+        assert!(overlay_receiver.heavy() && !overlay_receiver.flood());
     }
 
     #[test]

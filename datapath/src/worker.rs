@@ -884,10 +884,9 @@ impl Worker {
         for slot in self.ports.iter().flatten() {
             if matches!(slot.io, PortIo::Device(_)) {
                 let c = &slot.counters;
-                let rx_bytes = c.rx_bytes.load(Ordering::Relaxed);
                 totals.frames += c.rx_packets.load(Ordering::Relaxed);
-                totals.frames_bytes += rx_bytes;
-                totals.bytes_moved += rx_bytes + c.tx_bytes.load(Ordering::Relaxed);
+                totals.bytes_moved +=
+                    c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
             }
         }
         if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, totals)) {
