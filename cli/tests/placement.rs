@@ -24,6 +24,14 @@ const ECHO_PORT: &str = "7007";
 const SETTLE: Duration = Duration::from_millis(2_500);
 const MOVE_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// One test at a time: a flood or a transfer of one test would take the
+/// CPUs another test's endpoints and worker need.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn usable_cpus() -> Vec<usize> {
     parse_cpu_list(
         fs::read_to_string("/proc/self/status")
@@ -130,6 +138,7 @@ fn ping_pong(server_ns: &Netns, client_ns: &Netns, server_ip: &str, cpu: usize) 
 #[test]
 fn the_worker_follows_pinned_request_response_and_goes_home_under_bulk() {
     require_root!();
+    let _alone = one_at_a_time();
     let cpus = usable_cpus();
     if cpus.len() < 2 {
         eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
@@ -239,6 +248,7 @@ fn flood(client_ns: &Netns, server_ip: &str, port: u16, cpu: usize, secs: u32) -
 #[test]
 fn the_worker_forwards_a_flood_beside_its_pinned_sender() {
     require_root!();
+    let _alone = one_at_a_time();
     let cpus = usable_cpus();
     if cpus.len() < 2 {
         eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
