@@ -618,9 +618,10 @@ struct DaemonArgs {
     #[arg(long, value_name = "USECS", default_value = "50", value_parser = parse_busy_poll)]
     busy_poll: Duration,
     /// Where the datapath worker thread runs: `follow` moves it next to
-    /// endpoints that wait on each other (request/response traffic) and
-    /// back when it gets busy (needs CAP_BPF; otherwise as `any`), `any`
-    /// leaves it to the scheduler, a CPU number pins it there
+    /// endpoints that wait on each other (request/response traffic) or
+    /// beside the sender of a flood of small frames, and back under a bulk
+    /// transfer (needs CAP_BPF; otherwise as `any`), `any` leaves it to
+    /// the scheduler, a CPU number pins it there
     #[arg(long, value_name = "follow|any|CPU", default_value = "follow", value_parser = parse_worker_cpu)]
     worker_cpu: WorkerCpu,
     /// Source ports masquerade hands out, FIRST-LAST; when given, only
