@@ -55,10 +55,13 @@
 //! never leave, and those are the ones that gain from a worker beside them.
 //!
 //! Counting costs the sender a few tens of nanoseconds per frame. It is
-//! needed only while traffic is light or a flood, so after
-//! [`HEAVY_STREAK`] intervals of bulk traffic in a row the program comes
-//! off the TAPs, and goes back on as soon as the traffic is no longer
-//! bulk.
+//! needed only while traffic is light or a flood the worker follows, so
+//! after [`HEAVY_STREAK`] heavy intervals in a row without following the
+//! program comes off the TAPs. It goes back on as soon as the traffic is
+//! no longer bulk; after a flood, once the rest that the flood started
+//! (or the chase before it) is over, so that a flood from a sender the
+//! scheduler moves is tried again after [`BACKOFF`], doubling up to
+//! [`MAX_BACKOFF`].
 //!
 //! The CPUs set from outside win: when the worker's CPU mask is not the
 //! one it last set itself (`taskset -p` on the thread, a benchmark pinning
@@ -117,7 +120,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 pub const BACKOFF: Duration = Duration::from_secs(5);
 /// The longest it stops following.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Intervals of bulk traffic (heavy, not a flood) in a row after which
+/// Heavy intervals in a row, the worker following nothing, after which
 /// the TAPs stop counting.
 pub const HEAVY_STREAK: u32 = 5;
 
@@ -245,10 +248,16 @@ impl Restraint {
             .moved_at
             .is_some_and(|at| now.saturating_duration_since(at) < SETTLE);
         if soon {
-            self.resting_until = Some(now + self.backoff);
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.rest(now);
         }
         soon
+    }
+
+    /// Starts a rest at `now`, twice as long as the last one, up to
+    /// [`MAX_BACKOFF`].
+    pub fn rest(&mut self, now: Instant) {
+        self.resting_until = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
     /// The worker still stays next to the endpoints at `now`: once well
@@ -284,7 +293,7 @@ pub struct Follower {
     mask: Vec<usize>,
     /// Whether the TAPs count their senders' CPUs now.
     counting: bool,
-    /// Intervals of bulk traffic in a row.
+    /// Heavy intervals in a row while following nothing.
     heavy_streak: u32,
 }
 
@@ -375,11 +384,18 @@ impl Follower {
                 return None;
             }
         }
-        // A flood is followed, so it needs the tally; bulk does not.
+        // A flood is followed, so it needs the tally; bulk does not, nor a
+        // flood the worker could not follow (from several CPUs, or from
+        // a sender the scheduler moves), until the rest that starts then
+        // is over.
         let bulk = load.heavy() && !load.flood();
-        self.heavy_streak = if bulk { self.heavy_streak + 1 } else { 0 };
+        self.heavy_streak = if load.heavy() && self.following.is_none() {
+            self.heavy_streak + 1
+        } else {
+            0
+        };
         if !self.counting {
-            if bulk {
+            if bulk || self.restraint.resting(now) {
                 return None;
             }
             self.counting = true;
@@ -391,7 +407,10 @@ impl Follower {
             }
             return Some(Outcome::Count(true));
         }
-        if self.heavy_streak >= HEAVY_STREAK && self.following.is_none() {
+        if self.heavy_streak >= HEAVY_STREAK {
+            if load.flood() && !self.restraint.resting(now) {
+                self.restraint.rest(now);
+            }
             self.counting = false;
             return Some(Outcome::Count(false));
         }
@@ -660,6 +679,18 @@ mod tests {
         r.moved(t0 + s(30));
         assert!(r.chased(t0 + s(31)));
         assert!(!r.resting(t0 + s(31) + BACKOFF));
+    }
+
+    #[test]
+    fn a_rest_starts_whenever_asked() {
+        let t0 = Instant::now();
+        let mut r = Restraint::default();
+        r.rest(t0);
+        assert!(r.resting(t0 + BACKOFF / 2));
+        assert!(!r.resting(t0 + BACKOFF));
+        r.rest(t0 + BACKOFF);
+        assert!(r.resting(t0 + BACKOFF + BACKOFF * 3 / 2));
+        assert!(!r.resting(t0 + BACKOFF * 3));
     }
 
     #[test]
