@@ -36,10 +36,10 @@
 //! what the worker delivered. Beside the sender, the worker takes half
 //! its CPU, the frames it cannot take in time are dropped at the sender's
 //! TAP before any work is spent on them (counted there, see `weft stats`),
-//! and the receiver reads everything delivered (README, "Following a
-//! flood's sender"). Bulk transfers of large frames are not followed: the
-//! copies dominate there, and a worker that shares the sender's CPU
-//! halves the rate.
+//! and the receiver reads nearly all that is delivered (README, "Following
+//! a flood's sender"). Bulk transfers of large frames are not followed:
+//! the copies dominate there, and a worker that shares a pinned sender's
+//! CPU cut one TCP stream by a quarter.
 //!
 //! Load is judged from what the worker forwarded (bytes per second, frames
 //! per pass of its loop), not from the time it spent: next to endpoints,
