@@ -321,7 +321,6 @@ fn bench_convergence_on_three_hosts() {
     );
     assert!(doc["neighbour_table"]["overflows"].is_u64(), "{text}");
     assert!(stdout.contains("neighbour table: limits"), "{dump}");
-
     let svg = std::fs::read_to_string(out.path().join("chart.svg")).expect("read chart.svg");
     assert!(svg.starts_with("<svg"));
 

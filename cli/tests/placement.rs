@@ -92,6 +92,52 @@ fn wait_for_cpus(daemon: &Daemon, tid: u32, want: &[usize], what: &str) {
     );
 }
 
+/// A daemon with a client and a server attached to a network of their
+/// own, on a machine with two CPUs `a` and `b` for the test to pin
+/// endpoints to.
+struct TwoCpuSetup {
+    server: Endpoint,
+    client_ns: Netns,
+    server_ns: Netns,
+    /// Every CPU this process may use; `a` and `b` are the first two.
+    cpus: Vec<usize>,
+    a: usize,
+    b: usize,
+    /// The datapath worker's thread.
+    tid: u32,
+    daemon: Daemon,
+}
+
+/// [`TwoCpuSetup`] with names from `tag` and the subnet `10.<octet>.…`,
+/// or `None` (the test is skipped) where this process may use fewer than
+/// two CPUs.
+fn two_cpu_setup(tag: &str, octet: u8) -> Option<TwoCpuSetup> {
+    let cpus = usable_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
+        return None;
+    }
+    let (a, b) = (cpus[0], cpus[1]);
+    let daemon = Daemon::start();
+    let tid = worker_tid(daemon.pid());
+    let net = unique_name(tag);
+    create_network(&daemon, &net, &subnet(0, octet), &[]);
+    let client_ns = Netns::new(&format!("{tag}c"));
+    let server_ns = Netns::new(&format!("{tag}s"));
+    attach(&daemon, &net, &client_ns, &[]);
+    let server = attach(&daemon, &net, &server_ns, &[]);
+    Some(TwoCpuSetup {
+        server,
+        client_ns,
+        server_ns,
+        cpus,
+        a,
+        b,
+        tid,
+        daemon,
+    })
+}
+
 /// A UDP echo server and a client ping-ponging with it as fast as it can,
 /// both pinned to `cpu`: request/response traffic.
 struct PingPong {
@@ -139,26 +185,24 @@ fn ping_pong(server_ns: &Netns, client_ns: &Netns, server_ip: &str, cpu: usize) 
 fn the_worker_follows_pinned_request_response_and_goes_home_under_bulk() {
     require_root!();
     let _alone = one_at_a_time();
-    let cpus = usable_cpus();
-    if cpus.len() < 2 {
-        eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
+    let Some(setup) = two_cpu_setup("pl", 61) else {
         return;
-    }
-    let (a, b) = (cpus[0], cpus[1]);
-    let daemon = Daemon::start();
-    let tid = worker_tid(daemon.pid());
+    };
+    let TwoCpuSetup {
+        server,
+        client_ns,
+        server_ns,
+        cpus,
+        a,
+        b,
+        tid,
+        daemon,
+    } = setup;
     assert_eq!(
         worker_cpus(daemon.pid(), tid),
         cpus,
         "the worker starts on every CPU"
     );
-
-    let net = unique_name("pl");
-    create_network(&daemon, &net, &subnet(0, 61), &[]);
-    let client_ns = Netns::new("plc");
-    let server_ns = Netns::new("pls");
-    attach(&daemon, &net, &client_ns, &[]);
-    let server = attach(&daemon, &net, &server_ns, &[]);
 
     // Request/response pinned to CPU a: the worker joins it.
     let rr = ping_pong(&server_ns, &client_ns, &server.ip, a);
@@ -249,21 +293,19 @@ fn flood(client_ns: &Netns, server_ip: &str, port: u16, cpu: usize, secs: u32) -
 fn the_worker_forwards_a_flood_beside_its_pinned_sender() {
     require_root!();
     let _alone = one_at_a_time();
-    let cpus = usable_cpus();
-    if cpus.len() < 2 {
-        eprintln!("skipped: needs two CPUs, this process may use {cpus:?}");
+    let Some(setup) = two_cpu_setup("fl", 62) else {
         return;
-    }
-    let (a, b) = (cpus[0], cpus[1]);
-    let daemon = Daemon::start();
-    let tid = worker_tid(daemon.pid());
-
-    let net = unique_name("fl");
-    create_network(&daemon, &net, &subnet(0, 62), &[]);
-    let client_ns = Netns::new("flc");
-    let server_ns = Netns::new("fls");
-    attach(&daemon, &net, &client_ns, &[]);
-    let server = attach(&daemon, &net, &server_ns, &[]);
+    };
+    let TwoCpuSetup {
+        server,
+        client_ns,
+        server_ns,
+        a,
+        b,
+        tid,
+        daemon,
+        ..
+    } = setup;
     // A server for each flood: the first one's client is killed.
     let _servers: Vec<_> = [5211u16, 5212]
         .iter()
