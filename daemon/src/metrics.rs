@@ -335,6 +335,11 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         "Busy-poll windows that ran out without a packet.",
         c.busy_poll_misses.load(Ordering::Relaxed),
     );
+    out.gauge(
+        "weft_busy_poll_held",
+        "1 while the datapath does not busy-poll because the traffic is bulk, else 0.",
+        c.busy_poll_held.load(Ordering::Relaxed),
+    );
     out.counter(
         "weft_worker_moves_total",
         "Times the datapath worker moved next to its endpoints or back (--worker-cpu follow).",

@@ -7,6 +7,8 @@
 //!   AF_PACKET socket.
 //! * [`sockets`]: the socket uplink, a port over the daemon's own host
 //!   sockets (`weft_hostnet`), for daemons without privilege.
+//! * [`load`]: how heavy the traffic is, judged every 200 ms, for busy
+//!   polling and placement.
 //! * [`placement`]: where the worker runs; by default next to endpoints
 //!   that wait on each other, found from a per-CPU tally the kernel keeps.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
@@ -17,6 +19,7 @@
 //!   once applied.
 
 pub mod busy_poll;
+pub mod load;
 pub mod placement;
 pub mod port;
 pub mod sockets;

@@ -41,10 +41,8 @@
 //! the copies dominate there, and a worker that shares a pinned sender's
 //! CPU cut one TCP stream by a quarter.
 //!
-//! Load is judged from what the worker forwarded (bytes per second, frames
-//! per pass of its loop), not from the time it spent: next to endpoints,
-//! the endpoint a write wakes runs in the middle of the worker's pass, so
-//! the pass's wall time says more about the endpoint than the worker.
+//! Load is judged once per interval by the worker's
+//! [`LoadMeter`](crate::load::LoadMeter).
 //!
 //! Endpoints the scheduler is free to move do not stay put: woken by a
 //! worker that now holds their CPU, they wake on an idle one, and a
@@ -72,46 +70,7 @@ use std::time::{Duration, Instant};
 
 use weft_os::sender_cpus::SenderCpus;
 
-/// How often the tally is read and the placement reconsidered.
-pub const INTERVAL: Duration = Duration::from_millis(200);
-/// The figures of one interval that say how heavy the traffic is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Load {
-    /// Bytes the endpoints (and the uplink) sent and were sent, per second.
-    pub bytes_per_sec: f64,
-    /// Frames read from them per pass of the worker's loop that had work.
-    pub frames_per_pass: f64,
-    /// Bytes moved per frame read: twice the mean frame when every frame
-    /// read is written once. Frames that arrive through the overlay are
-    /// not counted as read, but their bytes written to the TAPs are.
-    pub bytes_per_frame: f64,
-}
-
-impl Load {
-    /// Light enough to follow: under 32 MB/s (a quarter gigabit) in frames
-    /// that arrive about one per pass.
-    pub fn light(&self) -> bool {
-        self.bytes_per_sec < 32e6 && self.frames_per_pass < 2.0
-    }
-
-    /// Heavy enough to go home: over 128 MB/s, or frames queueing up
-    /// between passes.
-    pub fn heavy(&self) -> bool {
-        self.bytes_per_sec > 128e6 || self.frames_per_pass > 8.0
-    }
-
-    /// Heavy traffic of small frames: per-frame work, not copying,
-    /// decides its pace.
-    pub fn flood(&self) -> bool {
-        self.heavy() && self.bytes_per_frame < FLOOD_BYTES_PER_FRAME
-    }
-}
-/// Under this many bytes moved per frame read, heavy traffic is a flood:
-/// frames of under 512 bytes, read and written once. A 64-byte UDP payload
-/// is a 106-byte frame, a TCP super-frame up to 64 KiB. A TCP receiver
-/// behind the overlay sends small acknowledgements but is written
-/// super-frames, so it is no flood.
-pub const FLOOD_BYTES_PER_FRAME: f64 = 1024.0;
+pub use crate::load::Load;
 /// Fewer frames than this in an interval say nothing about placement.
 const MIN_FRAMES: u64 = 200;
 /// Endpoints that leave sooner than this after a move are not pinned.
@@ -278,11 +237,6 @@ pub struct Follower {
     /// The CPUs the worker started with, and goes back to.
     home: Vec<usize>,
     last: Vec<u64>,
-    /// Passes of the worker's loop that had work, this interval.
-    passes: u64,
-    /// The devices' totals at the interval's start.
-    device_totals: DeviceTotals,
-    since: Instant,
     /// The CPU the worker is pinned to next to endpoints, if it is.
     following: Option<usize>,
     /// A move the last interval called for, made if this one agrees.
@@ -295,16 +249,6 @@ pub struct Follower {
     counting: bool,
     /// Heavy intervals in a row while following nothing.
     heavy_streak: u32,
-}
-
-/// What the devices (the TAPs and the uplink) have done so far: sums that
-/// only grow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceTotals {
-    /// Frames read from them.
-    pub frames: u64,
-    /// Bytes read from them and written to them.
-    pub bytes_moved: u64,
 }
 
 /// What [`Follower::tick`] did, or asks the worker to do.
@@ -322,7 +266,7 @@ pub enum Outcome {
 
 impl Follower {
     /// Loads the kernel-side tally; fails without the privilege to.
-    pub fn new(now: Instant) -> io::Result<Self> {
+    pub fn new() -> io::Result<Self> {
         let mut tally = SenderCpus::new()?;
         let last = tally.totals()?.to_vec();
         let home = weft_os::affinity::current_thread_cpus()?;
@@ -331,9 +275,6 @@ impl Follower {
             mask: home.clone(),
             home,
             last,
-            passes: 0,
-            device_totals: DeviceTotals::default(),
-            since: now,
             following: None,
             pending: None,
             restraint: Restraint::default(),
@@ -351,31 +292,9 @@ impl Follower {
         self.counting.then_some(&self.tally)
     }
 
-    /// Counts a pass of the worker's loop that had work.
-    pub fn add_pass(&mut self) {
-        self.passes += 1;
-    }
-
-    /// Whether an interval has passed since the last [`tick`](Self::tick).
-    pub fn due(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) >= INTERVAL
-    }
-
-    /// Reconsiders the placement, given what the devices have done so far,
-    /// and says what the worker did, if anything.
-    pub fn tick(&mut self, now: Instant, totals: DeviceTotals) -> Option<Outcome> {
-        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
-        let before = self.device_totals;
-        let frames = totals.frames.saturating_sub(before.frames);
-        let bytes = totals.bytes_moved.saturating_sub(before.bytes_moved);
-        let load = Load {
-            bytes_per_sec: bytes as f64 / elapsed.max(1e-3),
-            frames_per_pass: frames as f64 / self.passes.max(1) as f64,
-            bytes_per_frame: bytes as f64 / frames.max(1) as f64,
-        };
-        self.device_totals = totals;
-        self.passes = 0;
-        self.since = now;
+    /// Reconsiders the placement, given the interval's load, and says
+    /// what the worker did, if anything.
+    pub fn tick(&mut self, now: Instant, load: Load) -> Option<Outcome> {
         match weft_os::affinity::current_thread_cpus() {
             Ok(mask) if mask != self.mask => return Some(Outcome::Overridden),
             Ok(_) => {}
@@ -388,7 +307,7 @@ impl Follower {
         // flood the worker could not follow (from several CPUs, or from
         // a sender the scheduler moves), until the rest that starts then
         // is over.
-        let bulk = load.heavy() && !load.flood();
+        let bulk = load.bulk();
         self.heavy_streak = if load.heavy() && self.following.is_none() {
             self.heavy_streak + 1
         } else {

@@ -45,7 +45,8 @@
 //! zero timeout for a short adaptive window before sleeping
 //! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
 //! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
-//! It spins only after work, so an idle switch uses no CPU.
+//! It spins only after work, so an idle switch uses no CPU, and not while
+//! the traffic is bulk ([`crate::load`]), which keeps it busy on its own.
 //! [`Tuning::cpu`] pins the worker thread to one CPU: next to endpoints
 //! pinned there, each hop's wake-up stays on that CPU.
 //!
@@ -104,7 +105,8 @@ use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
-use crate::placement::{DeviceTotals, Follower, Outcome, WorkerCpu};
+use crate::load::{DeviceTotals, LoadMeter};
+use crate::placement::{Follower, Outcome, WorkerCpu};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
@@ -551,6 +553,7 @@ impl Datapath {
             injected: inject_rx,
             dns: None,
             busy_poll: BusyPoll::new(tuning.busy_poll),
+            load: LoadMeter::new(Instant::now()),
             follower: None,
         };
         let (pin_tx, pin_rx) = bounded(1);
@@ -765,6 +768,8 @@ struct Worker {
     dns: Option<Sender<DnsQuery>>,
     /// Whether to poll without sleeping after running out of work.
     busy_poll: BusyPoll,
+    /// Judges the traffic every interval, for `busy_poll` and `follower`.
+    load: LoadMeter,
     /// Moves the worker next to endpoints that wait on each other
     /// ([`WorkerCpu::Follow`] with the privilege to load its tally).
     follower: Option<Follower>,
@@ -868,7 +873,7 @@ impl Worker {
     /// Loads the tally [`WorkerCpu::Follow`] needs; without the privilege
     /// to, the worker stays where the scheduler puts it.
     fn start_following(&mut self) {
-        match Follower::new(Instant::now()) {
+        match Follower::new() {
             Ok(follower) => self.follower = Some(follower),
             Err(e) => tracing::info!(
                 error = %e,
@@ -878,8 +883,9 @@ impl Worker {
         }
     }
 
-    /// Lets the follower judge the interval's traffic on the devices.
-    fn reconsider_placement(&mut self, now: Instant) {
+    /// Judges the interval's traffic on the devices: it decides whether
+    /// the worker spins between batches, and the follower places it.
+    fn judge_load(&mut self, now: Instant) {
         let mut totals = DeviceTotals::default();
         for slot in self.ports.iter().flatten() {
             if matches!(slot.io, PortIo::Device(_)) {
@@ -889,7 +895,21 @@ impl Worker {
                     c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
             }
         }
-        if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, totals)) {
+        let load = self.load.tick(now, totals);
+        if self.busy_poll.judge(&load) {
+            let held = self.busy_poll.held_for_bulk();
+            self.counters
+                .busy_poll_held
+                .store(u64::from(held), Ordering::Relaxed);
+            if held {
+                tracing::debug!(
+                    "bulk traffic: the datapath worker sleeps as soon as it runs out of work"
+                );
+            } else {
+                tracing::debug!("traffic no longer bulk: the datapath worker busy-polls again");
+            }
+        }
+        if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, load)) {
             self.placed(outcome);
         }
     }
@@ -1005,16 +1025,14 @@ impl Worker {
                 self.service_vtep(now);
             }
             if working {
-                if let Some(follower) = &mut self.follower {
-                    follower.add_pass();
-                }
+                self.load.add_pass();
             }
             let done = Instant::now();
             if self.ready.is_empty() && !self.vtep_ready {
                 self.busy_poll.idle(done, &self.counters);
             }
-            if self.follower.as_ref().is_some_and(|f| f.due(done)) {
-                self.reconsider_placement(done);
+            if self.load.due(done) {
+                self.judge_load(done);
             }
             if now >= next_expire {
                 self.switch.expire(now);

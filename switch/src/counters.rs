@@ -258,6 +258,9 @@ pub struct SwitchCounters {
     pub busy_poll_hits: AtomicU64,
     /// Busy-poll windows that ran out without a packet.
     pub busy_poll_misses: AtomicU64,
+    /// 1 while the datapath worker does not spin because the traffic is
+    /// bulk, else 0 (a gauge, judged every 200 ms).
+    pub busy_poll_held: AtomicU64,
     /// Times the datapath worker moved next to its endpoints or back
     /// (`--worker-cpu follow`).
     pub worker_moves: AtomicU64,
