@@ -231,6 +231,68 @@ impl Restraint {
     }
 }
 
+/// Whether the TAPs count their senders' CPUs: counting is needed only
+/// while traffic is light or a flood the worker follows. It stops after
+/// [`HEAVY_STREAK`] heavy intervals in a row that followed nothing (a
+/// flood among them starts a rest, as a chase does), and starts again
+/// once the traffic is not bulk and no rest runs.
+#[derive(Debug, Clone)]
+struct Counting {
+    on: bool,
+    /// Heavy intervals in a row while following nothing.
+    heavy_streak: u32,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Counting {
+            on: true,
+            heavy_streak: 0,
+        }
+    }
+}
+
+/// What one interval does to [`Counting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CountingStep {
+    /// Counting: the tally may be judged.
+    Judge,
+    /// Not counting, and it stays so.
+    Off,
+    /// Start counting.
+    TurnOn,
+    /// Stop counting; `rest`: a flood the worker could not follow starts
+    /// a rest.
+    TurnOff { rest: bool },
+}
+
+impl Counting {
+    fn step(&mut self, load: &Load, following: bool, resting: bool) -> CountingStep {
+        self.heavy_streak = if load.heavy() && !following {
+            self.heavy_streak + 1
+        } else {
+            0
+        };
+        if !self.on {
+            if load.bulk() || resting {
+                return CountingStep::Off;
+            }
+            self.on = true;
+            // A whole streak again for the tally to find a sender to
+            // follow: the heavy intervals while it was off saw nothing.
+            self.heavy_streak = 0;
+            return CountingStep::TurnOn;
+        }
+        if self.heavy_streak >= HEAVY_STREAK {
+            self.on = false;
+            return CountingStep::TurnOff {
+                rest: load.flood() && !resting,
+            };
+        }
+        CountingStep::Judge
+    }
+}
+
 /// The worker's side: the tally, the interval's load, and the moves.
 pub struct Follower {
     tally: SenderCpus,
@@ -246,9 +308,7 @@ pub struct Follower {
     /// The CPU mask the worker last set itself.
     mask: Vec<usize>,
     /// Whether the TAPs count their senders' CPUs now.
-    counting: bool,
-    /// Heavy intervals in a row while following nothing.
-    heavy_streak: u32,
+    counting: Counting,
 }
 
 /// What [`Follower::tick`] did, or asks the worker to do.
@@ -278,8 +338,7 @@ impl Follower {
             following: None,
             pending: None,
             restraint: Restraint::default(),
-            counting: true,
-            heavy_streak: 0,
+            counting: Counting::default(),
         })
     }
 
@@ -289,7 +348,7 @@ impl Follower {
 
     /// The tally for a port added now: `None` while the TAPs do not count.
     pub fn tally_for_new_port(&self) -> Option<&SenderCpus> {
-        self.counting.then_some(&self.tally)
+        self.counting.on.then_some(&self.tally)
     }
 
     /// Reconsiders the placement, given the interval's load, and says
@@ -303,35 +362,27 @@ impl Follower {
                 return None;
             }
         }
-        // A flood is followed, so it needs the tally; bulk does not, nor a
-        // flood the worker could not follow (from several CPUs, or from
-        // a sender the scheduler moves), until the rest that starts then
-        // is over.
-        let bulk = load.bulk();
-        self.heavy_streak = if load.heavy() && self.following.is_none() {
-            self.heavy_streak + 1
-        } else {
-            0
-        };
-        if !self.counting {
-            if bulk || self.restraint.resting(now) {
-                return None;
+        match self
+            .counting
+            .step(&load, self.following.is_some(), self.restraint.resting(now))
+        {
+            CountingStep::Judge => {}
+            CountingStep::Off => return None,
+            CountingStep::TurnOn => {
+                self.pending = None;
+                // Deltas start from here: the last frames counted before
+                // the program came off are not this interval's.
+                if let Ok(totals) = self.tally.totals() {
+                    self.last.copy_from_slice(totals);
+                }
+                return Some(Outcome::Count(true));
             }
-            self.counting = true;
-            self.pending = None;
-            // Deltas start from here: the last frames counted before the
-            // program came off are not this interval's.
-            if let Ok(totals) = self.tally.totals() {
-                self.last.copy_from_slice(totals);
+            CountingStep::TurnOff { rest } => {
+                if rest {
+                    self.restraint.rest(now);
+                }
+                return Some(Outcome::Count(false));
             }
-            return Some(Outcome::Count(true));
-        }
-        if self.heavy_streak >= HEAVY_STREAK {
-            if load.flood() && !self.restraint.resting(now) {
-                self.restraint.rest(now);
-            }
-            self.counting = false;
-            return Some(Outcome::Count(false));
         }
         let totals = match self.tally.totals() {
             Ok(t) => t,
@@ -610,6 +661,43 @@ mod tests {
         r.rest(t0 + BACKOFF);
         assert!(r.resting(t0 + BACKOFF + BACKOFF * 3 / 2));
         assert!(!r.resting(t0 + BACKOFF * 3));
+    }
+
+    #[test]
+    fn counting_stops_after_a_streak_and_gets_a_whole_streak_when_it_starts_again() {
+        let mut c = Counting::default();
+        // Bulk: off after the streak, no rest, and off while bulk lasts.
+        for _ in 1..HEAVY_STREAK {
+            assert_eq!(c.step(&BULK, false, false), CountingStep::Judge);
+        }
+        assert_eq!(
+            c.step(&BULK, false, false),
+            CountingStep::TurnOff { rest: false }
+        );
+        assert_eq!(c.step(&BULK, false, false), CountingStep::Off);
+        assert_eq!(c.step(&RR, false, false), CountingStep::TurnOn);
+
+        // A flood nobody follows: off with a rest, off while resting.
+        for _ in 1..HEAVY_STREAK {
+            assert_eq!(c.step(&FLOOD, false, false), CountingStep::Judge);
+        }
+        assert_eq!(
+            c.step(&FLOOD, false, false),
+            CountingStep::TurnOff { rest: true }
+        );
+        for _ in 0..20 {
+            assert_eq!(c.step(&FLOOD, false, true), CountingStep::Off);
+        }
+        // After the rest, a flood (now from a pinned sender) is counted
+        // for a whole streak again, not stopped at once.
+        assert_eq!(c.step(&FLOOD, false, false), CountingStep::TurnOn);
+        for _ in 1..HEAVY_STREAK {
+            assert_eq!(c.step(&FLOOD, false, false), CountingStep::Judge);
+        }
+        // Followed, it stays counted.
+        for _ in 0..20 {
+            assert_eq!(c.step(&FLOOD, true, false), CountingStep::Judge);
+        }
     }
 
     #[test]
