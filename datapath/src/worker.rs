@@ -764,7 +764,7 @@ struct Worker {
     coalescer: Coalescer,
     counters: Arc<SwitchCounters>,
     injected: Receiver<(PortId, Vec<u8>)>,
-    /// Where DNS queries to the gateways go ([`Command::SetDns`]).
+    /// Where DNS queries to the gateways go ([`Change::SetDns`]).
     dns: Option<Sender<DnsQuery>>,
     /// Whether to poll without sleeping after running out of work.
     busy_poll: BusyPoll,
