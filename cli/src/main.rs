@@ -614,8 +614,8 @@ struct DaemonArgs {
     /// Microseconds the datapath keeps polling, without sleeping, after it
     /// runs out of work: the longest adaptive busy-poll window (0 turns it
     /// off; at most 1000). It saves a wake-up per hop on request/response
-    /// traffic, and never spins while no traffic flows nor while the
-    /// traffic is bulk
+    /// traffic, and never spins while no traffic flows, nor under bulk
+    /// traffic or a flood it does not forward beside the sender
     #[arg(long, value_name = "USECS", default_value = "50", value_parser = parse_busy_poll)]
     busy_poll: Duration,
     /// Where the datapath worker thread runs: `follow` moves it next to

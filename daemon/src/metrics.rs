@@ -337,7 +337,7 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
     );
     out.gauge(
         "weft_busy_poll_held",
-        "1 while the datapath does not busy-poll because the traffic is bulk, else 0.",
+        "1 while the datapath does not busy-poll because the traffic is bulk, or a flood it does not forward beside the sender, else 0.",
         c.busy_poll_held.load(Ordering::Relaxed),
     );
     out.counter(

@@ -342,6 +342,11 @@ impl Follower {
         })
     }
 
+    /// The CPU the worker is pinned to next to endpoints, if it is.
+    pub fn following(&self) -> Option<usize> {
+        self.following
+    }
+
     pub fn tally(&self) -> &SenderCpus {
         &self.tally
     }

@@ -46,7 +46,8 @@
 //! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
 //! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
 //! It spins only after work, so an idle switch uses no CPU, and not while
-//! the traffic is bulk ([`crate::load`]), which keeps it busy on its own.
+//! the traffic is bulk, or a flood it does not forward beside its sender
+//! ([`crate::load`]).
 //! [`Tuning::cpu`] pins the worker thread to one CPU: next to endpoints
 //! pinned there, each hop's wake-up stays on that CPU.
 //!
@@ -896,21 +897,26 @@ impl Worker {
             }
         }
         let load = self.load.tick(now, totals);
-        if self.busy_poll.judge(&load) {
-            let held = self.busy_poll.held_for_bulk();
+        if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, load)) {
+            self.placed(outcome);
+        }
+        let beside_sender = self
+            .follower
+            .as_ref()
+            .is_some_and(|f| f.following().is_some());
+        if self.busy_poll.judge(&load, beside_sender) {
+            let held = self.busy_poll.held();
             self.counters
                 .busy_poll_held
                 .store(u64::from(held), Ordering::Relaxed);
             if held {
                 tracing::debug!(
-                    "bulk traffic: the datapath worker sleeps as soon as it runs out of work"
+                    "bulk traffic, or a flood not forwarded beside its sender: the datapath \
+                     worker sleeps as soon as it runs out of work"
                 );
             } else {
-                tracing::debug!("traffic no longer bulk: the datapath worker busy-polls again");
+                tracing::debug!("the datapath worker busy-polls again");
             }
-        }
-        if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, load)) {
-            self.placed(outcome);
         }
     }
 
