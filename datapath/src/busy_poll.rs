@@ -165,6 +165,7 @@ impl BusyPoll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::examples::{BULK, FLOOD, IDLE};
 
     const CAP: Duration = Duration::from_micros(50);
 
@@ -257,13 +258,8 @@ mod tests {
         let mut p = BusyPoll::new(CAP);
         let mut t = Instant::now();
         assert!(gap(&mut p, &c, &mut t, us(8)));
-        let bulk = Load {
-            bytes_per_sec: 1.2e9,
-            frames_per_pass: 1.5,
-            bytes_per_frame: 120_000.0,
-        };
-        assert!(p.judge(&bulk, false));
-        assert!(!p.judge(&bulk, false), "no change the second time");
+        assert!(p.judge(&BULK, false));
+        assert!(!p.judge(&BULK, false), "no change the second time");
         assert!(p.held());
         let spins = c.busy_poll_spins.load(Ordering::Relaxed);
         for _ in 0..10 {
@@ -271,9 +267,9 @@ mod tests {
         }
         assert_eq!(c.busy_poll_spins.load(Ordering::Relaxed), spins);
         // Bulk is held wherever the worker runs.
-        assert!(!p.judge(&bulk, true));
+        assert!(!p.judge(&BULK, true));
         // Silence ends the hold, and request/response traffic spins.
-        assert!(p.judge(&Load::IDLE, false));
+        assert!(p.judge(&IDLE, false));
         assert!(gap(&mut p, &c, &mut t, us(8)));
     }
 
@@ -282,16 +278,11 @@ mod tests {
         let c = SwitchCounters::default();
         let mut p = BusyPoll::new(CAP);
         let mut t = Instant::now();
-        let flood = Load {
-            bytes_per_sec: 21e6,
-            frames_per_pass: 40.0,
-            bytes_per_frame: 212.0,
-        };
         // Elsewhere it competes with the reader for its CPU: held.
-        assert!(p.judge(&flood, false));
+        assert!(p.judge(&FLOOD, false));
         assert!(!gap(&mut p, &c, &mut t, us(8)));
         // Beside the sender a spin catches the sender's next frames.
-        assert!(p.judge(&flood, true));
+        assert!(p.judge(&FLOOD, true));
         assert!(gap(&mut p, &c, &mut t, us(8)));
     }
 

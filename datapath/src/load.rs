@@ -37,13 +37,6 @@ pub struct Load {
 }
 
 impl Load {
-    /// No traffic at all.
-    pub const IDLE: Load = Load {
-        bytes_per_sec: 0.0,
-        frames_per_pass: 0.0,
-        bytes_per_frame: 0.0,
-    };
-
     /// Light: under 32 MB/s (a quarter gigabit) in frames that arrive
     /// about one per pass, as request/response traffic does.
     pub fn light(&self) -> bool {
@@ -128,40 +121,74 @@ impl LoadMeter {
     }
 }
 
+/// One load of each kind, for the tests of the policies that judge them.
+#[cfg(test)]
+pub(crate) mod examples {
+    use super::Load;
+
+    /// No traffic at all.
+    pub const IDLE: Load = Load {
+        bytes_per_sec: 0.0,
+        frames_per_pass: 0.0,
+        bytes_per_frame: 0.0,
+    };
+    /// Request/response: 15 MB/s, a frame per pass.
+    pub const RR: Load = Load {
+        bytes_per_sec: 15e6,
+        frames_per_pass: 1.0,
+        bytes_per_frame: 240.0,
+    };
+    /// A bulk transfer.
+    pub const BULK: Load = Load {
+        bytes_per_sec: 1.5e9,
+        frames_per_pass: 1.5,
+        bytes_per_frame: 120_000.0,
+    };
+    /// A flood of small frames the worker falls behind on.
+    pub const FLOOD: Load = Load {
+        bytes_per_sec: 21e6,
+        frames_per_pass: 40.0,
+        bytes_per_frame: 212.0,
+    };
+    /// A flood of full-size frames: bulk.
+    pub const BIG_FLOOD: Load = Load {
+        bytes_per_sec: 1.2e9,
+        frames_per_pass: 20.0,
+        bytes_per_frame: 3028.0,
+    };
+    /// Between light and heavy.
+    pub const MIDDLE: Load = Load {
+        bytes_per_sec: 60e6,
+        frames_per_pass: 1.0,
+        bytes_per_frame: 2000.0,
+    };
+    /// A TCP receiver behind the overlay: the TAP reads its 66-byte
+    /// acknowledgements and is written a super-frame for every two.
+    pub const OVERLAY_RECEIVER: Load = Load {
+        bytes_per_sec: 1.1e9,
+        frames_per_pass: 3.0,
+        bytes_per_frame: 66.0 + 64_000.0 / 2.0,
+    };
+}
+
 #[cfg(test)]
 mod tests {
+    use super::examples::*;
     use super::*;
 
     #[test]
     fn small_frames_are_a_flood_only_when_small_frames_are_all_that_moves() {
-        let flood = Load {
-            bytes_per_sec: 21e6,
-            frames_per_pass: 40.0,
-            bytes_per_frame: 212.0,
-        };
-        assert!(flood.flood() && !flood.bulk());
-        let full_size = Load {
-            bytes_per_sec: 1.2e9,
-            frames_per_pass: 20.0,
-            bytes_per_frame: 3028.0,
-        };
-        assert!(!full_size.flood() && full_size.bulk());
+        assert!(FLOOD.flood() && !FLOOD.bulk());
+        assert!(!BIG_FLOOD.flood() && BIG_FLOOD.bulk());
+        assert!(!BULK.flood() && BULK.bulk());
         // Light traffic is neither, however small its frames.
-        let rr = Load {
-            bytes_per_sec: 15e6,
-            frames_per_pass: 1.0,
-            bytes_per_frame: 240.0,
-        };
-        assert!(rr.light() && !rr.flood() && !rr.bulk());
-        // A TCP receiver behind the overlay: the TAP reads its 66-byte
-        // acknowledgements and is written a super-frame for every two.
-        let overlay_receiver = Load {
-            bytes_per_sec: 1.1e9,
-            frames_per_pass: 3.0,
-            bytes_per_frame: 66.0 + 64_000.0 / 2.0,
-        };
-        assert!(overlay_receiver.bulk());
-        assert!(!Load::IDLE.heavy() && !Load::IDLE.bulk());
+        assert!(RR.light() && !RR.flood() && !RR.bulk());
+        assert!(!MIDDLE.light() && !MIDDLE.heavy());
+        // The overlay's receiver sends small frames but is written large
+        // ones: bulk, not a flood.
+        assert!(OVERLAY_RECEIVER.heavy() && !OVERLAY_RECEIVER.flood());
+        assert!(OVERLAY_RECEIVER.bulk());
+        assert!(!IDLE.heavy() && !IDLE.bulk());
     }
 
     #[test]

@@ -466,38 +466,9 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::examples::*;
 
     const BOTH: &[usize] = &[0, 1];
-    /// Request/response: 15 MB/s, a frame per pass.
-    const RR: Load = Load {
-        bytes_per_sec: 15e6,
-        frames_per_pass: 1.0,
-        bytes_per_frame: 240.0,
-    };
-    /// A bulk transfer.
-    const BULK: Load = Load {
-        bytes_per_sec: 1.5e9,
-        frames_per_pass: 1.5,
-        bytes_per_frame: 120_000.0,
-    };
-    /// A flood of small frames the worker falls behind on.
-    const FLOOD: Load = Load {
-        bytes_per_sec: 21e6,
-        frames_per_pass: 40.0,
-        bytes_per_frame: 212.0,
-    };
-    /// A flood of full-size frames: bulk.
-    const BIG_FLOOD: Load = Load {
-        bytes_per_sec: 1.2e9,
-        frames_per_pass: 20.0,
-        bytes_per_frame: 3028.0,
-    };
-    /// Between light and heavy.
-    const MIDDLE: Load = Load {
-        bytes_per_sec: 60e6,
-        frames_per_pass: 1.0,
-        bytes_per_frame: 2000.0,
-    };
 
     #[test]
     fn request_response_from_another_cpu_is_followed() {
@@ -531,23 +502,6 @@ mod tests {
             decide(&[0, 9_000], 0, FLOOD, Some(0), BOTH),
             Verdict::MoveTo(1)
         );
-    }
-
-    #[test]
-    fn small_frames_are_a_flood_only_when_small_frames_are_all_that_moves() {
-        assert!(FLOOD.flood());
-        assert!(!BIG_FLOOD.flood());
-        assert!(!BULK.flood());
-        // Light traffic is never a flood, however small its frames.
-        assert!(!RR.flood());
-        // A TCP receiver behind the overlay: the TAP reads its 66-byte
-        // acknowledgements and is written a super-frame for every two.
-        let overlay_receiver = Load {
-            bytes_per_sec: 1.1e9,
-            frames_per_pass: 3.0,
-            bytes_per_frame: 66.0 + 64_000.0 / 2.0,
-        };
-        assert!(overlay_receiver.heavy() && !overlay_receiver.flood());
     }
 
     #[test]

@@ -259,7 +259,8 @@ pub struct SwitchCounters {
     /// Busy-poll windows that ran out without a packet.
     pub busy_poll_misses: AtomicU64,
     /// 1 while the datapath worker does not spin because the traffic is
-    /// bulk, else 0 (a gauge, judged every 200 ms).
+    /// bulk, or a flood it does not forward beside its sender, else 0 (a
+    /// gauge, judged every 200 ms).
     pub busy_poll_held: AtomicU64,
     /// Times the datapath worker moved next to its endpoints or back
     /// (`--worker-cpu follow`).
