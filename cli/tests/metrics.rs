@@ -374,3 +374,94 @@ fn bulk_traffic_holds_the_busy_poll_until_it_ends() {
         "no busy-poll window during a flood ping"
     );
 }
+
+/// The number of queues of the TAP behind `ep` (`ip -d link show`).
+fn tap_queues(ns: &Netns, ep: &Endpoint) -> String {
+    let out = ns.exec(&["ip", "-d", "link", "show", "dev", &ep.ifname]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let shown = text(&out.stdout);
+    let words: Vec<&str> = shown.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "numqueues")
+        .unwrap_or_else(|| panic!("no numqueues in {shown}"));
+    words[at + 1].to_owned()
+}
+
+/// A flood of small frames is written to its receiver's NAPI queue, where
+/// a kernel thread receives it (`weft_receive_threaded_ports`), while it
+/// lasts, and to the plain queue again after it; a request/response
+/// exchange never is.
+#[test]
+fn a_flood_is_received_in_a_thread_of_its_own_until_it_ends() {
+    require_root!();
+    let metrics = free_port();
+    let addr_text = metrics.to_string();
+    let d = Daemon::start_with(&["--metrics", &addr_text]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    create_network(&d, "n", &subnet(74, 4), &[]);
+    attach(&d, "n", &a, &[]);
+    let ep_b = attach(&d, "n", &b, &[]);
+    // The plain queue and the NAPI queue.
+    assert_eq!(tap_queues(&b, &ep_b), "2");
+    let threaded_napi = b.exec(&["cat", &format!("/sys/class/net/{}/threaded", ep_b.ifname)]);
+    assert_eq!(text(&threaded_napi.stdout).trim(), "1");
+    let threaded = |s: &Samples| value(s, "weft_receive_threaded_ports", &[]);
+    assert_eq!(threaded(&scrape(metrics).0), 0.0, "no traffic");
+
+    // Request/response traffic is no flood.
+    let out = a.exec(&["ping", "-n", "-q", "-f", "-c", "3000", "-W", "2", &ep_b.ip]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(threaded(&scrape(metrics).0), 0.0, "a ping exchange");
+
+    let mut server = b.spawn(&["iperf3", "-s", "-1"], Stdio::null(), Stdio::null());
+    assert!(b.wait_listening("tcp", 5201, Duration::from_secs(5)));
+    let mut client = a.spawn(
+        &[
+            "iperf3", "-c", &ep_b.ip, "-u", "-b", "0", "-l", "64", "-t", "4",
+        ],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if threaded(&scrape(metrics).0) == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood's receiver was not threaded within 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(client.wait_timeout(Duration::from_secs(30)).is_some());
+    assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
+    // The flood went through: the receiver's stack took it, on whichever
+    // queue it was written.
+    let stats = json(&d, &["stats"]);
+    let port = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["endpoint"] == ep_b.name.as_str())
+        .unwrap_or_else(|| panic!("{} in stats: {stats}", ep_b.name))
+        .clone();
+    assert!(
+        port["kernel"]["counters"]["to_endpoint_packets"]
+            .as_u64()
+            .is_some_and(|n| n > 10_000),
+        "{port}"
+    );
+
+    // A second after the flood (judged when the idle worker wakes, every
+    // half second), the receive is back in the worker.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while threaded(&scrape(metrics).0) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "still threaded 4 s after the flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

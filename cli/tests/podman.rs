@@ -286,7 +286,12 @@ impl Drop for Podman {
 // What the daemon holds
 // ---------------------------------------------------------------------------
 
-/// How many TAP devices process `pid` holds open (`/dev/net/tun` fds).
+/// Descriptors the daemon holds per TAP: the plain queue and the NAPI
+/// queue (weft_os::napi; the daemon runs as root, so it can load the
+/// steering program a TAP needs for its second queue).
+const QUEUES_PER_TAP: usize = 2;
+
+/// The `/dev/net/tun` descriptors process `pid` holds.
 fn tap_fds(pid: u32) -> usize {
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).expect("read the daemon's fds");
     fds.filter_map(Result::ok)
@@ -459,7 +464,11 @@ fn podman_containers_on_a_weft_network() {
 
     // `podman rm` runs DEL: no endpoint, no TAP, no namespace, no CNI
     // cache entry is left.
-    assert_eq!(tap_fds(w.daemon.pid()), 2, "the daemon's TAPs before rm");
+    assert_eq!(
+        tap_fds(w.daemon.pid()),
+        2 * QUEUES_PER_TAP,
+        "the daemon's TAP queues before rm"
+    );
     let netns: Vec<PathBuf> = [ep_a, ep_b]
         .iter()
         .map(|e| PathBuf::from(e["netns"].as_str().unwrap_or_default()))

@@ -340,6 +340,11 @@ fn switch_families(out: &mut Exposition, c: &SwitchCounters, conntrack_max: usiz
         "1 while the datapath does not busy-poll because the traffic is bulk, or a flood it does not forward beside the sender, else 0.",
         c.busy_poll_held.load(Ordering::Relaxed),
     );
+    out.gauge(
+        "weft_receive_threaded_ports",
+        "TAPs whose receive processing runs in a kernel thread of its own because a flood is written to them (threaded NAPI).",
+        c.receive_threaded.load(Ordering::Relaxed),
+    );
     out.counter(
         "weft_worker_moves_total",
         "Times the datapath worker moved next to its endpoints or back (--worker-cpu follow).",

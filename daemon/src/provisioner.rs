@@ -257,6 +257,7 @@ fn tap_spec(tap: &TapRequest) -> TapSpec {
         tap: TapOptions {
             vnet_hdr: true,
             multi_queue: false,
+            napi: true,
         },
         disable_ipv6: true,
     }

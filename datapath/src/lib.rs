@@ -9,6 +9,9 @@
 //!   sockets (`weft_hostnet`), for daemons without privilege.
 //! * [`load`]: how heavy the traffic is, judged every 200 ms, for busy
 //!   polling and placement.
+//! * [`receive_thread`]: which TAPs have their receive processing run in
+//!   a kernel thread of its own (threaded NAPI): those a flood is written
+//!   to.
 //! * [`placement`]: where the worker runs; by default next to endpoints
 //!   that wait on each other, found from a per-CPU tally the kernel keeps.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
@@ -22,6 +25,7 @@ pub mod busy_poll;
 pub mod load;
 pub mod placement;
 pub mod port;
+pub mod receive_thread;
 pub mod sockets;
 pub mod uplink;
 pub mod vxlan;

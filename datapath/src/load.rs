@@ -97,6 +97,11 @@ impl LoadMeter {
         self.passes += 1;
     }
 
+    /// When the current interval started.
+    pub fn started(&self) -> Instant {
+        self.since
+    }
+
     /// Whether an interval has passed since the last [`tick`](Self::tick).
     #[inline]
     pub fn due(&self, now: Instant) -> bool {

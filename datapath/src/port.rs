@@ -128,6 +128,20 @@ pub trait Port: Send {
         Ok(())
     }
 
+    /// Whether frames can be written where a kernel thread of their own
+    /// receives them ([`weft_os::napi`]), or why not; `None` for a port
+    /// that is no TAP.
+    fn can_thread_receive(&self) -> Option<Result<(), &str>> {
+        None
+    }
+
+    /// Writes frames where a kernel thread of their own receives them
+    /// (`true`), or where the write itself does (`false`); see
+    /// [`crate::receive_thread`]. Does nothing where that cannot be.
+    fn thread_receive(&mut self, on: bool) {
+        let _ = on;
+    }
+
     /// Stops serving a published port and gives its socket back.
     fn unlisten(&mut self, tcp: bool, host_port: u16) -> Option<HostListener> {
         let _ = (tcp, host_port);
@@ -142,6 +156,8 @@ pub const TAP_OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_E
 /// A TAP device in some network namespace, read and written without blocking.
 pub struct TapPort {
     tap: Tap,
+    /// Whether frames are written to the TAP's NAPI queue.
+    threaded: bool,
 }
 
 impl TapPort {
@@ -152,7 +168,10 @@ impl TapPort {
         if tap.vnet_hdr() {
             tap.set_offload(TAP_OFFLOADS)?;
         }
-        Ok(TapPort { tap })
+        Ok(TapPort {
+            tap,
+            threaded: false,
+        })
     }
 
     pub fn tap(&self) -> &Tap {
@@ -161,7 +180,17 @@ impl TapPort {
 }
 
 impl Port for TapPort {
+    fn can_thread_receive(&self) -> Option<Result<(), &str>> {
+        Some(self.tap.napi().map(drop))
+    }
+
+    fn thread_receive(&mut self, on: bool) {
+        self.threaded = on && self.tap.napi().is_ok();
+    }
+
     fn count_senders(&self, tally: Option<&SenderCpus>) -> io::Result<()> {
+        // The endpoint's frames all arrive on the plain queue (see
+        // weft_os::napi), and the filter is the device's.
         match tally {
             Some(tally) => tally.attach(self.tap.as_fd()),
             // A filter a previous daemon attached stays with the device.
@@ -170,8 +199,10 @@ impl Port for TapPort {
     }
 
     fn recv_batch(&mut self, bufs: &mut [PacketBuf]) -> io::Result<usize> {
-        let mut filled = 0;
+        // The endpoint's frames all arrive on the plain queue (see
+        // weft_os::napi).
         let vnet = self.tap.vnet_hdr();
+        let mut filled = 0;
         while filled < bufs.len() {
             let buf = &mut bufs[filled];
             let space = if vnet {
@@ -215,12 +246,17 @@ impl Port for TapPort {
                 "frame needs offloads this TAP was not opened with",
             ));
         }
+        let napi = self.tap.napi().ok().filter(|_| self.threaded);
         loop {
-            let result = if vnet {
-                self.tap
-                    .write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(frame)])
-            } else {
-                self.tap.write(frame)
+            let result = match (vnet, napi) {
+                (true, None) => self
+                    .tap
+                    .write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(frame)]),
+                (true, Some(napi)) => {
+                    napi.write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(frame)])
+                }
+                (false, None) => self.tap.write(frame),
+                (false, Some(napi)) => napi.write(frame),
             };
             match result {
                 Ok(_) => return Ok(()),

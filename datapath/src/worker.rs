@@ -106,9 +106,10 @@ use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
-use crate::load::{DeviceTotals, LoadMeter};
+use crate::load::{DeviceTotals, Load, LoadMeter};
 use crate::placement::{Follower, Outcome, WorkerCpu};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
+use crate::receive_thread::ReceiveThread;
 use crate::vxlan::VxlanIo;
 use weft_nat::conntrack::FlowInfo;
 use weft_nat::{Conntrack, Protocol};
@@ -740,6 +741,8 @@ struct PortSlot {
     /// Where its frames are mirrored while `weft capture` runs; `None`
     /// costs one predictable branch per frame.
     capture: Option<Sender<Captured>>,
+    /// Whether a TAP's receive runs in a thread of its own.
+    receive: ReceiveThread,
 }
 
 struct Worker {
@@ -896,7 +899,11 @@ impl Worker {
                     c.rx_bytes.load(Ordering::Relaxed) + c.tx_bytes.load(Ordering::Relaxed);
             }
         }
+        let secs = now
+            .saturating_duration_since(self.load.started())
+            .as_secs_f64();
         let load = self.load.tick(now, totals);
+        self.thread_receive(&load, secs);
         if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, load)) {
             self.placed(outcome);
         }
@@ -918,6 +925,45 @@ impl Worker {
                 tracing::debug!("the datapath worker busy-polls again");
             }
         }
+    }
+
+    /// Runs the receive processing of the TAPs a flood is written to in
+    /// kernel threads, and of the others in the worker
+    /// ([`crate::receive_thread`]).
+    fn thread_receive(&mut self, load: &Load, secs: f64) {
+        let mut threaded = 0;
+        for (port, slot) in self.ports.iter_mut().enumerate() {
+            let Some(slot) = slot else {
+                continue;
+            };
+            let PortIo::Device(io) = &mut slot.io else {
+                continue;
+            };
+            if !matches!(io.can_thread_receive(), Some(Ok(()))) {
+                continue;
+            }
+            let c = &slot.counters;
+            let frames = c.tx_packets.load(Ordering::Relaxed);
+            let bytes = c.tx_bytes.load(Ordering::Relaxed);
+            if let Some(on) = slot.receive.judge(load, frames, bytes, secs) {
+                io.thread_receive(on);
+                if on {
+                    tracing::debug!(
+                        port,
+                        "a flood is written to this TAP: a kernel thread of its own receives it"
+                    );
+                } else {
+                    tracing::debug!(
+                        port,
+                        "the flood is over: writes to this TAP are received in the worker again"
+                    );
+                }
+            }
+            threaded += u64::from(slot.receive.on());
+        }
+        self.counters
+            .receive_threaded
+            .store(threaded, Ordering::Relaxed);
     }
 
     /// Attaches the follower's tally to every device (`on`, with a
@@ -1599,6 +1645,7 @@ impl Worker {
                     ready: false,
                     paused_until: None,
                     capture: None,
+                    receive: ReceiveThread::default(),
                 });
                 self.tunnels.insert((*peer.ip(), vni.get()), cfg.id);
                 Undo::RemoveTunnel(cfg.id)
@@ -1899,6 +1946,13 @@ impl Worker {
                 .register(&mut SourceFd(&fd), Token(index), Interest::READABLE)
                 .map_err(DatapathError::Register)?;
         }
+        if let Some(Err(why)) = io.can_thread_receive() {
+            tracing::info!(
+                port = id.0,
+                "a flood written to this TAP will be received in the datapath worker, not in a \
+                 kernel thread of its own: {why}"
+            );
+        }
         if self.ports.len() <= index {
             self.ports.resize_with(index + 1, || None);
         }
@@ -1908,6 +1962,7 @@ impl Worker {
             ready: false,
             paused_until: None,
             capture: None,
+            receive: ReceiveThread::default(),
         });
         // Frames may have queued before registration; look once.
         self.mark_ready(id);

@@ -10,6 +10,8 @@
 //!   link, address and route configuration.
 //! - [`linkstats`]: a link's packet and drop counters read inside another
 //!   namespace ([`linkstats::link_stats_in`]), for `weft stats`.
+//! - [`napi`]: a TAP's second queue, whose receive processing runs in a
+//!   kernel thread of its own ([`napi::NapiQueue`], threaded NAPI).
 //! - [`netns`]: running a closure inside another network namespace on a
 //!   dedicated thread ([`run_in_netns`]).
 //! - [`packet`]: `AF_PACKET` sockets bound to an interface, for uplinks
@@ -39,6 +41,7 @@ mod cmsg;
 pub mod ethtool;
 pub mod hostsock;
 pub mod linkstats;
+pub mod napi;
 pub mod netlink;
 pub mod netns;
 pub mod packet;

@@ -16,10 +16,12 @@
 //! ...) before provisioning.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::napi::{steer_to_first_queue, thread_napi_here, NapiQueue};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::{run_in_netns, NetnsError};
 use crate::tap::{validate_ifname, Tap, TapError, TapOptions};
@@ -267,7 +269,45 @@ pub(crate) fn provision_inside(netns: PathBuf, spec: TapSpec) -> Result<Tap, Pro
         nl.add_ipv4_default_route(gateway, index)
             .map_err(nl_err(ProvisionStep::AddDefaultRoute))?;
     }
+    let mut tap = tap;
+    set_up_napi(&mut tap, spec.tap);
     Ok(tap)
+}
+
+/// For a TAP made with [`TapOptions::napi`]: keeps the endpoint's frames
+/// on its plain queue, attaches its NAPI queue, sets its `threaded`
+/// attribute ([`crate::napi`]) and turns its GRO off.
+/// Last, as setting the attribute moves the calling thread into a mount
+/// namespace of its own ([`thread_napi_here`]). Without them the TAP
+/// works as well, its receive processing always on the writer's CPU.
+fn set_up_napi(tap: &mut Tap, opts: TapOptions) {
+    if !opts.napi {
+        return;
+    }
+    // What weft writes is merged already (see crate::ethtool); a kernel
+    // that refuses leaves GRO on, which costs time, not frames.
+    let _ = crate::ethtool::set_gro(tap.name(), false);
+    let napi = steer_to_first_queue(tap.as_fd())
+        .map_err(|e| {
+            format!(
+                "the program that keeps the endpoint's frames on one queue could not be loaded \
+                 (it needs CAP_BPF): {e}"
+            )
+        })
+        .and_then(|()| {
+            tap.attach_napi_queue().map_err(|e| {
+                format!(
+                    "its NAPI queue could not be attached: {}",
+                    crate::error_chain(&e)
+                )
+            })
+        })
+        .and_then(|queue| {
+            thread_napi_here(tap.name())
+                .map(|()| NapiQueue::new(queue))
+                .map_err(|e| format!("its NAPI could not be made threaded: {e}"))
+        });
+    tap.set_napi(napi);
 }
 
 /// How [`adopt_tap`] got its device.
@@ -332,7 +372,19 @@ fn reattach_inside(netns: PathBuf, spec: TapSpec) -> Result<(Tap, Adopted), Prov
         }
     };
     let mut nl = Netlink::open().map_err(nl_err(ProvisionStep::OpenNetlink))?;
-    let tap = Tap::reattach(&spec.ifname, spec.tap).map_err(|source| ProvisionError::Tap {
+    let mut opts = spec.tap;
+    let tap = match Tap::reattach(&spec.ifname, opts) {
+        // A single-queue TAP of a weft from before NAPI queues: taken back
+        // as it is.
+        Err(TapError::Reattach { source, .. })
+            if opts.napi && source.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            opts.napi = false;
+            Tap::reattach(&spec.ifname, opts)
+        }
+        other => other,
+    }
+    .map_err(|source| ProvisionError::Tap {
         ifname: spec.ifname.clone(),
         netns: netns.clone(),
         source,
@@ -364,6 +416,8 @@ fn reattach_inside(netns: PathBuf, spec: TapSpec) -> Result<(Tap, Adopted), Prov
             _ => {}
         }
     }
+    let mut tap = tap;
+    set_up_napi(&mut tap, opts);
     Ok((tap, Adopted::Reattached))
 }
 
@@ -750,6 +804,7 @@ mod tests {
         s.tap = TapOptions {
             vnet_hdr: true,
             multi_queue: false,
+            napi: false,
         };
         let tap = provision_tap(ns.path(), s).expect("provision_tap");
         assert!(tap.vnet_hdr());

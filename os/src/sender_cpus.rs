@@ -38,7 +38,7 @@ const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 /// One BPF instruction (`struct bpf_insn`).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Insn {
+pub(crate) struct Insn {
     code: u8,
     /// Destination register in the low nibble, source in the high one.
     regs: u8,
@@ -46,7 +46,7 @@ struct Insn {
     imm: i32,
 }
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn {
         code,
         regs: (src << 4) | dst,
@@ -164,12 +164,12 @@ impl SenderCpus {
         // Quietly first: a verifier log too small for what the verifier
         // says fails even a program it accepts. Only a refusal is loaded
         // again, with the log, to say why.
-        let prog = match load_program(&insns, &license, None) {
+        let prog = match load_program(&insns, &license, None, NAME) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
             Err(e) => {
                 let mut log = vec![0u8; 16 * 1024];
-                let _ = load_program(&insns, &license, Some(&mut log));
+                let _ = load_program(&insns, &license, Some(&mut log), NAME);
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let verifier = String::from_utf8_lossy(&log[..end]);
                 return Err(io::Error::new(
@@ -209,15 +209,20 @@ impl SenderCpus {
     }
 }
 
-/// `BPF_PROG_LOAD` of `insns` as a socket filter, with the verifier's
-/// log in `log` when given.
-fn load_program(
+/// The program's name, as `bpftool prog` shows it.
+const NAME: &str = "weft_cpus";
+
+/// `BPF_PROG_LOAD` of `insns` as a socket filter called `name` (at most 15
+/// bytes), with the verifier's log in `log` when given.
+pub(crate) fn load_program(
     insns: &[Insn],
     license: &CString,
     log: Option<&mut Vec<u8>>,
+    name: &str,
 ) -> io::Result<libc::c_long> {
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"weft_cpus");
+    let mut prog_name = [0u8; 16];
+    let len = name.len().min(15);
+    prog_name[..len].copy_from_slice(&name.as_bytes()[..len]);
     let (log_level, log_size, log_buf) = match log {
         Some(log) => (1, log.len() as u32, log.as_mut_ptr() as u64),
         None => (0, 0, 0),
@@ -230,7 +235,7 @@ fn load_program(
         log_level,
         log_size,
         log_buf,
-        prog_name: name,
+        prog_name,
         ..Default::default()
     };
     // SAFETY: `insns`, `license` and the log (when given) outlive the call,
@@ -301,10 +306,10 @@ mod tests {
         let license = CString::new("GPL").unwrap();
         // r0 = 0, and no exit.
         let insns = [insn(0xb7, 0, 0, 0, 0)];
-        let e = load_program(&insns, &license, None).unwrap_err();
+        let e = load_program(&insns, &license, None, NAME).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
         let mut log = vec![0u8; 16 * 1024];
-        assert!(load_program(&insns, &license, Some(&mut log)).is_err());
+        assert!(load_program(&insns, &license, Some(&mut log), NAME).is_err());
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         let said = String::from_utf8_lossy(&log[..end]);
         assert!(said.contains("last insn"), "{said}");

@@ -16,6 +16,11 @@
 //! removes the device; only a process that ends without dropping it (exit,
 //! `kill -9`) leaves the device behind.
 //!
+//! With [`TapOptions::napi`] the device is multi-queue, so that a second
+//! queue whose receive processing runs in a kernel thread can be attached
+//! beside the first ([`crate::napi`]); both descriptors belong to the
+//! [`Tap`].
+//!
 //! Frames are plain Ethernet frames (`IFF_NO_PI`). With
 //! [`TapOptions::vnet_hdr`] every frame read or written is preceded by a
 //! 12-byte [`VirtioNetHdr`] (`virtio_net_hdr_v1`, the same layout as
@@ -30,6 +35,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use thiserror::Error;
+
+use crate::napi::NapiQueue;
 
 /// Path of the TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
@@ -65,6 +72,9 @@ pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 /// `VirtioNetHdr::gso_type` bit: the TCP segments carry ECN.
 pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
+/// Why a [`Tap`] made without [`TapOptions::napi`] has no NAPI queue.
+const NO_NAPI: &str = "the TAP was made with a single queue, without NAPI";
+
 /// How to create a [`Tap`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TapOptions {
@@ -72,6 +82,9 @@ pub struct TapOptions {
     pub vnet_hdr: bool,
     /// Create a multi-queue device (`IFF_MULTI_QUEUE`).
     pub multi_queue: bool,
+    /// Make the device multi-queue, so that a second queue with NAPI can
+    /// be attached beside this plain one ([`crate::napi`]).
+    pub napi: bool,
 }
 
 /// Errors from [`Tap::create`].
@@ -186,6 +199,9 @@ pub struct Tap {
     vnet_hdr: bool,
     /// Whether `TUNSETPERSIST` is set, so drop must clear it.
     persistent: bool,
+    /// The device's second queue, whose NAPI runs threaded
+    /// ([`crate::napi`]), or why weft has none.
+    napi: Result<NapiQueue, String>,
 }
 
 impl fmt::Debug for Tap {
@@ -235,18 +251,6 @@ impl Tap {
             name: name.to_owned(),
             reason,
         })?;
-
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(TUN_DEVICE)
-            .map_err(|source| TapError::Open {
-                name: name.to_owned(),
-                source,
-            })?;
-        let fd = OwnedFd::from(file);
-
         let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
         if exclusive {
             flags |= libc::IFF_TUN_EXCL;
@@ -254,39 +258,10 @@ impl Tap {
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
         }
-        if opts.multi_queue {
+        if opts.multi_queue || opts.napi {
             flags |= libc::IFF_MULTI_QUEUE;
         }
-        let mut ifr = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: flags as libc::c_short,
-            _pad: [0; 22],
-        };
-        for (dst, src) in ifr.name.iter_mut().zip(name.as_bytes()) {
-            *dst = *src as libc::c_char;
-        }
-
-        // SAFETY: `fd` is an open /dev/net/tun descriptor and `ifr` is a
-        // properly initialised, writable `struct ifreq`-sized buffer that
-        // outlives the call; TUNSETIFF reads and writes at most that struct.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut IfReq) };
-        if rc < 0 {
-            let source = io::Error::last_os_error();
-            let name = name.to_owned();
-            return Err(match source.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EEXIST) => TapError::NameInUse { name, source },
-                _ => TapError::Create { name, source },
-            });
-        }
-
-        // The kernel writes back the final name (relevant for "%d" templates).
-        let len = ifr
-            .name
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(ifr.name.len());
-        let actual: Vec<u8> = ifr.name[..len].iter().map(|&c| c as u8).collect();
-        let actual = String::from_utf8(actual).unwrap_or_else(|_| name.to_owned());
+        let (fd, actual) = attach_queue(name, flags)?;
 
         if opts.vnet_hdr {
             let size: libc::c_int = VIRTIO_NET_HDR_LEN as libc::c_int;
@@ -312,9 +287,72 @@ impl Tap {
             name: actual,
             vnet_hdr: opts.vnet_hdr,
             persistent: false,
+            napi: Err(NO_NAPI.to_owned()),
         })
     }
 
+    /// Attaches a second queue with NAPI (`IFF_NAPI`) to this multi-queue
+    /// TAP (made with [`TapOptions::napi`]), in the calling thread's
+    /// namespace, which must be the device's.
+    pub(crate) fn attach_napi_queue(&self) -> Result<OwnedFd, TapError> {
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | libc::IFF_NAPI;
+        if self.vnet_hdr {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        let (fd, _) = attach_queue(&self.name, flags)?;
+        Ok(fd)
+    }
+}
+
+/// Opens `/dev/net/tun` and attaches it to TAP `name` with `flags`
+/// (`TUNSETIFF`): a new device, or a queue of an existing one. Returns the
+/// descriptor and the name the kernel gave the device.
+fn attach_queue(name: &str, flags: libc::c_int) -> Result<(OwnedFd, String), TapError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(TUN_DEVICE)
+        .map_err(|source| TapError::Open {
+            name: name.to_owned(),
+            source,
+        })?;
+    let fd = OwnedFd::from(file);
+    let mut ifr = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: flags as libc::c_short,
+        _pad: [0; 22],
+    };
+    for (dst, src) in ifr.name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+
+    // SAFETY: `fd` is an open /dev/net/tun descriptor and `ifr` is a
+    // properly initialised, writable `struct ifreq`-sized buffer that
+    // outlives the call; TUNSETIFF reads and writes at most that struct.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut IfReq) };
+    if rc < 0 {
+        let source = io::Error::last_os_error();
+        let name = name.to_owned();
+        return Err(match source.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => TapError::NameInUse { name, source },
+            _ => TapError::Create { name, source },
+        });
+    }
+
+    // The kernel writes back the final name (relevant for "%d" templates).
+    let len = ifr
+        .name
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(ifr.name.len());
+    let actual: Vec<u8> = ifr.name[..len].iter().map(|&c| c as u8).collect();
+    let actual = String::from_utf8(actual).unwrap_or_else(|_| name.to_owned());
+
+    Ok((fd, actual))
+}
+
+impl Tap {
     /// Makes the device outlive this descriptor (`TUNSETPERSIST`), or not.
     pub fn set_persist(&mut self, persist: bool) -> Result<(), TapError> {
         // SAFETY: TUNSETPERSIST takes its argument by value; the descriptor
@@ -345,6 +383,8 @@ impl Tap {
         let fd = unsafe { std::ptr::read(&this.fd) };
         // SAFETY: as above, for the name's heap buffer.
         drop(unsafe { std::ptr::read(&this.name) });
+        // SAFETY: as above, for the NAPI queue's descriptors.
+        drop(unsafe { std::ptr::read(&this.napi) });
         fd
     }
 
@@ -361,7 +401,19 @@ impl Tap {
             name,
             vnet_hdr,
             persistent: false,
+            napi: Err(NO_NAPI.to_owned()),
         }
+    }
+
+    /// Keeps the device's NAPI queue with it, or why there is none.
+    pub(crate) fn set_napi(&mut self, napi: Result<NapiQueue, String>) {
+        self.napi = napi;
+    }
+
+    /// The device's second queue, with NAPI ([`crate::napi`]), or why
+    /// weft has none.
+    pub fn napi(&self) -> Result<&NapiQueue, &str> {
+        self.napi.as_ref().map_err(String::as_str)
     }
 
     /// The interface name.
@@ -374,24 +426,12 @@ impl Tap {
         self.vnet_hdr
     }
 
-    /// Switches the descriptor between blocking and non-blocking mode.
+    /// Switches the descriptors (both queues') between blocking and
+    /// non-blocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: F_GETFL on a descriptor we own; no pointers involved.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let new = if nonblocking {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        if new != flags {
-            // SAFETY: F_SETFL on a descriptor we own with an integer argument.
-            if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+        set_nonblocking(self.fd.as_fd(), nonblocking)?;
+        if let Ok(napi) = &self.napi {
+            set_nonblocking(napi.as_fd(), nonblocking)?;
         }
         Ok(())
     }
@@ -401,40 +441,18 @@ impl Tap {
     /// A frame longer than `buf` is truncated. In non-blocking mode, returns
     /// `WouldBlock` when no frame is queued.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for
-        // the duration of the call.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        read(self.fd.as_fd(), buf)
     }
 
     /// Writes one frame (with its virtio-net header if enabled).
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a valid readable region of `buf.len()` bytes for
-        // the duration of the call.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        write(self.fd.as_fd(), buf)
     }
 
     /// Writes one frame gathered from several slices (typically the
     /// virtio-net header and the frame) with a single `writev`.
     pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
-        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
-        // slice is valid for reads for the duration of the call.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        write_vectored(self.fd.as_fd(), bufs)
     }
 
     /// Tells the kernel which offloads the reader of this TAP handles
@@ -467,6 +485,66 @@ impl Tap {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Switches `fd` between blocking and non-blocking mode.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFL on an open descriptor; no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let new = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: F_SETFL on an open descriptor with an integer argument.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reads one frame from a TAP queue into `buf`.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for
+    // the duration of the call; the descriptor is open.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Writes one frame to a TAP queue.
+pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable region of `buf.len()` bytes for
+    // the duration of the call; the descriptor is open.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Writes one frame gathered from several slices to a TAP queue with a
+/// single `writev`.
+pub(crate) fn write_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
+    // slice is valid for reads for the duration of the call.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -665,6 +743,7 @@ mod tests {
                 TapOptions {
                     vnet_hdr: true,
                     multi_queue: true,
+                    napi: false,
                 },
             )
         })

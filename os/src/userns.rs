@@ -17,8 +17,10 @@
 //! 3. does what [`crate::provision`] does on a thread for a privileged
 //!    daemon, with the same functions: creates the TAP with the virtio-net
 //!    header, sets its MAC, address, MTU, brings it up, adds the default
-//!    route and turns IPv6 off;
-//! 4. sends back the TAP's descriptor (`SCM_RIGHTS`) and its name, or an
+//!    route, turns IPv6 off, and attaches the TAP's NAPI queue with its
+//!    NAPI threaded ([`crate::napi`]);
+//! 4. sends back the TAP's two descriptors (`SCM_RIGHTS`) and its name,
+//!    or an
 //!    error ([`HelperErrorKind`] and a message that says what to do), and
 //!    exits. The TAP lives on in the daemon, which holds the descriptor.
 //!
@@ -32,9 +34,10 @@
 //! [`HELPER_ARG`].
 //!
 //! Wire format: fields separated by NUL (no path or name can hold one).
-//! Request `create NETNS IFNAME MAC IP PREFIX MTU GATEWAY|- VNET MQ NOV6`,
-//! `exists NETNS IFNAME` or `stats NETNS IFNAME`; reply `ok NAME` (with
-//! the descriptor), `yes`, `no`, `stats RX_PACKETS RX_DROPPED TX_PACKETS
+//! Request `create NETNS IFNAME MAC IP PREFIX MTU GATEWAY|- VNET MQ NAPI
+//! NOV6`, `exists NETNS IFNAME` or `stats NETNS IFNAME`; reply `ok NAME -`
+//! (with the descriptors of the TAP's two queues) or `ok NAME WHY` (the
+//! plain queue's alone, and why not the NAPI queue's), `yes`, `no`, `stats RX_PACKETS RX_DROPPED TX_PACKETS
 //! TX_DROPPED`, or `err KIND MESSAGE`.
 
 use std::fs::File;
@@ -53,6 +56,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
+use crate::napi::NapiQueue;
 use crate::netlink::{LinkStats, Netlink, NetlinkError};
 use crate::netns::{open_ns, NetnsError};
 use crate::provision::{provision_inside, validate_spec, ProvisionError, TapSpec};
@@ -61,6 +65,10 @@ use crate::tap::{Tap, TapError, TapOptions, TUN_DEVICE};
 /// The hidden first argument that makes the weft binary run
 /// [`helper_main`].
 pub const HELPER_ARG: &str = "__tap-helper";
+
+/// The third field of an `ok` reply when the TAP's NAPI queue follows its
+/// plain queue.
+const NO_ERROR: &str = "-";
 
 /// How long the daemon waits for the helper's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -127,11 +135,23 @@ pub fn provision_tap_via_helper(netns: &Path, spec: TapSpec) -> Result<Tap, Prov
         reason,
     })?;
     let request = encode_create(netns, &spec);
-    let (fields, fd) = call_helper(&request)?;
-    match (fields.first().map(String::as_str), fd) {
+    let (fields, fds) = call_helper(&request)?;
+    let mut fds = fds.into_iter();
+    match (fields.first().map(String::as_str), fds.next()) {
         (Some("ok"), Some(fd)) => {
             let name = fields.get(1).cloned().unwrap_or(spec.ifname);
-            Ok(Tap::from_parts(fd, name, spec.tap.vnet_hdr))
+            let mut tap = Tap::from_parts(fd, name, spec.tap.vnet_hdr);
+            if spec.tap.napi {
+                // The NAPI queue's descriptor follows the plain queue's;
+                // without it the third field says why.
+                let napi = match (fields.get(2).map(String::as_str), fds.next()) {
+                    (Some(NO_ERROR), Some(queue)) => Ok(NapiQueue::new(queue)),
+                    (Some(why), _) if why != NO_ERROR => Err(why.to_owned()),
+                    _ => Err("the rootless helper sent no NAPI queue".to_owned()),
+                };
+                tap.set_napi(napi);
+            }
+            Ok(tap)
         }
         _ => Err(helper_err(
             HelperErrorKind::System,
@@ -233,12 +253,13 @@ fn encode_create(netns: &Path, spec: &TapSpec) -> Vec<u8> {
         &gw,
         flag(spec.tap.vnet_hdr),
         flag(spec.tap.multi_queue),
+        flag(spec.tap.napi),
         flag(spec.disable_ipv6),
     ])
 }
 
 fn decode_create(fields: &[&str]) -> Option<(PathBuf, TapSpec)> {
-    let [netns, ifname, mac, ip, prefix, mtu, gw, vnet, mq, nov6] = fields else {
+    let [netns, ifname, mac, ip, prefix, mtu, gw, vnet, mq, napi, nov6] = fields else {
         return None;
     };
     let mut m = [0u8; 6];
@@ -262,6 +283,7 @@ fn decode_create(fields: &[&str]) -> Option<(PathBuf, TapSpec)> {
         tap: TapOptions {
             vnet_hdr: *vnet == "1",
             multi_queue: *mq == "1",
+            napi: *napi == "1",
         },
         disable_ipv6: *nov6 == "1",
     };
@@ -270,7 +292,7 @@ fn decode_create(fields: &[&str]) -> Option<(PathBuf, TapSpec)> {
 
 /// Starts the helper, sends `request`, and returns the reply's fields and
 /// the descriptor that came with it. An `err` reply becomes the error.
-fn call_helper(request: &[u8]) -> Result<(Vec<String>, Option<OwnedFd>), ProvisionError> {
+fn call_helper(request: &[u8]) -> Result<(Vec<String>, Vec<OwnedFd>), ProvisionError> {
     let sys = |what: &str, e: &dyn std::fmt::Display| {
         helper_err(
             HelperErrorKind::System,
@@ -312,7 +334,7 @@ fn call_helper(request: &[u8]) -> Result<(Vec<String>, Option<OwnedFd>), Provisi
         let _ = child.kill();
     }
     let status = child.wait();
-    let (bytes, fd) = match reply {
+    let (bytes, fds) = match reply {
         Ok(r) => r,
         Err(e) => {
             let status = status
@@ -333,64 +355,60 @@ fn call_helper(request: &[u8]) -> Result<(Vec<String>, Option<OwnedFd>), Provisi
         let message = fields.get(2).cloned().unwrap_or_default();
         return Err(helper_err(kind, message));
     }
-    Ok((fields, fd))
+    Ok((fields, fds))
 }
 
-fn exchange(sock: &OwnedFd, request: &[u8]) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+fn exchange(sock: &OwnedFd, request: &[u8]) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     setsockopt(
         sock,
         sockopt::ReceiveTimeout,
         &TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0),
     )?;
-    send(sock, request, None)?;
-    let (bytes, fd) = recv(sock)?;
+    send(sock, request, &[])?;
+    let (bytes, fds) = recv(sock)?;
     if bytes.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the connection closed",
         ));
     }
-    Ok((bytes, fd))
+    Ok((bytes, fds))
 }
 
-fn send(sock: &OwnedFd, msg: &[u8], fd: Option<RawFd>) -> io::Result<()> {
+fn send(sock: &OwnedFd, msg: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let iov = [IoSlice::new(msg)];
-    let fds: Vec<RawFd> = fd.into_iter().collect();
     let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
         Vec::new()
     } else {
-        vec![ControlMessage::ScmRights(&fds)]
+        vec![ControlMessage::ScmRights(fds)]
     };
     sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None)?;
     Ok(())
 }
 
-fn recv(sock: &OwnedFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+fn recv(sock: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MSG_MAX];
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; 2]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
-    let mut fd = None;
+    let mut fds = Vec::new();
     for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
+        if let ControlMessageOwned::ScmRights(raws) = c {
+            for raw in raws {
                 // SAFETY: SCM_RIGHTS just installed `raw` in this process;
                 // nothing else owns it.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                if fd.is_none() {
-                    fd = Some(owned);
-                }
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
     }
     let n = msg.bytes;
     buf.truncate(n);
-    Ok((buf, fd))
+    Ok((buf, fds))
 }
 
 /// The helper process's `main`: call it first thing (before any thread
@@ -411,20 +429,27 @@ pub fn helper_main(args: &[String]) -> i32 {
         Err(_) => return 1,
     };
     let sent = match reply {
-        Ok(Reply::Tap(tap)) => send(
-            &sock,
-            &join(&["ok", tap.name()]),
-            Some(tap.as_fd().as_raw_fd()),
-        ),
-        Ok(Reply::Exists(yes)) => send(&sock, if yes { b"yes" } else { b"no" }, None),
-        Ok(Reply::Stats(None)) => send(&sock, b"no", None),
+        Ok(Reply::Tap(tap)) => match tap.napi() {
+            Ok(napi) => send(
+                &sock,
+                &join(&["ok", tap.name(), NO_ERROR]),
+                &[tap.as_fd().as_raw_fd(), napi.as_fd().as_raw_fd()],
+            ),
+            Err(why) => send(
+                &sock,
+                &join(&["ok", tap.name(), why]),
+                &[tap.as_fd().as_raw_fd()],
+            ),
+        },
+        Ok(Reply::Exists(yes)) => send(&sock, if yes { b"yes" } else { b"no" }, &[]),
+        Ok(Reply::Stats(None)) => send(&sock, b"no", &[]),
         Ok(Reply::Stats(Some(stats))) => {
             let mut fields = vec!["stats".to_owned()];
             fields.extend(encode_stats(&stats));
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            send(&sock, &join(&fields), None)
+            send(&sock, &join(&fields), &[])
         }
-        Err((kind, message)) => send(&sock, &join(&["err", kind.as_str(), &message]), None),
+        Err((kind, message)) => send(&sock, &join(&["err", kind.as_str(), &message]), &[]),
     };
     i32::from(sent.is_err())
 }
@@ -626,6 +651,7 @@ mod tests {
             tap: TapOptions {
                 vnet_hdr: true,
                 multi_queue: false,
+                napi: true,
             },
             disable_ipv6: true,
         };

@@ -262,6 +262,10 @@ pub struct SwitchCounters {
     /// bulk, or a flood it does not forward beside its sender, else 0 (a
     /// gauge, judged every 200 ms).
     pub busy_poll_held: AtomicU64,
+    /// TAPs whose receive processing runs in a kernel thread of its own
+    /// because a flood is written to them (threaded NAPI; a gauge, judged
+    /// every 200 ms).
+    pub receive_threaded: AtomicU64,
     /// Times the datapath worker moved next to its endpoints or back
     /// (`--worker-cpu follow`).
     pub worker_moves: AtomicU64,
