@@ -9,14 +9,20 @@
 //! two thirds of one and its socket drops what it has no time to read.
 //! With the TAP's NAPI threaded, a kernel thread runs that input path and
 //! the scheduler places it on whichever CPU has time; the same-host
-//! 64-byte flood's reader read about 1.2× as much in interleaved runs
-//! (README, "Threaded receive under a flood").
+//! 64-byte flood's reader read 1.15× as much in interleaved runs, 1.67×
+//! and 1.79× in two full bench runs (README, "Threaded receive under a
+//! flood").
 //!
 //! It is not always on: a thread between the write and the endpoint is a
 //! wake-up more on every hop of request/response traffic, and a TCP
-//! stream's acknowledgements back through one slowed a single stream. So
-//! a TAP's receive is threaded while it is written a flood, and back in
-//! the worker once the flood has been over for [`LINGER_SECS`].
+//! receiver's input through one carried four streams at 1.04× but one
+//! stream at 0.90× (three interleaved pairs each). Nor beside the sender:
+//! when the worker forwards on a pinned sender's CPU
+//! ([`crate::placement`]) the reader has the other CPU to itself, as with
+//! a bridge, and a receive thread would share it. So a TAP's receive is
+//! threaded while it is written a flood the worker does not forward
+//! beside its sender, back in the worker as soon as the worker joins the
+//! sender, and a second ([`LINGER_SECS`]) after the flood.
 
 use crate::load::Load;
 
@@ -64,8 +70,6 @@ pub struct ReceiveThread {
     quiet: f64,
     /// The port's frames and bytes written at the interval's start.
     start: (u64, u64),
-    /// Setting it failed: it is left alone from then on.
-    given_up: bool,
 }
 
 impl ReceiveThread {
@@ -75,14 +79,16 @@ impl ReceiveThread {
     }
 
     /// Closes the interval of `secs` seconds given the port's totals of
-    /// frames and bytes written so far and the worker's whole `load`;
-    /// returns the new setting when it changes.
+    /// frames and bytes written so far, the worker's whole `load` and
+    /// whether the worker forwards `beside_sender` (placement); returns
+    /// the new setting when it changes.
     pub fn judge(
         &mut self,
         load: &Load,
         frames_written: u64,
         bytes_written: u64,
         secs: f64,
+        beside_sender: bool,
     ) -> Option<bool> {
         let written = Written::over(
             frames_written.saturating_sub(self.start.0),
@@ -90,16 +96,16 @@ impl ReceiveThread {
             secs,
         );
         self.start = (frames_written, bytes_written);
-        if self.given_up {
-            return None;
+        if beside_sender {
+            // The reader's CPU is its own already, as with a bridge; a
+            // thread of the receive's would share it.
+            self.quiet = 0.0;
+            return self.on.then(|| {
+                self.on = false;
+                false
+            });
         }
         self.step(load.flood() && written.flood(), secs)
-    }
-
-    /// The device refused the setting: judge it no more, and count it off.
-    pub fn give_up(&mut self) {
-        self.given_up = true;
-        self.on = false;
     }
 
     /// One interval of `secs` seconds, `flooded` or not.
@@ -140,16 +146,16 @@ mod tests {
         let mut r = ReceiveThread::default();
         let mut t = (0, 0);
         let (f, b) = after(&mut t, 200_000, 106);
-        assert_eq!(r.judge(&FLOOD, f, b, 0.2), Some(true));
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), Some(true));
         let (f, b) = after(&mut t, 200_000, 106);
-        assert_eq!(r.judge(&FLOOD, f, b, 0.2), None);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), None);
         assert!(r.on());
         for _ in 1..5 {
             let (f, b) = after(&mut t, 0, 0);
-            assert_eq!(r.judge(&IDLE, f, b, 0.2), None, "it lingers");
+            assert_eq!(r.judge(&IDLE, f, b, 0.2, false), None, "it lingers");
         }
         let (f, b) = after(&mut t, 0, 0);
-        assert_eq!(r.judge(&IDLE, f, b, 0.2), Some(false));
+        assert_eq!(r.judge(&IDLE, f, b, 0.2, false), Some(false));
         assert!(!r.on());
     }
 
@@ -157,9 +163,9 @@ mod tests {
     fn the_linger_is_counted_in_time_not_in_judgements() {
         // An idle worker judges when it wakes, every half second or so.
         let mut r = ReceiveThread::default();
-        assert_eq!(r.judge(&FLOOD, 40_000, 4_240_000, 0.2), Some(true));
-        assert_eq!(r.judge(&IDLE, 40_000, 4_240_000, 0.5), None);
-        assert_eq!(r.judge(&IDLE, 40_000, 4_240_000, 0.5), Some(false));
+        assert_eq!(r.judge(&FLOOD, 40_000, 4_240_000, 0.2, false), Some(true));
+        assert_eq!(r.judge(&IDLE, 40_000, 4_240_000, 0.5, false), None);
+        assert_eq!(r.judge(&IDLE, 40_000, 4_240_000, 0.5, false), Some(false));
     }
 
     #[test]
@@ -167,16 +173,16 @@ mod tests {
         let mut r = ReceiveThread::default();
         let mut t = (0, 0);
         let (f, b) = after(&mut t, 200_000, 106);
-        assert_eq!(r.judge(&FLOOD, f, b, 0.2), Some(true));
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), Some(true));
         for _ in 0..4 {
             let (f, b) = after(&mut t, 0, 0);
-            assert_eq!(r.judge(&IDLE, f, b, 0.2), None);
+            assert_eq!(r.judge(&IDLE, f, b, 0.2, false), None);
         }
         let (f, b) = after(&mut t, 200_000, 106);
-        assert_eq!(r.judge(&FLOOD, f, b, 0.2), None);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), None);
         for _ in 0..4 {
             let (f, b) = after(&mut t, 0, 0);
-            assert_eq!(r.judge(&IDLE, f, b, 0.2), None);
+            assert_eq!(r.judge(&IDLE, f, b, 0.2, false), None);
         }
         assert!(r.on());
     }
@@ -187,25 +193,45 @@ mod tests {
         // Request/response at 20 k transactions a second: under the rate.
         let mut r = ReceiveThread::default();
         let (f, b) = after(&mut t, 19_000, 106);
-        assert_eq!(r.judge(&RR, f, b, 0.2), None);
+        assert_eq!(r.judge(&RR, f, b, 0.2, false), None);
         // A TCP receiver: super-frames.
         let (f, b) = after(&mut t, 40_000, 30_000);
-        assert_eq!(r.judge(&BULK, f, b, 0.2), None);
+        assert_eq!(r.judge(&BULK, f, b, 0.2, false), None);
         // A TCP sender during bulk traffic: many small acknowledgements,
         // but the traffic is no flood.
         let (f, b) = after(&mut t, 40_000, 66);
-        assert_eq!(r.judge(&BULK, f, b, 0.2), None);
+        assert_eq!(r.judge(&BULK, f, b, 0.2, false), None);
         // A flood's sender is written nothing (UDP) or next to nothing.
         let (f, b) = after(&mut t, 100, 106);
-        assert_eq!(r.judge(&FLOOD, f, b, 0.2), None);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), None);
         assert!(!r.on());
+    }
+
+    #[test]
+    fn beside_its_sender_a_flood_is_received_in_the_worker() {
+        let mut r = ReceiveThread::default();
+        let mut t = (0, 0);
+        let (f, b) = after(&mut t, 200_000, 106);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), Some(true));
+        // The worker moved beside the sender: back at once.
+        let (f, b) = after(&mut t, 200_000, 106);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, true), Some(false));
+        let (f, b) = after(&mut t, 200_000, 106);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, true), None);
+        assert!(!r.on());
+        // The sender moved away; the worker went back.
+        let (f, b) = after(&mut t, 200_000, 106);
+        assert_eq!(r.judge(&FLOOD, f, b, 0.2, false), Some(true));
     }
 
     #[test]
     fn counters_that_restart_count_as_no_traffic() {
         let mut r = ReceiveThread::default();
-        assert_eq!(r.judge(&FLOOD, 1_000_000, 106_000_000, 0.2), Some(true));
+        assert_eq!(
+            r.judge(&FLOOD, 1_000_000, 106_000_000, 0.2, false),
+            Some(true)
+        );
         // A port re-added with fresh counters: no underflow, no flood.
-        assert_eq!(r.judge(&FLOOD, 10, 1060, 0.2), None);
+        assert_eq!(r.judge(&FLOOD, 10, 1060, 0.2, false), None);
     }
 }

@@ -903,7 +903,6 @@ impl Worker {
             .saturating_duration_since(self.load.started())
             .as_secs_f64();
         let load = self.load.tick(now, totals);
-        self.thread_receive(&load, secs);
         if let Some(outcome) = self.follower.as_mut().and_then(|f| f.tick(now, load)) {
             self.placed(outcome);
         }
@@ -911,6 +910,7 @@ impl Worker {
             .follower
             .as_ref()
             .is_some_and(|f| f.following().is_some());
+        self.thread_receive(&load, secs, beside_sender);
         if self.busy_poll.judge(&load, beside_sender) {
             let held = self.busy_poll.held();
             self.counters
@@ -930,7 +930,7 @@ impl Worker {
     /// Runs the receive processing of the TAPs a flood is written to in
     /// kernel threads, and of the others in the worker
     /// ([`crate::receive_thread`]).
-    fn thread_receive(&mut self, load: &Load, secs: f64) {
+    fn thread_receive(&mut self, load: &Load, secs: f64, beside_sender: bool) {
         let mut threaded = 0;
         for (port, slot) in self.ports.iter_mut().enumerate() {
             let Some(slot) = slot else {
@@ -945,7 +945,7 @@ impl Worker {
             let c = &slot.counters;
             let frames = c.tx_packets.load(Ordering::Relaxed);
             let bytes = c.tx_bytes.load(Ordering::Relaxed);
-            if let Some(on) = slot.receive.judge(load, frames, bytes, secs) {
+            if let Some(on) = slot.receive.judge(load, frames, bytes, secs, beside_sender) {
                 io.thread_receive(on);
                 if on {
                     tracing::debug!(
