@@ -748,6 +748,15 @@ pub struct StatusInfo {
     /// (`--worker-cpu follow`); absent while it runs elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_following_cpu: Option<usize>,
+    /// TAPs whose receive processing runs in a kernel thread of its own
+    /// because a flood is written to them (threaded NAPI); absent when
+    /// none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub receive_threaded_ports: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The cluster store as `status` reports it.

@@ -499,6 +499,15 @@ pub fn status(s: &StatusInfo, socket: &std::path::Path) -> String {
     if let Some(cpu) = s.worker_following_cpu {
         rows.push(("datapath", format!("next to its endpoints on CPU {cpu}")));
     }
+    if s.receive_threaded_ports > 0 {
+        rows.push((
+            "receive threads",
+            format!(
+                "a flood is received in a kernel thread on {} TAP(s)",
+                s.receive_threaded_ports
+            ),
+        ));
+    }
     if let Some(store) = &s.store {
         let state = if store.connected {
             "connected".to_string()

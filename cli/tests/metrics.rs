@@ -397,7 +397,10 @@ fn a_flood_is_received_in_a_thread_of_its_own_until_it_ends() {
     require_root!();
     let metrics = free_port();
     let addr_text = metrics.to_string();
-    let d = Daemon::start_with(&["--metrics", &addr_text]);
+    // The worker stays where the scheduler puts it: beside the flood's
+    // sender, were it to follow it there, the receive stays in the worker
+    // (cli/tests/placement.rs tests that).
+    let d = Daemon::start_with(&["--metrics", &addr_text, "--worker-cpu", "any"]);
     let a = Netns::new("a");
     let b = Netns::new("b");
     create_network(&d, "n", &subnet(74, 4), &[]);
@@ -435,6 +438,8 @@ fn a_flood_is_received_in_a_thread_of_its_own_until_it_ends() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let status = json(&d, &["status"]);
+    assert_eq!(status["receive_threaded_ports"], 1, "{status}");
     assert!(client.wait_timeout(Duration::from_secs(30)).is_some());
     assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
     // The flood went through: the receiver's stack took it, on whichever

@@ -330,6 +330,14 @@ fn the_worker_forwards_a_flood_beside_its_pinned_sender() {
         "{status}"
     );
     std::thread::sleep(SETTLE);
+    // Beside its sender, the flood is received in the worker: the reader
+    // keeps the other CPU to itself (weft_datapath::receive_thread).
+    let status = json(&daemon, &["status"]);
+    assert_eq!(status["worker_following_cpu"], a, "{status}");
+    assert!(
+        status.get("receive_threaded_ports").is_none(),
+        "a receive thread beside the sender: {status}"
+    );
     drop(sender);
 
     // The sender moves to CPU b, and the worker with it.

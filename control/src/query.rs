@@ -196,6 +196,11 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
             vtep_ip: self.overlay.vtep_ip(),
             store: self.store_status(),
             worker_following_cpu: self.datapath.counters().worker_following_cpu(),
+            receive_threaded_ports: self
+                .datapath
+                .counters()
+                .receive_threaded
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
