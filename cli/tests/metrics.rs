@@ -106,17 +106,51 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
 }
 
+/// A daemon serving metrics, started with `extra` arguments, and two
+/// namespaces attached to network `n` (`subnet(74, index)`).
+struct Metered {
+    metrics: SocketAddr,
+    d: Daemon,
+    a: Netns,
+    b: Netns,
+    ep_a: Endpoint,
+    ep_b: Endpoint,
+}
+
+impl Metered {
+    fn start(index: u8, extra: &[&str]) -> Metered {
+        let metrics = free_port();
+        let addr_text = metrics.to_string();
+        let mut args = vec!["--metrics", addr_text.as_str()];
+        args.extend_from_slice(extra);
+        let d = Daemon::start_with(&args);
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        create_network(&d, "n", &subnet(74, index), &[]);
+        let ep_a = attach(&d, "n", &a, &[]);
+        let ep_b = attach(&d, "n", &b, &[]);
+        Metered {
+            metrics,
+            d,
+            a,
+            b,
+            ep_a,
+            ep_b,
+        }
+    }
+}
+
 #[test]
 fn metrics_parse_and_move_with_traffic() {
     require_root!();
-    let metrics = free_port();
-    let addr_text = metrics.to_string();
-    let d = Daemon::start_with(&["--metrics", &addr_text]);
-    let a = Netns::new("a");
-    let b = Netns::new("b");
-    create_network(&d, "n", &subnet(74, 1), &[]);
-    let ep_a = attach(&d, "n", &a, &[]);
-    let ep_b = attach(&d, "n", &b, &[]);
+    let Metered {
+        metrics,
+        d: _daemon,
+        a,
+        b: _b,
+        ep_a,
+        ep_b,
+    } = Metered::start(1, &[]);
     let port_a = ep_a.port.to_string();
     let port_b = ep_b.port.to_string();
     let la = [
@@ -310,16 +344,16 @@ fn socket_uplink_events_are_exported() {
 #[test]
 fn bulk_traffic_holds_the_busy_poll_until_it_ends() {
     require_root!();
-    let metrics = free_port();
-    let addr_text = metrics.to_string();
     // The longest window, so that the exchange after the transfer spins
     // however slow this build's round trip is.
-    let d = Daemon::start_with(&["--metrics", &addr_text, "--busy-poll", "1000"]);
-    let a = Netns::new("a");
-    let b = Netns::new("b");
-    create_network(&d, "n", &subnet(74, 3), &[]);
-    attach(&d, "n", &a, &[]);
-    let ep_b = attach(&d, "n", &b, &[]);
+    let Metered {
+        metrics,
+        d: _daemon,
+        a,
+        b,
+        ep_b,
+        ..
+    } = Metered::start(3, &["--busy-poll", "1000"]);
     let held = |s: &Samples| value(s, "weft_busy_poll_held", &[]);
     let spins = |s: &Samples| value(s, "weft_busy_poll_spins_total", &[]);
     assert_eq!(held(&scrape(metrics).0), 0.0, "no traffic, nothing held");
@@ -395,17 +429,17 @@ fn tap_queues(ns: &Netns, ep: &Endpoint) -> String {
 #[test]
 fn a_flood_is_received_in_a_thread_of_its_own_until_it_ends() {
     require_root!();
-    let metrics = free_port();
-    let addr_text = metrics.to_string();
     // The worker stays where the scheduler puts it: beside the flood's
     // sender, were it to follow it there, the receive stays in the worker
     // (cli/tests/placement.rs tests that).
-    let d = Daemon::start_with(&["--metrics", &addr_text, "--worker-cpu", "any"]);
-    let a = Netns::new("a");
-    let b = Netns::new("b");
-    create_network(&d, "n", &subnet(74, 4), &[]);
-    attach(&d, "n", &a, &[]);
-    let ep_b = attach(&d, "n", &b, &[]);
+    let Metered {
+        metrics,
+        d,
+        a,
+        b,
+        ep_b,
+        ..
+    } = Metered::start(4, &["--worker-cpu", "any"]);
     // The plain queue and the NAPI queue.
     assert_eq!(tap_queues(&b, &ep_b), "2");
     let threaded_napi = b.exec(&["cat", &format!("/sys/class/net/{}/threaded", ep_b.ifname)]);

@@ -246,17 +246,14 @@ impl Port for TapPort {
                 "frame needs offloads this TAP was not opened with",
             ));
         }
+        // The frame alone, or behind its virtio-net header.
+        let slices = [io::IoSlice::new(&header), io::IoSlice::new(frame)];
+        let slices = if vnet { &slices[..] } else { &slices[1..] };
         let napi = self.tap.napi().ok().filter(|_| self.threaded);
         loop {
-            let result = match (vnet, napi) {
-                (true, None) => self
-                    .tap
-                    .write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(frame)]),
-                (true, Some(napi)) => {
-                    napi.write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(frame)])
-                }
-                (false, None) => self.tap.write(frame),
-                (false, Some(napi)) => napi.write(frame),
+            let result = match napi {
+                Some(napi) => napi.write_vectored(slices),
+                None => self.tap.write_vectored(slices),
             };
             match result {
                 Ok(_) => return Ok(()),

@@ -55,16 +55,6 @@ impl NapiQueue {
         NapiQueue { queue }
     }
 
-    /// Reads one frame the endpoint sent on this queue.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        crate::tap::read(self.queue.as_fd(), buf)
-    }
-
-    /// Writes one frame to the endpoint through this queue.
-    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        crate::tap::write(self.queue.as_fd(), buf)
-    }
-
     /// Writes one frame gathered from several slices with one `writev`.
     pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         crate::tap::write_vectored(self.queue.as_fd(), bufs)
@@ -185,7 +175,10 @@ mod tests {
         frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
         frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1]);
         frame.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
-        assert_eq!(queue.write(&frame).unwrap(), frame.len());
+        assert_eq!(
+            queue.write_vectored(&[io::IoSlice::new(&frame)]).unwrap(),
+            frame.len()
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             let now: u64 = sys_in(&ns, "weft-tn0/statistics/rx_packets")
@@ -252,7 +245,7 @@ mod tests {
             plain += 1;
         }
         assert!(plain >= 20, "{plain} frames on the plain queue");
-        let e = queue.read(&mut buf).unwrap_err();
+        let e = crate::tap::read(queue.as_fd(), &mut buf).unwrap_err();
         assert_eq!(
             e.kind(),
             io::ErrorKind::WouldBlock,

@@ -446,7 +446,14 @@ impl Tap {
 
     /// Writes one frame (with its virtio-net header if enabled).
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        write(self.fd.as_fd(), buf)
+        // SAFETY: `buf` is a valid readable region of `buf.len()` bytes for
+        // the duration of the call; the descriptor is open.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     /// Writes one frame gathered from several slices (typically the
@@ -515,18 +522,6 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for
     // the duration of the call; the descriptor is open.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Writes one frame to a TAP queue.
-pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid readable region of `buf.len()` bytes for
-    // the duration of the call; the descriptor is open.
-    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
