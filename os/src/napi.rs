@@ -26,8 +26,13 @@
 //! devices of the namespace it was mounted from. [`thread_napi_here`]
 //! therefore runs where the TAP was just made, inside its namespace: on
 //! the thread [`crate::run_in_netns`] dedicates to it, or in the rootless
-//! helper. It takes a mount namespace of its own and mounts sysfs over
-//! `/sys` there, as `ip netns exec` does.
+//! helper. It makes a sysfs mount attached nowhere (`fsopen`/`fsmount`,
+//! Linux 5.2), which costs the same however many mounts the host has.
+//! Older kernels get what `ip netns exec` does: a mount namespace of the
+//! thread's own with sysfs mounted over `/sys`. That copies every mount
+//! of the host, and a host with a namespace per endpoint has one
+//! (`/run/netns/NAME`) per endpoint: with 1,000 endpoints attached the
+//! copy took attaches from 9 ms to 29 ms (p50).
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -98,10 +103,95 @@ pub fn steer_to_first_queue(tap: BorrowedFd<'_>) -> io::Result<()> {
 /// Sets the `threaded` attribute of `ifname`, a device of the calling
 /// thread's network namespace.
 ///
-/// It moves the calling thread (or process) into a mount namespace of its
-/// own with sysfs mounted over `/sys`: call it only on a thread made for
-/// the namespace, as the last thing that thread does with files.
+/// On a kernel without `fsopen` (before 5.2) it moves the calling thread
+/// (or process) into a mount namespace of its own with sysfs mounted over
+/// `/sys`: call it only on a thread made for the namespace, as the last
+/// thing that thread does with files.
 pub fn thread_napi_here(ifname: &str) -> io::Result<()> {
+    let attribute = format!("class/net/{ifname}/threaded");
+    match detached_sysfs() {
+        Ok(sysfs) => open_at(sysfs.as_fd(), &attribute)?.write_all(b"1"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            sysfs_in_own_mount_namespace()?;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(format!("/sys/{attribute}"))?
+                .write_all(b"1")
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A sysfs instance of the calling thread's network namespace, mounted
+/// nowhere: the returned descriptor is its root, and closing it unmounts
+/// it.
+fn detached_sysfs() -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let name = CString::new("sysfs").expect("no NUL");
+    // SAFETY: fsopen reads the NUL-terminated name; the descriptor it
+    // returns is ours alone.
+    let context = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
+    if context < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let context = unsafe { OwnedFd::from_raw_fd(context as libc::c_int) };
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attributes = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    // SAFETY: fsmount takes the context's descriptor and two flag words.
+    let root = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attributes as libc::c_uint,
+        )
+    };
+    if root < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(root as libc::c_int) })
+}
+
+/// Opens `path`, relative to the directory `dir`, for writing.
+fn open_at(dir: BorrowedFd<'_>, path: &str) -> io::Result<std::fs::File> {
+    let path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: openat reads the NUL-terminated path; the descriptor it
+    // returns is ours alone.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Gives the calling thread a mount namespace of its own, with sysfs
+/// (of its network namespace) over `/sys`, as `ip netns exec` does.
+fn sysfs_in_own_mount_namespace() -> io::Result<()> {
     unshare(CloneFlags::CLONE_NEWNS)?;
     // Nothing mounted from here on reaches the daemon's namespace.
     mount(
@@ -118,11 +208,7 @@ pub fn thread_napi_here(ifname: &str) -> io::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )?;
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(format!("/sys/class/net/{ifname}/threaded"))?
-        .write_all(b"1")
+    Ok(())
 }
 
 #[cfg(test)]
@@ -194,6 +280,54 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         drop(tap);
+    }
+
+    #[test]
+    fn setting_the_attribute_leaves_the_mount_namespace_alone() {
+        let Some(ns) = TestNs::new("napimnt") else {
+            return;
+        };
+        let opts = TapOptions {
+            napi: true,
+            ..TapOptions::default()
+        };
+        let mount_ns = || std::fs::read_link("/proc/thread-self/ns/mnt").unwrap();
+        let (tap, before, after) = run_in_netns(ns.path(), move || {
+            let tap = Tap::create("weft-tn2", opts).unwrap();
+            let _queue = tap.attach_napi_queue().unwrap();
+            let before = mount_ns();
+            thread_napi_here(tap.name()).unwrap();
+            (tap, before, mount_ns())
+        })
+        .unwrap();
+        assert_eq!(sys_in(&ns, "weft-tn2/threaded"), "1");
+        // Copying the host's mounts would cost every attach time in
+        // proportion to the namespaces the host has.
+        assert_eq!(
+            before, after,
+            "the thread took a mount namespace of its own"
+        );
+        drop(tap);
+    }
+
+    #[test]
+    fn the_fallback_shows_the_namespace_its_own_devices() {
+        let Some(ns) = TestNs::new("napisys") else {
+            return;
+        };
+        let devices = run_in_netns(ns.path(), || {
+            let tap = Tap::create("weft-tn3", TapOptions::default()).unwrap();
+            sysfs_in_own_mount_namespace().unwrap();
+            let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            drop(tap);
+            names
+        })
+        .unwrap();
+        assert_eq!(devices, ["lo", "weft-tn3"]);
     }
 
     #[test]

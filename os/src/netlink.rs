@@ -22,13 +22,15 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use netlink_packet_core::{
     DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use thiserror::Error;
@@ -547,6 +549,24 @@ impl Netlink {
             index,
             RouteNetlinkMessage::NewLink(msg),
         )
+    }
+
+    /// Makes a qdisc of `kind` (`pfifo_fast`, say) the root qdisc of
+    /// interface `index`, replacing any (`tc qdisc replace dev IF root
+    /// KIND`). On a link that is down this also keeps the kernel from
+    /// attaching its defaults when it comes up: on a multi-queue device
+    /// that is one qdisc per possible transmit queue, 256 for a TAP.
+    pub fn set_root_qdisc(&mut self, index: u32, kind: &str) -> Result<(), NetlinkError> {
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::ROOT;
+        msg.attributes.push(TcAttribute::Kind(kind.to_owned()));
+        self.request(
+            "set the root qdisc",
+            || format!("{kind} on interface index {index}"),
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
     }
 
     /// Brings interface `index` down.
