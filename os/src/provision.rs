@@ -419,6 +419,12 @@ fn reattach_inside(netns: PathBuf, spec: TapSpec) -> Result<(Tap, Adopted), Prov
         }
         _ => {}
     }
+    if opts.napi {
+        // A TAP from a weft before this one may still have the kernel's
+        // mq and its 256 pfifo_fast qdiscs (see provision_inside).
+        nl.set_root_qdisc(index, "pfifo_fast")
+            .map_err(nl_err(ProvisionStep::SetQdisc))?;
+    }
     nl.set_link_up(index)
         .map_err(nl_err(ProvisionStep::LinkUp))?;
     if let Some(gateway) = spec.default_gateway {
@@ -522,19 +528,9 @@ mod tests {
         assert!(!link_exists(ns.path(), "eth0").unwrap());
     }
 
-    #[test]
-    fn a_tap_with_a_napi_queue_comes_up_with_one_root_qdisc() {
-        let Some(ns) = TestNs::new("prov-qdisc") else {
-            return;
-        };
-        let mut wanted = spec("eth0");
-        wanted.tap.napi = true;
-        let tap = provision_tap(ns.path(), wanted).expect("provision_tap");
-        let details = ip_text(&ns, &["-d", "link", "show", "dev", "eth0"]);
-        assert!(details.contains("numqueues 2"), "{details}");
-        // The kernel's default would be mq with a pfifo_fast for each of
-        // 256 possible queues, 6 MiB of memory per endpoint.
-        let qdiscs = Command::new("ip")
+    /// The lines of `tc qdisc show dev eth0` in `ns`.
+    fn qdiscs(ns: &TestNs) -> Vec<String> {
+        let out = Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -547,13 +543,58 @@ mod tests {
             ])
             .output()
             .unwrap();
-        let qdiscs = String::from_utf8_lossy(&qdiscs.stdout);
-        let lines: Vec<&str> = qdiscs.lines().collect();
-        assert_eq!(lines.len(), 1, "{qdiscs}");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn assert_one_root_pfifo_fast(ns: &TestNs) {
+        let lines = qdiscs(ns);
+        assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].starts_with("qdisc pfifo_fast") && lines[0].contains(" root "),
-            "{qdiscs}"
+            "{lines:?}"
         );
+    }
+
+    #[test]
+    fn a_tap_with_a_napi_queue_comes_up_with_one_root_qdisc() {
+        let Some(ns) = TestNs::new("prov-qdisc") else {
+            return;
+        };
+        let mut wanted = spec("eth0");
+        wanted.tap.napi = true;
+        let (tap, how) = adopt_tap(ns.path(), wanted.clone()).expect("first adopt");
+        assert_eq!(how, Adopted::Created);
+        let details = ip_text(&ns, &["-d", "link", "show", "dev", "eth0"]);
+        assert!(details.contains("numqueues 2"), "{details}");
+        // The kernel's default would be mq with a pfifo_fast for each of
+        // 256 possible queues, 6 MiB of memory per endpoint.
+        assert_one_root_pfifo_fast(&ns);
+
+        // A TAP made by a weft before this one, taken back.
+        let status = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                "eth0",
+            ])
+            .args(["root", "mq"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(qdiscs(&ns)[0].starts_with("qdisc mq"));
+        drop(tap.into_fd());
+        let (tap, how) = adopt_tap(ns.path(), wanted).expect("second adopt");
+        assert_eq!(how, Adopted::Reattached);
+        assert_one_root_pfifo_fast(&ns);
         drop(tap);
     }
 
