@@ -95,6 +95,15 @@ pub struct UplinkDevice {
 pub trait Provisioner {
     /// Finds the namespace `target` names and checks that it is one.
     fn open_netns(&self, target: &NetnsTarget) -> Result<Netns, ApiError>;
+    /// The identity ([`Netns::id`]) of what `path` leads to now, for the
+    /// reaper's check that an endpoint's namespace is still there: an
+    /// error of kind `NotFound` when nothing is there. Cheaper than
+    /// [`Provisioner::open_netns`] where it can be: the reaper asks it
+    /// for every endpoint every second.
+    fn netns_id(&self, path: &Path) -> Result<(u64, u64), ApiError> {
+        self.open_netns(&NetnsTarget::Path(path.to_owned()))
+            .map(|ns| ns.id)
+    }
     /// Whether the namespace already has an interface called `ifname`.
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError>;
     /// Creates and configures a TAP device in the namespace and returns it

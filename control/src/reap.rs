@@ -12,7 +12,7 @@
 
 use weft_api::{EndpointInfo, ErrorKind};
 
-use crate::ports::{Datapath, NetnsTarget, Provisioner};
+use crate::ports::{Datapath, Provisioner};
 use crate::state::Control;
 
 impl<D: Datapath, P: Provisioner> Control<D, P> {
@@ -22,9 +22,8 @@ impl<D: Datapath, P: Provisioner> Control<D, P> {
         let mut gone = Vec::new();
         for net in self.networks.values() {
             for ep in net.endpoints.values() {
-                let target = NetnsTarget::Path(ep.netns.clone());
-                let still_there = match self.provisioner.open_netns(&target) {
-                    Ok(ns) => ns.id == ep.netns_id,
+                let still_there = match self.provisioner.netns_id(&ep.netns) {
+                    Ok(id) => id == ep.netns_id,
                     // Only "not found" means gone; any other error (say, a
                     // permission problem) leaves the endpoint alone.
                     Err(e) => e.kind != ErrorKind::NotFound,

@@ -49,6 +49,22 @@ impl Provisioner for OsProvisioner {
         Ok(Netns { path, id })
     }
 
+    /// One `stat`: the path was checked to be a namespace when the
+    /// endpoint was attached, and a namespace's device (nsfs) and inode
+    /// are nobody else's.
+    fn netns_id(&self, path: &Path) -> Result<(u64, u64), ApiError> {
+        std::fs::metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::System
+                };
+                ApiError::new(kind, format!("{}: {e}", path.display()))
+            })
+    }
+
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, ApiError> {
         let result = if needs_helper() {
             link_exists_via_helper(netns, ifname)
@@ -343,5 +359,30 @@ fn provision_error(e: ProvisionError, netns: &Path) -> ApiError {
             ApiError::new(kind, message)
         }
         other => ApiError::new(ErrorKind::System, weft_os::error_chain(&other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_path_keeps_its_identity_and_a_missing_one_is_not_found() {
+        let own = Path::new("/proc/self/ns/net");
+        let id = OsProvisioner.netns_id(own).unwrap();
+        let opened = OsProvisioner
+            .open_netns(&NetnsTarget::Path(own.to_owned()))
+            .unwrap();
+        assert_eq!(id, opened.id);
+
+        let missing = std::env::temp_dir().join(format!("weft-t-gone-{}", std::process::id()));
+        let err = OsProvisioner.netns_id(&missing).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err:?}");
+
+        // What an unmounted bind mount leaves: a plain file, another id.
+        std::fs::write(&missing, b"").unwrap();
+        let other = OsProvisioner.netns_id(&missing);
+        std::fs::remove_file(&missing).unwrap();
+        assert_ne!(other.unwrap(), id);
     }
 }
