@@ -43,9 +43,7 @@ impl Provisioner for OsProvisioner {
             NetnsTarget::Path(path) => path.clone(),
         };
         check_netns(&path).map_err(|e| netns_error(e, target))?;
-        let id = std::fs::metadata(&path)
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| ApiError::new(ErrorKind::NotFound, format!("{}: {e}", path.display())))?;
+        let id = self.netns_id(&path)?;
         Ok(Netns { path, id })
     }
 

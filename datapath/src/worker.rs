@@ -646,9 +646,7 @@ impl Datapath {
         };
         // The devices the command took out of service are closed before
         // it returns, so a TAP detached is gone when the caller hears so.
-        for device in self.retired.try_iter() {
-            drop(device);
-        }
+        self.retired.try_iter().for_each(drop);
         result
     }
 
@@ -2001,10 +1999,9 @@ impl Worker {
     /// were detached (2–5 ms with the devices closed by the caller).
     fn retire(&self, slot: PortSlot) {
         if let PortIo::Device(device) = slot.io {
-            // With the handle gone, nobody is left to wait for the close.
-            if let Err(unsent) = self.retired.send(device) {
-                drop(unsent.into_inner());
-            }
+            // With the handle gone the send fails, and the device closes
+            // here as it drops: nobody is left to wait for it.
+            let _ = self.retired.send(device);
         }
     }
 }

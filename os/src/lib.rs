@@ -171,6 +171,13 @@ pub(crate) mod testns {
         run("ip", &all)
     }
 
+    /// Output of `tc -n NS ARGS...`.
+    pub(crate) fn tc_text(ns: &TestNs, args: &[&str]) -> String {
+        let mut all = vec!["-n", ns.name()];
+        all.extend_from_slice(args);
+        run("tc", &all)
+    }
+
     /// Parsed output of `ip -n NS -j ARGS...`.
     pub(crate) fn ip_json(ns: &TestNs, args: &[&str]) -> Json {
         let mut all = vec!["-j"];

@@ -463,7 +463,7 @@ mod tests {
         VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VIRTIO_NET_HDR_GSO_NONE,
         VIRTIO_NET_HDR_LEN,
     };
-    use crate::testns::{ip_json, ip_text, TestNs};
+    use crate::testns::{ip_json, ip_text, tc_text, TestNs};
     use std::io;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
@@ -530,21 +530,7 @@ mod tests {
 
     /// The lines of `tc qdisc show dev eth0` in `ns`.
     fn qdiscs(ns: &TestNs) -> Vec<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                "tc",
-                "qdisc",
-                "show",
-                "dev",
-                "eth0",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
+        tc_text(ns, &["qdisc", "show", "dev", "eth0"])
             .lines()
             .map(str::to_owned)
             .collect()
@@ -575,21 +561,7 @@ mod tests {
         assert_one_root_pfifo_fast(&ns);
 
         // A TAP made by a weft before this one, taken back.
-        let status = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                "eth0",
-            ])
-            .args(["root", "mq"])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        tc_text(&ns, &["qdisc", "replace", "dev", "eth0", "root", "mq"]);
         assert!(qdiscs(&ns)[0].starts_with("qdisc mq"));
         drop(tap.into_fd());
         let (tap, how) = adopt_tap(ns.path(), wanted).expect("second adopt");
