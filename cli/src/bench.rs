@@ -22,6 +22,7 @@ Examples:
   sudo weft bench --scenario convergence --hosts 50 --endpoints 100
   sudo weft bench --scenario same-host --against kernel-bridge \\
       --baseline-weft /tmp/weft-previous
+  sudo weft bench --against kernel-bridge,kernel-vxlan --rounds 3 --duration 5
   sudo weft bench --scenario rootless --duration 10
   sudo weft bench --scenario storm --duration 5";
 
@@ -67,6 +68,16 @@ pub struct BenchArgs {
         default_value = "tcp1,tcp4,udp64,rr"
     )]
     tests: Vec<Test>,
+    /// Measure everything this many times, the switches' order reversed
+    /// every other round, and show each figure's median and each ratio's
+    /// median and range over the rounds (same-host, overlay and all)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "1",
+        value_parser = clap::value_parser!(u32).range(1..=20)
+    )]
+    rounds: u32,
     /// With --scenario rootless: the paths to measure (comma-separated)
     #[arg(
         long,
@@ -137,6 +148,17 @@ impl Reporter for Terminal {
 /// Runs the benchmark. `exe` is the weft binary to start daemons from.
 /// Exits with status 130 when interrupted.
 pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    if args.rounds > 1
+        && !matches!(
+            args.scenario,
+            ScenarioArg::SameHost | ScenarioArg::Overlay | ScenarioArg::All
+        )
+    {
+        anyhow::bail!(
+            "--rounds applies to --scenario same-host, overlay and all; \
+             run the rootless, convergence and storm scenarios once each, without --rounds"
+        );
+    }
     let scenarios = match args.scenario {
         ScenarioArg::SameHost => vec![Scenario::SameHost],
         ScenarioArg::Overlay => vec![Scenario::Overlay],
@@ -171,6 +193,7 @@ pub fn run(exe: &Path, args: BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         out: args.out,
         tests: args.tests,
+        rounds: args.rounds,
     };
     match harness::run(&opts, &Terminal) {
         Err(e) if e.is_interrupted() => {

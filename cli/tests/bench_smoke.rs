@@ -75,6 +75,8 @@ fn bench_against_the_kernel_bridge() {
             "1",
             "--tests",
             "tcp1,udp64",
+            "--rounds",
+            "2",
             "--out",
         ])
         .arg(out.path())
@@ -113,9 +115,41 @@ fn bench_against_the_kernel_bridge() {
         "no table header naming weft and kernel-bridge:\n{dump}"
     );
 
+    // Two rounds: medians, and each ratio's range over the rounds.
+    assert!(
+        stdout.contains("2 rounds, the switches' order reversed every other round"),
+        "{dump}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("TCP 1 stream (Gbit/s)") && l.contains("×, ")),
+        "no ratio range on the TCP row:\n{dump}"
+    );
+
     let text = std::fs::read_to_string(out.path().join("results.json")).expect("read results.json");
     let doc: Value = serde_json::from_str(&text).expect("results.json is JSON");
     assert!(doc["machine"]["nproc"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert_eq!(doc["rounds"], 2, "{text}");
+    let weft_tcp1 = doc["scenarios"][0]["switches"]
+        .as_array()
+        .expect("switches")
+        .iter()
+        .find(|s| s["switch"] == "weft")
+        .and_then(|s| s["measurements"].as_array())
+        .and_then(|m| m.iter().find(|m| m["id"] == "tcp1"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no weft tcp1 in {text}"));
+    assert_eq!(
+        weft_tcp1["rounds"]["values"].as_array().map(Vec::len),
+        Some(2),
+        "{text}"
+    );
+    assert_eq!(
+        weft_tcp1["rounds"]["ratios"].as_array().map(Vec::len),
+        Some(2),
+        "{text}"
+    );
     let switches: Vec<String> = doc["scenarios"]
         .as_array()
         .expect("scenarios")
@@ -246,6 +280,31 @@ fn rootless_scenario_measures_weft_and_the_veth() {
         !std::env::temp_dir().join(format!("weft-b{pid}")).exists(),
         "temporary directory left behind"
     );
+}
+
+/// `--rounds` with a scenario it does not apply to is refused before
+/// anything is made.
+#[test]
+fn rounds_are_refused_where_they_do_not_apply() {
+    let out = Command::new(WEFT)
+        .args(["bench", "--scenario", "storm", "--rounds", "3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--rounds applies to --scenario same-host, overlay and all"),
+        "{stderr}"
+    );
+    let out = Command::new(WEFT)
+        .args(["bench", "--rounds", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--rounds"), "{stderr}");
 }
 
 /// `--scenario convergence` on three hosts joined through a real etcd.

@@ -21,6 +21,7 @@
 //!   convergence scenario's many host namespaces share it.
 //! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
 //! - `report`: the results, the table and results.json.
+//! - `rounds`: `--rounds N`, the plan measured N times and combined.
 //! - `chart`: chart.svg.
 //! - `sys`: processes, namespaces, commands and interruption.
 //! - `error`: [`Error`].
@@ -36,6 +37,7 @@ mod measure;
 mod neigh;
 mod report;
 pub mod rootless;
+mod rounds;
 pub mod storm;
 mod sys;
 mod topology;
@@ -77,6 +79,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// The measurements to make.
     pub tests: Vec<Test>,
+    /// How many times to measure the whole plan (at least 1); see
+    /// `rounds`.
+    pub rounds: u32,
 }
 
 /// Where the harness's output goes: the caller decides how to show it
@@ -327,50 +332,39 @@ fn bench(
         ));
     }
 
-    let mut runs: Vec<ScenarioRun> = Vec::new();
-    for (scenario, switches) in &plan {
-        let mut run = ScenarioRun {
-            scenario: *scenario,
-            switches: Vec::new(),
+    let rounds = args.rounds.max(1);
+    progress.total *= f64::from(rounds);
+    let mut measured: Vec<Vec<ScenarioRun>> = Vec::new();
+    for round in 0..rounds {
+        let label = if rounds > 1 {
+            format!("round {}/{rounds} ", round + 1)
+        } else {
+            String::new()
         };
-        for switch in switches {
-            sys::check_interrupted()?;
-            let who = format!("{}/{}", scenario.name(), switch.name());
-            if let Some((tool, package)) = switch.missing() {
-                report.status(&format!(
-                    "weft bench: {who}: `{tool}` {}",
-                    not_installed(package)
-                ));
-                run.switches.push(SwitchRun {
-                    switch: *switch,
-                    status: Status::NotInstalled(not_installed(package)),
-                    tests: Vec::new(),
-                });
-                continue;
-            }
-            progress.show(&format!("{who}: building the topology"));
-            let result =
-                measure_switch(&ctx, *scenario, *switch, &tests, secs, &mut progress, &who);
-            progress.advance(setup_estimate(*switch));
-            match result {
-                Ok(sw_run) => run.switches.push(sw_run),
-                Err(e) if e.is_interrupted() => return Err(e),
-                Err(e) => {
-                    report.status(&format!("weft bench: {who} failed: {}", e.message()));
-                    run.switches.push(SwitchRun {
-                        switch: *switch,
-                        status: Status::Failed(e.message()),
-                        tests: Vec::new(),
-                    });
-                }
-            }
-        }
-        runs.push(run);
+        measured.push(measure_round(
+            &ctx,
+            &plan,
+            &tests,
+            secs,
+            round,
+            &label,
+            &mut progress,
+        )?);
     }
+    let runs: Vec<ScenarioRun> = if rounds > 1 {
+        (0..plan.len())
+            .map(|i| {
+                let of_scenario: Vec<ScenarioRun> = measured.iter().map(|r| r[i].clone()).collect();
+                rounds::combine(&of_scenario)
+            })
+            .collect()
+    } else {
+        measured.pop().unwrap_or_default()
+    };
     sys::check_interrupted()?;
     drop(top);
 
-    report.table(&report::table(&runs, &tests));
+    report.table(&report::table(&runs, &tests, rounds));
     let mut header = json!({
         "weft_version": args.version,
         "started_unix": SystemTime::now()
@@ -378,6 +372,7 @@ fn bench(
             .map_or(0, |d| d.as_secs())
             .saturating_sub(progress.start.elapsed().as_secs()),
         "duration_s": secs,
+        "rounds": rounds,
         "tests": tests.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "machine": report::machine(),
     });
@@ -419,6 +414,67 @@ fn bench(
         });
     }
     Ok(())
+}
+
+/// Measures every scenario of `plan` once, the switches in round
+/// `round`'s order ([`rounds::order`]); returns them in the plan's order.
+fn measure_round(
+    ctx: &Ctx,
+    plan: &[(Scenario, Vec<Switch>)],
+    tests: &[Test],
+    secs: u64,
+    round: u32,
+    label: &str,
+    progress: &mut Progress,
+) -> Result<Vec<ScenarioRun>> {
+    let report = progress.report;
+    let mut runs = Vec::new();
+    for (scenario, switches) in plan {
+        let mut run = ScenarioRun {
+            scenario: *scenario,
+            switches: Vec::new(),
+        };
+        for switch in rounds::order(switches, round) {
+            sys::check_interrupted()?;
+            let who = format!("{label}{}/{}", scenario.name(), switch.name());
+            if let Some((tool, package)) = switch.missing() {
+                report.status(&format!(
+                    "weft bench: {who}: `{tool}` {}",
+                    not_installed(package)
+                ));
+                run.switches.push(SwitchRun {
+                    switch,
+                    status: Status::NotInstalled(not_installed(package)),
+                    tests: Vec::new(),
+                    spread: Vec::new(),
+                    failed_rounds: 0,
+                });
+                continue;
+            }
+            progress.show(&format!("{who}: building the topology"));
+            let result = measure_switch(ctx, *scenario, switch, tests, secs, progress, &who);
+            progress.advance(setup_estimate(switch));
+            match result {
+                Ok(sw_run) => run.switches.push(sw_run),
+                Err(e) if e.is_interrupted() => return Err(e),
+                Err(e) => {
+                    report.status(&format!("weft bench: {who} failed: {}", e.message()));
+                    run.switches.push(SwitchRun {
+                        switch,
+                        status: Status::Failed(e.message()),
+                        tests: Vec::new(),
+                        spread: Vec::new(),
+                        failed_rounds: 0,
+                    });
+                }
+            }
+        }
+        // The table's columns keep the plan's order.
+        run.switches
+            .sort_by_key(|sw| switches.iter().position(|s| *s == sw.switch));
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 /// Builds one topology, runs the tests on it and tears it down.
@@ -472,6 +528,8 @@ fn measure_switch(
         switch,
         status: Status::Ok,
         tests: results,
+        spread: Vec::new(),
+        failed_rounds: 0,
     })
 }
 

@@ -6,6 +6,7 @@ use std::fs;
 use serde_json::{json, Value};
 
 use super::measure::{Cpu, Metric, Test, TestResult};
+use super::rounds::{self, Spread};
 use super::topology::{Scenario, Switch};
 
 /// How far one switch got.
@@ -25,6 +26,12 @@ pub struct SwitchRun {
     pub status: Status,
     /// Per test: the result, or why there is none.
     pub tests: Vec<(Test, Result<TestResult, String>)>,
+    /// With more than one round: per metric, every round's figures
+    /// ([`rounds`]); empty for a single round.
+    pub spread: Vec<(Metric, Spread)>,
+    /// With more than one round: in how many rounds the switch's worst
+    /// test failed (its figures are the other rounds').
+    pub failed_rounds: usize,
 }
 
 impl SwitchRun {
@@ -38,6 +45,14 @@ impl SwitchRun {
                 .map(|(_, v)| *v)
                 .filter(|v| v.is_finite())
         })
+    }
+
+    /// Every round's figures for `metric`, with more than one round.
+    pub fn spread(&self, metric: Metric) -> Option<&Spread> {
+        self.spread
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, s)| s)
     }
 
     fn test_of(&self, metric: Metric) -> Option<&(Test, Result<TestResult, String>)> {
@@ -55,7 +70,7 @@ pub struct ScenarioRun {
 }
 
 impl ScenarioRun {
-    fn find(&self, switch: Switch) -> Option<&SwitchRun> {
+    pub(super) fn find(&self, switch: Switch) -> Option<&SwitchRun> {
         self.switches.iter().find(|s| s.switch == switch)
     }
 
@@ -63,8 +78,17 @@ impl ScenarioRun {
         self.find(self.scenario.baseline())
     }
 
-    /// `value / baseline value` for `metric`.
+    /// `run`'s ratio to the baseline for `metric`: `value / baseline
+    /// value`, or with rounds the median of the rounds' ratios.
     pub fn ratio(&self, run: &SwitchRun, metric: Metric) -> Option<f64> {
+        match run.spread(metric) {
+            Some(s) => rounds::median(&s.ratios),
+            None => self.single_ratio(run, metric),
+        }
+    }
+
+    /// `value / baseline value` for `metric`, in this one round.
+    pub(super) fn single_ratio(&self, run: &SwitchRun, metric: Metric) -> Option<f64> {
         self.ratio_to(self.scenario.baseline(), run, metric)
     }
 
@@ -80,8 +104,19 @@ impl ScenarioRun {
         self.find(Switch::WeftBaseline).is_some()
     }
 
-    /// `weft's value / weft-baseline's value` for `metric`.
+    /// weft's ratio to weft-baseline for `metric`: `weft's value /
+    /// weft-baseline's value`, or with rounds the median of the rounds'
+    /// ratios.
     pub fn weft_ratio(&self, metric: Metric) -> Option<f64> {
+        match self.find(Switch::Weft)?.spread(metric) {
+            Some(s) => rounds::median(&s.weft_ratios),
+            None => self.single_weft_ratio(metric),
+        }
+    }
+
+    /// `weft's value / weft-baseline's value` for `metric`, in this one
+    /// round.
+    pub(super) fn single_weft_ratio(&self, metric: Metric) -> Option<f64> {
         self.ratio_to(Switch::WeftBaseline, self.find(Switch::Weft)?, metric)
     }
 
@@ -121,9 +156,17 @@ fn cell(run: &ScenarioRun, sw: &SwitchRun, metric: Metric) -> String {
     let Some(v) = sw.value(metric) else {
         return "-".into();
     };
-    match run.ratio(sw, metric) {
-        Some(r) => format!("{} ({r:.2}×)", format_value(metric, v)),
-        None => format_value(metric, v),
+    let spread = (sw.switch != run.scenario.baseline())
+        .then(|| sw.spread(metric))
+        .flatten()
+        .filter(|s| s.ratios.len() > 1)
+        .and_then(|s| rounds::range(&s.ratios));
+    match (run.ratio(sw, metric), spread) {
+        (Some(r), Some((lo, hi))) => {
+            format!("{} ({r:.2}×, {lo:.2}–{hi:.2})", format_value(metric, v))
+        }
+        (Some(r), None) => format!("{} ({r:.2}×)", format_value(metric, v)),
+        (None, _) => format_value(metric, v),
     }
 }
 
@@ -132,13 +175,22 @@ const WEFT_RATIO: &str = "weft / weft-baseline";
 
 /// The last column's cell with `--baseline-weft`.
 fn weft_ratio_cell(run: &ScenarioRun, metric: Metric) -> String {
-    run.weft_ratio(metric)
-        .map_or_else(|| "-".into(), |r| format!("{r:.2}×"))
+    let spread = run
+        .find(Switch::Weft)
+        .and_then(|w| w.spread(metric))
+        .filter(|s| s.weft_ratios.len() > 1)
+        .and_then(|s| rounds::range(&s.weft_ratios));
+    match (run.weft_ratio(metric), spread) {
+        (Some(r), Some((lo, hi))) => format!("{r:.2}× ({lo:.2}–{hi:.2})"),
+        (Some(r), None) => format!("{r:.2}×"),
+        (None, _) => "-".into(),
+    }
 }
 
 /// The table for people: rows are measurements, columns switches; with
-/// `weft-baseline`, a last column gives weft's ratio to it.
-pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
+/// `weft-baseline`, a last column gives weft's ratio to it. `rounds` is
+/// how many times each figure was measured.
+pub fn table(runs: &[ScenarioRun], tests: &[Test], rounds: u32) -> String {
     let mut out = String::new();
     for run in runs {
         let base = run.scenario.baseline().name();
@@ -215,7 +267,14 @@ pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
              measured back to back in this run; above 1× is better in ↑ rows, below 1× in ↓ rows.\n"
         ));
     }
-    let notes = notes(runs);
+    if rounds > 1 {
+        out.push_str(&format!(
+            "{rounds} rounds, the switches' order reversed every other round: each figure is the \
+             median of the rounds' figures, each ratio the median of the ratios taken within \
+             each round, followed by their range.\n"
+        ));
+    }
+    let notes = notes(runs, rounds);
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
         for n in notes {
@@ -226,13 +285,19 @@ pub fn table(runs: &[ScenarioRun], tests: &[Test]) -> String {
 }
 
 /// Failures worth a line each.
-fn notes(runs: &[ScenarioRun]) -> Vec<String> {
+fn notes(runs: &[ScenarioRun], rounds: u32) -> Vec<String> {
     let mut notes = Vec::new();
     for run in runs {
         for sw in &run.switches {
             let who = format!("{}/{}", run.scenario.name(), sw.switch.name());
             if let Status::Failed(msg) = &sw.status {
                 notes.push(format!("{who}: {msg}"));
+            }
+            if sw.failed_rounds > 0 {
+                notes.push(format!(
+                    "{who}: a test failed in {} of {rounds} rounds; its figures are the other rounds'",
+                    sw.failed_rounds
+                ));
             }
             for (test, r) in &sw.tests {
                 if let Err(msg) = r {
@@ -318,6 +383,19 @@ pub fn json(runs: &[ScenarioRun], tests: &[Test], header: Value) -> Value {
                             if let Some(r) = weft_ratio {
                                 doc["ratio_to_weft_baseline"] = r;
                             }
+                            // Only with --rounds above 1.
+                            if let Some(s) = sw.spread(m) {
+                                let nums =
+                                    |v: &[f64]| v.iter().map(|x| num(*x)).collect::<Vec<_>>();
+                                doc["rounds"] = json!({
+                                    "values": nums(&s.values),
+                                    "ratios": nums(&s.ratios),
+                                });
+                                if sw.switch == Switch::Weft && run.has_weft_baseline() {
+                                    doc["rounds"]["ratios_to_weft_baseline"] =
+                                        json!(nums(&s.weft_ratios));
+                                }
+                            }
                             doc
                         })
                         .collect();
@@ -360,6 +438,8 @@ mod tests {
                             cpu: Cpu::default(),
                         }),
                     )],
+                    spread: Vec::new(),
+                    failed_rounds: 0,
                 })
                 .collect(),
         }
@@ -376,14 +456,14 @@ mod tests {
             cell(&run, &run.switches[1], Metric::Tcp1Gbps),
             "13.80 (1.00×)"
         );
-        let text = table(&[run], &[Test::Tcp1]);
+        let text = table(&[run], &[Test::Tcp1], 1);
         assert!(text.contains("kernel-bridge"), "{text}");
     }
 
     #[test]
     fn the_table_without_weft_baseline_is_unchanged() {
         let run = run_with(&[(Switch::Weft, 9.8), (Switch::KernelBridge, 13.8)]);
-        let text = table(&[run], &[Test::Tcp1]);
+        let text = table(&[run], &[Test::Tcp1], 1);
         // The format before --baseline-weft existed, byte for byte.
         let expected = [
             "",
@@ -417,7 +497,7 @@ mod tests {
         );
         assert_eq!(weft_ratio_cell(&run, Metric::Tcp1Gbps), "1.09×");
         assert_eq!(weft_ratio_cell(&run, Metric::Tcp1CpuPerGbit), "-");
-        let text = table(std::slice::from_ref(&run), &[Test::Tcp1]);
+        let text = table(std::slice::from_ref(&run), &[Test::Tcp1], 1);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
@@ -456,6 +536,66 @@ mod tests {
         let doc = json(&[run], &[Test::Tcp1], json!({}));
         let m = &doc["scenarios"][0]["switches"][0]["measurements"][0];
         assert!(m.get("ratio_to_weft_baseline").is_none(), "{doc}");
+    }
+
+    #[test]
+    fn rounds_show_the_median_ratio_and_its_range() {
+        let rounds = [
+            run_with(&[
+                (Switch::Weft, 8.0),
+                (Switch::WeftBaseline, 10.0),
+                (Switch::KernelBridge, 10.0),
+            ]),
+            run_with(&[
+                (Switch::Weft, 4.2),
+                (Switch::WeftBaseline, 4.0),
+                (Switch::KernelBridge, 5.0),
+            ]),
+            run_with(&[
+                (Switch::Weft, 7.5),
+                (Switch::WeftBaseline, 7.0),
+                (Switch::KernelBridge, 10.0),
+            ]),
+        ];
+        let run = rounds::combine(&rounds);
+        // Median figure, median of the three rounds' ratios (0.80, 0.84,
+        // 0.75) and their range.
+        assert_eq!(
+            cell(&run, &run.switches[0], Metric::Tcp1Gbps),
+            "7.50 (0.80×, 0.75–0.84)"
+        );
+        // The baseline's own ratio is 1 in every round: no range.
+        assert_eq!(
+            cell(&run, &run.switches[2], Metric::Tcp1Gbps),
+            "10.00 (1.00×)"
+        );
+        // weft over weft-baseline: 0.80, 1.05, 1.07.
+        assert_eq!(weft_ratio_cell(&run, Metric::Tcp1Gbps), "1.05× (0.80–1.07)");
+        let text = table(std::slice::from_ref(&run), &[Test::Tcp1], 3);
+        assert!(
+            text.contains("\n3 rounds, the switches' order reversed"),
+            "{text}"
+        );
+
+        let doc = json(&[run], &[Test::Tcp1], json!({}));
+        let m = &doc["scenarios"][0]["switches"][0]["measurements"][0];
+        assert_eq!(m["value"], 7.5);
+        assert_eq!(m["rounds"]["values"], json!([8.0, 4.2, 7.5]));
+        assert_eq!(m["rounds"]["ratios"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            m["rounds"]["ratios_to_weft_baseline"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        let r = m["ratio"].as_f64().unwrap();
+        assert!((r - 0.8).abs() < 1e-9, "{doc}");
+        // A single run's results.json is unchanged.
+        let single = json(&[rounds[0].clone()], &[Test::Tcp1], json!({}));
+        assert!(single["scenarios"][0]["switches"][0]["measurements"][0]
+            .get("rounds")
+            .is_none());
     }
 
     #[test]
