@@ -8,7 +8,10 @@
 //! figure's ratio to the kernel baseline and writes results.json and
 //! chart.svg. With [`Options::baseline_weft`] it also measures
 //! `weft-baseline`, weft's own topologies with daemons started from another
-//! weft binary, right after weft, and reports weft's ratio to it. Everything it creates is removed on success, failure and
+//! weft binary, right after weft, and reports weft's ratio to it. With
+//! [`Options::rounds`] above 1 it measures the whole plan that many times
+//! and reports medians, ratios taken within each round and their range
+//! (`rounds`). Everything it creates is removed on success, failure and
 //! Ctrl-C (SIGINT and SIGTERM set a flag checked between steps and while
 //! waiting; guards do the work when dropped).
 //!
