@@ -1,10 +1,13 @@
 //! chart.svg: a grouped bar chart of every switch's ratio to the
 //! scenario's kernel baseline, one panel per scenario, written by hand.
+//! With `--rounds`, each bar is the median of the rounds' ratios and a
+//! whisker spans their range.
 
 use std::fmt::Write as _;
 
 use super::measure::Test;
 use super::report::{ScenarioRun, Status};
+use super::rounds;
 use super::topology::Switch;
 
 const PANEL_H: f64 = 400.0;
@@ -98,15 +101,45 @@ fn panel(s: &mut String, run: &ScenarioRun, tests: &[Test], y0: f64) {
         .iter()
         .map(|m| run.switches.iter().map(|sw| run.ratio(sw, *m)).collect())
         .collect();
+    // With rounds: the range of each bar's ratios.
+    let ranges: Vec<Vec<Option<(f64, f64)>>> = metrics
+        .iter()
+        .map(|m| {
+            run.switches
+                .iter()
+                .map(|sw| {
+                    (sw.switch != run.scenario.baseline())
+                        .then(|| sw.spread(*m))
+                        .flatten()
+                        .filter(|s| s.ratios.len() > 1)
+                        .and_then(|s| rounds::range(&s.ratios))
+                })
+                .collect()
+        })
+        .collect();
     // A log scale: 2× and 0.5× are as far from the baseline, and outliers
     // (tail latencies hundreds of times the baseline) do not flatten the
     // rest.
+    if ranges.iter().flatten().any(Option::is_some) {
+        let _ = writeln!(
+            s,
+            r#"<text x="{lx:.0}" y="{:.0}">whiskers: the ratios' range over the rounds; bars: their median</text>"#,
+            y0 + 40.0
+        );
+    }
+    let extremes = ranges
+        .iter()
+        .flatten()
+        .flatten()
+        .flat_map(|(a, b)| [*a, *b]);
     let (lo, hi) = ratios
         .iter()
         .flatten()
         .flatten()
-        .filter(|r| **r > 0.0)
-        .fold((1.0_f64, 1.0_f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        .copied()
+        .chain(extremes)
+        .filter(|r| *r > 0.0)
+        .fold((1.0_f64, 1.0_f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
     let ticks = ticks(lo, hi);
     let (lo, hi) = (
         ticks.first().map_or(0.5, |t| t.0),
@@ -149,14 +182,29 @@ fn panel(s: &mut String, run: &ScenarioRun, tests: &[Test], y0: f64) {
                 Some(r) => {
                     let y = y_of(r);
                     let (top, h) = (y.min(one), (y - one).abs().max(1.0));
+                    let range = ranges[g][b]
+                        .map(|(a, b)| format!(" ({a:.2}–{b:.2} over the rounds)"))
+                        .unwrap_or_default();
                     let _ = writeln!(
                         s,
-                        r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{} {}: {r:.2}×</title></rect>"#,
+                        r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{} {}: {r:.2}×{range}</title></rect>"#,
                         BAR_W - 2.0,
                         color(sw.switch),
                         esc(sw.switch.name()),
                         esc(metric.label())
                     );
+                    if let Some((a, b)) = ranges[g][b] {
+                        let cx = x + (BAR_W - 2.0) / 2.0;
+                        let (y1, y2) = (y_of(a), y_of(b));
+                        let _ = writeln!(
+                            s,
+                            r##"<path class="range" d="M{:.1} {y1:.1}H{:.1}M{cx:.1} {y1:.1}V{y2:.1}M{:.1} {y2:.1}H{:.1}" stroke="#222" fill="none"/>"##,
+                            cx - 3.0,
+                            cx + 3.0,
+                            cx - 3.0,
+                            cx + 3.0
+                        );
+                    }
                 }
                 None => {
                     let _ = writeln!(
@@ -233,5 +281,44 @@ mod tests {
         assert_eq!(t, ["0.01", "0.1", "1", "10", "100", "1000"]);
         let t = ticks(1.0, 1.0);
         assert!(t.len() >= 2);
+    }
+
+    #[test]
+    fn rounds_draw_a_whisker_over_each_bar_s_range() {
+        use crate::harness::measure::{Cpu, Metric, TestResult};
+        use crate::harness::report::SwitchRun;
+        use crate::harness::topology::Scenario;
+
+        let round = |weft: f64, bridge: f64| ScenarioRun {
+            scenario: Scenario::SameHost,
+            switches: [(Switch::Weft, weft), (Switch::KernelBridge, bridge)]
+                .iter()
+                .map(|(sw, v)| SwitchRun {
+                    switch: *sw,
+                    status: Status::Ok,
+                    tests: vec![(
+                        Test::Tcp1,
+                        Ok(TestResult {
+                            values: vec![(Metric::Tcp1Gbps, *v)],
+                            cpu: Cpu::default(),
+                        }),
+                    )],
+                    spread: Vec::new(),
+                    failed_rounds: 0,
+                })
+                .collect(),
+        };
+        let one = svg(&[round(8.0, 10.0)], &[Test::Tcp1]);
+        assert!(!one.contains("class=\"range\""), "{one}");
+        let run = rounds::combine(&[round(8.0, 10.0), round(2.0, 10.0), round(9.0, 10.0)]);
+        let text = svg(&[run], &[Test::Tcp1]);
+        // weft's bar has one; the baseline's ratio is 1 in every round.
+        assert_eq!(text.matches("class=\"range\"").count(), 1, "{text}");
+        assert!(
+            text.contains("<title>weft TCP 1 stream: 0.80× (0.20–0.90 over the rounds)</title>"),
+            "{text}"
+        );
+        // The axis reaches down to the lowest round.
+        assert!(text.contains(">0.2×</text>"), "{text}");
     }
 }
