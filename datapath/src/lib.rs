@@ -16,12 +16,16 @@
 //!   that wait on each other, found from a per-CPU tally the kernel keeps.
 //! * [`vxlan`]: the VTEP side of overlay networks (RFC 7348):
 //!   encapsulation with UDP GSO, decapsulation of GRO batches.
-//! * [`Datapath`]: the handle the control plane holds; changes reach the
-//!   worker as one batch ([`Command::Apply`] of [`Change`]s) through a queue,
-//!   are applied all or nothing between packet batches and acknowledged
-//!   once applied.
+//! * [`Datapath`] (`handle`): the handle the control plane holds; changes
+//!   reach the worker as one batch ([`Command::Apply`] of [`Change`]s,
+//!   `command`) through a queue, are applied all or nothing between packet
+//!   batches and acknowledged once applied.
+//! * `worker`: the worker thread itself, its loop, and how it applies and
+//!   undoes changes.
 
 pub mod busy_poll;
+mod command;
+mod handle;
 pub mod load;
 pub mod placement;
 pub mod port;
@@ -31,5 +35,6 @@ pub mod uplink;
 pub mod vxlan;
 mod worker;
 
+pub use command::{Captured, Change, Command, DatapathError, DnsQuery};
+pub use handle::{Datapath, Injector, Tuning};
 pub use placement::WorkerCpu;
-pub use worker::{Captured, Change, Command, Datapath, DatapathError, DnsQuery, Injector, Tuning};

@@ -25,7 +25,7 @@
 //!   ([`Transmit::punt`]) without copying, is copied here into a
 //!   [`DnsQuery`] and sent to the resolver thread over a channel, whose
 //!   send may take the channel's internal lock to wake the resolver; DNS
-//!   answers come back as `Vec`s (see [`Injector`]) that the worker frees
+//!   answers come back as `Vec`s (see [`Injector`](crate::Injector)) that the worker frees
 //!   after sending;
 //! - while `weft capture` mirrors a port ([`Command::Capture`]), each of
 //!   its frames is copied into a [`Captured`] for the capture thread; a
@@ -43,12 +43,12 @@
 //!
 //! When a pass leaves no port ready, the worker may keep polling with a
 //! zero timeout for a short adaptive window before sleeping
-//! ([`crate::busy_poll`], [`Tuning::busy_poll`]): on request/response
+//! ([`crate::busy_poll`], [`Tuning::busy_poll`](crate::Tuning::busy_poll)): on request/response
 //! traffic that saves the cross-CPU wake-up each hop would otherwise cost.
 //! It spins only after work, so an idle switch uses no CPU, and not while
 //! the traffic is bulk, or a flood it does not forward beside its sender
 //! ([`crate::load`]).
-//! [`Tuning::cpu`] pins the worker thread to one CPU: next to endpoints
+//! [`Tuning::cpu`](crate::Tuning::cpu) pins the worker thread to one CPU: next to endpoints
 //! pinned there, each hop's wake-up stays on that CPU.
 //!
 //! ## Storm control: not reading what would be dropped
@@ -92,37 +92,36 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 use weft_os::tap::VIRTIO_NET_HDR_F_NEEDS_CSUM;
-use weft_os::udp::{RecvMeta, VxlanSocket};
+use weft_os::udp::RecvMeta;
 use weft_vtep::header::HEADER_LEN as VXLAN_HEADER_LEN;
 use weft_vtep::rco::Rco;
 use weft_vtep::Vni;
 
 use crate::busy_poll::BusyPoll;
+use crate::command::{Ack, Captured, Change, Command, DatapathError, DnsQuery};
 use crate::load::{DeviceTotals, Load, LoadMeter};
-use crate::placement::{Follower, Outcome, WorkerCpu};
+use crate::placement::{Follower, Outcome};
 use crate::port::{HostListener, PacketBuf, Port, HEADROOM};
 use crate::receive_thread::ReceiveThread;
 use crate::vxlan::VxlanIo;
-use weft_nat::conntrack::FlowInfo;
-use weft_nat::{Conntrack, Protocol};
+use weft_nat::Protocol;
 use weft_packet::MacAddr;
 use weft_switch::counters::{DropReason, PortCounters, SwitchCounters};
 use weft_switch::frame::{Offload, NO_OFFLOAD};
-use weft_switch::mac_table::{Learned, SavedMac};
-use weft_switch::neighbor::{Neighbor, SavedNeighbor};
+use weft_switch::mac_table::SavedMac;
+use weft_switch::neighbor::SavedNeighbor;
 use weft_switch::offload::{Coalescer, PartialCsum, Push};
 use weft_switch::storm::FloodClass;
 use weft_switch::switch::{
-    conntrack_time, ConfigError, NetworkConfig, NetworkNat, PortConfig, Punt, ServiceConfig,
-    Switch, Transmit, TunnelConfig, UplinkConfig,
+    conntrack_time, ConfigError, NetworkNat, PortConfig, Punt, ServiceConfig, Switch, Transmit,
+    UplinkConfig,
 };
 use weft_switch::{NetworkId, PortId};
 
@@ -130,9 +129,8 @@ use weft_switch::{NetworkId, PortId};
 pub(crate) const BATCH: usize = 64;
 /// How often learned addresses are checked for age.
 const EXPIRE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long the control plane waits for the worker to take a command.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-const WAKER_TOKEN: Token = Token(usize::MAX);
+/// The poll token of the waker the control plane wakes the worker with.
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 const VTEP_TOKEN: Token = Token(usize::MAX - 1);
 /// TCP flows merged at once on the VXLAN receive path.
 const COALESCE_FLOWS: usize = 8;
@@ -140,249 +138,6 @@ const COALESCE_FLOWS: usize = 8;
 /// spent: short enough for a mixed port's unicast to see only a short
 /// stall, long enough that a storm costs a handful of reads per pause.
 pub(crate) const MAX_STORM_PAUSE: Duration = Duration::from_millis(10);
-
-/// A DNS query to a gateway, handed to the resolver thread: the worker's
-/// copy of the core's [`Punt`].
-#[derive(Debug, Clone)]
-pub struct DnsQuery {
-    /// Where the answer goes back out.
-    pub port: PortId,
-    pub network: NetworkId,
-    pub client_mac: MacAddr,
-    pub client: SocketAddrV4,
-    pub gateway_mac: MacAddr,
-    pub gateway: Ipv4Addr,
-    /// UDP: the DNS message. TCP: the whole IPv4 packet (a TCP segment
-    /// for the gateway's port 53, for the DNS-over-TCP responder).
-    pub message: Vec<u8>,
-    pub tcp: bool,
-}
-
-impl DnsQuery {
-    /// Copies a punted query.
-    pub fn from_punt(punt: &Punt<'_>) -> Self {
-        DnsQuery {
-            port: punt.port,
-            network: punt.network,
-            client_mac: punt.client_mac,
-            client: punt.client,
-            gateway_mac: punt.gateway_mac,
-            gateway: punt.gateway,
-            message: punt.message.to_vec(),
-            tcp: punt.tcp,
-        }
-    }
-}
-
-/// One change to the forwarding state. Changes reach the worker in
-/// batches ([`Command::Apply`]) that it applies completely or not at all.
-///
-/// Most changes can be undone exactly, and the worker undoes them when a
-/// later change of their batch fails. The *removals* — [`Change::RemovePort`],
-/// [`Change::RemoveNetwork`], [`Change::RemoveUplink`] and
-/// [`Change::RemovePeer`] — cannot (a closed TAP cannot be reopened, and
-/// what was learned on a port or network is forgotten with it), so a batch
-/// lists them after every other change: the worker checks all of them
-/// against the state the earlier changes left before it applies the first,
-/// and once they are checked they cannot fail. A batch with a removal before
-/// another kind of change is refused as a whole ([`DatapathError::Order`]).
-pub enum Change {
-    AddNetwork(NetworkConfig),
-    RemoveNetwork(NetworkId),
-    SetRoute {
-        a: NetworkId,
-        b: NetworkId,
-        allowed: bool,
-    },
-    /// Adds a port; its device starts being polled at once.
-    AddPort {
-        cfg: PortConfig,
-        io: Box<dyn Port>,
-        counters: Arc<PortCounters>,
-    },
-    /// Removes a port and closes its device (a TAP disappears with it), or
-    /// removes a tunnel port.
-    RemovePort(PortId),
-    /// Starts serving VXLAN on a bound socket.
-    BindVtep(VxlanSocket),
-    /// Accepts VXLAN from `ip`; its tunnel ports share `counters`.
-    AddPeer {
-        ip: Ipv4Addr,
-        counters: Arc<PortCounters>,
-    },
-    /// Stops accepting VXLAN from `ip` (remove its tunnels first).
-    RemovePeer(Ipv4Addr),
-    /// Adds the tunnel port of one overlay network toward one peer.
-    AddTunnel {
-        cfg: TunnelConfig,
-        vni: Vni,
-        peer: SocketAddrV4,
-        /// Send with remote checksum offload (draft-herbert-vxlan-rco):
-        /// the peer completes (or needs no) inner checksums.
-        remote_csum: bool,
-    },
-    /// Feeds a MAC → port binding (e.g. a MAC behind a VTEP).
-    SetStaticMac {
-        network: NetworkId,
-        mac: MacAddr,
-        port: PortId,
-    },
-    /// Feeds an IPv4 → MAC binding for ARP suppression and routing.
-    SetStaticNeighbor {
-        network: NetworkId,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    },
-    /// Forgets `mac` in `network`, static or learned (a remote endpoint
-    /// withdrawn by the cluster's store).
-    ClearMac {
-        network: NetworkId,
-        mac: MacAddr,
-    },
-    /// Forgets the IPv4 → MAC binding of `ip` in `network`.
-    ClearNeighbor {
-        network: NetworkId,
-        ip: Ipv4Addr,
-    },
-    /// Attaches the uplink device as port `cfg.port`, replacing (and, once
-    /// the batch has succeeded, closing) the attached one.
-    SetUplink {
-        cfg: UplinkConfig,
-        io: Box<dyn Port>,
-        counters: Arc<PortCounters>,
-    },
-    /// Detaches the uplink and closes its device.
-    RemoveUplink,
-    /// Sends traffic for the uplink address on `host_port` to `target`.
-    Publish {
-        proto: Protocol,
-        host_port: u16,
-        target: SocketAddrV4,
-    },
-    Unpublish {
-        proto: Protocol,
-        host_port: u16,
-    },
-    /// Hands the uplink a bound host socket to serve a published port on
-    /// (the socket uplink; any other uplink refuses).
-    Listen(HostListener),
-    /// Stops the uplink serving a published port.
-    Unlisten {
-        tcp: bool,
-        host_port: u16,
-    },
-    /// Adds or replaces a service VIP.
-    SetService(ServiceConfig),
-    RemoveService {
-        vip: Ipv4Addr,
-        proto: Protocol,
-        port: u16,
-    },
-    /// Marks a network internal: nothing leaves it through the uplink.
-    SetInternal {
-        network: NetworkId,
-        internal: bool,
-    },
-    /// Sets a network's NAT behaviour (filtering, per-endpoint limits).
-    SetNetworkNat {
-        network: NetworkId,
-        nat: NetworkNat,
-    },
-    /// Where DNS queries to the gateways go.
-    SetDns(Option<Sender<DnsQuery>>),
-    SetAging(Duration),
-    /// Every port's storm-control limits.
-    SetStormLimits(weft_switch::storm::StormLimits),
-}
-
-impl Change {
-    /// The change's name, for logs and errors.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Change::AddNetwork(_) => "AddNetwork",
-            Change::RemoveNetwork(_) => "RemoveNetwork",
-            Change::SetRoute { .. } => "SetRoute",
-            Change::AddPort { .. } => "AddPort",
-            Change::RemovePort(_) => "RemovePort",
-            Change::BindVtep(_) => "BindVtep",
-            Change::AddPeer { .. } => "AddPeer",
-            Change::RemovePeer(_) => "RemovePeer",
-            Change::AddTunnel { .. } => "AddTunnel",
-            Change::SetStaticMac { .. } => "SetStaticMac",
-            Change::SetStaticNeighbor { .. } => "SetStaticNeighbor",
-            Change::ClearMac { .. } => "ClearMac",
-            Change::ClearNeighbor { .. } => "ClearNeighbor",
-            Change::SetUplink { .. } => "SetUplink",
-            Change::RemoveUplink => "RemoveUplink",
-            Change::Publish { .. } => "Publish",
-            Change::Unpublish { .. } => "Unpublish",
-            Change::Listen(_) => "Listen",
-            Change::Unlisten { .. } => "Unlisten",
-            Change::SetService(_) => "SetService",
-            Change::RemoveService { .. } => "RemoveService",
-            Change::SetInternal { .. } => "SetInternal",
-            Change::SetNetworkNat { .. } => "SetNetworkNat",
-            Change::SetDns(_) => "SetDns",
-            Change::SetAging(_) => "SetAging",
-            Change::SetStormLimits(_) => "SetStormLimits",
-        }
-    }
-
-    /// Whether the change is a removal, which cannot be undone and so comes
-    /// after every other change of its batch (see [`Change`]).
-    pub fn is_removal(&self) -> bool {
-        matches!(
-            self,
-            Change::RemovePort(_)
-                | Change::RemoveNetwork(_)
-                | Change::RemoveUplink
-                | Change::RemovePeer(_)
-        )
-    }
-}
-
-impl std::fmt::Debug for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.kind())
-    }
-}
-
-/// A request to the worker: a batch of changes, or a question.
-pub enum Command {
-    /// Applies the changes in order, all or nothing: on the first failure
-    /// the applied ones are undone in reverse order and the error names the
-    /// failed change ([`DatapathError::Batch`]).
-    Apply(Vec<Change>),
-    /// Answers with the remote IPv4 → MAC bindings of one network or all.
-    DumpNeighbors {
-        network: Option<NetworkId>,
-        reply: Sender<Vec<(NetworkId, Neighbor)>>,
-    },
-    /// Answers with the learned addresses of one network or all.
-    DumpFdb {
-        network: Option<NetworkId>,
-        reply: Sender<Vec<(NetworkId, Learned)>>,
-    },
-    /// Answers with every live tracked connection.
-    DumpConntrack { reply: Sender<Vec<FlowInfo>> },
-    /// Removes every tracked connection; answers how many there were.
-    FlushConntrack { reply: Sender<usize> },
-    /// Mirrors an endpoint port's frames, both directions, into `sink`
-    /// (`None`: stops); answers whether the port exists.
-    Capture {
-        port: PortId,
-        sink: Option<Sender<Captured>>,
-        reply: Sender<bool>,
-    },
-}
-
-/// A frame mirrored by [`Command::Capture`]: when it was seen and its
-/// bytes (an offloaded super-frame is one frame, as on the TAP).
-#[derive(Debug, Clone)]
-pub struct Captured {
-    pub time: std::time::SystemTime,
-    pub frame: Vec<u8>,
-}
 
 /// Copies `frame` into `sink` (an allocation, made only while a capture
 /// runs); when the queue is full (a slow reader) the frame is not mirrored,
@@ -436,297 +191,6 @@ enum Undo {
     SetStormLimits(weft_switch::storm::StormLimits),
 }
 
-/// Why the datapath did not carry out a command.
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("could not poll the new port's device")]
-    Register(#[source] io::Error),
-    #[error("the datapath thread has stopped")]
-    Stopped,
-    #[error("the datapath did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("could not start the datapath")]
-    Start(#[source] io::Error),
-    #[error("peer {0} is not known to the datapath")]
-    UnknownPeer(Ipv4Addr),
-    #[error("a VTEP is already bound")]
-    VtepBound,
-    #[error("no VTEP is bound")]
-    NoVtep,
-    #[error("no uplink is attached")]
-    NoUplink,
-    #[error("the uplink cannot serve a published port")]
-    Listen(#[source] io::Error),
-    #[error("a removal must come after every other change of its batch")]
-    Order,
-    /// Change `index` (from 0) of a batch failed; the batch was undone.
-    #[error("change {index} of the batch ({kind}) failed: {source}")]
-    Batch {
-        index: usize,
-        kind: &'static str,
-        source: Box<DatapathError>,
-    },
-}
-
-type Ack = Sender<Result<(), DatapathError>>;
-
-/// Handle to the running datapath thread.
-pub struct Datapath {
-    commands: Sender<(Command, Ack)>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-    counters: Arc<SwitchCounters>,
-    inject: Sender<(PortId, Vec<u8>)>,
-    /// Devices the worker took out of service, closed here (see
-    /// [`Worker::retire`]).
-    retired: Receiver<Box<dyn Port>>,
-}
-
-/// Sends frames made outside the datapath (DNS answers) out of a port.
-#[derive(Clone)]
-pub struct Injector {
-    frames: Sender<(PortId, Vec<u8>)>,
-    waker: Arc<Waker>,
-}
-
-impl Injector {
-    /// Queues `frame` to leave through `port`; false if the datapath has
-    /// stopped or its queue is full.
-    pub fn send(&self, port: PortId, frame: Vec<u8>) -> bool {
-        self.frames.try_send((port, frame)).is_ok() && self.waker.wake().is_ok()
-    }
-}
-
-/// Frames waiting to be injected.
-const INJECT_QUEUE: usize = 1024;
-
-/// How the worker thread runs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Tuning {
-    /// The longest the worker polls without sleeping after it runs out of
-    /// work (see [`crate::busy_poll`]); zero sleeps at once.
-    pub busy_poll: Duration,
-    /// Where the worker thread runs: next to endpoints that wait on each
-    /// other (the default), where the scheduler puts it, or on one CPU.
-    pub cpu: WorkerCpu,
-}
-
-impl Datapath {
-    /// Starts the worker thread with a default connection-tracking table.
-    pub fn start(aging: Duration) -> Result<Self, DatapathError> {
-        Self::start_with(aging, Conntrack::default())
-    }
-
-    /// Starts the worker thread; NAT uses `conntrack`, which moves to the
-    /// worker (see [`conntrack`](Self::conntrack)).
-    pub fn start_with(aging: Duration, conntrack: Conntrack) -> Result<Self, DatapathError> {
-        Self::start_tuned(aging, conntrack, Tuning::default())
-    }
-
-    /// Starts the worker thread with NAT on `conntrack` and the worker
-    /// tuned by `tuning`.
-    pub fn start_tuned(
-        aging: Duration,
-        conntrack: Conntrack,
-        tuning: Tuning,
-    ) -> Result<Self, DatapathError> {
-        let poll = Poll::new().map_err(DatapathError::Start)?;
-        let waker =
-            Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(DatapathError::Start)?);
-        let (tx, rx) = unbounded();
-        let counters = Arc::new(SwitchCounters::default());
-        let mut switch = Switch::with_conntrack(Arc::clone(&counters), conntrack);
-        let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
-        let (retired_tx, retired_rx) = unbounded();
-        switch.set_aging(aging);
-        let mut worker = Worker {
-            poll,
-            switch,
-            ports: Vec::new(),
-            ready: Vec::new(),
-            paused: Vec::new(),
-            next_resume: None,
-            bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
-            commands: rx,
-            vtep: None,
-            vtep_ready: false,
-            peers: FxHashMap::default(),
-            tunnels: FxHashMap::default(),
-            coalescer: Coalescer::new(COALESCE_FLOWS),
-            counters: Arc::clone(&counters),
-            injected: inject_rx,
-            dns: None,
-            busy_poll: BusyPoll::new(tuning.busy_poll),
-            load: LoadMeter::new(Instant::now()),
-            follower: None,
-            retired: retired_tx,
-        };
-        let (pin_tx, pin_rx) = bounded(1);
-        let thread = std::thread::Builder::new()
-            .name("weft-datapath".into())
-            .spawn(move || {
-                match tuning.cpu {
-                    WorkerCpu::Pin(cpu) => {
-                        let pinned = weft_os::affinity::pin_current_thread(cpu);
-                        let ok = pinned.is_ok();
-                        let _ = pin_tx.send(pinned);
-                        if !ok {
-                            return;
-                        }
-                    }
-                    WorkerCpu::Follow => worker.start_following(),
-                    WorkerCpu::Scheduler => {}
-                }
-                worker.run()
-            })
-            .map_err(DatapathError::Start)?;
-        if matches!(tuning.cpu, WorkerCpu::Pin(_)) {
-            match pin_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(DatapathError::Start(e)),
-                Err(_) => {
-                    return Err(DatapathError::Start(io::Error::other(
-                        "the worker thread ended before pinning itself",
-                    )))
-                }
-            }
-        }
-        Ok(Datapath {
-            commands: tx,
-            waker,
-            thread: Some(thread),
-            counters,
-            inject: inject_tx,
-            retired: retired_rx,
-        })
-    }
-
-    pub fn counters(&self) -> &Arc<SwitchCounters> {
-        &self.counters
-    }
-
-    /// Every live tracked connection, sorted by original tuple. The worker
-    /// owns the table and copies it out between batches.
-    pub fn conntrack(&self) -> Result<Vec<FlowInfo>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpConntrack { reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
-    }
-
-    /// Removes every tracked connection; returns how many there were.
-    pub fn conntrack_flush(&self) -> Result<usize, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::FlushConntrack { reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
-    }
-
-    /// A handle that sends frames out of ports from another thread.
-    pub fn injector(&self) -> Injector {
-        Injector {
-            frames: self.inject.clone(),
-            waker: Arc::clone(&self.waker),
-        }
-    }
-
-    /// Hands `command` to the worker and waits until it has been applied.
-    pub fn execute(&self, command: Command) -> Result<(), DatapathError> {
-        let (ack_tx, ack_rx) = bounded(1);
-        self.commands
-            .send((command, ack_tx))
-            .map_err(|_| DatapathError::Stopped)?;
-        self.waker.wake().map_err(|_| DatapathError::Stopped)?;
-        let result = match ack_rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(DatapathError::Timeout(COMMAND_TIMEOUT)),
-            Err(RecvTimeoutError::Disconnected) => Err(DatapathError::Stopped),
-        };
-        // The devices the command took out of service are closed before
-        // it returns, so a TAP detached is gone when the caller hears so.
-        self.retired.try_iter().for_each(drop);
-        result
-    }
-
-    /// Applies `changes` in order, all or nothing (see [`Change`] for the
-    /// rule on removals); waits until the worker has done so.
-    pub fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError> {
-        self.execute(Command::Apply(changes))
-    }
-
-    /// Applies one change: a batch of one, whose error is the change's own.
-    pub fn apply_one(&self, change: Change) -> Result<(), DatapathError> {
-        match self.apply(vec![change]) {
-            Err(DatapathError::Batch { source, .. }) => Err(*source),
-            other => other,
-        }
-    }
-
-    /// The remote IPv4 → MAC bindings of one network, or of all.
-    pub fn neighbors(
-        &self,
-        network: Option<NetworkId>,
-    ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpNeighbors { network, reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
-    }
-
-    /// Mirrors the frames of device port `port`, both directions, into
-    /// `sink` until called again with `None` (or the port goes); `false`
-    /// when there is no such port. The mirror copies each frame; without
-    /// one the port pays a single branch per frame.
-    pub fn capture(
-        &self,
-        port: PortId,
-        sink: Option<Sender<Captured>>,
-    ) -> Result<bool, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::Capture {
-            port,
-            sink,
-            reply: tx,
-        })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
-    }
-
-    /// The learned addresses of one network, or of all.
-    pub fn fdb(
-        &self,
-        network: Option<NetworkId>,
-    ) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpFdb { network, reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
-    }
-
-    /// Stops the worker, closing every port (TAP devices disappear).
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            // Dropping the command sender tells the worker to stop.
-            let (dead_tx, _) = unbounded();
-            self.commands = dead_tx;
-            let _ = self.waker.wake();
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// How a port's frames leave.
 enum PortIo {
     /// A device of its own (a TAP), polled for frames.
@@ -755,7 +219,7 @@ struct PortSlot {
     receive: ReceiveThread,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     /// Where devices taken out of service go to be closed, off this
     /// thread ([`Worker::retire`]).
     retired: Sender<Box<dyn Port>>,
@@ -788,7 +252,7 @@ struct Worker {
     /// Judges the traffic every interval, for `busy_poll` and `follower`.
     load: LoadMeter,
     /// Moves the worker next to endpoints that wait on each other
-    /// ([`WorkerCpu::Follow`] with the privilege to load its tally).
+    /// ([`WorkerCpu::Follow`](crate::WorkerCpu::Follow) with the privilege to load its tally).
     follower: Option<Follower>,
 }
 
@@ -887,9 +351,45 @@ fn deliver(
 }
 
 impl Worker {
-    /// Loads the tally [`WorkerCpu::Follow`] needs; without the privilege
+    /// A worker that polls with `poll`, forwards with `switch`, takes
+    /// commands from `commands` and frames to inject from `injected`, and
+    /// hands the devices it takes out of service to `retired`.
+    pub(crate) fn new(
+        poll: Poll,
+        switch: Switch,
+        commands: Receiver<(Command, Ack)>,
+        counters: Arc<SwitchCounters>,
+        injected: Receiver<(PortId, Vec<u8>)>,
+        retired: Sender<Box<dyn Port>>,
+        busy_poll: Duration,
+    ) -> Worker {
+        Worker {
+            poll,
+            switch,
+            ports: Vec::new(),
+            ready: Vec::new(),
+            paused: Vec::new(),
+            next_resume: None,
+            bufs: (0..BATCH).map(|_| PacketBuf::new()).collect(),
+            commands,
+            vtep: None,
+            vtep_ready: false,
+            peers: FxHashMap::default(),
+            tunnels: FxHashMap::default(),
+            coalescer: Coalescer::new(COALESCE_FLOWS),
+            counters,
+            injected,
+            dns: None,
+            busy_poll: BusyPoll::new(busy_poll),
+            load: LoadMeter::new(Instant::now()),
+            follower: None,
+            retired,
+        }
+    }
+
+    /// Loads the tally [`WorkerCpu::Follow`](crate::WorkerCpu::Follow) needs; without the privilege
     /// to, the worker stays where the scheduler puts it.
-    fn start_following(&mut self) {
+    pub(crate) fn start_following(&mut self) {
         match Follower::new() {
             Ok(follower) => self.follower = Some(follower),
             Err(e) => tracing::info!(
@@ -1024,7 +524,7 @@ impl Worker {
             .store(following, Ordering::Relaxed);
     }
 
-    fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_expire = Instant::now() + EXPIRE_INTERVAL;
         loop {
@@ -1389,7 +889,7 @@ impl Worker {
         }
     }
 
-    /// Sends the frames queued by [`Injector`]s.
+    /// Sends the frames queued by [`Injector`](crate::Injector)s.
     fn send_injected(&mut self) {
         let mut tx = PortTx {
             ports: &mut self.ports,
@@ -1992,7 +1492,7 @@ impl Worker {
     }
 
     /// Hands a port's device to the thread that asked for its removal,
-    /// which closes it ([`Datapath::execute`]). Closing a TAP queue waits
+    /// which closes it ([`Datapath::execute`](crate::Datapath::execute)). Closing a TAP queue waits
     /// for an RCU grace period (tun's `synchronize_net`, once per queue):
     /// closed on this thread, every other port stopped that long, and a
     /// ping between two endpoints saw 32–43 ms round trips while others
