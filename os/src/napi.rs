@@ -62,7 +62,7 @@ impl NapiQueue {
 
     /// Writes one frame gathered from several slices with one `writev`.
     pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        crate::tap::write_vectored(self.queue.as_fd(), bufs)
+        Ok(nix::sys::uio::writev(&self.queue, bufs)?)
     }
 }
 

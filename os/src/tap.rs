@@ -459,7 +459,7 @@ impl Tap {
     /// Writes one frame gathered from several slices (typically the
     /// virtio-net header and the frame) with a single `writev`.
     pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        write_vectored(self.fd.as_fd(), bufs)
+        Ok(nix::sys::uio::writev(&self.fd, bufs)?)
     }
 
     /// Tells the kernel which offloads the reader of this TAP handles
@@ -522,20 +522,6 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for
     // the duration of the call; the descriptor is open.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Writes one frame gathered from several slices to a TAP queue with a
-/// single `writev`.
-pub(crate) fn write_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
-    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
-    // slice is valid for reads for the duration of the call.
-    let n = unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), count) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

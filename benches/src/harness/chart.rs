@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::measure::Test;
 use super::report::{ScenarioRun, Status};
-use super::rounds;
+use super::spread;
 use super::topology::Switch;
 
 const PANEL_H: f64 = 400.0;
@@ -112,7 +112,7 @@ fn panel(s: &mut String, run: &ScenarioRun, tests: &[Test], y0: f64) {
                         .then(|| sw.spread(*m))
                         .flatten()
                         .filter(|s| s.ratios.len() > 1)
-                        .and_then(|s| rounds::range(&s.ratios))
+                        .and_then(|s| spread::range(&s.ratios))
                 })
                 .collect()
         })
@@ -287,6 +287,7 @@ mod tests {
     fn rounds_draw_a_whisker_over_each_bar_s_range() {
         use crate::harness::measure::{Cpu, Metric, TestResult};
         use crate::harness::report::SwitchRun;
+        use crate::harness::spread::Spread;
         use crate::harness::topology::Scenario;
 
         let round = |weft: f64, bridge: f64| ScenarioRun {
@@ -310,7 +311,18 @@ mod tests {
         };
         let one = svg(&[round(8.0, 10.0)], &[Test::Tcp1]);
         assert!(!one.contains("class=\"range\""), "{one}");
-        let run = rounds::combine(&[round(8.0, 10.0), round(2.0, 10.0), round(9.0, 10.0)]);
+        // Three rounds: weft 8.0, 2.0 and 9.0 against the bridge's 10.0.
+        let mut run = round(8.0, 10.0);
+        for (sw, ratios) in run.switches.iter_mut().zip([[0.8, 0.2, 0.9], [1.0; 3]]) {
+            sw.spread = vec![(
+                Metric::Tcp1Gbps,
+                Spread {
+                    values: ratios.iter().map(|r| r * 10.0).collect(),
+                    ratios: ratios.to_vec(),
+                    weft_ratios: Vec::new(),
+                },
+            )];
+        }
         let text = svg(&[run], &[Test::Tcp1]);
         // weft's bar has one; the baseline's ratio is 1 in every round.
         assert_eq!(text.matches("class=\"range\"").count(), 1, "{text}");

@@ -25,6 +25,8 @@
 //! - `measure`: the measurements (iperf3, sockperf) and their CPU cost.
 //! - `report`: the results, the table and results.json.
 //! - `rounds`: `--rounds N`, the plan measured N times and combined.
+//! - `spread`: one metric's figures over the rounds, their median and
+//!   range.
 //! - `chart`: chart.svg.
 //! - `sys`: processes, namespaces, commands and interruption.
 //! - `error`: [`Error`].
@@ -41,6 +43,7 @@ mod neigh;
 mod report;
 pub mod rootless;
 mod rounds;
+mod spread;
 pub mod storm;
 mod sys;
 mod topology;

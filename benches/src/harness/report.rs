@@ -6,7 +6,7 @@ use std::fs;
 use serde_json::{json, Value};
 
 use super::measure::{Cpu, Metric, Test, TestResult};
-use super::rounds::{self, Spread};
+use super::spread::{self, Spread};
 use super::topology::{Scenario, Switch};
 
 /// How far one switch got.
@@ -82,7 +82,7 @@ impl ScenarioRun {
     /// value`, or with rounds the median of the rounds' ratios.
     pub fn ratio(&self, run: &SwitchRun, metric: Metric) -> Option<f64> {
         match run.spread(metric) {
-            Some(s) => rounds::median(&s.ratios),
+            Some(s) => spread::median(&s.ratios),
             None => self.single_ratio(run, metric),
         }
     }
@@ -109,7 +109,7 @@ impl ScenarioRun {
     /// ratios.
     pub fn weft_ratio(&self, metric: Metric) -> Option<f64> {
         match self.find(Switch::Weft)?.spread(metric) {
-            Some(s) => rounds::median(&s.weft_ratios),
+            Some(s) => spread::median(&s.weft_ratios),
             None => self.single_weft_ratio(metric),
         }
     }
@@ -160,7 +160,7 @@ fn cell(run: &ScenarioRun, sw: &SwitchRun, metric: Metric) -> String {
         .then(|| sw.spread(metric))
         .flatten()
         .filter(|s| s.ratios.len() > 1)
-        .and_then(|s| rounds::range(&s.ratios));
+        .and_then(|s| spread::range(&s.ratios));
     match (run.ratio(sw, metric), spread) {
         (Some(r), Some((lo, hi))) => {
             format!("{} ({r:.2}×, {lo:.2}–{hi:.2})", format_value(metric, v))
@@ -179,7 +179,7 @@ fn weft_ratio_cell(run: &ScenarioRun, metric: Metric) -> String {
         .find(Switch::Weft)
         .and_then(|w| w.spread(metric))
         .filter(|s| s.weft_ratios.len() > 1)
-        .and_then(|s| rounds::range(&s.weft_ratios));
+        .and_then(|s| spread::range(&s.weft_ratios));
     match (run.weft_ratio(metric), spread) {
         (Some(r), Some((lo, hi))) => format!("{r:.2}× ({lo:.2}–{hi:.2})"),
         (Some(r), None) => format!("{r:.2}×"),
@@ -540,24 +540,33 @@ mod tests {
 
     #[test]
     fn rounds_show_the_median_ratio_and_its_range() {
-        let rounds = [
-            run_with(&[
-                (Switch::Weft, 8.0),
-                (Switch::WeftBaseline, 10.0),
-                (Switch::KernelBridge, 10.0),
-            ]),
-            run_with(&[
-                (Switch::Weft, 4.2),
-                (Switch::WeftBaseline, 4.0),
-                (Switch::KernelBridge, 5.0),
-            ]),
-            run_with(&[
-                (Switch::Weft, 7.5),
-                (Switch::WeftBaseline, 7.0),
-                (Switch::KernelBridge, 10.0),
-            ]),
+        // Three rounds, combined: weft 8.0, 4.2, 7.5 against weft-baseline
+        // 10.0, 4.0, 7.0 and the bridge 10.0, 5.0, 10.0 (rounds::combine).
+        let mut run = run_with(&[
+            (Switch::Weft, 7.5),
+            (Switch::WeftBaseline, 7.0),
+            (Switch::KernelBridge, 10.0),
+        ]);
+        let spreads = [
+            Spread {
+                values: vec![8.0, 4.2, 7.5],
+                ratios: vec![0.8, 0.84, 0.75],
+                weft_ratios: vec![0.8, 1.05, 7.5 / 7.0],
+            },
+            Spread {
+                values: vec![10.0, 4.0, 7.0],
+                ratios: vec![1.0, 0.8, 0.7],
+                weft_ratios: Vec::new(),
+            },
+            Spread {
+                values: vec![10.0, 5.0, 10.0],
+                ratios: vec![1.0, 1.0, 1.0],
+                weft_ratios: Vec::new(),
+            },
         ];
-        let run = rounds::combine(&rounds);
+        for (sw, spread) in run.switches.iter_mut().zip(spreads) {
+            sw.spread = vec![(Metric::Tcp1Gbps, spread)];
+        }
         // Median figure, median of the three rounds' ratios (0.80, 0.84,
         // 0.75) and their range.
         assert_eq!(
@@ -592,7 +601,14 @@ mod tests {
         let r = m["ratio"].as_f64().unwrap();
         assert!((r - 0.8).abs() < 1e-9, "{doc}");
         // A single run's results.json is unchanged.
-        let single = json(&[rounds[0].clone()], &[Test::Tcp1], json!({}));
+        let single = json(
+            &[run_with(&[
+                (Switch::Weft, 8.0),
+                (Switch::KernelBridge, 10.0),
+            ])],
+            &[Test::Tcp1],
+            json!({}),
+        );
         assert!(single["scenarios"][0]["switches"][0]["measurements"][0]
             .get("rounds")
             .is_none());
