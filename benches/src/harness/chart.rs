@@ -10,7 +10,8 @@ use super::report::{ScenarioRun, Status};
 use super::spread;
 use super::topology::Switch;
 
-const PANEL_H: f64 = 400.0;
+/// Tall enough for the rotated labels of the longest row names under the plot.
+const PANEL_H: f64 = 520.0;
 const PLOT_H: f64 = 200.0;
 const LEFT: f64 = 130.0;
 const BAR_W: f64 = 16.0;
