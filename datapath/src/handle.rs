@@ -151,18 +151,12 @@ impl Datapath {
     /// Every live tracked connection, sorted by original tuple. The worker
     /// owns the table and copies it out between batches.
     pub fn conntrack(&self) -> Result<Vec<FlowInfo>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpConntrack { reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
+        self.query(|reply| Command::DumpConntrack { reply })
     }
 
     /// Removes every tracked connection; returns how many there were.
     pub fn conntrack_flush(&self) -> Result<usize, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::FlushConntrack { reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
+        self.query(|reply| Command::FlushConntrack { reply })
     }
 
     /// A handle that sends frames out of ports from another thread.
@@ -191,6 +185,15 @@ impl Datapath {
         result
     }
 
+    /// Hands the worker the command `make` builds around a reply channel
+    /// and waits for the reply.
+    fn query<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, DatapathError> {
+        let (tx, rx) = bounded(1);
+        self.execute(make(tx))?;
+        rx.recv_timeout(COMMAND_TIMEOUT)
+            .map_err(|_| DatapathError::Stopped)
+    }
+
     /// Applies `changes` in order, all or nothing (see [`Change`] for the
     /// rule on removals); waits until the worker has done so.
     pub fn apply(&self, changes: Vec<Change>) -> Result<(), DatapathError> {
@@ -210,10 +213,7 @@ impl Datapath {
         &self,
         network: Option<NetworkId>,
     ) -> Result<Vec<(NetworkId, Neighbor)>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpNeighbors { network, reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
+        self.query(|reply| Command::DumpNeighbors { network, reply })
     }
 
     /// Mirrors the frames of device port `port`, both directions, into
@@ -225,14 +225,7 @@ impl Datapath {
         port: PortId,
         sink: Option<Sender<Captured>>,
     ) -> Result<bool, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::Capture {
-            port,
-            sink,
-            reply: tx,
-        })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
+        self.query(|reply| Command::Capture { port, sink, reply })
     }
 
     /// The learned addresses of one network, or of all.
@@ -240,10 +233,7 @@ impl Datapath {
         &self,
         network: Option<NetworkId>,
     ) -> Result<Vec<(NetworkId, Learned)>, DatapathError> {
-        let (tx, rx) = bounded(1);
-        self.execute(Command::DumpFdb { network, reply: tx })?;
-        rx.recv_timeout(COMMAND_TIMEOUT)
-            .map_err(|_| DatapathError::Stopped)
+        self.query(|reply| Command::DumpFdb { network, reply })
     }
 
     /// Stops the worker, closing every port (TAP devices disappear).

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use super::measure::Test;
 use super::report::{ScenarioRun, Status};
-use super::spread;
 use super::topology::Switch;
 
 /// Tall enough for the rotated labels of the longest row names under the plot.
@@ -108,13 +107,7 @@ fn panel(s: &mut String, run: &ScenarioRun, tests: &[Test], y0: f64) {
         .map(|m| {
             run.switches
                 .iter()
-                .map(|sw| {
-                    (sw.switch != run.scenario.baseline())
-                        .then(|| sw.spread(*m))
-                        .flatten()
-                        .filter(|s| s.ratios.len() > 1)
-                        .and_then(|s| spread::range(&s.ratios))
-                })
+                .map(|sw| run.ratio_range(sw, *m))
                 .collect()
         })
         .collect();
@@ -286,29 +279,12 @@ mod tests {
 
     #[test]
     fn rounds_draw_a_whisker_over_each_bar_s_range() {
-        use crate::harness::measure::{Cpu, Metric, TestResult};
-        use crate::harness::report::SwitchRun;
+        use crate::harness::measure::Metric;
+        use crate::harness::report::tests::run_with;
         use crate::harness::spread::Spread;
-        use crate::harness::topology::Scenario;
 
-        let round = |weft: f64, bridge: f64| ScenarioRun {
-            scenario: Scenario::SameHost,
-            switches: [(Switch::Weft, weft), (Switch::KernelBridge, bridge)]
-                .iter()
-                .map(|(sw, v)| SwitchRun {
-                    switch: *sw,
-                    status: Status::Ok,
-                    tests: vec![(
-                        Test::Tcp1,
-                        Ok(TestResult {
-                            values: vec![(Metric::Tcp1Gbps, *v)],
-                            cpu: Cpu::default(),
-                        }),
-                    )],
-                    spread: Vec::new(),
-                    failed_rounds: 0,
-                })
-                .collect(),
+        let round = |weft: f64, bridge: f64| {
+            run_with(&[(Switch::Weft, weft), (Switch::KernelBridge, bridge)])
         };
         let one = svg(&[round(8.0, 10.0)], &[Test::Tcp1]);
         assert!(!one.contains("class=\"range\""), "{one}");

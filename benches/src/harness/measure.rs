@@ -241,6 +241,17 @@ pub struct TestResult {
     pub cpu: Cpu,
 }
 
+impl TestResult {
+    /// The figure measured for `metric`, if it is a number.
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        self.values
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, v)| *v)
+            .filter(|v| v.is_finite())
+    }
+}
+
 fn clock_ticks() -> f64 {
     match sysconf(SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,

@@ -448,13 +448,11 @@ fn measure_round(
                     "weft bench: {who}: `{tool}` {}",
                     not_installed(package)
                 ));
-                run.switches.push(SwitchRun {
+                run.switches.push(SwitchRun::new(
                     switch,
-                    status: Status::NotInstalled(not_installed(package)),
-                    tests: Vec::new(),
-                    spread: Vec::new(),
-                    failed_rounds: 0,
-                });
+                    Status::NotInstalled(not_installed(package)),
+                    Vec::new(),
+                ));
                 continue;
             }
             progress.show(&format!("{who}: building the topology"));
@@ -465,13 +463,11 @@ fn measure_round(
                 Err(e) if e.is_interrupted() => return Err(e),
                 Err(e) => {
                     report.status(&format!("weft bench: {who} failed: {}", e.message()));
-                    run.switches.push(SwitchRun {
+                    run.switches.push(SwitchRun::new(
                         switch,
-                        status: Status::Failed(e.message()),
-                        tests: Vec::new(),
-                        spread: Vec::new(),
-                        failed_rounds: 0,
-                    });
+                        Status::Failed(e.message()),
+                        Vec::new(),
+                    ));
                 }
             }
         }
@@ -530,13 +526,7 @@ fn measure_switch(
     progress.show(&format!("{who}: tearing down"));
     drop(servers);
     drop(topo);
-    Ok(SwitchRun {
-        switch,
-        status: Status::Ok,
-        tests: results,
-        spread: Vec::new(),
-        failed_rounds: 0,
-    })
+    Ok(SwitchRun::new(switch, Status::Ok, results))
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.

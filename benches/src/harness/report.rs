@@ -26,8 +26,8 @@ pub struct SwitchRun {
     pub status: Status,
     /// Per test: the result, or why there is none.
     pub tests: Vec<(Test, Result<TestResult, String>)>,
-    /// With more than one round: per metric, every round's figures
-    /// ([`rounds`]); empty for a single round.
+    /// With more than one round: per metric, every round's figures and
+    /// ratios; empty for a single round.
     pub spread: Vec<(Metric, Spread)>,
     /// With more than one round: in how many rounds the switch's worst
     /// test failed (its figures are the other rounds').
@@ -35,16 +35,25 @@ pub struct SwitchRun {
 }
 
 impl SwitchRun {
+    /// A switch's run as measured once: no spread over rounds.
+    pub fn new(
+        switch: Switch,
+        status: Status,
+        tests: Vec<(Test, Result<TestResult, String>)>,
+    ) -> SwitchRun {
+        SwitchRun {
+            switch,
+            status,
+            tests,
+            spread: Vec::new(),
+            failed_rounds: 0,
+        }
+    }
+
     pub fn value(&self, metric: Metric) -> Option<f64> {
-        self.tests.iter().find_map(|(_, r)| {
-            r.as_ref()
-                .ok()?
-                .values
-                .iter()
-                .find(|(m, _)| *m == metric)
-                .map(|(_, v)| *v)
-                .filter(|v| v.is_finite())
-        })
+        self.tests
+            .iter()
+            .find_map(|(_, r)| r.as_ref().ok()?.value(metric))
     }
 
     /// Every round's figures for `metric`, with more than one round.
@@ -87,6 +96,17 @@ impl ScenarioRun {
         }
     }
 
+    /// With rounds, the range of `run`'s ratios to the baseline for
+    /// `metric` (none for the baseline itself, 1 in every round).
+    pub fn ratio_range(&self, run: &SwitchRun, metric: Metric) -> Option<(f64, f64)> {
+        if run.switch == self.scenario.baseline() {
+            return None;
+        }
+        run.spread(metric)
+            .filter(|s| s.ratios.len() > 1)
+            .and_then(|s| spread::range(&s.ratios))
+    }
+
     /// `value / baseline value` for `metric`, in this one round.
     pub(super) fn single_ratio(&self, run: &SwitchRun, metric: Metric) -> Option<f64> {
         self.ratio_to(self.scenario.baseline(), run, metric)
@@ -112,6 +132,15 @@ impl ScenarioRun {
             Some(s) => spread::median(&s.weft_ratios),
             None => self.single_weft_ratio(metric),
         }
+    }
+
+    /// With rounds, the range of weft's ratios to weft-baseline for
+    /// `metric`.
+    pub fn weft_ratio_range(&self, metric: Metric) -> Option<(f64, f64)> {
+        self.find(Switch::Weft)?
+            .spread(metric)
+            .filter(|s| s.weft_ratios.len() > 1)
+            .and_then(|s| spread::range(&s.weft_ratios))
     }
 
     /// `weft's value / weft-baseline's value` for `metric`, in this one
@@ -156,12 +185,7 @@ fn cell(run: &ScenarioRun, sw: &SwitchRun, metric: Metric) -> String {
     let Some(v) = sw.value(metric) else {
         return "-".into();
     };
-    let spread = (sw.switch != run.scenario.baseline())
-        .then(|| sw.spread(metric))
-        .flatten()
-        .filter(|s| s.ratios.len() > 1)
-        .and_then(|s| spread::range(&s.ratios));
-    match (run.ratio(sw, metric), spread) {
+    match (run.ratio(sw, metric), run.ratio_range(sw, metric)) {
         (Some(r), Some((lo, hi))) => {
             format!("{} ({r:.2}×, {lo:.2}–{hi:.2})", format_value(metric, v))
         }
@@ -175,12 +199,7 @@ const WEFT_RATIO: &str = "weft / weft-baseline";
 
 /// The last column's cell with `--baseline-weft`.
 fn weft_ratio_cell(run: &ScenarioRun, metric: Metric) -> String {
-    let spread = run
-        .find(Switch::Weft)
-        .and_then(|w| w.spread(metric))
-        .filter(|s| s.weft_ratios.len() > 1)
-        .and_then(|s| spread::range(&s.weft_ratios));
-    match (run.weft_ratio(metric), spread) {
+    match (run.weft_ratio(metric), run.weft_ratio_range(metric)) {
         (Some(r), Some((lo, hi))) => format!("{r:.2}× ({lo:.2}–{hi:.2})"),
         (Some(r), None) => format!("{r:.2}×"),
         (None, _) => "-".into(),
@@ -420,26 +439,28 @@ pub fn json(runs: &[ScenarioRun], tests: &[Test], header: Value) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn run_with(values: &[(Switch, f64)]) -> ScenarioRun {
+    /// One same-host round of `tcp1` with these switches' figures (the
+    /// chart's tests use it too).
+    pub(in crate::harness) fn run_with(values: &[(Switch, f64)]) -> ScenarioRun {
         ScenarioRun {
             scenario: Scenario::SameHost,
             switches: values
                 .iter()
-                .map(|(sw, v)| SwitchRun {
-                    switch: *sw,
-                    status: Status::Ok,
-                    tests: vec![(
-                        Test::Tcp1,
-                        Ok(TestResult {
-                            values: vec![(Metric::Tcp1Gbps, *v)],
-                            cpu: Cpu::default(),
-                        }),
-                    )],
-                    spread: Vec::new(),
-                    failed_rounds: 0,
+                .map(|(sw, v)| {
+                    SwitchRun::new(
+                        *sw,
+                        Status::Ok,
+                        vec![(
+                            Test::Tcp1,
+                            Ok(TestResult {
+                                values: vec![(Metric::Tcp1Gbps, *v)],
+                                cpu: Cpu::default(),
+                            }),
+                        )],
+                    )
                 })
                 .collect(),
         }

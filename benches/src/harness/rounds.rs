@@ -76,7 +76,7 @@ fn combine_switch(rounds: &[ScenarioRun], switch: Switch) -> SwitchRun {
                 .metrics()
                 .iter()
                 .filter_map(|m| {
-                    let v: Vec<f64> = results.iter().filter_map(|r| value(r, *m)).collect();
+                    let v: Vec<f64> = results.iter().filter_map(|r| r.value(*m)).collect();
                     Some((*m, median(&v)?))
                 })
                 .collect();
@@ -121,21 +121,10 @@ fn combine_switch(rounds: &[ScenarioRun], switch: Switch) -> SwitchRun {
         })
         .collect();
     SwitchRun {
-        switch,
-        status: Status::Ok,
-        tests,
         spread,
         failed_rounds,
+        ..SwitchRun::new(switch, Status::Ok, tests)
     }
-}
-
-fn value(result: &TestResult, metric: Metric) -> Option<f64> {
-    result
-        .values
-        .iter()
-        .find(|(m, _)| *m == metric)
-        .map(|(_, v)| *v)
-        .filter(|v| v.is_finite())
 }
 
 #[cfg(test)]
@@ -149,25 +138,19 @@ mod tests {
             scenario: Scenario::SameHost,
             switches: values
                 .iter()
-                .map(|(sw, v)| SwitchRun {
-                    switch: *sw,
-                    status: Status::Ok,
-                    tests: vec![(
-                        Test::Tcp1,
-                        match v {
-                            Some(v) => Ok(TestResult {
-                                values: vec![(Metric::Tcp1Gbps, *v)],
-                                cpu: Cpu {
-                                    switch_s: None,
-                                    machine_s: *v,
-                                    wall_s: 1.0,
-                                },
-                            }),
-                            None => Err("iperf3 failed".into()),
-                        },
-                    )],
-                    spread: Vec::new(),
-                    failed_rounds: 0,
+                .map(|(sw, v)| {
+                    let result = match v {
+                        Some(v) => Ok(TestResult {
+                            values: vec![(Metric::Tcp1Gbps, *v)],
+                            cpu: Cpu {
+                                switch_s: None,
+                                machine_s: *v,
+                                wall_s: 1.0,
+                            },
+                        }),
+                        None => Err("iperf3 failed".into()),
+                    };
+                    SwitchRun::new(*sw, Status::Ok, vec![(Test::Tcp1, result)])
                 })
                 .collect(),
         }
